@@ -1,0 +1,146 @@
+//! The one place where errors become HTTP responses: `{"error": {"code", "message", "field"?}}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::decision::RequestError;
+use crate::identity::{AuthError, MissingRole};
+use crate::registry::RegistryError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+/// The error body every failing endpoint answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_json`, `invalid_request`, `unauthorized`, `forbidden`...
+    pub code: String,
+    pub message: String,
+    /// The offending field, as a path such as `resource.type` or `requests[2].action`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        if !field.is_empty() {
+            self.field = Some(field);
+        }
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::KeysUnavailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_unavailable",
+                e.to_string(),
+            ),
+            _ => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+        }
+    }
+}
+
+impl From<MissingRole> for ApiError {
+    fn from(e: MissingRole) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        )
+        .with_field(e.field)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the database is unavailable",
+        )
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid { field, message } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_record",
+                format!("{field}: {message}"),
+            )
+            .with_field(field),
+            RegistryError::Store(e) => e.into(),
+            RegistryError::Entity { .. } => {
+                tracing::error!(error = %e, "registry entity");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the record could not be turned into a Cedar entity",
+                )
+            }
+        }
+    }
+}

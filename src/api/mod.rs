@@ -1,0 +1,382 @@
+//! The HTTP surface: axum routes, thin handlers over [`crate::decision`] and [`crate::registry`],
+//! and the OpenAPI document generated from the same handler declarations (so it cannot drift).
+//!
+//! Handlers parse and authorise, call one plain function, and serialise; they hold no logic a test
+//! could not reach by calling that function directly.
+
+pub mod error;
+pub mod extract;
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::decision::{Decision, DecisionRecord, DecisionRequest};
+use crate::identity::{Caller, roles};
+use crate::ids::{AgentId, DecisionId, ToolId};
+use crate::registry::{Agent, AgentRecord, Tool, ToolRecord};
+use crate::server::AppState;
+use crate::store;
+use error::{ApiError, ErrorBody};
+use extract::{ApiJson, ApiQuery, path_id};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Reins", description = "Policy-as-code governance for AI agents: ask before you act."),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole application: routes, limits, timeout, tracing, and `/openapi.json`.
+pub fn router(state: AppState) -> axum::Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(create_decision))
+        .routes(routes!(create_decision_batch))
+        .routes(routes!(get_decision))
+        .routes(routes!(list_decisions))
+        .routes(routes!(put_agent, get_agent))
+        .routes(routes!(list_agents))
+        .routes(routes!(put_tool, get_tool))
+        .routes(routes!(list_tools))
+        .split_for_parts();
+    let timeout = state.config.request_timeout;
+    let max_body = state.config.max_body_bytes;
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { Json(openapi) }),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(
+                    move |_: tower::BoxError| async move {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            format!(
+                                "the request took longer than {}",
+                                humantime::format_duration(timeout)
+                            ),
+                        )
+                    },
+                ))
+                .timeout(timeout),
+        )
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    ready: bool,
+    database: String,
+    policies: String,
+}
+
+/// Readiness: the database answers and a policy pack with policies is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Ok("ok".to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2s".to_string()),
+    };
+    let pack = state.pipeline.policies();
+    let policies = if pack.policy_count() > 0 {
+        Ok(format!(
+            "{} policies, {}",
+            pack.policy_count(),
+            pack.digest()
+        ))
+    } else {
+        Err("no policies loaded".to_string())
+    };
+    let ready = database.is_ok() && policies.is_ok();
+    let body = Readiness {
+        ready,
+        database: database.unwrap_or_else(|e| e),
+        policies: policies.unwrap_or_else(|e| e),
+    };
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+}
+
+/// Ask for a decision. The principal is the token's agent; the answer is stored before it is sent.
+#[utoipa::path(post, path = "/v1/decisions", tag = "decisions", request_body = DecisionRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = Decision), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_decision(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<DecisionRequest>,
+) -> Result<Json<Decision>, ApiError> {
+    Ok(Json(state.pipeline.decide(&caller, request).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    requests: Vec<DecisionRequest>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct BatchResponse {
+    decisions: Vec<Decision>,
+}
+
+/// Several decisions for one agent, answered in order and stored together.
+#[utoipa::path(post, path = "/v1/decisions/batch", tag = "decisions", request_body = BatchRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_decision_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(batch): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let decisions = state.pipeline.decide_batch(&caller, batch.requests).await?;
+    Ok(Json(BatchResponse { decisions }))
+}
+
+/// A stored decision with its full request (role `admin` or `auditor`).
+#[utoipa::path(get, path = "/v1/decisions/{id}", tag = "decisions", params(("id" = String, Path, description = "decision id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = DecisionRecord), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_decision(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DecisionRecord>, ApiError> {
+    caller.require_any_role(&[roles::ADMIN, roles::AUDITOR])?;
+    let id: DecisionId = path_id(&id)?;
+    let record = state
+        .pipeline
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no decision {id}")))?;
+    Ok(Json(record))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListDecisions {
+    /// Only this agent's decisions.
+    agent: Option<String>,
+    /// Page backwards: decisions older than this id.
+    before: Option<String>,
+    /// At most this many (default 100, max 1000).
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DecisionPage {
+    decisions: Vec<DecisionRecord>,
+}
+
+/// Stored decisions, newest first (role `admin` or `auditor`).
+#[utoipa::path(get, path = "/v1/decisions", tag = "decisions", params(ListDecisions), security(("bearer" = [])),
+    responses((status = 200, body = DecisionPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_decisions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListDecisions>,
+) -> Result<Json<DecisionPage>, ApiError> {
+    caller.require_any_role(&[roles::ADMIN, roles::AUDITOR])?;
+    let agent: Option<AgentId> = query
+        .agent
+        .as_deref()
+        .map(path_id)
+        .transpose()
+        .map_err(|e| e.with_field("agent"))?;
+    let before: Option<DecisionId> = query
+        .before
+        .as_deref()
+        .map(path_id)
+        .transpose()
+        .map_err(|e| e.with_field("before"))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(
+            ApiError::bad_request("invalid_query", "limit must be between 1 and 1000")
+                .with_field("limit"),
+        );
+    }
+    let decisions = state
+        .pipeline
+        .list(agent.as_ref(), before.as_ref(), limit)
+        .await?;
+    Ok(Json(DecisionPage { decisions }))
+}
+
+fn created_or_ok<T: Serialize>(created: bool, body: T) -> impl IntoResponse {
+    (
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(body),
+    )
+}
+
+/// Register or replace an agent (role `admin`).
+#[utoipa::path(put, path = "/v1/agents/{id}", tag = "registry", params(("id" = String, Path)), request_body = AgentRecord,
+    security(("bearer" = [])),
+    responses((status = 201, body = Agent), (status = 200, body = Agent), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(record): ApiJson<AgentRecord>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_any_role(&[roles::ADMIN])?;
+    let id: AgentId = path_id(&id)?;
+    let (agent, created) = state
+        .pipeline
+        .registry()
+        .put_agent(id, record, &store::now())
+        .await?;
+    Ok(created_or_ok(created, agent))
+}
+
+/// One agent (role `admin` or `auditor`).
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "registry", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Agent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    caller.require_any_role(&[roles::ADMIN, roles::AUDITOR])?;
+    let id: AgentId = path_id(&id)?;
+    let snapshot = state.pipeline.registry().snapshot();
+    let entry = snapshot
+        .agent(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no agent `{id}`")))?;
+    Ok(Json(entry.agent.clone()))
+}
+
+#[derive(Serialize, ToSchema)]
+struct AgentList {
+    agents: Vec<Agent>,
+}
+
+/// All agents, by id (role `admin` or `auditor`).
+#[utoipa::path(get, path = "/v1/agents", tag = "registry", security(("bearer" = [])),
+    responses((status = 200, body = AgentList), (status = 403, body = ErrorBody)))]
+async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<AgentList>, ApiError> {
+    caller.require_any_role(&[roles::ADMIN, roles::AUDITOR])?;
+    Ok(Json(AgentList {
+        agents: state.pipeline.registry().agents(),
+    }))
+}
+
+/// Register or replace a tool (role `admin`).
+#[utoipa::path(put, path = "/v1/tools/{id}", tag = "registry", params(("id" = String, Path)), request_body = ToolRecord,
+    security(("bearer" = [])),
+    responses((status = 201, body = Tool), (status = 200, body = Tool), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(record): ApiJson<ToolRecord>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_any_role(&[roles::ADMIN])?;
+    let id: ToolId = path_id(&id)?;
+    let (tool, created) = state
+        .pipeline
+        .registry()
+        .put_tool(id, record, &store::now())
+        .await?;
+    Ok(created_or_ok(created, tool))
+}
+
+/// One tool (role `admin` or `auditor`).
+#[utoipa::path(get, path = "/v1/tools/{id}", tag = "registry", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Tool), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_tool(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Tool>, ApiError> {
+    caller.require_any_role(&[roles::ADMIN, roles::AUDITOR])?;
+    let id: ToolId = path_id(&id)?;
+    let snapshot = state.pipeline.registry().snapshot();
+    let entry = snapshot
+        .tool(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no tool `{id}`")))?;
+    Ok(Json(entry.tool.clone()))
+}
+
+#[derive(Serialize, ToSchema)]
+struct ToolList {
+    tools: Vec<Tool>,
+}
+
+/// All tools, by id (role `admin` or `auditor`).
+#[utoipa::path(get, path = "/v1/tools", tag = "registry", security(("bearer" = [])),
+    responses((status = 200, body = ToolList), (status = 403, body = ErrorBody)))]
+async fn list_tools(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ToolList>, ApiError> {
+    caller.require_any_role(&[roles::ADMIN, roles::AUDITOR])?;
+    Ok(Json(ToolList {
+        tools: state.pipeline.registry().tools(),
+    }))
+}

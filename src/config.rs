@@ -1,0 +1,314 @@
+//! One typed configuration: defaults, then `reins.toml` (optional), then `REINS_*` environment
+//! variables, then command-line flags. Validated once at start; every error names the key.
+//!
+//! Nested keys use `__` in the environment: `REINS_IDENTITY__DEV_ISSUER=false`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The config file read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG_FILE: &str = "reins.toml";
+
+/// Environment variables with the `REINS_` prefix that are not configuration keys: they are read
+/// by the CLI itself. Anything else with the prefix must be a key, so that a typo fails loudly.
+const NON_CONFIG_ENV: &[&str] = &["config", "token", "url", "log"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and generated keys live.
+    pub data_dir: PathBuf,
+    /// Folder of `*.cedar` files: the active policy pack.
+    pub policy_dir: PathBuf,
+    /// The Cedar schema the policies and requests are checked against.
+    pub schema_file: PathBuf,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// A request still running after this long is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most requests in one `POST /v1/decisions/batch`.
+    pub batch_max: usize,
+    pub identity: IdentityConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Trust the dev issuer whose key Reins generated in the data dir (`reins token mint`).
+    pub dev_issuer: bool,
+    /// Audience the dev issuer's tokens carry and that Reins expects from it.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Claim holding the caller's roles (array of strings or space-separated string).
+    pub roles_claim: String,
+    /// External issuers whose tokens are accepted.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// A trusted token issuer. Exactly one key source must be set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry at least one.
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values. HMAC (`HS*`) only with `allow_hmac = true`; `none` never.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    pub pem_file: Option<PathBuf>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    /// File holding an HMAC shared secret. Requires `allow_hmac`.
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Shared-secret tokens can be minted by anyone holding the secret; opt in explicitly.
+    #[serde(default)]
+    pub allow_hmac: bool,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["EdDSA".into(), "ES256".into(), "RS256".into()]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            policy_dir: PathBuf::from("policies"),
+            schema_file: PathBuf::from("schemas/reins.cedarschema"),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            batch_max: 100,
+            identity: IdentityConfig::default(),
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            dev_issuer: true,
+            audience: "reins".into(),
+            leeway: Duration::from_secs(30),
+            roles_claim: "roles".into(),
+            issuers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is `--config`; without it `reins.toml` is read if
+    /// present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        let env = Env::prefixed("REINS_").ignore(NON_CONFIG_ENV).split("__");
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if self.batch_max == 0 {
+            return Err(invalid("batch_max", "must be at least 1"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("request_timeout", "must be greater than zero"));
+        }
+        if self.identity.audience.is_empty() {
+            return Err(invalid("identity.audience", "must not be empty"));
+        }
+        for (i, issuer) in self.identity.issuers.iter().enumerate() {
+            issuer
+                .validate()
+                .map_err(|(field, message)| ConfigError::Invalid {
+                    key: format!("identity.issuers[{i}].{field}"),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("reins.db")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+}
+
+impl IssuerConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.issuer.is_empty() {
+            return Err(("issuer", "must not be empty".into()));
+        }
+        if self.audiences.is_empty() {
+            return Err(("audiences", "must list at least one audience".into()));
+        }
+        if self.algorithms.is_empty() {
+            return Err(("algorithms", "must list at least one algorithm".into()));
+        }
+        for alg in &self.algorithms {
+            let parsed: jsonwebtoken::Algorithm = alg.parse().map_err(|_| {
+                (
+                    "algorithms",
+                    format!("`{alg}` is not a supported JWS algorithm (`none` never is)"),
+                )
+            })?;
+            let hmac = matches!(
+                parsed,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            );
+            if hmac && !self.allow_hmac {
+                return Err((
+                    "algorithms",
+                    format!(
+                        "`{alg}` is a shared-secret algorithm; set allow_hmac = true to accept it"
+                    ),
+                ));
+            }
+        }
+        let sources = [
+            self.pem_file.is_some(),
+            self.jwks_file.is_some(),
+            self.jwks_url.is_some(),
+            self.hmac_secret_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err((
+                "pem_file",
+                "set exactly one of pem_file, jwks_file, jwks_url, hmac_secret_file".into(),
+            ));
+        }
+        if self.hmac_secret_file.is_some() && !self.allow_hmac {
+            return Err(("hmac_secret_file", "requires allow_hmac = true".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.data_dir, PathBuf::from("data"));
+            assert_eq!(c.max_body_bytes, 1024 * 1024);
+            assert_eq!(c.batch_max, 100);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("reins.toml", "listen = \"127.0.0.1:9000\"\nbatch_max = 7\n")?;
+            jail.set_env("REINS_BATCH_MAX", "9");
+            jail.set_env("REINS_IDENTITY__DEV_ISSUER", "false");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.batch_max, 9);
+            assert!(!c.identity.dev_issuer);
+            let flags = Overrides {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Default::default()
+            };
+            let c = Config::load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9100);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("reins.toml", "listen = \"not an address\"\n")?;
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen"), "{err}");
+
+            jail.create_file("reins.toml", "lisen = \"127.0.0.1:1\"\n")?;
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("lisen"), "{err}");
+
+            jail.create_file("reins.toml", "batch_max = 0\n")?;
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("batch_max"), "{err}");
+
+            jail.create_file(
+                "reins.toml",
+                "[[identity.issuers]]\nissuer = \"https://idp\"\naudiences = [\"reins\"]\nalgorithms = [\"HS256\"]\njwks_url = \"https://idp/jwks\"\n",
+            )?;
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("identity.issuers[0].algorithms"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,540 @@
+//! The decision pipeline: verified caller + request -> registry -> Cedar -> durable record -> answer.
+//!
+//! [`Pipeline::evaluate`] is pure (no I/O): it checks the request against the schema, applies the
+//! fail-closed rules and runs Cedar. [`Pipeline::decide`] adds the durable write; nothing is
+//! answered until its record is committed, and if it cannot be, the answer is a deny.
+//!
+//! Fail closed, in order: an unknown agent, a suspended agent, an unknown tool, an empty policy
+//! pack, a Cedar evaluation error in any policy, a storage failure: each is a deny whose reason
+//! code says which. Cedar ignores a policy that errors; Reins does not, because an erroring
+//! `forbid` would otherwise let a request through.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Request,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::identity::Caller;
+use crate::ids::{AgentId, DecisionId, ToolId, UserId};
+use crate::policy::PolicyPack;
+use crate::registry::{AgentStatus, Registry};
+use crate::store::{self, DecisionRow, Store, StoreError};
+
+/// Context keys Reins fills in itself; a caller may not set them.
+const RESERVED_CONTEXT: &[&str] = &["user", "session_id"];
+
+/// What an agent asks: may I do `action` on `resource`?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// A Cedar action id from the schema, e.g. `invoke`.
+    pub action: String,
+    pub resource: ResourceRef,
+    /// Cedar context. For `invoke`, the tool's arguments go in `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Map<String, Value>>,
+    /// The agent's session, passed to Cedar as `context.session_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRef {
+    /// A Cedar entity type from the schema, e.g. `Tool`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    /// Attributes of a resource Reins does not register itself. Not allowed for `Tool`, whose
+    /// attributes come from the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Deny,
+}
+
+/// Why the answer is what it is, machine-readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// A policy determined the decision; see `policy_id`.
+    Policy,
+    /// No permit policy matched (Cedar's default deny).
+    NoMatchingPermit,
+    /// A policy could not be evaluated on this request; Reins denies.
+    PolicyError,
+    UnknownAgent,
+    AgentSuspended,
+    UnknownTool,
+    /// The active policy pack holds no policies.
+    NoPolicy,
+    /// The decision could not be stored durably.
+    StorageUnavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reason {
+    pub code: ReasonCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Reason {
+    fn code(code: ReasonCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            policy_id: None,
+            annotations: None,
+            message: Some(message.into()),
+        }
+    }
+}
+
+/// A policy that failed to evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationError {
+    pub policy_id: String,
+    pub message: String,
+}
+
+/// The answer to one decision request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Decision {
+    #[schema(value_type = String, format = Uuid)]
+    pub decision_id: DecisionId,
+    pub decision: Outcome,
+    pub reasons: Vec<Reason>,
+    pub errors: Vec<EvaluationError>,
+    /// SHA-256 of the policy pack that decided; null when none was evaluated.
+    pub policy_digest: Option<String>,
+    /// RFC 3339, UTC.
+    pub evaluated_at: String,
+}
+
+/// A stored decision with who asked and exactly what: the basis of "explain this decision".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DecisionRecord {
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub agent_id: String,
+    pub on_behalf_of: Option<String>,
+    pub request: DecisionRequest,
+}
+
+/// A request the schema cannot make sense of (HTTP 422). Nothing is stored for it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RequestError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error inside element `index` of a batch.
+    fn in_batch(self, index: usize) -> Self {
+        Self {
+            field: format!("requests[{index}].{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+/// Evaluates and records decisions.
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    policies: ArcSwap<PolicyPack>,
+    store: Store,
+    action_type: EntityTypeName,
+    batch_max: usize,
+}
+
+impl Pipeline {
+    pub fn new(
+        registry: Arc<Registry>,
+        policies: PolicyPack,
+        store: Store,
+        batch_max: usize,
+    ) -> Result<Self, RequestError> {
+        let action_type = EntityTypeName::from_str("Action")
+            .map_err(|e| RequestError::new("action", e.to_string()))?;
+        Ok(Self {
+            registry,
+            policies: ArcSwap::from_pointee(policies),
+            store,
+            action_type,
+            batch_max,
+        })
+    }
+
+    pub fn policies(&self) -> Arc<PolicyPack> {
+        self.policies.load_full()
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Evaluates, records durably, answers.
+    pub async fn decide(
+        &self,
+        caller: &Caller,
+        request: DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let decision = self.evaluate(caller, &request)?;
+        Ok(self
+            .record(caller, vec![(request, decision)])
+            .await
+            .remove(0))
+    }
+
+    /// Evaluates every request first (any invalid one fails the whole batch, storing nothing), then
+    /// records all of them in one transaction.
+    pub async fn decide_batch(
+        &self,
+        caller: &Caller,
+        requests: Vec<DecisionRequest>,
+    ) -> Result<Vec<Decision>, RequestError> {
+        if requests.is_empty() {
+            return Err(RequestError::new(
+                "requests",
+                "must hold at least one request",
+            ));
+        }
+        if requests.len() > self.batch_max {
+            return Err(RequestError::new(
+                "requests",
+                format!(
+                    "at most {} requests per batch (got {})",
+                    self.batch_max,
+                    requests.len()
+                ),
+            ));
+        }
+        let mut evaluated = Vec::with_capacity(requests.len());
+        for (i, request) in requests.into_iter().enumerate() {
+            let decision = self.evaluate(caller, &request).map_err(|e| e.in_batch(i))?;
+            evaluated.push((request, decision));
+        }
+        Ok(self.record(caller, evaluated).await)
+    }
+
+    /// Stores the decisions; on failure every one of them becomes a deny.
+    async fn record(
+        &self,
+        caller: &Caller,
+        evaluated: Vec<(DecisionRequest, Decision)>,
+    ) -> Vec<Decision> {
+        let rows: Result<Vec<DecisionRow>, serde_json::Error> = evaluated
+            .iter()
+            .map(|(request, decision)| row_of(caller, request, decision))
+            .collect();
+        let stored = match rows {
+            Ok(rows) => self.store.insert_decisions(&rows).await,
+            Err(e) => Err(StoreError::Corrupt(e.to_string())),
+        };
+        match stored {
+            Ok(()) => evaluated.into_iter().map(|(_, d)| d).collect(),
+            Err(error) => {
+                tracing::error!(%error, "decision could not be stored; denying");
+                evaluated
+                    .into_iter()
+                    .map(|(_, d)| Decision {
+                        decision: Outcome::Deny,
+                        reasons: vec![Reason::code(
+                            ReasonCode::StorageUnavailable,
+                            "the decision could not be recorded durably",
+                        )],
+                        ..d
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The decision for one request, without storing it.
+    pub fn evaluate(
+        &self,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let pack = self.policies.load();
+        let registry = self.registry.snapshot();
+        let types = self.registry.types();
+
+        let action = EntityUid::from_type_name_and_id(
+            self.action_type.clone(),
+            EntityId::new(&request.action),
+        );
+        let resource_type = EntityTypeName::from_str(&request.resource.kind).map_err(|_| {
+            RequestError::new(
+                "resource.type",
+                format!(
+                    "`{}` is not a Cedar entity type name",
+                    request.resource.kind
+                ),
+            )
+        })?;
+        pack.check_request_types(&types.agent, &action, &resource_type)
+            .map_err(|e| {
+                let field = match e {
+                    crate::policy::RequestTypeError::UnknownAction { .. }
+                    | crate::policy::RequestTypeError::NotForPrincipal { .. } => "action",
+                    _ => "resource.type",
+                };
+                RequestError::new(field, e.to_string())
+            })?;
+        if request.resource.id.is_empty() {
+            return Err(RequestError::new("resource.id", "must not be empty"));
+        }
+        let is_tool = resource_type == types.tool;
+        if is_tool && request.resource.attributes.is_some() {
+            return Err(RequestError::new(
+                "resource.attributes",
+                "a Tool's attributes come from the registry and cannot be sent",
+            ));
+        }
+        let tool_id = if is_tool {
+            Some(
+                request
+                    .resource
+                    .id
+                    .parse::<ToolId>()
+                    .map_err(|e| RequestError::new("resource.id", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let context = self.context(caller, request)?;
+
+        let deny = |code: ReasonCode, message: String| Decision {
+            decision_id: DecisionId::new(),
+            decision: Outcome::Deny,
+            reasons: vec![Reason::code(code, message)],
+            errors: Vec::new(),
+            policy_digest: Some(pack.digest().to_string()),
+            evaluated_at: store::now(),
+        };
+
+        let Some(agent) = registry.agent(&caller.agent) else {
+            return Ok(deny(
+                ReasonCode::UnknownAgent,
+                format!("agent `{}` is not registered", caller.agent),
+            ));
+        };
+        if agent.agent.record.status == AgentStatus::Suspended {
+            return Ok(deny(
+                ReasonCode::AgentSuspended,
+                format!("agent `{}` is suspended", caller.agent),
+            ));
+        }
+        let resource_entity = match &tool_id {
+            Some(id) => match registry.tool(id) {
+                Some(tool) => tool.entity.clone(),
+                None => {
+                    return Ok(deny(
+                        ReasonCode::UnknownTool,
+                        format!("tool `{id}` is not registered"),
+                    ));
+                }
+            },
+            None => self.resource_entity(&pack, request, &resource_type)?,
+        };
+        if pack.policy_count() == 0 {
+            return Ok(deny(
+                ReasonCode::NoPolicy,
+                "the active policy pack has no policies".into(),
+            ));
+        }
+
+        let mut entities = vec![agent.entity.clone(), resource_entity];
+        if let Some(user) = &caller.on_behalf_of {
+            entities.push(Entity::with_uid(types.uid(&types.user, user.as_str())));
+        }
+        let entities = Entities::from_entities(entities, None)
+            .map_err(|e| RequestError::new("resource", e.to_string()))?;
+        let principal = types.uid(&types.agent, caller.agent.as_str());
+        let resource =
+            EntityUid::from_type_name_and_id(resource_type, EntityId::new(&request.resource.id));
+        let cedar_request = Request::new(principal, action, resource, context, None)
+            .map_err(|e| RequestError::new("action", e.to_string()))?;
+
+        let response = pack.is_authorized(&cedar_request, &entities);
+        Ok(decision_of(&pack, &response))
+    }
+
+    /// The Cedar context: the caller's, plus what Reins knows (delegating user, session).
+    fn context(&self, caller: &Caller, request: &DecisionRequest) -> Result<Context, RequestError> {
+        let mut context = request.context.clone().unwrap_or_default();
+        if let Some(key) = RESERVED_CONTEXT.iter().find(|k| context.contains_key(**k)) {
+            return Err(RequestError::new(
+                format!("context.{key}"),
+                "is set by Reins and cannot be sent",
+            ));
+        }
+        context
+            .entry("args")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(user) = &caller.on_behalf_of {
+            context.insert(
+                "user".into(),
+                serde_json::json!({ "__entity": { "type": "User", "id": user.as_str() } }),
+            );
+        }
+        if let Some(session) = &request.session_id {
+            context.insert("session_id".into(), Value::String(session.clone()));
+        }
+        Context::from_json_value(Value::Object(context), None)
+            .map_err(|e| RequestError::new("context", e.to_string()))
+    }
+
+    /// A resource entity built from the request's attributes, checked against the schema.
+    fn resource_entity(
+        &self,
+        pack: &PolicyPack,
+        request: &DecisionRequest,
+        ty: &EntityTypeName,
+    ) -> Result<Entity, RequestError> {
+        let json = serde_json::json!({
+            "uid": { "type": ty.to_string(), "id": request.resource.id },
+            "attrs": request.resource.attributes.clone().unwrap_or_default(),
+            "parents": [],
+        });
+        Entity::from_json_value(json, Some(pack.schema()))
+            .map_err(|e| RequestError::new("resource.attributes", e.to_string()))
+    }
+
+    /// A stored decision with its request.
+    pub async fn get(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
+        self.store.decision(id).await?.map(record_of).transpose()
+    }
+
+    /// Stored decisions, newest first.
+    pub async fn list(
+        &self,
+        agent: Option<&AgentId>,
+        before: Option<&DecisionId>,
+        limit: u32,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        self.store
+            .decisions(agent, before, limit)
+            .await?
+            .into_iter()
+            .map(record_of)
+            .collect()
+    }
+}
+
+fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision {
+    let errors: Vec<EvaluationError> = response
+        .diagnostics()
+        .errors()
+        .map(|e| match e {
+            cedar_policy::AuthorizationError::PolicyEvaluationError(e) => EvaluationError {
+                policy_id: e.policy_id().to_string(),
+                message: e.inner().to_string(),
+            },
+        })
+        .collect();
+    let mut reasons: Vec<Reason> = response
+        .diagnostics()
+        .reason()
+        .map(|id| Reason {
+            code: ReasonCode::Policy,
+            policy_id: Some(id.to_string()),
+            annotations: Some(
+                pack.annotations(id)
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            message: None,
+        })
+        .collect();
+    let mut outcome = match response.decision() {
+        CedarDecision::Allow => Outcome::Allow,
+        CedarDecision::Deny => Outcome::Deny,
+    };
+    if !errors.is_empty() {
+        if outcome == Outcome::Allow {
+            // The permits that allowed it are not why it is denied.
+            reasons.clear();
+        }
+        outcome = Outcome::Deny;
+        let ids: Vec<&str> = errors.iter().map(|e| e.policy_id.as_str()).collect();
+        reasons.push(Reason::code(
+            ReasonCode::PolicyError,
+            format!("policies {ids:?} could not be evaluated on this request"),
+        ));
+    } else if outcome == Outcome::Deny && reasons.is_empty() {
+        reasons.push(Reason::code(
+            ReasonCode::NoMatchingPermit,
+            "no policy permits this request",
+        ));
+    }
+    Decision {
+        decision_id: DecisionId::new(),
+        decision: outcome,
+        reasons,
+        errors,
+        policy_digest: Some(pack.digest().to_string()),
+        evaluated_at: store::now(),
+    }
+}
+
+fn row_of(
+    caller: &Caller,
+    request: &DecisionRequest,
+    decision: &Decision,
+) -> Result<DecisionRow, serde_json::Error> {
+    Ok(DecisionRow {
+        id: decision.decision_id.to_string(),
+        agent_id: caller.agent.to_string(),
+        on_behalf_of: caller.on_behalf_of.as_ref().map(UserId::to_string),
+        action: request.action.clone(),
+        resource_type: request.resource.kind.clone(),
+        resource_id: request.resource.id.clone(),
+        decision: match decision.decision {
+            Outcome::Allow => "allow".into(),
+            Outcome::Deny => "deny".into(),
+        },
+        policy_digest: decision.policy_digest.clone(),
+        evaluated_at: decision.evaluated_at.clone(),
+        request: serde_json::to_string(request)?,
+        response: serde_json::to_string(decision)?,
+    })
+}
+
+fn record_of(row: DecisionRow) -> Result<DecisionRecord, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("decision {}: {e}", row.id));
+    Ok(DecisionRecord {
+        decision: serde_json::from_str(&row.response).map_err(corrupt)?,
+        request: serde_json::from_str(&row.request).map_err(corrupt)?,
+        agent_id: row.agent_id,
+        on_behalf_of: row.on_behalf_of,
+    })
+}

@@ -1,0 +1,151 @@
+//! Typed identifiers for the things Reins names: agents, tools, decisions.
+//!
+//! Ids arrive from URLs, tokens and JSON bodies; parsing them once here means the rest of the code
+//! never handles an unchecked string, and an id can always be used as a Cedar entity id, a SQL key
+//! and a URL segment without escaping surprises.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest id we accept. Long enough for URNs and e-mail addresses, short enough to index.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_ID_LEN} characters")]
+    TooLong,
+    #[error("may contain only letters, digits and . _ - : @ / + (found {0:?})")]
+    BadChar(char),
+}
+
+fn check_id(s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong);
+    }
+    match s.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '/' | '+'))
+    }) {
+        Some(c) => Err(IdError::BadChar(c)),
+        None => Ok(()),
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                check_id(s)?;
+                Ok(Self(s.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                check_id(&s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::try_from(s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// An AI system registered in Reins; the Cedar principal of its decisions.
+    AgentId
+);
+string_id!(
+    /// A tool an agent may invoke; the Cedar resource of `invoke` decisions.
+    ToolId
+);
+string_id!(
+    /// The human (or service) an agent acts for, from the token's RFC 8693 `act` delegation.
+    UserId
+);
+
+/// A decision's id: a UUIDv7, so ids sort by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DecisionId(uuid::Uuid);
+
+impl DecisionId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for DecisionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for DecisionId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(Self)
+    }
+}
+
+impl fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_what_would_need_escaping() {
+        assert!("refund-bot".parse::<AgentId>().is_ok());
+        assert!("urn:agent:alice@example.com".parse::<AgentId>().is_ok());
+        assert_eq!("".parse::<AgentId>(), Err(IdError::Empty));
+        assert_eq!("a b".parse::<ToolId>(), Err(IdError::BadChar(' ')));
+        assert_eq!("a\"b".parse::<ToolId>(), Err(IdError::BadChar('"')));
+        assert_eq!(
+            "x".repeat(MAX_ID_LEN + 1).parse::<ToolId>(),
+            Err(IdError::TooLong)
+        );
+    }
+
+    #[test]
+    fn decision_ids_sort_by_creation() {
+        let a = DecisionId::new();
+        let b = DecisionId::new();
+        assert!(a.to_string() < b.to_string());
+    }
+}

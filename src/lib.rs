@@ -1,0 +1,18 @@
+//! Reins: a policy-as-code governance service for AI agents.
+//!
+//! An agent calls Reins before every action. Reins verifies the agent's token ([`identity`]),
+//! looks up what it knows about the agent and the tool ([`registry`]), evaluates the active Cedar
+//! policy pack ([`policy`]) through the decision pipeline ([`decision`]), stores the decision
+//! durably ([`store`]) and answers. [`api`] is the HTTP surface, [`cli`] the `reins` command.
+//! See ARCHITECTURE.md for the code map and the invariants.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod identity;
+pub mod ids;
+pub mod policy;
+pub mod registry;
+pub mod server;
+pub mod store;

@@ -1,0 +1,466 @@
+//! Agents (AI systems) and tools: what Reins knows about who is asking and what they ask for.
+//!
+//! Records live in the store; an in-memory [`Snapshot`] of them, with each record already turned
+//! into its Cedar entity, is swapped atomically on every change, so the decision path reads the
+//! registry without I/O or locks. Writes are serialised so the snapshot and the database agree.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::{AgentId, ToolId};
+use crate::store::{RegistryRow, RegistryTable, Store, StoreError};
+
+/// EU AI Act risk category of an AI system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskTier {
+    /// Art 5 practices: may never run.
+    Prohibited,
+    /// Annex III systems, with the obligations of Art 9-15 and 26.
+    High,
+    /// Transparency obligations only (Art 50).
+    Limited,
+    Minimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolRisk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    #[default]
+    Active,
+    Suspended,
+}
+
+impl RiskTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prohibited => "prohibited",
+            Self::High => "high",
+            Self::Limited => "limited",
+            Self::Minimal => "minimal",
+        }
+    }
+}
+
+impl ToolRisk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+}
+
+/// An agent as registered through `PUT /v1/agents/{id}` (a full replacement).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRecord {
+    pub name: String,
+    /// Accountable team or person; becomes the agent's `Owner` parent entity in Cedar.
+    pub owner: String,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub model_version: Option<String>,
+    pub risk_tier: RiskTier,
+    #[serde(default)]
+    pub intended_purpose: Option<String>,
+    /// Tools the agent was built and assessed for; each must be registered.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub tools: Vec<ToolId>,
+    #[serde(default)]
+    pub status: AgentStatus,
+}
+
+/// A tool as registered through `PUT /v1/tools/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRecord {
+    pub description: String,
+    pub risk: ToolRisk,
+    /// Becomes the tool's `ToolCategory` parent entity in Cedar.
+    pub category: String,
+}
+
+/// Bookkeeping shared by both kinds of registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Meta {
+    /// Starts at 1 and grows by one on every change.
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Agent {
+    #[schema(value_type = String)]
+    pub id: AgentId,
+    #[serde(flatten)]
+    pub record: AgentRecord,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Tool {
+    #[schema(value_type = String)]
+    pub id: ToolId,
+    #[serde(flatten)]
+    pub record: ToolRecord,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the Cedar entity of `{id}`: {message}")]
+    Entity { id: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The Cedar entity type names the registry produces, parsed once.
+#[derive(Debug, Clone)]
+pub struct EntityTypes {
+    pub agent: EntityTypeName,
+    pub tool: EntityTypeName,
+    pub user: EntityTypeName,
+    pub owner: EntityTypeName,
+    pub tool_category: EntityTypeName,
+}
+
+impl EntityTypes {
+    fn new() -> Result<Self, RegistryError> {
+        let parse = |name: &str| {
+            EntityTypeName::from_str(name).map_err(|e| RegistryError::Entity {
+                id: name.into(),
+                message: e.to_string(),
+            })
+        };
+        Ok(Self {
+            agent: parse("Agent")?,
+            tool: parse("Tool")?,
+            user: parse("User")?,
+            owner: parse("Owner")?,
+            tool_category: parse("ToolCategory")?,
+        })
+    }
+
+    pub fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+    }
+}
+
+pub struct AgentEntry {
+    pub agent: Agent,
+    pub entity: Entity,
+}
+
+pub struct ToolEntry {
+    pub tool: Tool,
+    pub entity: Entity,
+}
+
+/// An immutable view of the whole registry.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    agents: HashMap<AgentId, Arc<AgentEntry>>,
+    tools: HashMap<ToolId, Arc<ToolEntry>>,
+}
+
+impl Snapshot {
+    pub fn agent(&self, id: &AgentId) -> Option<&Arc<AgentEntry>> {
+        self.agents.get(id)
+    }
+
+    pub fn tool(&self, id: &ToolId) -> Option<&Arc<ToolEntry>> {
+        self.tools.get(id)
+    }
+}
+
+pub struct Registry {
+    store: Store,
+    types: EntityTypes,
+    snapshot: ArcSwap<Snapshot>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// Loads every record from the store and builds the first snapshot.
+    pub async fn load(store: Store) -> Result<Self, RegistryError> {
+        let types = EntityTypes::new()?;
+        let mut snapshot = Snapshot::default();
+        for row in store.registry_rows(RegistryTable::Tools).await? {
+            let tool = tool_from_row(row)?;
+            let entity = tool_entity(&types, &tool)?;
+            snapshot
+                .tools
+                .insert(tool.id.clone(), Arc::new(ToolEntry { tool, entity }));
+        }
+        for row in store.registry_rows(RegistryTable::Agents).await? {
+            let agent = agent_from_row(row)?;
+            let entity = agent_entity(&types, &agent)?;
+            snapshot
+                .agents
+                .insert(agent.id.clone(), Arc::new(AgentEntry { agent, entity }));
+        }
+        Ok(Self {
+            store,
+            types,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            writes: Default::default(),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn types(&self) -> &EntityTypes {
+        &self.types
+    }
+
+    pub fn agents(&self) -> Vec<Agent> {
+        let snapshot = self.snapshot.load();
+        let mut agents: Vec<Agent> = snapshot.agents.values().map(|e| e.agent.clone()).collect();
+        agents.sort_by(|a, b| a.id.cmp(&b.id));
+        agents
+    }
+
+    pub fn tools(&self) -> Vec<Tool> {
+        let snapshot = self.snapshot.load();
+        let mut tools: Vec<Tool> = snapshot.tools.values().map(|e| e.tool.clone()).collect();
+        tools.sort_by(|a, b| a.id.cmp(&b.id));
+        tools
+    }
+
+    /// Registers or replaces an agent. Returns it and whether it was new.
+    pub async fn put_agent(
+        &self,
+        id: AgentId,
+        record: AgentRecord,
+        now: &str,
+    ) -> Result<(Agent, bool), RegistryError> {
+        let _serialised = self.writes.lock().await;
+        let current = self.snapshot.load_full();
+        validate_agent(&record, &current)?;
+        let json = serde_json::to_string(&record).map_err(|e| invalid("record", e.to_string()))?;
+        let row = self
+            .store
+            .upsert_registry(RegistryTable::Agents, id.as_str(), &json, now)
+            .await?;
+        let agent = Agent {
+            id: id.clone(),
+            record,
+            meta: meta_of(&row),
+        };
+        let entity = agent_entity(&self.types, &agent)?;
+        let mut next = (*current).clone();
+        let created = next
+            .agents
+            .insert(
+                id,
+                Arc::new(AgentEntry {
+                    agent: agent.clone(),
+                    entity,
+                }),
+            )
+            .is_none();
+        self.snapshot.store(Arc::new(next));
+        Ok((agent, created))
+    }
+
+    /// Registers or replaces a tool. Returns it and whether it was new.
+    pub async fn put_tool(
+        &self,
+        id: ToolId,
+        record: ToolRecord,
+        now: &str,
+    ) -> Result<(Tool, bool), RegistryError> {
+        let _serialised = self.writes.lock().await;
+        let current = self.snapshot.load_full();
+        if record.category.trim().is_empty() {
+            return Err(invalid("category", "must not be empty"));
+        }
+        let json = serde_json::to_string(&record).map_err(|e| invalid("record", e.to_string()))?;
+        let row = self
+            .store
+            .upsert_registry(RegistryTable::Tools, id.as_str(), &json, now)
+            .await?;
+        let tool = Tool {
+            id: id.clone(),
+            record,
+            meta: meta_of(&row),
+        };
+        let entity = tool_entity(&self.types, &tool)?;
+        let mut next = (*current).clone();
+        let created = next
+            .tools
+            .insert(
+                id,
+                Arc::new(ToolEntry {
+                    tool: tool.clone(),
+                    entity,
+                }),
+            )
+            .is_none();
+        self.snapshot.store(Arc::new(next));
+        Ok((tool, created))
+    }
+}
+
+fn validate_agent(record: &AgentRecord, snapshot: &Snapshot) -> Result<(), RegistryError> {
+    if record.name.trim().is_empty() {
+        return Err(invalid("name", "must not be empty"));
+    }
+    if record.owner.trim().is_empty() {
+        return Err(invalid("owner", "must not be empty"));
+    }
+    if record.risk_tier == RiskTier::Prohibited && record.status == AgentStatus::Active {
+        return Err(invalid(
+            "status",
+            "a prohibited-tier agent (EU AI Act Art 5) cannot be active; register it as suspended",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, tool) in record.tools.iter().enumerate() {
+        if !seen.insert(tool) {
+            return Err(invalid(
+                format!("tools[{i}]"),
+                format!("tool `{tool}` is listed twice"),
+            ));
+        }
+        if snapshot.tool(tool).is_none() {
+            return Err(invalid(
+                format!("tools[{i}]"),
+                format!("tool `{tool}` is not registered; PUT /v1/tools/{tool} first"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn meta_of(row: &RegistryRow) -> Meta {
+    Meta {
+        version: row.version,
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+    }
+}
+
+fn agent_from_row(row: RegistryRow) -> Result<Agent, RegistryError> {
+    let corrupt =
+        |m: String| RegistryError::Store(StoreError::Corrupt(format!("agent `{}`: {m}", row.id)));
+    let id = row
+        .id
+        .parse()
+        .map_err(|e: crate::ids::IdError| corrupt(e.to_string()))?;
+    let record = serde_json::from_str(&row.record).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Agent {
+        id,
+        record,
+        meta: meta_of(&row),
+    })
+}
+
+fn tool_from_row(row: RegistryRow) -> Result<Tool, RegistryError> {
+    let corrupt =
+        |m: String| RegistryError::Store(StoreError::Corrupt(format!("tool `{}`: {m}", row.id)));
+    let id = row
+        .id
+        .parse()
+        .map_err(|e: crate::ids::IdError| corrupt(e.to_string()))?;
+    let record = serde_json::from_str(&row.record).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Tool {
+        id,
+        record,
+        meta: meta_of(&row),
+    })
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+fn agent_entity(types: &EntityTypes, agent: &Agent) -> Result<Entity, RegistryError> {
+    let r = &agent.record;
+    let opt = |s: &Option<String>| string(s.as_deref().unwrap_or(""));
+    let attrs =
+        HashMap::from([
+            ("name".to_string(), string(&r.name)),
+            ("owner".to_string(), string(&r.owner)),
+            ("provider".to_string(), opt(&r.provider)),
+            ("model".to_string(), opt(&r.model)),
+            ("model_version".to_string(), opt(&r.model_version)),
+            ("risk_tier".to_string(), string(r.risk_tier.as_str())),
+            ("intended_purpose".to_string(), opt(&r.intended_purpose)),
+            ("status".to_string(), string(r.status.as_str())),
+            (
+                "tools".to_string(),
+                RestrictedExpression::new_set(r.tools.iter().map(|t| {
+                    RestrictedExpression::new_entity_uid(types.uid(&types.tool, t.as_str()))
+                })),
+            ),
+        ]);
+    let parents = HashSet::from([types.uid(&types.owner, &r.owner)]);
+    Entity::new(types.uid(&types.agent, agent.id.as_str()), attrs, parents).map_err(|e| {
+        RegistryError::Entity {
+            id: agent.id.to_string(),
+            message: e.to_string(),
+        }
+    })
+}
+
+fn tool_entity(types: &EntityTypes, tool: &Tool) -> Result<Entity, RegistryError> {
+    let r = &tool.record;
+    let attrs = HashMap::from([
+        ("description".to_string(), string(&r.description)),
+        ("risk".to_string(), string(r.risk.as_str())),
+        ("category".to_string(), string(&r.category)),
+    ]);
+    let parents = HashSet::from([types.uid(&types.tool_category, &r.category)]);
+    Entity::new(types.uid(&types.tool, tool.id.as_str()), attrs, parents).map_err(|e| {
+        RegistryError::Entity {
+            id: tool.id.to_string(),
+            message: e.to_string(),
+        }
+    })
+}

@@ -1,0 +1,175 @@
+//! Start-up and shutdown: turns a [`Config`] into running services and an HTTP listener.
+//!
+//! First start creates what is missing (data dir, database, dev issuer key) and logs each thing it
+//! created; an invalid policy pack or schema stops the start with located diagnostics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::decision::{Pipeline, RequestError};
+use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
+use crate::policy::{PolicyError, PolicyPack};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{Store, StoreError};
+
+/// Everything a request handler needs.
+pub struct Services {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub pipeline: Pipeline,
+    pub store: Store,
+}
+
+pub type AppState = Arc<Services>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] IdentitySetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("decision pipeline: {0}")]
+    Pipeline(#[from] RequestError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Builds the services, creating missing local state.
+pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
+    if !config.data_dir.exists() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        tracing::info!(path = %config.data_dir.display(), "created data dir");
+    }
+    let db_path = config.database_path();
+    let new_database = !db_path.exists();
+    let store = Store::open_sqlite(&db_path).await?;
+    if new_database {
+        tracing::info!(path = %db_path.display(), "created database");
+    }
+
+    let dev = if config.identity.dev_issuer {
+        let (dev, generated) = DevIssuer::load_or_generate(&config.keys_dir())?;
+        if generated {
+            tracing::info!(path = %config.keys_dir().join(crate::identity::DEV_KEY_FILE).display(), "generated dev issuer key (mode 0600)");
+        }
+        Some(dev)
+    } else {
+        None
+    };
+    let verifier = Verifier::new(&config.identity, dev.as_ref())?;
+
+    let pack = PolicyPack::load(&config.policy_dir, &config.schema_file)?;
+    if pack.policy_count() == 0 {
+        tracing::warn!(dir = %config.policy_dir.display(), "policy pack is empty: every decision will be denied (no_policy)");
+    }
+    tracing::info!(policies = pack.policy_count(), files = pack.files().len(), digest = %pack.digest(), "policy pack loaded");
+
+    let registry = Arc::new(Registry::load(store.clone()).await?);
+    let pipeline = Pipeline::new(registry, pack, store.clone(), config.batch_max)?;
+    Ok(Services {
+        config,
+        verifier,
+        pipeline,
+        store,
+    })
+}
+
+/// A server running in the background; used by `reins serve` and by tests.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Bootstraps and starts listening.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let listen = config.listen;
+    let state = Arc::new(bootstrap(config).await?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let app = crate::api::router(state.clone());
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = signal.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, closes the database.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "server error"),
+            Err(e) => tracing::error!(error = %e, "server task failed"),
+        }
+        self.state.store.close().await;
+    }
+}
+
+/// Runs until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let server = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
