@@ -51,6 +51,10 @@ pub struct IdentityConfig {
     pub leeway: Duration,
     /// Claim holding the caller's roles (array of strings or space-separated string).
     pub roles_claim: String,
+    /// A token naming an unknown `kid` refetches a JWKS at most this often, so forged kids cannot
+    /// turn Reins into a request amplifier against the identity provider.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_interval: Duration,
     /// External issuers whose tokens are accepted.
     pub issuers: Vec<IssuerConfig>,
 }
@@ -102,6 +106,7 @@ impl Default for IdentityConfig {
             audience: "reins".into(),
             leeway: Duration::from_secs(30),
             roles_claim: "roles".into(),
+            jwks_refetch_interval: Duration::from_secs(30),
             issuers: Vec::new(),
         }
     }

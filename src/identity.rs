@@ -127,9 +127,10 @@ struct Key {
 }
 
 /// Keys fetched from a JWKS URL. Refetched when a token names an unknown `kid`, but at most once
-/// per [`JWKS_MIN_REFETCH`], so a stream of forged kids cannot turn Reins into a fetch amplifier.
+/// per `min_refetch`, so a stream of forged kids cannot turn Reins into a fetch amplifier.
 struct JwksCache {
     url: String,
+    min_refetch: Duration,
     client: reqwest::Client,
     state: RwLock<JwksState>,
     fetch: Mutex<()>,
@@ -141,7 +142,6 @@ struct JwksState {
     fetched_at: Option<Instant>,
 }
 
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 const JWKS_MAX_BYTES: usize = 256 * 1024;
 const JWKS_MAX_KEYS: usize = 64;
@@ -169,7 +169,7 @@ impl Verifier {
             );
         }
         for issuer in &config.issuers {
-            let trusted = TrustedIssuer::from_config(issuer)?;
+            let trusted = TrustedIssuer::from_config(issuer, config.jwks_refetch_interval)?;
             if issuers.insert(issuer.issuer.clone(), trusted).is_some() {
                 return Err(IdentitySetupError::Issuer {
                     issuer: issuer.issuer.clone(),
@@ -297,7 +297,7 @@ fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
 }
 
 impl TrustedIssuer {
-    fn from_config(c: &IssuerConfig) -> Result<Self, IdentitySetupError> {
+    fn from_config(c: &IssuerConfig, min_refetch: Duration) -> Result<Self, IdentitySetupError> {
         let err = |message: String| IdentitySetupError::Issuer {
             issuer: c.issuer.clone(),
             message,
@@ -341,12 +341,14 @@ impl TrustedIssuer {
                 key: DecodingKey::from_secret(secret),
             }])
         } else if let Some(url) = &c.jwks_url {
+            install_crypto_provider();
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| err(format!("HTTP client: {e}")))?;
             KeySource::Jwks(JwksCache {
                 url: url.clone(),
+                min_refetch,
                 client,
                 state: RwLock::new(JwksState::default()),
                 fetch: Mutex::new(()),
@@ -384,11 +386,11 @@ impl TrustedIssuer {
 
 impl JwksCache {
     /// The cached keys, fetched first if there are none or they are old; with `unknown_kid`, fetched
-    /// again unless the last fetch was less than [`JWKS_MIN_REFETCH`] ago.
+    /// again unless the last fetch was less than `min_refetch` ago.
     async fn current(&self, issuer: &str, unknown_kid: bool) -> Result<Arc<Vec<Key>>, AuthError> {
         let fresh_enough = |s: &JwksState| match s.fetched_at {
             None => false,
-            Some(at) if unknown_kid => at.elapsed() < JWKS_MIN_REFETCH,
+            Some(at) if unknown_kid => at.elapsed() < self.min_refetch,
             Some(at) => at.elapsed() < JWKS_MAX_AGE,
         };
         {
@@ -598,6 +600,17 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+/// Installs ring as the process's rustls provider, once. reqwest is built without a default TLS
+/// provider (the default, aws-lc, needs cmake and a C toolchain to build); every HTTP client this
+/// crate builds calls this first, so library users and tests need not know.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is installed already, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Extracts the token from an `Authorization` header value.

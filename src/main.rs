@@ -11,8 +11,7 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    // reqwest is built without a default TLS provider (see Cargo.toml); JWKS over HTTPS needs one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    reins::identity::install_crypto_provider();
     match reins::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

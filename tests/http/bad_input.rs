@@ -1,0 +1,252 @@
+//! Bad input gets a 4xx with a message naming the problem, and changes nothing.
+
+use serde_json::{Value, json};
+
+use crate::harness::TestServer;
+
+async fn setup() -> (TestServer, String) {
+    let s = TestServer::start().await;
+    s.tool("search.web", "low").await;
+    s.agent("bot", "minimal", &["search.web"]).await;
+    let token = s.token("bot", &[]);
+    (s, token)
+}
+
+async fn raw(
+    s: &TestServer,
+    token: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let mut request = s
+        .client
+        .post(s.url("/v1/decisions"))
+        .bearer_auth(token)
+        .body(body);
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn expect(status: u16, body: &Value, want_status: u16, want_code: &str, want_field: Option<&str>) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    assert_eq!(body["error"]["field"].as_str(), want_field, "{body}");
+}
+
+#[tokio::test]
+async fn malformed_and_mistyped_bodies_are_400_naming_the_field() {
+    let (s, token) = setup().await;
+    let (st, b) = raw(&s, &token, Some("application/json"), "{\"action\": ").await;
+    expect(st, &b, 400, "invalid_json", None);
+
+    let (st, b) = raw(
+        &s,
+        &token,
+        Some("application/json"),
+        r#"{"action": 7, "resource": {"type": "Tool", "id": "search.web"}}"#,
+    )
+    .await;
+    expect(st, &b, 400, "invalid_body", Some("action"));
+
+    let (st, b) = raw(
+        &s,
+        &token,
+        Some("application/json"),
+        r#"{"action": "invoke"}"#,
+    )
+    .await;
+    expect(st, &b, 400, "invalid_body", Some("resource"));
+
+    let (st, b) = raw(
+        &s,
+        &token,
+        Some("application/json"),
+        r#"{"action": "invoke", "resource": {"id": "search.web"}}"#,
+    )
+    .await;
+    expect(st, &b, 400, "invalid_body", Some("resource.type"));
+
+    // A typo is not silently ignored.
+    let (st, b) = raw(
+        &s,
+        &token,
+        Some("application/json"),
+        r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "contxt": {}}"#,
+    )
+    .await;
+    expect(st, &b, 400, "invalid_body", Some("contxt"));
+
+    let (st, b) = raw(
+        &s,
+        &token,
+        Some("application/json"),
+        r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": []}"#,
+    )
+    .await;
+    expect(st, &b, 400, "invalid_body", Some("context"));
+
+    let (st, b) = raw(
+        &s,
+        &token,
+        Some("application/json"),
+        r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}} trailing"#,
+    )
+    .await;
+    expect(st, &b, 400, "invalid_json", None);
+    assert_eq!(s.stored_decisions().await, 0);
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_and_oversized_is_413() {
+    let (s, token) = setup().await;
+    let body = r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}}"#;
+    let (st, b) = raw(&s, &token, Some("text/plain"), body).await;
+    expect(st, &b, 415, "unsupported_media_type", None);
+    let (st, b) = raw(&s, &token, None, body).await;
+    expect(st, &b, 415, "unsupported_media_type", None);
+    // application/json with parameters is fine.
+    let (st, b) = raw(&s, &token, Some("application/json; charset=utf-8"), body).await;
+    assert_eq!(st, 200, "{b}");
+
+    let huge = format!(
+        r#"{{"action": "invoke", "resource": {{"type": "Tool", "id": "search.web"}}, "context": {{"args": {{"blob": "{}"}}}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (st, b) = raw(&s, &token, Some("application/json"), huge).await;
+    expect(st, &b, 413, "payload_too_large", None);
+    assert_eq!(s.stored_decisions().await, 1);
+}
+
+#[tokio::test]
+async fn requests_the_schema_cannot_read_are_422_naming_the_field() {
+    let (s, token) = setup().await;
+    let cases = [
+        (
+            json!({"action": "fly", "resource": {"type": "Tool", "id": "search.web"}}),
+            "action",
+            "unknown action",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "Spaceship", "id": "x"}}),
+            "resource.type",
+            "unknown resource type",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "Agent", "id": "x"}}),
+            "resource.type",
+            "does not apply",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "not a type!", "id": "x"}}),
+            "resource.type",
+            "not a Cedar entity type",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": ""}}),
+            "resource.id",
+            "empty",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web", "attributes": {"risk": "low"}}}),
+            "resource.attributes",
+            "registry",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": {"session_id": "x"}}),
+            "context.session_id",
+            "set by Reins",
+        ),
+        (
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": {"args": {"amount": 1.5}}}),
+            "context",
+            "",
+        ),
+    ];
+    for (body, field, needle) in cases {
+        let (st, b) = s.post("/v1/decisions", &token, body.clone()).await;
+        expect(st, &b, 422, "invalid_request", Some(field));
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(needle),
+            "{body} -> {b}"
+        );
+    }
+    assert_eq!(s.stored_decisions().await, 0);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_shape() {
+    let (s, token) = setup().await;
+    let (st, b) = s.get("/v1/nothing-here", &token).await;
+    expect(st, &b, 404, "not_found", None);
+    let (st, b) = s
+        .send(reqwest::Method::DELETE, "/v1/decisions", Some(&token), None)
+        .await;
+    expect(st, &b, 405, "method_not_allowed", None);
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi() {
+    let (s, _) = setup().await;
+    let health: Value = s
+        .client
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["database"], "ok");
+
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/decisions", "post"),
+        ("/v1/decisions", "get"),
+        ("/v1/decisions/batch", "post"),
+        ("/v1/decisions/{id}", "get"),
+        ("/v1/agents/{id}", "put"),
+        ("/v1/agents/{id}", "get"),
+        ("/v1/agents", "get"),
+        ("/v1/tools/{id}", "put"),
+        ("/v1/tools/{id}", "get"),
+        ("/v1/tools", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+    let request = &doc["components"]["schemas"]["DecisionRequest"];
+    let required: Vec<&str> = request["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        required.contains(&"action") && required.contains(&"resource"),
+        "{request}"
+    );
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}

@@ -1,0 +1,216 @@
+//! A Reins server on an ephemeral port with its own data dir, plus a client and token minting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reins::config::{Config, Overrides};
+use reins::identity::{DevIssuer, MintRequest};
+use reins::server::{RunningServer, start};
+use serde_json::{Value, json};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub data: tempfile::TempDir,
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+/// Config for a fresh data dir with the default pack (or `policy_dir`).
+pub fn test_config(data: &Path, policy_dir: Option<&Path>) -> Config {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(data.to_path_buf()),
+        policy_dir: Some(
+            policy_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| repo().join("policies")),
+        ),
+        schema_file: Some(repo().join("schemas/reins.cedarschema")),
+    };
+    let mut config = Config::load(None, &overrides).expect("test config");
+    config.request_timeout = Duration::from_secs(30);
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_policies(None).await
+    }
+
+    pub async fn with_policies(policy_dir: Option<&Path>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let config = test_config(data.path(), policy_dir);
+        Self::with_config(data, config).await
+    }
+
+    pub async fn with_config(data: tempfile::TempDir, config: Config) -> Self {
+        reins::identity::install_crypto_provider();
+        let server = start(config.clone()).await.expect("server starts");
+        let base = format!("http://{}", server.addr);
+        Self {
+            server: Some(server),
+            data,
+            config,
+            client: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data dir.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+        let server = start(self.config.clone()).await.expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
+    pub fn dev(&self) -> DevIssuer {
+        DevIssuer::load(&self.config.keys_dir())
+            .unwrap()
+            .expect("dev key exists")
+    }
+
+    pub fn token(&self, agent: &str, roles: &[&str]) -> String {
+        self.mint(agent, None, roles)
+    }
+
+    pub fn mint(&self, agent: &str, on_behalf_of: Option<&str>, roles: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let user = on_behalf_of.map(|u| u.parse().unwrap());
+        self.dev()
+            .mint(&MintRequest {
+                agent: &agent.parse().unwrap(),
+                on_behalf_of: user.as_ref(),
+                roles: &roles,
+                ttl: Duration::from_secs(600),
+                audience: &self.config.identity.audience,
+                roles_claim: &self.config.identity.roles_claim,
+            })
+            .unwrap()
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("ops-admin", &["admin"])
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends JSON with a bearer token; returns status and JSON body (Null if none).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn tool(&self, id: &str, risk: &str) {
+        let (status, body) = self
+            .put(
+                &format!("/v1/tools/{id}"),
+                &self.admin(),
+                json!({"description": format!("{id} tool"), "risk": risk, "category": "test"}),
+            )
+            .await;
+        assert!(status == 201 || status == 200, "{status} {body}");
+    }
+
+    pub async fn agent(&self, id: &str, tier: &str, tools: &[&str]) {
+        self.agent_with(
+            id,
+            json!({"name": id, "owner": "team-a", "risk_tier": tier, "tools": tools}),
+        )
+        .await;
+    }
+
+    pub async fn agent_with(&self, id: &str, record: Value) {
+        let (status, body) = self
+            .put(&format!("/v1/agents/{id}"), &self.admin(), record)
+            .await;
+        assert!(status == 201 || status == 200, "{status} {body}");
+    }
+
+    /// Asks for `invoke` on `tool` as `token`.
+    pub async fn invoke(&self, token: &str, tool: &str, args: Value) -> (u16, Value) {
+        self.post("/v1/decisions", token, json!({"action": "invoke", "resource": {"type": "Tool", "id": tool}, "context": {"args": args}})).await
+    }
+
+    /// How many decisions are stored.
+    pub async fn stored_decisions(&self) -> usize {
+        let auditor = self.token("auditor-1", &["auditor"]);
+        let (status, body) = self.get("/v1/decisions?limit=1000", &auditor).await;
+        assert_eq!(status, 200, "{body}");
+        body["decisions"].as_array().unwrap().len()
+    }
+}
+
+/// The policy ids in a decision's reasons.
+pub fn policy_ids(decision: &Value) -> Vec<String> {
+    decision["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["policy_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The reason codes of a decision.
+pub fn codes(decision: &Value) -> Vec<String> {
+    decision["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A folder holding the default pack's files plus `extra` files.
+pub fn pack_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    for (name, text) in extra {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}

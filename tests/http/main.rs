@@ -1,0 +1,8 @@
+//! Reins through its HTTP surface: every test starts a real server on an ephemeral port.
+
+mod bad_input;
+mod decisions;
+mod fail_closed;
+mod harness;
+mod registry;
+mod tokens;
