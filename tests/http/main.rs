@@ -1,6 +1,7 @@
 //! Reins through its HTTP surface: every test starts a real server on an ephemeral port.
 
 mod bad_input;
+mod cli;
 mod decisions;
 mod fail_closed;
 mod harness;
