@@ -36,10 +36,26 @@ fn bench(c: &mut Criterion) {
     let registry = services.pipeline.registry().clone();
 
     rt.block_on(async {
-        let risks = [ToolRisk::Low, ToolRisk::Medium, ToolRisk::High, ToolRisk::Critical];
+        let risks = [
+            ToolRisk::Low,
+            ToolRisk::Medium,
+            ToolRisk::High,
+            ToolRisk::Critical,
+        ];
         for t in 0..TOOLS {
-            let record = ToolRecord { description: format!("tool {t}"), risk: risks[t % 4], category: format!("cat-{}", t % 5) };
-            registry.put_tool(format!("tool-{t}").parse().unwrap(), record, "2026-01-01T00:00:00Z").await.unwrap();
+            let record = ToolRecord {
+                description: format!("tool {t}"),
+                risk: risks[t % 4],
+                category: format!("cat-{}", t % 5),
+            };
+            registry
+                .put_tool(
+                    format!("tool-{t}").parse().unwrap(),
+                    record,
+                    "2026-01-01T00:00:00Z",
+                )
+                .await
+                .unwrap();
         }
         let tiers = [RiskTier::High, RiskTier::Limited, RiskTier::Minimal];
         for a in 0..AGENTS {
@@ -51,19 +67,39 @@ fn bench(c: &mut Criterion) {
                 model_version: Some("1".into()),
                 risk_tier: tiers[a % 3],
                 intended_purpose: None,
-                tools: (0..8).map(|i| format!("tool-{}", (a + i) % TOOLS).parse().unwrap()).collect(),
+                tools: (0..8)
+                    .map(|i| format!("tool-{}", (a + i) % TOOLS).parse().unwrap())
+                    .collect(),
                 status: AgentStatus::Active,
             };
-            registry.put_agent(format!("agent-{a}").parse().unwrap(), record, "2026-01-01T00:00:00Z").await.unwrap();
+            registry
+                .put_agent(
+                    format!("agent-{a}").parse().unwrap(),
+                    record,
+                    "2026-01-01T00:00:00Z",
+                )
+                .await
+                .unwrap();
         }
     });
 
     // agent-1 is limited tier and declared tool-1..tool-8: an allow through `declared-tools`.
-    let caller = Caller { agent: "agent-1".parse().unwrap(), on_behalf_of: None, roles: Default::default(), issuer: "reins-dev".into() };
+    let caller = Caller {
+        agent: "agent-1".parse().unwrap(),
+        on_behalf_of: None,
+        roles: Default::default(),
+        issuer: "reins-dev".into(),
+    };
     let request = DecisionRequest {
         action: "invoke".into(),
-        resource: ResourceRef { kind: "Tool".into(), id: "tool-2".into(), attributes: None },
-        context: serde_json::json!({"args": {"amount": 1200, "currency": "EUR"}}).as_object().cloned(),
+        resource: ResourceRef {
+            kind: "Tool".into(),
+            id: "tool-2".into(),
+            attributes: None,
+        },
+        context: serde_json::json!({"args": {"amount": 1200, "currency": "EUR"}})
+            .as_object()
+            .cloned(),
         session_id: None,
     };
     let evaluated = services.pipeline.evaluate(&caller, &request).unwrap();
@@ -72,26 +108,70 @@ fn bench(c: &mut Criterion) {
     // The same evaluation, prebuilt, for Cedar alone.
     let pack = services.pipeline.policies();
     let snapshot = registry.snapshot();
-    let agent = snapshot.agent(&"agent-1".parse().unwrap()).unwrap().entity.clone();
-    let tool = snapshot.tool(&"tool-2".parse().unwrap()).unwrap().entity.clone();
+    let agent = snapshot
+        .agent(&"agent-1".parse().unwrap())
+        .unwrap()
+        .entity
+        .clone();
+    let tool = snapshot
+        .tool(&"tool-2".parse().unwrap())
+        .unwrap()
+        .entity
+        .clone();
     let entities = Entities::from_entities([agent, tool], None).unwrap();
-    let context = Context::from_json_value(serde_json::json!({"args": {"amount": 1200, "currency": "EUR"}}), None).unwrap();
+    let context = Context::from_json_value(
+        serde_json::json!({"args": {"amount": 1200, "currency": "EUR"}}),
+        None,
+    )
+    .unwrap();
     let uid = |s: &str| s.parse::<EntityUid>().unwrap();
-    let cedar_request = Request::new(uid("Agent::\"agent-1\""), uid("Action::\"invoke\""), uid("Tool::\"tool-2\""), context, None).unwrap();
+    let cedar_request = Request::new(
+        uid("Agent::\"agent-1\""),
+        uid("Action::\"invoke\""),
+        uid("Tool::\"tool-2\""),
+        context,
+        None,
+    )
+    .unwrap();
     let authorizer = Authorizer::new();
-    assert_eq!(authorizer.is_authorized(&cedar_request, pack.policy_set(), &entities).decision(), cedar_policy::Decision::Allow);
+    assert_eq!(
+        authorizer
+            .is_authorized(&cedar_request, pack.policy_set(), &entities)
+            .decision(),
+        cedar_policy::Decision::Allow
+    );
 
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(5));
-    group.bench_function("cedar/is_authorized", |b| b.iter(|| authorizer.is_authorized(&cedar_request, pack.policy_set(), &entities)));
-    group.bench_function("pipeline/evaluate", |b| b.iter(|| services.pipeline.evaluate(&caller, &request).unwrap()));
+    group.bench_function("cedar/is_authorized", |b| {
+        b.iter(|| authorizer.is_authorized(&cedar_request, pack.policy_set(), &entities))
+    });
+    group.bench_function("pipeline/evaluate", |b| {
+        b.iter(|| services.pipeline.evaluate(&caller, &request).unwrap())
+    });
 
-    let dev = reins::identity::DevIssuer::load(&keys_dir).unwrap().unwrap();
-    let token = dev
-        .mint(&MintRequest { agent: &caller.agent, on_behalf_of: None, roles: &[], ttl: Duration::from_secs(3600), audience: "reins", roles_claim: "roles" })
+    let dev = reins::identity::DevIssuer::load(&keys_dir)
+        .unwrap()
         .unwrap();
-    group.bench_function("identity/verify", |b| b.iter(|| rt.block_on(services.verifier.verify(&token)).unwrap()));
-    group.bench_function("pipeline/decide", |b| b.iter(|| rt.block_on(services.pipeline.decide(&caller, request.clone())).unwrap()));
+    let token = dev
+        .mint(&MintRequest {
+            agent: &caller.agent,
+            on_behalf_of: None,
+            roles: &[],
+            ttl: Duration::from_secs(3600),
+            audience: "reins",
+            roles_claim: "roles",
+        })
+        .unwrap();
+    group.bench_function("identity/verify", |b| {
+        b.iter(|| rt.block_on(services.verifier.verify(&token)).unwrap())
+    });
+    group.bench_function("pipeline/decide", |b| {
+        b.iter(|| {
+            rt.block_on(services.pipeline.decide(&caller, request.clone()))
+                .unwrap()
+        })
+    });
     group.finish();
 }
 

@@ -41,63 +41,40 @@ fn expect(status: u16, body: &Value, want_status: u16, want_code: &str, want_fie
 #[tokio::test]
 async fn malformed_and_mistyped_bodies_are_400_naming_the_field() {
     let (s, token) = setup().await;
-    let (st, b) = raw(&s, &token, Some("application/json"), "{\"action\": ").await;
-    expect(st, &b, 400, "invalid_json", None);
-
-    let (st, b) = raw(
-        &s,
-        &token,
-        Some("application/json"),
-        r#"{"action": 7, "resource": {"type": "Tool", "id": "search.web"}}"#,
-    )
-    .await;
-    expect(st, &b, 400, "invalid_body", Some("action"));
-
-    let (st, b) = raw(
-        &s,
-        &token,
-        Some("application/json"),
-        r#"{"action": "invoke"}"#,
-    )
-    .await;
-    expect(st, &b, 400, "invalid_body", Some("resource"));
-
-    let (st, b) = raw(
-        &s,
-        &token,
-        Some("application/json"),
-        r#"{"action": "invoke", "resource": {"id": "search.web"}}"#,
-    )
-    .await;
-    expect(st, &b, 400, "invalid_body", Some("resource.type"));
-
-    // A typo is not silently ignored.
-    let (st, b) = raw(
-        &s,
-        &token,
-        Some("application/json"),
-        r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "contxt": {}}"#,
-    )
-    .await;
-    expect(st, &b, 400, "invalid_body", Some("contxt"));
-
-    let (st, b) = raw(
-        &s,
-        &token,
-        Some("application/json"),
-        r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": []}"#,
-    )
-    .await;
-    expect(st, &b, 400, "invalid_body", Some("context"));
-
-    let (st, b) = raw(
-        &s,
-        &token,
-        Some("application/json"),
-        r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}} trailing"#,
-    )
-    .await;
-    expect(st, &b, 400, "invalid_json", None);
+    let cases: [(&str, &str, Option<&str>); 7] = [
+        (r#"{"action": "#, "invalid_json", None),
+        (
+            r#"{"action": 7, "resource": {"type": "Tool", "id": "search.web"}}"#,
+            "invalid_body",
+            Some("action"),
+        ),
+        (r#"{"action": "invoke"}"#, "invalid_body", Some("resource")),
+        (
+            r#"{"action": "invoke", "resource": {"id": "search.web"}}"#,
+            "invalid_body",
+            Some("resource.type"),
+        ),
+        // A typo is not silently ignored.
+        (
+            r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "contxt": {}}"#,
+            "invalid_body",
+            Some("contxt"),
+        ),
+        (
+            r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": []}"#,
+            "invalid_body",
+            Some("context"),
+        ),
+        (
+            r#"{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}} trailing"#,
+            "invalid_json",
+            None,
+        ),
+    ];
+    for (body, code, field) in cases {
+        let (st, b) = raw(&s, &token, Some("application/json"), body).await;
+        expect(st, &b, 400, code, field);
+    }
     assert_eq!(s.stored_decisions().await, 0);
 }
 

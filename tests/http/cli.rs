@@ -37,7 +37,11 @@ fn mint(data: &str, args: &[&str]) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Serving {
@@ -48,7 +52,11 @@ struct Serving {
 impl Serving {
     async fn start(data: &str) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
-        let child = reins(&["serve", "--data-dir", data, "--listen", &listen]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = reins(&["serve", "--data-dir", data, "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let base = format!("http://{listen}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -57,7 +65,10 @@ impl Serving {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "reins serve did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "reins serve did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self { child, base }
@@ -65,19 +76,33 @@ impl Serving {
 
     /// SIGTERM, as an init system stops it; waits for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "clean shutdown: {exit:?}");
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = reqwest::Client::new().request(method, format!("{}{}", self.base, path)).bearer_auth(token);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -98,28 +123,73 @@ async fn quickstart_mint_serve_decide_restart() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("data/keys/dev-issuer.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("data/keys/dev-issuer.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let agent = mint(data, &["--agent", "refund-bot", "--on-behalf-of", "alice", "--ttl", "10m"]);
+    let agent = mint(
+        data,
+        &[
+            "--agent",
+            "refund-bot",
+            "--on-behalf-of",
+            "alice",
+            "--ttl",
+            "10m",
+        ],
+    );
 
     let server = Serving::start(data).await;
     let put = reqwest::Method::PUT;
-    assert_eq!(server.call(put.clone(), "/v1/tools/payments.refund", &admin, Some(json!({"description": "Refund", "risk": "high", "category": "payments"}))).await.0, 201);
+    assert_eq!(
+        server
+            .call(
+                put.clone(),
+                "/v1/tools/payments.refund",
+                &admin,
+                Some(json!({"description": "Refund", "risk": "high", "category": "payments"}))
+            )
+            .await
+            .0,
+        201
+    );
     let (status, body) = server
         .call(put, "/v1/agents/refund-bot", &admin, Some(json!({"name": "Refund bot", "owner": "payments", "risk_tier": "limited", "tools": ["payments.refund"]})))
         .await;
     assert_eq!(status, 201, "{body}");
     let ask = |amount: i64| json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"}, "context": {"args": {"amount": amount}}});
-    let (_, allow) = server.call(reqwest::Method::POST, "/v1/decisions", &agent, Some(ask(5000))).await;
+    let (_, allow) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/decisions",
+            &agent,
+            Some(ask(5000)),
+        )
+        .await;
     assert_eq!(allow["decision"], "allow", "{allow}");
-    let (_, deny) = server.call(reqwest::Method::POST, "/v1/decisions", &agent, Some(ask(500000))).await;
+    let (_, deny) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/decisions",
+            &agent,
+            Some(ask(500000)),
+        )
+        .await;
     assert_eq!(deny["decision"], "deny", "{deny}");
     server.stop();
 
     let server = Serving::start(data).await;
     let id = allow["decision_id"].as_str().unwrap();
-    let (status, record) = server.call(reqwest::Method::GET, &format!("/v1/decisions/{id}"), &admin, None).await;
+    let (status, record) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/decisions/{id}"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{record}");
     assert_eq!(record["decision"], "allow");
     assert_eq!(record["on_behalf_of"], "alice");
@@ -132,20 +202,45 @@ async fn an_invalid_pack_stops_the_start_with_located_diagnostics() {
     let dir = tempfile::tempdir().unwrap();
     let pack = dir.path().join("pack");
     std::fs::create_dir(&pack).unwrap();
-    std::fs::write(pack.join("good.cedar"), "permit (principal, action, resource);\n").unwrap();
-    std::fs::write(pack.join("bad.cedar"), "// a comment\npermit (principal, action, resource)\nwhen { principal.nope == 1 };\n").unwrap();
+    std::fs::write(
+        pack.join("good.cedar"),
+        "permit (principal, action, resource);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("bad.cedar"),
+        "// a comment\npermit (principal, action, resource)\nwhen { principal.nope == 1 };\n",
+    )
+    .unwrap();
     let data = dir.path().join("data");
-    let out = run(&mut reins(&["serve", "--data-dir", data.to_str().unwrap(), "--policy-dir", pack.to_str().unwrap(), "--listen", "127.0.0.1:0"]));
+    let out = run(&mut reins(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--policy-dir",
+        pack.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("bad.cedar:3:"), "{stderr}");
     assert!(stderr.contains("nope"), "{stderr}");
 
-    let out = run(&mut reins(&["policy", "check", "--policy-dir", pack.to_str().unwrap()]));
+    let out = run(&mut reins(&[
+        "policy",
+        "check",
+        "--policy-dir",
+        pack.to_str().unwrap(),
+    ]));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("bad.cedar:3:"));
     let out = run(&mut reins(&["policy", "check"]));
-    assert!(out.status.success(), "the default pack is valid: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the default pack is valid: {}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("sha256:"));
 }
 
@@ -155,24 +250,64 @@ async fn configuration_errors_name_the_key() {
     let data = dir.path().to_str().unwrap();
     let out = run(reins(&["serve", "--data-dir", data]).env("REINS_BATCH_MAX", "lots"));
     assert!(!out.status.success());
-    assert!(text(&out.stderr).to_lowercase().contains("batch_max"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).to_lowercase().contains("batch_max"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(reins(&["serve", "--data-dir", data]).env("REINS_LISTN", "127.0.0.1:1"));
     assert!(text(&out.stderr).contains("listn"), "{}", text(&out.stderr));
 
     let config = dir.path().join("reins.toml");
     std::fs::write(&config, "[identity]\nleeway = \"forever\"\n").unwrap();
-    let out = run(&mut reins(&["--config", config.to_str().unwrap(), "serve", "--data-dir", data]));
-    assert!(text(&out.stderr).contains("leeway"), "{}", text(&out.stderr));
+    let out = run(&mut reins(&[
+        "--config",
+        config.to_str().unwrap(),
+        "serve",
+        "--data-dir",
+        data,
+    ]));
+    assert!(
+        text(&out.stderr).contains("leeway"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = run(&mut reins(&["--config", "/nonexistent/reins.toml", "serve"]));
-    assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
+    let out = run(&mut reins(&[
+        "--config",
+        "/nonexistent/reins.toml",
+        "serve",
+    ]));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = run(reins(&["token", "mint", "--agent", "x", "--data-dir", data]).env("REINS_IDENTITY__DEV_ISSUER", "false"));
+    let out = run(
+        reins(&["token", "mint", "--agent", "x", "--data-dir", data])
+            .env("REINS_IDENTITY__DEV_ISSUER", "false"),
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("dev issuer is turned off"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("dev issuer is turned off"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = run(&mut reins(&["token", "mint", "--agent", "not valid", "--data-dir", data]));
+    let out = run(&mut reins(&[
+        "token",
+        "mint",
+        "--agent",
+        "not valid",
+        "--data-dir",
+        data,
+    ]));
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--agent"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--agent"),
+        "{}",
+        text(&out.stderr)
+    );
 }

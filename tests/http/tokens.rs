@@ -243,18 +243,26 @@ async fn jwks_reins(jwks_url: &str, refetch: Duration) -> TestServer {
     let mut config = test_config(data.path(), None);
     config.identity.jwks_refetch_interval = refetch;
     config.identity.issuers.push(IssuerConfig {
-        issuer: "https://idp.example".into(),
-        audiences: vec!["reins-prod".into()],
-        algorithms: vec!["EdDSA".into()],
-        pem_file: None,
-        jwks_file: None,
         jwks_url: Some(jwks_url.into()),
-        hmac_secret_file: None,
-        allow_hmac: false,
+        ..idp_issuer("EdDSA")
     });
     let s = TestServer::with_config(data, config).await;
     ready(&s).await;
     s
+}
+
+/// The test identity provider, with one algorithm and no key source yet.
+fn idp_issuer(algorithm: &str) -> IssuerConfig {
+    IssuerConfig {
+        issuer: "https://idp.example".into(),
+        audiences: vec!["reins-prod".into()],
+        algorithms: vec![algorithm.into()],
+        pem_file: None,
+        jwks_file: None,
+        jwks_url: None,
+        hmac_secret_file: None,
+        allow_hmac: false,
+    }
 }
 
 fn idp_claims(agent: &str) -> Value {
@@ -367,14 +375,8 @@ KKeqabp8z69Gm3ERCCgVmqdzFZrcwOLlLoJCqoybBIr1Vd2QFhaMS0vl4A==
     std::fs::write(&pem_path, PUBLIC).unwrap();
     let mut config = test_config(data.path(), None);
     config.identity.issuers.push(IssuerConfig {
-        issuer: "https://idp.example".into(),
-        audiences: vec!["reins-prod".into()],
-        algorithms: vec!["ES256".into()],
         pem_file: Some(pem_path),
-        jwks_file: None,
-        jwks_url: None,
-        hmac_secret_file: None,
-        allow_hmac: false,
+        ..idp_issuer("ES256")
     });
     let s = TestServer::with_config(data, config).await;
     ready(&s).await;
