@@ -5,5 +5,6 @@ mod cli;
 mod decisions;
 mod fail_closed;
 mod harness;
+mod interop;
 mod registry;
 mod tokens;
