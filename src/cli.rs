@@ -34,6 +34,35 @@ pub enum Command {
     /// Policy packs.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The signed ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every leaf and the tree, check every checkpoint's signature and their consistency;
+    /// exit non-zero at the first problem, naming the first bad entry index.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verifier key (C2SP vkey) to trust. Default: derived from the ledger key in the data dir
+    /// (offline) or fetched from the server (with --url; trust on first use).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A checkpoint note saved earlier: also detect a truncated or rewritten tail.
+    #[arg(long)]
+    pub trusted_checkpoint: Option<PathBuf>,
+    /// Verify a running server through its read API instead of the local database.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bearer token (role auditor or admin) for --url.
+    #[arg(long, env = "REINS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub local: LocalArgs,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +163,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             println!("{token}");
         }
+        Command::Ledger(LedgerCommand::Verify(args)) => {
+            let config = Config::load(config_file, &args.local.overrides())?;
+            verify_ledger(&config, args).await?;
+        }
         Command::Policy(PolicyCommand::Check(local)) => {
             let config = Config::load(config_file, &local.overrides())?;
             let pack = PolicyPack::load(&config.policy_dir, &config.schema_file)?;
@@ -146,4 +179,83 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
+    use crate::ledger::note::{NoteSigner, NoteVerifier};
+    use crate::ledger::verify::{verify_remote, verify_store};
+
+    let trusted = args
+        .trusted_checkpoint
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))
+        .transpose()?;
+    let result = match &args.url {
+        Some(url) => {
+            let token = args.token.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("--url needs --token or REINS_TOKEN (role auditor)")
+            })?;
+            let vkey = match &args.key {
+                Some(k) => k.clone(),
+                None => {
+                    crate::identity::install_crypto_provider();
+                    let vkey = reqwest::Client::new()
+                        .get(format!("{}/v1/ledger/key", url.trim_end_matches('/')))
+                        .bearer_auth(token)
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .text()
+                        .await?;
+                    eprintln!(
+                        "warning: trusting the key the server sent ({}); pass --key to pin it",
+                        vkey.trim()
+                    );
+                    vkey
+                }
+            };
+            verify_remote(
+                url,
+                token,
+                &NoteVerifier::from_vkey(&vkey)?,
+                trusted.as_deref(),
+            )
+            .await
+        }
+        None => {
+            let verifier = match &args.key {
+                Some(k) => NoteVerifier::from_vkey(k)?,
+                None => {
+                    let path =
+                        config.ledger.signing_key_file.clone().unwrap_or_else(|| {
+                            config.keys_dir().join(crate::ledger::LEDGER_KEY_FILE)
+                        });
+                    let (key, _) = crate::identity::ed25519_key_file(&path, false)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    NoteSigner::new(&config.ledger.origin, key)?.verifier()
+                }
+            };
+            let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
+            verify_store(&store, &verifier, trusted.as_deref()).await
+        }
+    };
+    match result {
+        Ok(report) => {
+            use base64::Engine;
+            println!(
+                "ok: {} entries, {} checkpoints, root {}",
+                report.entries,
+                report.checkpoints,
+                base64::engine::general_purpose::STANDARD.encode(report.root)
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let index = e
+                .first_bad_index()
+                .map(|i| format!(" (first bad index: {i})"))
+                .unwrap_or_default();
+            Err(anyhow::anyhow!("ledger verification FAILED: {e}{index}"))
+        }
+    }
 }

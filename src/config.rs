@@ -37,6 +37,37 @@ pub struct Config {
     /// Most requests in one `POST /v1/decisions/batch`.
     pub batch_max: usize,
     pub identity: IdentityConfig,
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// The log's name: first line of every checkpoint and the signing key's name. Make it unique,
+    /// e.g. `reins.example.com/ledger`.
+    pub origin: String,
+    /// Ed25519 private key (PKCS#8 PEM). Default: generated in `<data_dir>/keys/ledger.pem`.
+    pub signing_key_file: Option<PathBuf>,
+    /// A checkpoint is signed at most this long after new entries.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// JSON pointers into a decision's context whose values the ledger stores only as salted
+    /// SHA-256 commitments, e.g. `/args/customer/email`.
+    pub mask: Vec<String>,
+    /// Most entries committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            origin: "reins.local/ledger".into(),
+            signing_key_file: None,
+            checkpoint_interval: Duration::from_secs(1),
+            mask: Vec::new(),
+            max_batch: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +126,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             batch_max: 100,
             identity: IdentityConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -174,6 +206,32 @@ impl Config {
         }
         if self.identity.audience.is_empty() {
             return Err(invalid("identity.audience", "must not be empty"));
+        }
+        let origin = &self.ledger.origin;
+        if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+') {
+            return Err(invalid(
+                "ledger.origin",
+                "must be non-empty, without spaces or `+` (it names the signing key)",
+            ));
+        }
+        if self.ledger.checkpoint_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "ledger.checkpoint_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if self.ledger.max_batch == 0 {
+            return Err(invalid("ledger.max_batch", "must be at least 1"));
+        }
+        for (i, pointer) in self.ledger.mask.iter().enumerate() {
+            if !pointer.starts_with('/') {
+                return Err(ConfigError::Invalid {
+                    key: format!("ledger.mask[{i}]"),
+                    message: format!(
+                        "`{pointer}` is not a JSON pointer (RFC 6901); it must start with `/`"
+                    ),
+                });
+            }
         }
         for (i, issuer) in self.identity.issuers.iter().enumerate() {
             issuer

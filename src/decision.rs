@@ -24,9 +24,11 @@ use utoipa::ToSchema;
 
 use crate::identity::Caller;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
+use crate::ledger::entry::{self, DecisionEvent, Entry, EntryError, Event, ResourceEvent};
+use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
 use crate::registry::{AgentStatus, Registry};
-use crate::store::{self, DecisionRow, Store, StoreError};
+use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
 /// Context keys Reins fills in itself; a caller may not set them.
 const RESERVED_CONTEXT: &[&str] = &["user", "session_id"];
@@ -83,8 +85,8 @@ pub enum ReasonCode {
     UnknownTool,
     /// The active policy pack holds no policies.
     NoPolicy,
-    /// The decision could not be stored durably.
-    StorageUnavailable,
+    /// The decision could not be recorded in the ledger.
+    LedgerUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -128,6 +130,17 @@ pub struct Decision {
     pub policy_digest: Option<String>,
     /// RFC 3339, UTC.
     pub evaluated_at: String,
+    /// Where the decision is recorded in the ledger. Present on every answer that was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerRef>,
+}
+
+/// A decision before it is recorded, with what the record needs besides the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub decision: Decision,
+    /// Registry version of the agent the decision saw.
+    pub agent_version: Option<i64>,
 }
 
 /// A stored decision with who asked and exactly what: the basis of "explain this decision".
@@ -169,6 +182,7 @@ impl RequestError {
 pub struct Pipeline {
     registry: Arc<Registry>,
     policies: ArcSwap<PolicyPack>,
+    ledger: Arc<Ledger>,
     store: Store,
     action_type: EntityTypeName,
     batch_max: usize,
@@ -178,6 +192,7 @@ impl Pipeline {
     pub fn new(
         registry: Arc<Registry>,
         policies: PolicyPack,
+        ledger: Arc<Ledger>,
         store: Store,
         batch_max: usize,
     ) -> Result<Self, RequestError> {
@@ -186,6 +201,7 @@ impl Pipeline {
         Ok(Self {
             registry,
             policies: ArcSwap::from_pointee(policies),
+            ledger,
             store,
             action_type,
             batch_max,
@@ -200,21 +216,22 @@ impl Pipeline {
         &self.registry
     }
 
-    /// Evaluates, records durably, answers.
+    /// Evaluates, records durably in the ledger, answers.
     pub async fn decide(
         &self,
         caller: &Caller,
         request: DecisionRequest,
     ) -> Result<Decision, RequestError> {
-        let decision = self.evaluate(caller, &request)?;
+        let evaluation = self.evaluate(caller, &request)?;
+        let append = self.prepare(caller, &request, &evaluation)?;
         Ok(self
-            .record(caller, vec![(request, decision)])
+            .record(vec![(append, evaluation.decision)])
             .await
             .remove(0))
     }
 
-    /// Evaluates every request first (any invalid one fails the whole batch, storing nothing), then
-    /// records all of them in one transaction.
+    /// Evaluates every request first (any invalid one fails the whole batch, recording nothing),
+    /// then records all of them atomically.
     pub async fn decide_batch(
         &self,
         caller: &Caller,
@@ -236,39 +253,85 @@ impl Pipeline {
                 ),
             ));
         }
-        let mut evaluated = Vec::with_capacity(requests.len());
-        for (i, request) in requests.into_iter().enumerate() {
-            let decision = self.evaluate(caller, &request).map_err(|e| e.in_batch(i))?;
-            evaluated.push((request, decision));
+        let mut prepared = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            let evaluation = self.evaluate(caller, request).map_err(|e| e.in_batch(i))?;
+            let append = self
+                .prepare(caller, request, &evaluation)
+                .map_err(|e| e.in_batch(i))?;
+            prepared.push((append, evaluation.decision));
         }
-        Ok(self.record(caller, evaluated).await)
+        Ok(self.record(prepared).await)
     }
 
-    /// Stores the decisions; on failure every one of them becomes a deny.
-    async fn record(
+    /// The ledger entry and decision row for an evaluated request, with masked context values.
+    fn prepare(
         &self,
         caller: &Caller,
-        evaluated: Vec<(DecisionRequest, Decision)>,
-    ) -> Vec<Decision> {
-        let rows: Result<Vec<DecisionRow>, serde_json::Error> = evaluated
-            .iter()
-            .map(|(request, decision)| row_of(caller, request, decision))
-            .collect();
-        let stored = match rows {
-            Ok(rows) => self.store.insert_decisions(&rows).await,
-            Err(e) => Err(StoreError::Corrupt(e.to_string())),
+        request: &DecisionRequest,
+        evaluation: &Evaluation,
+    ) -> Result<Append, RequestError> {
+        let mut context = Value::Object(request.context.clone().unwrap_or_default());
+        let salts = entry::mask(&mut context, self.ledger.mask())
+            .map_err(|e| RequestError::new("context", e.to_string()))?;
+        let masked = DecisionRequest {
+            context: request
+                .context
+                .as_ref()
+                .and_then(|_| context.as_object().cloned()),
+            ..request.clone()
         };
-        match stored {
-            Ok(()) => evaluated.into_iter().map(|(_, d)| d).collect(),
+        let d = &evaluation.decision;
+        let entry = Entry {
+            time: d.evaluated_at.clone(),
+            event: Event::Decision(DecisionEvent {
+                decision_id: d.decision_id.to_string(),
+                agent_id: caller.agent.to_string(),
+                agent_version: evaluation.agent_version,
+                on_behalf_of: caller.on_behalf_of.as_ref().map(UserId::to_string),
+                action: request.action.clone(),
+                resource: ResourceEvent {
+                    kind: request.resource.kind.clone(),
+                    id: request.resource.id.clone(),
+                    attributes: request.resource.attributes.clone(),
+                },
+                context,
+                session_id: request.session_id.clone(),
+                decision: d.decision,
+                reasons: d.reasons.clone(),
+                errors: d.errors.clone(),
+                policy_digest: d.policy_digest.clone(),
+            }),
+        };
+        let row =
+            row_of(caller, &masked, d).map_err(|e| RequestError::new("request", e.to_string()))?;
+        Append::new(&entry, SideEffect::Decision { row, salts }).map_err(|e| match e {
+            EntryError::TooLarge(_) => RequestError::new("context", e.to_string()),
+            EntryError::Encode(_) => RequestError::new("request", e.to_string()),
+        })
+    }
+
+    /// Appends the decisions to the ledger; if that fails, every one of them becomes a deny.
+    async fn record(&self, prepared: Vec<(Append, Decision)>) -> Vec<Decision> {
+        let (appends, decisions): (Vec<_>, Vec<_>) = prepared.into_iter().unzip();
+        match self.ledger.append(appends).await {
+            Ok(refs) => decisions
+                .into_iter()
+                .zip(refs)
+                .map(|(d, r)| Decision {
+                    ledger: Some(r),
+                    ..d
+                })
+                .collect(),
             Err(error) => {
-                tracing::error!(%error, "decision could not be stored; denying");
-                evaluated
+                tracing::error!(%error, "decision could not be recorded; denying");
+                decisions
                     .into_iter()
-                    .map(|(_, d)| Decision {
+                    .map(|d| Decision {
                         decision: Outcome::Deny,
                         reasons: vec![Reason::code(
-                            ReasonCode::StorageUnavailable,
-                            "the decision could not be recorded durably",
+                            ReasonCode::LedgerUnavailable,
+                            "the decision could not be recorded in the ledger",
                         )],
                         ..d
                     })
@@ -282,7 +345,7 @@ impl Pipeline {
         &self,
         caller: &Caller,
         request: &DecisionRequest,
-    ) -> Result<Decision, RequestError> {
+    ) -> Result<Evaluation, RequestError> {
         let pack = self.policies.load();
         let registry = self.registry.snapshot();
         let types = self.registry.types();
@@ -332,25 +395,32 @@ impl Pipeline {
         };
         let context = self.context(caller, request)?;
 
-        let deny = |code: ReasonCode, message: String| Decision {
-            decision_id: DecisionId::new(),
-            decision: Outcome::Deny,
-            reasons: vec![Reason::code(code, message)],
-            errors: Vec::new(),
-            policy_digest: Some(pack.digest().to_string()),
-            evaluated_at: store::now(),
+        let deny = |code: ReasonCode, message: String, agent_version: Option<i64>| Evaluation {
+            decision: Decision {
+                decision_id: DecisionId::new(),
+                decision: Outcome::Deny,
+                reasons: vec![Reason::code(code, message)],
+                errors: Vec::new(),
+                policy_digest: Some(pack.digest().to_string()),
+                evaluated_at: store::now(),
+                ledger: None,
+            },
+            agent_version,
         };
 
         let Some(agent) = registry.agent(&caller.agent) else {
             return Ok(deny(
                 ReasonCode::UnknownAgent,
                 format!("agent `{}` is not registered", caller.agent),
+                None,
             ));
         };
+        let version = Some(agent.agent.meta.version);
         if agent.agent.record.status == AgentStatus::Suspended {
             return Ok(deny(
                 ReasonCode::AgentSuspended,
                 format!("agent `{}` is suspended", caller.agent),
+                version,
             ));
         }
         let resource_entity = match &tool_id {
@@ -360,6 +430,7 @@ impl Pipeline {
                     return Ok(deny(
                         ReasonCode::UnknownTool,
                         format!("tool `{id}` is not registered"),
+                        version,
                     ));
                 }
             },
@@ -369,6 +440,7 @@ impl Pipeline {
             return Ok(deny(
                 ReasonCode::NoPolicy,
                 "the active policy pack has no policies".into(),
+                version,
             ));
         }
 
@@ -385,7 +457,10 @@ impl Pipeline {
             .map_err(|e| RequestError::new("action", e.to_string()))?;
 
         let response = pack.is_authorized(&cedar_request, &entities);
-        Ok(decision_of(&pack, &response))
+        Ok(Evaluation {
+            decision: decision_of(&pack, &response),
+            agent_version: version,
+        })
     }
 
     /// The Cedar context: the caller's, plus what Reins knows (delegating user, session).
@@ -503,6 +578,7 @@ fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision
         errors,
         policy_digest: Some(pack.digest().to_string()),
         evaluated_at: store::now(),
+        ledger: None,
     }
 }
 
@@ -526,13 +602,23 @@ fn row_of(
         evaluated_at: decision.evaluated_at.clone(),
         request: serde_json::to_string(request)?,
         response: serde_json::to_string(decision)?,
+        ledger_index: None,
+        leaf_hash: None,
     })
 }
 
 fn record_of(row: DecisionRow) -> Result<DecisionRecord, StoreError> {
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("decision {}: {e}", row.id));
+    let mut decision: Decision = serde_json::from_str(&row.response).map_err(corrupt)?;
+    if let (Some(index), Some(leaf)) = (row.ledger_index, &row.leaf_hash) {
+        use base64::Engine;
+        decision.ledger = Some(LedgerRef {
+            index: index as u64,
+            leaf_hash: base64::engine::general_purpose::STANDARD.encode(leaf),
+        });
+    }
     Ok(DecisionRecord {
-        decision: serde_json::from_str(&row.response).map_err(corrupt)?,
+        decision,
         request: serde_json::from_str(&row.request).map_err(corrupt)?,
         agent_id: row.agent_id,
         on_behalf_of: row.on_behalf_of,

@@ -489,24 +489,9 @@ impl DevIssuer {
     /// was generated.
     pub fn load_or_generate(keys_dir: &Path) -> Result<(Self, bool), IdentitySetupError> {
         let path = keys_dir.join(DEV_KEY_FILE);
-        let key_err = |message: String| IdentitySetupError::Key {
-            path: path.clone(),
-            message,
-        };
-        if path.exists() {
-            let pem = std::fs::read_to_string(&path).map_err(|e| key_err(e.to_string()))?;
-            let signing = SigningKey::from_pkcs8_pem(&pem)
-                .map_err(|e| key_err(format!("not an Ed25519 PKCS#8 key: {e}")))?;
-            return Ok((Self::from_signing(signing), false));
-        }
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| key_err(format!("no randomness: {e}")))?;
-        let signing = SigningKey::from_bytes(&seed);
-        let pem = signing
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| key_err(e.to_string()))?;
-        write_private_file(&path, pem.as_bytes()).map_err(|e| key_err(e.to_string()))?;
-        Ok((Self::from_signing(signing), true))
+        let (signing, generated) = ed25519_key_file(&path, true)
+            .map_err(|message| IdentitySetupError::Key { path, message })?;
+        Ok((Self::from_signing(signing), generated))
     }
 
     /// Loads an existing dev key without creating one.
@@ -579,6 +564,25 @@ pub struct MintRequest<'a> {
     pub ttl: Duration,
     pub audience: &'a str,
     pub roles_claim: &'a str,
+}
+
+/// Loads an Ed25519 private key (PKCS#8 PEM) from `path`; if it is missing and `generate` is set,
+/// generates one and writes it with mode 0600. Returns the key and whether it was generated.
+pub fn ed25519_key_file(path: &Path, generate: bool) -> Result<(SigningKey, bool), String> {
+    if path.exists() || !generate {
+        let pem = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let key = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+        return Ok((key, false));
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    write_private_file(path, pem.as_bytes()).map_err(|e| e.to_string())?;
+    Ok((key, true))
 }
 
 /// Writes a secret file readable only by its owner, creating its folder (0700) if needed.

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{AgentId, ToolId};
-use crate::store::{RegistryRow, RegistryTable, Store, StoreError};
+use crate::ledger::entry::{AgentEvent, Entry, Event, ToolEvent};
+use crate::ledger::{Append, Ledger, LedgerError};
+use crate::store::{RegistryRow, RegistryTable, SideEffect, Store, StoreError};
 
 /// EU AI Act risk category of an AI system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -146,6 +148,8 @@ pub enum RegistryError {
     Invalid { field: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     #[error("cannot build the Cedar entity of `{id}`: {message}")]
     Entity { id: String, message: String },
 }
@@ -217,7 +221,7 @@ impl Snapshot {
 }
 
 pub struct Registry {
-    store: Store,
+    ledger: Arc<Ledger>,
     types: EntityTypes,
     snapshot: ArcSwap<Snapshot>,
     writes: tokio::sync::Mutex<()>,
@@ -225,7 +229,7 @@ pub struct Registry {
 
 impl Registry {
     /// Loads every record from the store and builds the first snapshot.
-    pub async fn load(store: Store) -> Result<Self, RegistryError> {
+    pub async fn load(store: &Store, ledger: Arc<Ledger>) -> Result<Self, RegistryError> {
         let types = EntityTypes::new()?;
         let mut snapshot = Snapshot::default();
         for row in store.registry_rows(RegistryTable::Tools).await? {
@@ -243,7 +247,7 @@ impl Registry {
                 .insert(agent.id.clone(), Arc::new(AgentEntry { agent, entity }));
         }
         Ok(Self {
-            store,
+            ledger,
             types,
             snapshot: ArcSwap::from_pointee(snapshot),
             writes: Default::default(),
@@ -272,9 +276,11 @@ impl Registry {
         tools
     }
 
-    /// Registers or replaces an agent. Returns it and whether it was new.
+    /// Registers or replaces an agent on behalf of `actor`. The record and its ledger entry are
+    /// committed together. Returns the agent and whether it was new.
     pub async fn put_agent(
         &self,
+        actor: &str,
         id: AgentId,
         record: AgentRecord,
         now: &str,
@@ -282,15 +288,25 @@ impl Registry {
         let _serialised = self.writes.lock().await;
         let current = self.snapshot.load_full();
         validate_agent(&record, &current)?;
-        let json = serde_json::to_string(&record).map_err(|e| invalid("record", e.to_string()))?;
-        let row = self
-            .store
-            .upsert_registry(RegistryTable::Agents, id.as_str(), &json, now)
+        let existing = current.agent(&id).map(|e| &e.agent.meta);
+        let meta = next_meta(existing, now);
+        let event = AgentEvent {
+            actor: actor.to_owned(),
+            agent_id: id.to_string(),
+            version: meta.version,
+            record: record.clone(),
+        };
+        let event = if existing.is_none() {
+            Event::AgentRegistered(event)
+        } else {
+            Event::AgentChanged(event)
+        };
+        self.commit(RegistryTable::Agents, id.as_str(), &meta, &record, event)
             .await?;
         let agent = Agent {
             id: id.clone(),
             record,
-            meta: meta_of(&row),
+            meta,
         };
         let entity = agent_entity(&self.types, &agent)?;
         let mut next = (*current).clone();
@@ -308,9 +324,10 @@ impl Registry {
         Ok((agent, created))
     }
 
-    /// Registers or replaces a tool. Returns it and whether it was new.
+    /// Registers or replaces a tool on behalf of `actor`. Returns it and whether it was new.
     pub async fn put_tool(
         &self,
+        actor: &str,
         id: ToolId,
         record: ToolRecord,
         now: &str,
@@ -320,15 +337,25 @@ impl Registry {
         if record.category.trim().is_empty() {
             return Err(invalid("category", "must not be empty"));
         }
-        let json = serde_json::to_string(&record).map_err(|e| invalid("record", e.to_string()))?;
-        let row = self
-            .store
-            .upsert_registry(RegistryTable::Tools, id.as_str(), &json, now)
+        let existing = current.tool(&id).map(|e| &e.tool.meta);
+        let meta = next_meta(existing, now);
+        let event = ToolEvent {
+            actor: actor.to_owned(),
+            tool_id: id.to_string(),
+            version: meta.version,
+            record: record.clone(),
+        };
+        let event = if existing.is_none() {
+            Event::ToolRegistered(event)
+        } else {
+            Event::ToolChanged(event)
+        };
+        self.commit(RegistryTable::Tools, id.as_str(), &meta, &record, event)
             .await?;
         let tool = Tool {
             id: id.clone(),
             record,
-            meta: meta_of(&row),
+            meta,
         };
         let entity = tool_entity(&self.types, &tool)?;
         let mut next = (*current).clone();
@@ -344,6 +371,41 @@ impl Registry {
             .is_none();
         self.snapshot.store(Arc::new(next));
         Ok((tool, created))
+    }
+
+    /// Writes a record and its ledger entry in one transaction.
+    async fn commit<R: Serialize>(
+        &self,
+        table: RegistryTable,
+        id: &str,
+        meta: &Meta,
+        record: &R,
+        event: Event,
+    ) -> Result<(), RegistryError> {
+        let json = serde_json::to_string(record).map_err(|e| invalid("record", e.to_string()))?;
+        let row = RegistryRow {
+            id: id.to_owned(),
+            version: meta.version,
+            record: json,
+            created_at: meta.created_at.clone(),
+            updated_at: meta.updated_at.clone(),
+        };
+        let entry = Entry {
+            time: meta.updated_at.clone(),
+            event,
+        };
+        let append = Append::new(&entry, SideEffect::Registry { table, row })
+            .map_err(|e| invalid("record", e.to_string()))?;
+        self.ledger.append(vec![append]).await?;
+        Ok(())
+    }
+}
+
+fn next_meta(existing: Option<&Meta>, now: &str) -> Meta {
+    Meta {
+        version: existing.map_or(1, |m| m.version + 1),
+        created_at: existing.map_or_else(|| now.to_owned(), |m| m.created_at.clone()),
+        updated_at: now.to_owned(),
     }
 }
 

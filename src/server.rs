@@ -13,9 +13,11 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::decision::{Pipeline, RequestError};
 use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
+use crate::ledger::entry::{Entry, EntryError, Event, PolicyEvent};
+use crate::ledger::{Append, Ledger, LedgerError};
 use crate::policy::{PolicyError, PolicyPack};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{Store, StoreError};
+use crate::store::{SideEffect, Store, StoreError};
 
 /// Everything a request handler needs.
 pub struct Services {
@@ -23,6 +25,7 @@ pub struct Services {
     pub verifier: Verifier,
     pub pipeline: Pipeline,
     pub store: Store,
+    pub ledger: Arc<Ledger>,
 }
 
 pub type AppState = Arc<Services>;
@@ -40,6 +43,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Entry(#[from] EntryError),
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
     #[error("decision pipeline: {0}")]
@@ -84,13 +91,34 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     }
     tracing::info!(policies = pack.policy_count(), files = pack.files().len(), digest = %pack.digest(), "policy pack loaded");
 
-    let registry = Arc::new(Registry::load(store.clone()).await?);
-    let pipeline = Pipeline::new(registry, pack, store.clone(), config.batch_max)?;
+    let ledger = Arc::new(Ledger::open(store.clone(), &config.ledger, &config.keys_dir()).await?);
+    // Every start records the pack it runs with, so each decision's digest leads to an entry.
+    let loaded = Entry {
+        time: crate::store::now(),
+        event: Event::PolicyLoaded(PolicyEvent {
+            policy_digest: pack.digest().to_string(),
+            files: pack.files().to_vec(),
+            policies: pack.policy_count(),
+        }),
+    };
+    ledger
+        .append(vec![Append::new(&loaded, SideEffect::None)?])
+        .await?;
+
+    let registry = Arc::new(Registry::load(&store, ledger.clone()).await?);
+    let pipeline = Pipeline::new(
+        registry,
+        pack,
+        ledger.clone(),
+        store.clone(),
+        config.batch_max,
+    )?;
     Ok(Services {
         config,
         verifier,
         pipeline,
         store,
+        ledger,
     })
 }
 
@@ -135,7 +163,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish, closes the database.
+    /// Stops accepting, lets in-flight requests finish, commits the ledger's queue, signs a final
+    /// checkpoint, closes the database.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         match self.task.await {
@@ -143,6 +172,7 @@ impl RunningServer {
             Ok(Err(e)) => tracing::error!(error = %e, "server error"),
             Err(e) => tracing::error!(error = %e, "server task failed"),
         }
+        self.state.ledger.shutdown().await;
         self.state.store.close().await;
     }
 }

@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, SqlitePool};
 
 use crate::ids::{AgentId, DecisionId};
+use crate::ledger::merkle::{Hash, NodeId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +54,50 @@ pub struct DecisionRow {
     pub evaluated_at: String,
     pub request: String,
     pub response: String,
+    pub ledger_index: Option<i64>,
+    pub leaf_hash: Option<Vec<u8>>,
+}
+
+/// A ledger entry as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct EntryRow {
+    pub idx: i64,
+    pub kind: String,
+    pub entry: Vec<u8>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct CheckpointRow {
+    pub tree_size: i64,
+    pub root_hash: Vec<u8>,
+    pub note: String,
+    pub created_at: String,
+}
+
+/// What is written in the same transaction as a ledger entry, so that the state it records and
+/// the record itself are durable together or not at all.
+#[derive(Debug, Clone)]
+pub enum SideEffect {
+    None,
+    Decision {
+        row: DecisionRow,
+        salts: Vec<(String, Vec<u8>)>,
+    },
+    Registry {
+        table: RegistryTable,
+        row: RegistryRow,
+    },
+}
+
+/// One sequenced entry ready to commit.
+#[derive(Debug, Clone)]
+pub struct AppendRow {
+    pub index: u64,
+    pub kind: &'static str,
+    pub entry: Vec<u8>,
+    pub nodes: Vec<(NodeId, Hash)>,
+    pub side: SideEffect,
 }
 
 #[derive(Clone)]
@@ -75,6 +120,25 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Opens an existing database without writing to it (no migrations): for verification.
+    pub async fn open_sqlite_read_only(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Corrupt(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
         Ok(Self { pool })
     }
 
@@ -103,65 +167,190 @@ impl Store {
         Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
     }
 
-    /// Inserts or replaces a registry record, bumping its version. Returns the stored row.
-    pub async fn upsert_registry(
-        &self,
-        table: RegistryTable,
-        id: &str,
-        record: &str,
-        now: &str,
-    ) -> Result<RegistryRow, StoreError> {
-        let sql = match table {
-            RegistryTable::Agents => {
-                "INSERT INTO agents (id, version, record, created_at, updated_at) VALUES ($1, 1, $2, $3, $3)
-                 ON CONFLICT (id) DO UPDATE SET version = agents.version + 1, record = excluded.record, updated_at = excluded.updated_at
-                 RETURNING id, version, record, created_at, updated_at"
-            }
-            RegistryTable::Tools => {
-                "INSERT INTO tools (id, version, record, created_at, updated_at) VALUES ($1, 1, $2, $3, $3)
-                 ON CONFLICT (id) DO UPDATE SET version = tools.version + 1, record = excluded.record, updated_at = excluded.updated_at
-                 RETURNING id, version, record, created_at, updated_at"
-            }
-        };
-        Ok(sqlx::query_as(sql)
-            .bind(id)
-            .bind(record)
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// Stores decisions in one transaction: all or none are durable when this returns.
-    pub async fn insert_decisions(&self, rows: &[DecisionRow]) -> Result<(), StoreError> {
+    /// Commits sequenced ledger entries, their tree nodes and their side effects in one
+    /// transaction: all are durable when this returns, or none is.
+    pub async fn commit_appends(&self, rows: &[AppendRow]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for row in rows {
-            sqlx::query(
-                "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
-                                        policy_digest, evaluated_at, request, response)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&row.id)
-            .bind(&row.agent_id)
-            .bind(&row.on_behalf_of)
-            .bind(&row.action)
-            .bind(&row.resource_type)
-            .bind(&row.resource_id)
-            .bind(&row.decision)
-            .bind(&row.policy_digest)
-            .bind(&row.evaluated_at)
-            .bind(&row.request)
-            .bind(&row.response)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO ledger_entries (idx, kind, entry) VALUES ($1, $2, $3)")
+                .bind(row.index as i64)
+                .bind(row.kind)
+                .bind(&row.entry)
+                .execute(&mut *tx)
+                .await?;
+            for (node, hash) in &row.nodes {
+                sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                    .bind(i64::from(node.level))
+                    .bind(node.index as i64)
+                    .bind(&hash[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            match &row.side {
+                SideEffect::None => {}
+                SideEffect::Decision { row: d, salts } => {
+                    sqlx::query(
+                        "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
+                                                policy_digest, evaluated_at, request, response, ledger_index, leaf_hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(&d.id)
+                    .bind(&d.agent_id)
+                    .bind(&d.on_behalf_of)
+                    .bind(&d.action)
+                    .bind(&d.resource_type)
+                    .bind(&d.resource_id)
+                    .bind(&d.decision)
+                    .bind(&d.policy_digest)
+                    .bind(&d.evaluated_at)
+                    .bind(&d.request)
+                    .bind(&d.response)
+                    .bind(row.index as i64)
+                    .bind(row.nodes.first().map(|(_, h)| h.to_vec()))
+                    .execute(&mut *tx)
+                    .await?;
+                    for (pointer, salt) in salts {
+                        sqlx::query("INSERT INTO ledger_salts (decision_id, pointer, salt) VALUES ($1, $2, $3)")
+                            .bind(&d.id)
+                            .bind(pointer)
+                            .bind(salt)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                SideEffect::Registry { table, row: r } => {
+                    let sql = match table {
+                        RegistryTable::Agents => {
+                            "INSERT INTO agents (id, version, record, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (id) DO UPDATE SET version = excluded.version, record = excluded.record, updated_at = excluded.updated_at"
+                        }
+                        RegistryTable::Tools => {
+                            "INSERT INTO tools (id, version, record, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (id) DO UPDATE SET version = excluded.version, record = excluded.record, updated_at = excluded.updated_at"
+                        }
+                    };
+                    sqlx::query(sql)
+                        .bind(&r.id)
+                        .bind(r.version)
+                        .bind(&r.record)
+                        .bind(&r.created_at)
+                        .bind(&r.updated_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())
     }
 
+    /// Number of entries in the ledger.
+    pub async fn ledger_size(&self) -> Result<u64, StoreError> {
+        let (size,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(size as u64)
+    }
+
+    /// Stored node hashes, in the order asked. A missing node is an error: the tree is damaged.
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(Vec<u8>,)> =
+                sqlx::query_as("SELECT hash FROM ledger_nodes WHERE level = $1 AND idx = $2")
+                    .bind(i64::from(id.level))
+                    .bind(id.index as i64)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let hash = row
+                .and_then(|(h,)| Hash::try_from(h.as_slice()).ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "ledger node level {} index {} is missing or malformed",
+                        id.level, id.index
+                    ))
+                })?;
+            out.push(hash);
+        }
+        Ok(out)
+    }
+
+    /// Stored nodes of one level with indices in `[lo, hi)`, in order.
+    pub async fn nodes_at_level(
+        &self,
+        level: u8,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT idx, hash FROM ledger_nodes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx")
+            .bind(i64::from(level))
+            .bind(lo as i64)
+            .bind(hi as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(i, h)| (i as u64, h)).collect())
+    }
+
+    /// Entries with indices in `[start, end)`, in order.
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<EntryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT idx, kind, entry FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        )
+        .bind(start as i64)
+        .bind(end as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_checkpoint(
+        &self,
+        size: u64,
+        root: &Hash,
+        note: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO ledger_checkpoints (tree_size, root_hash, note, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING")
+            .bind(size as i64)
+            .bind(&root[..])
+            .bind(note)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Every checkpoint, smallest tree first.
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size").fetch_all(&self.pool).await?)
+    }
+
+    /// The salt that masked `pointer` in a decision's context.
+    pub async fn salt(
+        &self,
+        decision: &DecisionId,
+        pointer: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT salt FROM ledger_salts WHERE decision_id = $1 AND pointer = $2")
+                .bind(decision.to_string())
+                .bind(pointer)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(s,)| s))
+    }
+
     pub async fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, agent_id, on_behalf_of, action, resource_type, resource_id, decision, policy_digest,
-                    evaluated_at, request, response
+                    evaluated_at, request, response, ledger_index, leaf_hash
              FROM decisions WHERE id = $1",
         )
         .bind(id.to_string())
@@ -178,7 +367,7 @@ impl Store {
     ) -> Result<Vec<DecisionRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, agent_id, on_behalf_of, action, resource_type, resource_id, decision, policy_digest,
-                    evaluated_at, request, response
+                    evaluated_at, request, response, ledger_index, leaf_hash
              FROM decisions
              WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR id < $2)
              ORDER BY id DESC LIMIT $3",

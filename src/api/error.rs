@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::decision::RequestError;
 use crate::identity::{AuthError, MissingRole};
+use crate::ledger::LedgerError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -133,12 +134,37 @@ impl From<RegistryError> for ApiError {
             )
             .with_field(field),
             RegistryError::Store(e) => e.into(),
+            RegistryError::Ledger(e) => e.into(),
             RegistryError::Entity { .. } => {
                 tracing::error!(error = %e, "registry entity");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "the record could not be turned into a Cedar entity",
+                )
+            }
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::OutOfRange(_) | LedgerError::Proof(_) => {
+                Self::bad_request("invalid_query", e.to_string())
+            }
+            LedgerError::Store(e) => e.into(),
+            LedgerError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ledger_unavailable",
+                e.to_string(),
+            ),
+            _ => {
+                tracing::error!(error = %e, "ledger");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ledger_error",
+                    e.to_string(),
                 )
             }
         }

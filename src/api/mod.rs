@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod extract;
+mod ledger;
 
 use std::time::Duration;
 
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(list_agents))
         .routes(routes!(put_tool, get_tool))
         .routes(routes!(list_tools))
+        .merge(ledger::routes())
         .split_for_parts();
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;
@@ -286,7 +288,7 @@ async fn put_agent(
     let (agent, created) = state
         .pipeline
         .registry()
-        .put_agent(id, record, &store::now())
+        .put_agent(caller.agent.as_str(), id, record, &store::now())
         .await?;
     Ok(created_or_ok(created, agent))
 }
@@ -341,7 +343,7 @@ async fn put_tool(
     let (tool, created) = state
         .pipeline
         .registry()
-        .put_tool(id, record, &store::now())
+        .put_tool(caller.agent.as_str(), id, record, &store::now())
         .await?;
     Ok(created_or_ok(created, tool))
 }

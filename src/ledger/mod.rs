@@ -1,4 +1,475 @@
-//! The signed append-only ledger: RFC 6962 Merkle tree over canonical entries, C2SP checkpoints.
+//! The signed append-only ledger: every decision and every administrative change, provable.
+//!
+//! Entries ([`entry`]) are appended by one sequencer task that batches whatever is queued into a
+//! single transaction (group commit): the entry rows, the tree nodes they complete ([`merkle`]) and
+//! the state they record (a decision row, a registry record) become durable together. Callers get
+//! their leaf index only after that commit. A second task signs a C2SP checkpoint ([`note`]) at
+//! most `checkpoint_interval` after new entries, and once more on shutdown; since both tasks follow
+//! one in-memory frontier that only grows, two signed checkpoints are always consistent.
+//! [`verify`] re-derives everything from the stored bytes.
 
+pub mod entry;
 pub mod merkle;
 pub mod note;
+pub mod verify;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use utoipa::ToSchema;
+
+use crate::config::LedgerConfig;
+use crate::store::{self, AppendRow, SideEffect, Store, StoreError};
+use merkle::{
+    Frontier, Hash, ProofError, consistency_ranges, fold, inclusion_ranges, leaf_hash, range_nodes,
+};
+use note::{Checkpoint, NoteError, NoteSigner};
+
+/// File name of the ledger's Ed25519 signing key in the keys folder, unless configured.
+pub const LEDGER_KEY_FILE: &str = "ledger.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Entry(#[from] entry::EntryError),
+    #[error("ledger signing key {path}: {message}")]
+    Key { path: String, message: String },
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    #[error("the ledger could not record the entry: {0}")]
+    Unavailable(String),
+    #[error("the ledger is damaged: {0}; run `reins ledger verify`")]
+    Damaged(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+}
+
+/// Where an entry landed: its index and leaf hash (standard base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerRef {
+    pub index: u64,
+    pub leaf_hash: String,
+}
+
+impl LedgerRef {
+    fn new(index: u64, leaf: &Hash) -> Self {
+        Self {
+            index,
+            leaf_hash: B64.encode(leaf),
+        }
+    }
+}
+
+/// Size and root of the committed tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeHead {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// One entry to append, with what must be committed with it.
+pub struct Append {
+    pub kind: &'static str,
+    pub bytes: Vec<u8>,
+    pub side: SideEffect,
+}
+
+impl Append {
+    pub fn new(entry: &entry::Entry, side: SideEffect) -> Result<Self, entry::EntryError> {
+        Ok(Self {
+            kind: entry.event.kind(),
+            bytes: entry.to_bytes()?,
+            side,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: String,
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub hashes: Vec<String>,
+}
+
+/// An entry as served: its index, leaf hash, the exact hashed bytes and their JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServedEntry {
+    pub index: u64,
+    pub leaf_hash: String,
+    /// The exact bytes the leaf hash covers, standard base64.
+    pub entry_bytes: String,
+    #[schema(value_type = Object)]
+    pub entry: serde_json::Value,
+}
+
+struct Job {
+    appends: Vec<Append>,
+    reply: oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>,
+}
+
+enum Message {
+    Append(Job),
+    Shutdown,
+}
+
+pub struct Ledger {
+    store: Store,
+    jobs: mpsc::Sender<Message>,
+    head: watch::Receiver<TreeHead>,
+    signer: Arc<NoteSigner>,
+    mask: Vec<String>,
+    tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+impl Ledger {
+    /// Loads (or generates, mode 0600) the signing key, checks the stored tree against its last
+    /// checkpoint, and starts the sequencer and the checkpoint signer.
+    pub async fn open(
+        store: Store,
+        config: &LedgerConfig,
+        keys_dir: &Path,
+    ) -> Result<Self, LedgerError> {
+        let key_path = config
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| keys_dir.join(LEDGER_KEY_FILE));
+        let (key, generated) =
+            crate::identity::ed25519_key_file(&key_path, config.signing_key_file.is_none())
+                .map_err(|message| LedgerError::Key {
+                    path: key_path.display().to_string(),
+                    message,
+                })?;
+        if generated {
+            tracing::info!(path = %key_path.display(), "generated ledger signing key (mode 0600)");
+        }
+        let signer = Arc::new(NoteSigner::new(&config.origin, key)?);
+
+        let size = store.ledger_size().await?;
+        let frontier = Frontier::from_nodes(size, store.nodes(&range_nodes(0, size)).await?)
+            .ok_or_else(|| {
+                LedgerError::Damaged("the stored tree does not match the entry count".into())
+            })?;
+        let last_signed = match store.latest_checkpoint().await? {
+            Some(cp) => {
+                let cp_size = cp.tree_size as u64;
+                if cp_size > size {
+                    return Err(LedgerError::Damaged(format!(
+                        "the last checkpoint covers {cp_size} entries but only {size} are stored"
+                    )));
+                }
+                let root = fold(&store.nodes(&range_nodes(0, cp_size)).await?)
+                    .unwrap_or_else(merkle::empty_root);
+                if root[..] != cp.root_hash[..] {
+                    return Err(LedgerError::Damaged(format!(
+                        "the tree of size {cp_size} does not match the checkpoint signed for it"
+                    )));
+                }
+                Some(cp_size)
+            }
+            None => None,
+        };
+        let head = TreeHead {
+            size,
+            root: frontier.root(),
+        };
+        tracing::info!(entries = size, vkey = %signer.verifier_key(), "ledger opened");
+
+        let (head_tx, head_rx) = watch::channel(head);
+        let (jobs, rx) = mpsc::channel(4096);
+        let writer = tokio::spawn(sequence(
+            store.clone(),
+            frontier,
+            rx,
+            head_tx,
+            config.max_batch,
+        ));
+        let checkpointer = tokio::spawn(sign_checkpoints(
+            store.clone(),
+            signer.clone(),
+            head_rx.clone(),
+            config.checkpoint_interval,
+            last_signed,
+        ));
+        Ok(Self {
+            store,
+            jobs,
+            head: head_rx,
+            signer,
+            mask: config.mask.clone(),
+            tasks: Mutex::new(Some((writer, checkpointer))),
+        })
+    }
+
+    /// Appends entries atomically, in order; returns once they are durable.
+    pub async fn append(&self, appends: Vec<Append>) -> Result<Vec<LedgerRef>, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || LedgerError::Unavailable("the ledger writer has stopped".into());
+        self.jobs
+            .send(Message::Append(Job { appends, reply }))
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Stops taking entries, commits what is queued, signs a final checkpoint.
+    pub async fn shutdown(&self) {
+        let _ = self.jobs.send(Message::Shutdown).await;
+        if let Some((writer, checkpointer)) = self.tasks.lock().await.take() {
+            let _ = writer.await;
+            let _ = checkpointer.await;
+        }
+    }
+
+    pub fn head(&self) -> TreeHead {
+        *self.head.borrow()
+    }
+
+    /// JSON pointers into a decision's context whose values are stored as commitments.
+    pub fn mask(&self) -> &[String] {
+        &self.mask
+    }
+
+    /// The verifier key string (C2SP vkey).
+    pub fn verifier_key(&self) -> String {
+        self.signer.verifier_key()
+    }
+
+    /// The latest signed checkpoint note.
+    pub async fn checkpoint(&self) -> Result<Option<String>, LedgerError> {
+        Ok(self.store.latest_checkpoint().await?.map(|c| c.note))
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), LedgerError> {
+        let current = self.head().size;
+        if size > current {
+            return Err(LedgerError::OutOfRange(format!(
+                "tree size {size} is larger than the ledger ({current} entries)"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn range_hashes(&self, ranges: &[(u64, u64)]) -> Result<Vec<String>, LedgerError> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            let hashes = self.store.nodes(&range_nodes(*lo, *hi)).await?;
+            let hash = fold(&hashes)
+                .ok_or_else(|| LedgerError::Damaged(format!("empty range {lo}..{hi}")))?;
+            out.push(B64.encode(hash));
+        }
+        Ok(out)
+    }
+
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, LedgerError> {
+        self.check_size(tree_size)?;
+        let ranges = inclusion_ranges(index, tree_size)?;
+        let leaf = self
+            .store
+            .nodes(&[merkle::NodeId { level: 0, index }])
+            .await?;
+        Ok(InclusionProof {
+            index,
+            tree_size,
+            leaf_hash: B64.encode(leaf[0]),
+            hashes: self.range_hashes(&ranges).await?,
+        })
+    }
+
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        self.check_size(to)?;
+        let ranges = consistency_ranges(from, to)?;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            hashes: self.range_hashes(&ranges).await?,
+        })
+    }
+
+    /// Entries `[start, end)`, at most `limit` of them.
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<ServedEntry>, LedgerError> {
+        let end = end.min(self.head().size);
+        let rows = self.store.entries(start, end).await?;
+        rows.into_iter()
+            .map(|row| {
+                let entry = serde_json::from_slice(&row.entry)
+                    .map_err(|e| LedgerError::Damaged(format!("entry {}: {e}", row.idx)))?;
+                Ok(ServedEntry {
+                    index: row.idx as u64,
+                    leaf_hash: B64.encode(leaf_hash(&row.entry)),
+                    entry_bytes: B64.encode(&row.entry),
+                    entry,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The sequencer: one task, so indices are assigned in commit order; each loop commits every job
+/// queued at that moment (up to `max_batch` entries) in one transaction.
+async fn sequence(
+    store: Store,
+    mut frontier: Frontier,
+    mut rx: mpsc::Receiver<Message>,
+    head: watch::Sender<TreeHead>,
+    max_batch: usize,
+) {
+    let mut stopping = false;
+    while !stopping {
+        let mut jobs = match rx.recv().await {
+            Some(Message::Append(job)) => vec![job],
+            Some(Message::Shutdown) | None => break,
+        };
+        let mut count = jobs[0].appends.len();
+        while count < max_batch {
+            match rx.try_recv() {
+                Ok(Message::Append(job)) => {
+                    count += job.appends.len();
+                    jobs.push(job);
+                }
+                Ok(Message::Shutdown) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+
+        let mut next = frontier.clone();
+        let mut rows = Vec::with_capacity(count);
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in &mut jobs {
+            let mut refs = Vec::with_capacity(job.appends.len());
+            for append in job.appends.drain(..) {
+                let leaf = leaf_hash(&append.bytes);
+                let index = next.size();
+                let nodes = next.append(leaf);
+                refs.push(LedgerRef::new(index, &leaf));
+                rows.push(AppendRow {
+                    index,
+                    kind: append.kind,
+                    entry: append.bytes,
+                    nodes,
+                    side: append.side,
+                });
+            }
+            answers.push(refs);
+        }
+        match store.commit_appends(&rows).await {
+            Ok(()) => {
+                frontier = next;
+                head.send_replace(TreeHead {
+                    size: frontier.size(),
+                    root: frontier.root(),
+                });
+                for (job, refs) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(refs));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, entries = rows.len(), "ledger commit failed");
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(LedgerError::Unavailable(error.to_string())));
+                }
+                // A failed commit leaves the database as it was; re-read it in case it did not.
+                if let Ok(size) = store.ledger_size().await {
+                    if let Ok(nodes) = store.nodes(&range_nodes(0, size)).await {
+                        if let Some(reloaded) = Frontier::from_nodes(size, nodes) {
+                            frontier = reloaded;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Signs a checkpoint at most `interval` after new entries, and a last one when the sequencer stops.
+async fn sign_checkpoints(
+    store: Store,
+    signer: Arc<NoteSigner>,
+    mut head: watch::Receiver<TreeHead>,
+    interval: Duration,
+    mut last: Option<u64>,
+) {
+    let sign = |h: TreeHead, last: &mut Option<u64>| {
+        let (store, signer) = (store.clone(), signer.clone());
+        let already = *last == Some(h.size);
+        async move {
+            if already {
+                return None;
+            }
+            let text = Checkpoint {
+                origin: signer_origin(&signer),
+                size: h.size,
+                root: h.root,
+            }
+            .to_text();
+            let note = match signer.sign(&text) {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::error!(%error, "cannot sign checkpoint");
+                    return None;
+                }
+            };
+            match store
+                .insert_checkpoint(h.size, &h.root, &note, &store::now())
+                .await
+            {
+                Ok(()) => Some(h.size),
+                Err(error) => {
+                    tracing::error!(%error, "cannot store checkpoint");
+                    None
+                }
+            }
+        }
+    };
+    let current = *head.borrow();
+    if let Some(size) = sign(current, &mut last).await {
+        last = Some(size);
+    }
+    loop {
+        let stopped = head.changed().await.is_err();
+        if !stopped {
+            tokio::time::sleep(interval).await;
+        }
+        let current = *head.borrow_and_update();
+        if let Some(size) = sign(current, &mut last).await {
+            last = Some(size);
+        }
+        if stopped {
+            break;
+        }
+    }
+}
+
+fn signer_origin(signer: &NoteSigner) -> String {
+    signer.verifier().name().to_owned()
+}

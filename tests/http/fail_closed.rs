@@ -103,11 +103,11 @@ async fn a_storage_failure_is_a_deny_not_an_allow() {
     let (status, d) = s.invoke(&token, "search.web", json!({})).await;
     assert_eq!(status, 200, "{d}");
     assert_eq!(d["decision"], "deny", "{d}");
-    assert_eq!(codes(&d), ["storage_unavailable"]);
+    assert_eq!(codes(&d), ["ledger_unavailable"]);
 
     let (status, e) = s.post("/v1/decisions/batch", &token, json!({"requests": [{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}}]})).await;
     assert_eq!(status, 200, "{e}");
-    assert_eq!(codes(&e["decisions"][0]), ["storage_unavailable"]);
+    assert_eq!(codes(&e["decisions"][0]), ["ledger_unavailable"]);
 }
 
 #[tokio::test]

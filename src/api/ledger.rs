@@ -1,0 +1,153 @@
+//! The ledger's read API (role `auditor` or `admin`): checkpoint, verifier key, entries, proofs.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiQuery, path_id};
+use crate::identity::{Caller, roles};
+use crate::ledger::{ConsistencyProof, InclusionProof, ServedEntry};
+use crate::server::AppState;
+
+/// Most entries one `GET /v1/ledger/entries` returns.
+const MAX_PAGE: u64 = 1000;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(checkpoint))
+        .routes(routes!(key))
+        .routes(routes!(entries))
+        .routes(routes!(entry))
+        .routes(routes!(inclusion))
+        .routes(routes!(consistency))
+}
+
+fn auditor(caller: &Caller) -> Result<(), ApiError> {
+    Ok(caller.require_any_role(&[roles::AUDITOR, roles::ADMIN])?)
+}
+
+fn text(body: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
+}
+
+/// The latest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+#[utoipa::path(get, path = "/v1/ledger/checkpoint", tag = "ledger", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    auditor(&caller)?;
+    let note = state
+        .ledger
+        .checkpoint()
+        .await?
+        .ok_or_else(|| ApiError::not_found("no checkpoint has been signed yet"))?;
+    Ok(text(note))
+}
+
+/// The verifier key (C2SP vkey) that checks the checkpoints.
+#[utoipa::path(get, path = "/v1/ledger/key", tag = "ledger", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 403, body = ErrorBody)))]
+async fn key(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    auditor(&caller)?;
+    Ok(text(format!("{}\n", state.ledger.verifier_key())))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    /// First index (inclusive).
+    start: u64,
+    /// Last index (exclusive); at most 1000 after `start`.
+    end: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct EntryPage {
+    entries: Vec<ServedEntry>,
+}
+
+/// Entries `[start, end)` with their exact hashed bytes.
+#[utoipa::path(get, path = "/v1/ledger/entries", tag = "ledger", params(Range), security(("bearer" = [])),
+    responses((status = 200, body = EntryPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn entries(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(range): ApiQuery<Range>,
+) -> Result<Json<EntryPage>, ApiError> {
+    auditor(&caller)?;
+    if range.end < range.start || range.end - range.start > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("end must be between start and start + {MAX_PAGE}"),
+        )
+        .with_field("end"));
+    }
+    Ok(Json(EntryPage {
+        entries: state.ledger.entries(range.start, range.end).await?,
+    }))
+}
+
+/// One entry.
+#[utoipa::path(get, path = "/v1/ledger/entries/{index}", tag = "ledger", params(("index" = u64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ServedEntry), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(index): Path<String>,
+) -> Result<Json<ServedEntry>, ApiError> {
+    auditor(&caller)?;
+    let index: u64 = path_id(&index)?;
+    let mut found = state.ledger.entries(index, index.saturating_add(1)).await?;
+    found
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no entry {index}")))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    index: u64,
+    tree_size: u64,
+}
+
+/// Inclusion proof of entry `index` in the tree of `tree_size` entries (RFC 9162 2.1.3).
+#[utoipa::path(get, path = "/v1/ledger/proof/inclusion", tag = "ledger", params(InclusionQuery), security(("bearer" = [])),
+    responses((status = 200, body = InclusionProof), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn inclusion(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    auditor(&caller)?;
+    Ok(Json(
+        state.ledger.inclusion_proof(q.index, q.tree_size).await?,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+/// Consistency proof between tree sizes `from` and `to` (RFC 9162 2.1.4).
+#[utoipa::path(get, path = "/v1/ledger/proof/consistency", tag = "ledger", params(ConsistencyQuery), security(("bearer" = [])),
+    responses((status = 200, body = ConsistencyProof), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn consistency(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    auditor(&caller)?;
+    Ok(Json(state.ledger.consistency_proof(q.from, q.to).await?))
+}

@@ -1,0 +1,189 @@
+//! Ledger entries: what is recorded, and its canonical bytes.
+//!
+//! An entry is a JSON object serialised with RFC 8785 (JSON Canonicalization Scheme): keys sorted,
+//! no insignificant white space, numbers in their shortest form. The bytes are what the leaf hash
+//! covers and what the read API returns, so anyone can recompute the leaf from them. Every field
+//! is inside the hashed bytes; nothing about an entry lives only outside it.
+//!
+//! The `type` field says which event it records. Fields are only ever added, never renamed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::decision::{EvaluationError, Outcome, Reason};
+use crate::registry::{AgentRecord, ToolRecord};
+
+/// Entries larger than this cannot be served as C2SP tile entry bundles (16-bit length prefix).
+pub const MAX_ENTRY_BYTES: usize = 65_535;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// RFC 3339, UTC.
+    pub time: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Decision(DecisionEvent),
+    AgentRegistered(AgentEvent),
+    AgentChanged(AgentEvent),
+    ToolRegistered(ToolEvent),
+    ToolChanged(ToolEvent),
+    PolicyLoaded(PolicyEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionEvent {
+    pub decision_id: String,
+    pub agent_id: String,
+    /// The registry version of the agent the decision saw; absent for an unknown agent.
+    pub agent_version: Option<i64>,
+    pub on_behalf_of: Option<String>,
+    pub action: String,
+    pub resource: ResourceEvent,
+    /// The request's context, with masked values replaced by commitments.
+    pub context: Value,
+    pub session_id: Option<String>,
+    pub decision: Outcome,
+    pub reasons: Vec<Reason>,
+    pub errors: Vec<EvaluationError>,
+    pub policy_digest: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub actor: String,
+    pub agent_id: String,
+    pub version: i64,
+    pub record: AgentRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolEvent {
+    pub actor: String,
+    pub tool_id: String,
+    pub version: i64,
+    pub record: ToolRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyEvent {
+    pub policy_digest: String,
+    pub files: Vec<String>,
+    pub policies: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("cannot encode the entry: {0}")]
+    Encode(String),
+    #[error("the entry is {0} bytes once encoded; at most {MAX_ENTRY_BYTES} can be recorded")]
+    TooLarge(usize),
+}
+
+impl Event {
+    /// The `type` value, also stored as a column for filtering.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Decision(_) => "decision",
+            Event::AgentRegistered(_) => "agent_registered",
+            Event::AgentChanged(_) => "agent_changed",
+            Event::ToolRegistered(_) => "tool_registered",
+            Event::ToolChanged(_) => "tool_changed",
+            Event::PolicyLoaded(_) => "policy_loaded",
+        }
+    }
+}
+
+impl Entry {
+    /// The canonical bytes (RFC 8785) that the leaf hash covers.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EntryError> {
+        let bytes = serde_jcs::to_vec(self).map_err(|e| EntryError::Encode(e.to_string()))?;
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+}
+
+/// A masked value in the ledger: `{"masked": "sha256:<hex>"}`, the SHA-256 of the salt followed by
+/// the value's canonical JSON.
+pub fn commitment(salt: &[u8], value: &Value) -> Result<Value, EntryError> {
+    let canonical = serde_jcs::to_vec(value).map_err(|e| EntryError::Encode(e.to_string()))?;
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(&canonical);
+    Ok(serde_json::json!({ "masked": format!("sha256:{}", hex::encode(h.finalize())) }))
+}
+
+/// Replaces the value at each JSON pointer in `context` with its commitment under a fresh random
+/// salt. Returns the salts, by pointer, for the values that were present.
+pub fn mask(
+    context: &mut Value,
+    pointers: &[String],
+) -> Result<Vec<(String, Vec<u8>)>, EntryError> {
+    let mut salts = Vec::new();
+    for pointer in pointers {
+        if let Some(value) = context.pointer_mut(pointer) {
+            let mut salt = vec![0u8; 32];
+            getrandom::fill(&mut salt)
+                .map_err(|e| EntryError::Encode(format!("no randomness: {e}")))?;
+            *value = commitment(&salt, value)?;
+            salts.push((pointer.clone(), salt));
+        }
+    }
+    Ok(salts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_is_canonical() {
+        let entry = Entry {
+            time: "2026-01-01T00:00:00Z".into(),
+            event: Event::PolicyLoaded(PolicyEvent {
+                policy_digest: "sha256:ab".into(),
+                files: vec!["a.cedar".into()],
+                policies: 2,
+            }),
+        };
+        let bytes = entry.to_bytes().unwrap();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"files":["a.cedar"],"policies":2,"policy_digest":"sha256:ab","time":"2026-01-01T00:00:00Z","type":"policy_loaded"}"#
+        );
+        let back: Entry = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, entry);
+    }
+
+    #[test]
+    fn masking_hides_the_value_and_the_salt_proves_it() {
+        let mut context =
+            serde_json::json!({"args": {"customer": {"email": "a@example.com", "tier": "gold"}}});
+        let salts = mask(
+            &mut context,
+            &["/args/customer/email".into(), "/args/absent".into()],
+        )
+        .unwrap();
+        assert_eq!(salts.len(), 1);
+        assert!(!context.to_string().contains("a@example.com"));
+        assert_eq!(context["args"]["customer"]["tier"], "gold");
+        let expected = commitment(&salts[0].1, &serde_json::json!("a@example.com")).unwrap();
+        assert_eq!(context["args"]["customer"]["email"], expected);
+    }
+}
