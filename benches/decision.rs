@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
             };
             registry
                 .put_tool(
+                    "bench",
                     format!("tool-{t}").parse().unwrap(),
                     record,
                     "2026-01-01T00:00:00Z",
@@ -74,6 +75,7 @@ fn bench(c: &mut Criterion) {
             };
             registry
                 .put_agent(
+                    "bench",
                     format!("agent-{a}").parse().unwrap(),
                     record,
                     "2026-01-01T00:00:00Z",
@@ -103,7 +105,7 @@ fn bench(c: &mut Criterion) {
         session_id: None,
     };
     let evaluated = services.pipeline.evaluate(&caller, &request).unwrap();
-    assert_eq!(evaluated.decision, reins::decision::Outcome::Allow);
+    assert_eq!(evaluated.decision.decision, reins::decision::Outcome::Allow);
 
     // The same evaluation, prebuilt, for Cedar alone.
     let pack = services.pipeline.policies();

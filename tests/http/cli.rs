@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::repo;
 
-fn reins(args: &[&str]) -> Command {
+pub fn reins(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reins"));
     command.args(args).current_dir(repo()).stdin(Stdio::null());
     for (key, _) in std::env::vars() {
@@ -18,11 +18,11 @@ fn reins(args: &[&str]) -> Command {
     command
 }
 
-fn run(command: &mut Command) -> Output {
+pub fn run(command: &mut Command) -> Output {
     command.output().expect("reins runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -36,7 +36,7 @@ fn mint(data: &str, args: &[&str]) -> String {
     token
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

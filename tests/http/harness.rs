@@ -34,6 +34,7 @@ pub fn test_config(data: &Path, policy_dir: Option<&Path>) -> Config {
     };
     let mut config = Config::load(None, &overrides).expect("test config");
     config.request_timeout = Duration::from_secs(30);
+    config.ledger.checkpoint_interval = Duration::from_millis(50);
     config
 }
 
@@ -213,4 +214,37 @@ pub fn pack_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     dir
+}
+
+impl TestServer {
+    /// GETs a text body.
+    pub async fn get_text(&self, path: &str, token: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Waits until a signed checkpoint covers `size` entries; returns the note.
+    pub async fn checkpoint_covering(&self, size: u64) -> String {
+        let auditor = self.token("auditor-1", &["auditor"]);
+        for _ in 0..200 {
+            let (status, note) = self.get_text("/v1/ledger/checkpoint", &auditor).await;
+            if status == 200
+                && note.lines().nth(1).and_then(|l| l.parse::<u64>().ok()) >= Some(size)
+            {
+                return note;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no checkpoint covering {size} entries");
+    }
+
+    pub fn ledger_size(&self) -> u64 {
+        self.server.as_ref().unwrap().state.ledger.head().size
+    }
 }

@@ -6,5 +6,6 @@ mod decisions;
 mod fail_closed;
 mod harness;
 mod interop;
+mod ledger;
 mod registry;
 mod tokens;

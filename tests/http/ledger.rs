@@ -1,0 +1,638 @@
+//! The ledger through the HTTP API and `reins ledger verify`: every answer recorded and provable,
+//! every tampering detected.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use reins::ledger::merkle::leaf_hash;
+use serde_json::{Value, json};
+
+use crate::cli::{free_port, reins, run, text};
+use crate::harness::{TestServer, test_config};
+
+fn hash(b64: &str) -> tlog_tiles::Hash {
+    tlog_tiles::Hash(B64.decode(b64).unwrap().try_into().unwrap())
+}
+
+async fn fleet(s: &TestServer) {
+    s.tool("search.web", "low").await;
+    s.tool("payments.refund", "high").await;
+    s.agent("bot", "limited", &["search.web", "payments.refund"])
+        .await;
+}
+
+/// Checks a served checkpoint with `signed_note` under the served key; returns it.
+async fn verified_checkpoint(s: &TestServer, note: &str) -> tlog_tiles::Checkpoint {
+    let auditor = s.token("auditor-1", &["auditor"]);
+    let (_, vkey) = s.get_text("/v1/ledger/key", &auditor).await;
+    let verifier = signed_note::StandardVerifier::new(vkey.trim()).unwrap();
+    let parsed = signed_note::Note::from_bytes(note.as_bytes()).unwrap();
+    parsed
+        .verify(&signed_note::VerifierList::new(vec![Box::new(verifier)]))
+        .expect("checkpoint signature verifies");
+    tlog_tiles::Checkpoint::from_bytes(parsed.text()).unwrap()
+}
+
+#[tokio::test]
+async fn every_answer_is_recorded_and_provable_by_independent_code() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let bot = s.token("bot", &[]);
+    let auditor = s.token("auditor-1", &["auditor"]);
+
+    let first_note = s.checkpoint_covering(s.ledger_size()).await;
+    let first = verified_checkpoint(&s, &first_note).await;
+
+    let mut answers = Vec::new();
+    for amount in [10, 200000, 30] {
+        let (_, d) = s
+            .invoke(&bot, "payments.refund", json!({"amount": amount}))
+            .await;
+        answers.push(d);
+    }
+    let (_, batch) = s.post("/v1/decisions/batch", &bot, json!({"requests": [{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}}, {"action": "invoke", "resource": {"type": "Tool", "id": "nope"}}]})).await;
+    answers.extend(batch["decisions"].as_array().unwrap().iter().cloned());
+
+    let note = s.checkpoint_covering(s.ledger_size()).await;
+    let checkpoint = verified_checkpoint(&s, &note).await;
+    for d in &answers {
+        let index = d["ledger"]["index"]
+            .as_u64()
+            .expect("answer carries its ledger index");
+        let (status, entry) = s
+            .get(&format!("/v1/ledger/entries/{index}"), &auditor)
+            .await;
+        assert_eq!(status, 200, "{entry}");
+        let bytes = B64.decode(entry["entry_bytes"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            B64.encode(leaf_hash(&bytes)),
+            d["ledger"]["leaf_hash"].as_str().unwrap(),
+            "the answer's leaf hash is the entry's"
+        );
+        let recorded: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(recorded["type"], "decision");
+        assert_eq!(recorded["decision_id"], d["decision_id"]);
+        assert_eq!(recorded["decision"], d["decision"]);
+        assert_eq!(recorded["reasons"], d["reasons"]);
+        assert_eq!(recorded["policy_digest"], d["policy_digest"]);
+        assert_eq!(recorded["agent_id"], "bot");
+
+        let (status, proof) = s
+            .get(
+                &format!(
+                    "/v1/ledger/proof/inclusion?index={index}&tree_size={}",
+                    checkpoint.size()
+                ),
+                &auditor,
+            )
+            .await;
+        assert_eq!(status, 200, "{proof}");
+        let hashes: Vec<_> = proof["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| hash(h.as_str().unwrap()))
+            .collect();
+        tlog_tiles::check_record(
+            &hashes,
+            checkpoint.size(),
+            *checkpoint.hash(),
+            index,
+            hash(d["ledger"]["leaf_hash"].as_str().unwrap()),
+        )
+        .expect("tlog_tiles accepts the served inclusion proof");
+    }
+    // The stored decision names its ledger entry too.
+    let (_, record) = s
+        .get(
+            &format!(
+                "/v1/decisions/{}",
+                answers[0]["decision_id"].as_str().unwrap()
+            ),
+            &auditor,
+        )
+        .await;
+    assert_eq!(record["ledger"], answers[0]["ledger"]);
+
+    let (status, proof) = s
+        .get(
+            &format!(
+                "/v1/ledger/proof/consistency?from={}&to={}",
+                first.size(),
+                checkpoint.size()
+            ),
+            &auditor,
+        )
+        .await;
+    assert_eq!(status, 200, "{proof}");
+    let hashes: Vec<_> = proof["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hash(h.as_str().unwrap()))
+        .collect();
+    tlog_tiles::check_tree(
+        &hashes,
+        checkpoint.size(),
+        *checkpoint.hash(),
+        first.size(),
+        *first.hash(),
+    )
+    .expect("tlog_tiles accepts the consistency proof");
+
+    // Bad queries are 400s; proofs past the tree are refused; readers need a role.
+    let size = s.ledger_size();
+    assert_eq!(
+        s.get(
+            &format!("/v1/ledger/proof/inclusion?index=0&tree_size={}", size + 5),
+            &auditor
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        s.get("/v1/ledger/proof/consistency?from=5&to=2", &auditor)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        s.get("/v1/ledger/entries?start=0&end=5000", &auditor)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(s.get("/v1/ledger/entries?start=x", &auditor).await.0, 400);
+    assert_eq!(
+        s.get(&format!("/v1/ledger/entries/{}", size + 10), &auditor)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(s.get("/v1/ledger/checkpoint", &bot).await.0, 403);
+}
+
+#[tokio::test]
+async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    s.agent("bot", "high", &["search.web"]).await;
+    let (_, page) = s
+        .get(
+            "/v1/ledger/entries?start=0&end=100",
+            &s.token("auditor-1", &["auditor"]),
+        )
+        .await;
+    let entries: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["entry"])
+        .collect();
+    let types: Vec<&str> = entries
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "policy_loaded",
+            "tool_registered",
+            "tool_registered",
+            "agent_registered",
+            "agent_changed"
+        ]
+    );
+    assert_eq!(
+        entries[0]["policy_digest"].as_str().unwrap().len(),
+        "sha256:".len() + 64
+    );
+    assert_eq!(entries[4]["actor"], "ops-admin");
+    assert_eq!(entries[4]["version"], 2);
+    assert_eq!(entries[4]["record"]["risk_tier"], "high");
+}
+
+#[tokio::test]
+async fn masked_context_values_never_reach_the_ledger_but_can_be_proven() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.ledger.mask = vec!["/args/customer/email".into()];
+    let s = TestServer::with_config(data, config).await;
+    fleet(&s).await;
+    let (_, d) = s
+        .invoke(
+            &s.token("bot", &[]),
+            "search.web",
+            json!({"customer": {"email": "jane@example.com", "tier": "gold"}}),
+        )
+        .await;
+    assert_eq!(d["decision"], "allow", "{d}");
+
+    let auditor = s.token("auditor-1", &["auditor"]);
+    let index = d["ledger"]["index"].as_u64().unwrap();
+    let (_, entry) = s
+        .get(&format!("/v1/ledger/entries/{index}"), &auditor)
+        .await;
+    let bytes =
+        String::from_utf8(B64.decode(entry["entry_bytes"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(!bytes.contains("jane@example.com"), "{bytes}");
+    assert!(bytes.contains("gold"));
+    let (_, record) = s
+        .get(
+            &format!("/v1/decisions/{}", d["decision_id"].as_str().unwrap()),
+            &auditor,
+        )
+        .await;
+    assert!(
+        !record.to_string().contains("jane@example.com"),
+        "the stored request is masked too: {record}"
+    );
+
+    let store = &s.server.as_ref().unwrap().state.store;
+    let salt = store
+        .salt(
+            &d["decision_id"].as_str().unwrap().parse().unwrap(),
+            "/args/customer/email",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let commitment = reins::ledger::entry::commitment(&salt, &json!("jane@example.com")).unwrap();
+    assert_eq!(
+        entry["entry"]["context"]["args"]["customer"]["email"],
+        commitment
+    );
+    assert_ne!(
+        reins::ledger::entry::commitment(&salt, &json!("john@example.com")).unwrap(),
+        commitment
+    );
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_signs_a_checkpoint_covering_everything() {
+    let mut s = TestServer::start().await;
+    fleet(&s).await;
+    s.invoke(&s.token("bot", &[]), "search.web", json!({}))
+        .await;
+    let size = s.ledger_size();
+    let state = s.server.as_ref().unwrap().state.clone();
+    s.server.take().unwrap().stop().await;
+    drop(state);
+    s.restart().await;
+    let note = s.get_text("/v1/ledger/checkpoint", &s.admin()).await.1;
+    // The restart itself appends a policy_loaded entry; the checkpoint signed at stop covers `size`.
+    let store = &s.server.as_ref().unwrap().state.store;
+    let sizes: Vec<i64> = store
+        .checkpoints()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.tree_size)
+        .collect();
+    assert!(sizes.contains(&(size as i64)), "{sizes:?}");
+    assert!(note.starts_with("reins.local/ledger\n"), "{note}");
+}
+
+/// A stopped server's data dir with a ledger of ~20 entries and a trusted checkpoint of all of it.
+async fn recorded_ledger() -> (tempfile::TempDir, String, u64) {
+    let mut s = TestServer::start().await;
+    fleet(&s).await;
+    let bot = s.token("bot", &[]);
+    for amount in 0..15 {
+        s.invoke(&bot, "payments.refund", json!({"amount": amount * 1000}))
+            .await;
+    }
+    let size = s.ledger_size();
+    let trusted = s.checkpoint_covering(size).await;
+    s.server.take().unwrap().stop().await;
+    (
+        std::mem::replace(&mut s.data, tempfile::tempdir().unwrap()),
+        trusted,
+        size,
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target)
+        } else {
+            std::fs::copy(&path, &target).map(|_| ()).unwrap()
+        }
+    }
+}
+
+/// Runs `reins ledger verify` on a copy of `data` after `tamper` ran SQL on it.
+async fn verify_after(data: &Path, tamper: &[&str], trusted: Option<&str>) -> (bool, String) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(data, copy.path());
+    let db = copy.path().join("reins.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for sql in tamper {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let trusted_file = copy.path().join("trusted.checkpoint");
+    let mut args = vec![
+        "ledger",
+        "verify",
+        "--data-dir",
+        copy.path().to_str().unwrap(),
+    ];
+    if let Some(note) = trusted {
+        std::fs::write(&trusted_file, note).unwrap();
+        args.extend(["--trusted-checkpoint", trusted_file.to_str().unwrap()]);
+    }
+    let out = run(&mut reins(&args));
+    (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[tokio::test]
+async fn ledger_verify_detects_every_kind_of_tampering() {
+    let (data, trusted, size) = recorded_ledger().await;
+    let data = data.path();
+
+    let (ok, out) = verify_after(data, &[], Some(&trusted)).await;
+    assert!(ok, "an untouched ledger verifies: {out}");
+    assert!(out.contains(&format!("ok: {size} entries")), "{out}");
+
+    // One byte of one entry: `"time":"2` becomes `"time":"3`.
+    let (ok, out) = verify_after(data, &["UPDATE ledger_entries SET entry = CAST(replace(CAST(entry AS TEXT), '\"time\":\"2', '\"time\":\"3') AS BLOB) WHERE idx = 7"], None).await;
+    assert!(
+        !ok && out.contains("first bad index: 7"),
+        "changed byte: {out}"
+    );
+
+    let (ok, out) = verify_after(data, &["DELETE FROM ledger_entries WHERE idx = 9"], None).await;
+    assert!(
+        !ok && out.contains("first bad index: 9") && out.contains("missing"),
+        "deleted entry: {out}"
+    );
+
+    let (ok, out) = verify_after(
+        data,
+        &[
+            "UPDATE ledger_entries SET idx = -1 WHERE idx = 4",
+            "UPDATE ledger_entries SET idx = 4 WHERE idx = 11",
+            "UPDATE ledger_entries SET idx = 11 WHERE idx = -1",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        !ok && out.contains("first bad index: 4"),
+        "swapped entries: {out}"
+    );
+
+    // Truncating the tail, with the nodes and checkpoints that would betray it: only a checkpoint
+    // saved earlier catches it.
+    let cut = size - 3;
+    let truncate = [
+        format!("DELETE FROM ledger_entries WHERE idx >= {cut}"),
+        format!("DELETE FROM ledger_nodes WHERE ((idx + 1) << level) > {cut}"),
+        format!("DELETE FROM ledger_checkpoints WHERE tree_size > {cut}"),
+        format!("DELETE FROM decisions WHERE ledger_index >= {cut}"),
+    ];
+    let truncate: Vec<&str> = truncate.iter().map(String::as_str).collect();
+    let (ok, out) = verify_after(data, &truncate, None).await;
+    assert!(
+        ok,
+        "without a trusted checkpoint a clean truncation is invisible: {out}"
+    );
+    let (ok, out) = verify_after(data, &truncate, Some(&trusted)).await;
+    assert!(
+        !ok && out.contains("truncated") && out.contains(&format!("first bad index: {cut}")),
+        "truncated tail: {out}"
+    );
+
+    // A checkpoint whose signature is replaced by another key's.
+    let other = reins::ledger::note::NoteSigner::new(
+        "reins.local/ledger",
+        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+    )
+    .unwrap();
+    let body = trusted.split("\n\n").next().unwrap().to_owned() + "\n";
+    let forged = other.sign(&body).unwrap();
+    let sql = format!(
+        "UPDATE ledger_checkpoints SET note = '{}' WHERE tree_size = {size}",
+        forged.replace('\'', "''")
+    );
+    let (ok, out) = verify_after(data, &[&sql], None).await;
+    assert!(
+        !ok && out.contains(&format!("checkpoint of size {size}")) && out.contains("signature"),
+        "replaced signature: {out}"
+    );
+
+    // A stored tree node changed (what proofs are served from).
+    let (ok, out) = verify_after(
+        data,
+        &["UPDATE ledger_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 1"],
+        None,
+    )
+    .await;
+    assert!(
+        !ok && out.contains("first bad index: 4"),
+        "changed node: {out}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_refuses_to_start_on_a_ledger_that_does_not_match_its_checkpoint() {
+    // Start-up reads only the O(log n) subtrees on the tree's right edge (a full re-derivation is
+    // `reins ledger verify`); damage the largest of them.
+    let (data, _, _) = recorded_ledger().await;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        data.path().join("reins.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE ledger_nodes SET hash = zeroblob(32) WHERE level = (SELECT MAX(level) FROM ledger_nodes) AND idx = 0").execute(&pool).await.unwrap();
+    pool.close().await;
+    let config = test_config(data.path(), None);
+    let err = reins::server::start(config)
+        .await
+        .err()
+        .expect("refuses to start");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+// Multi-threaded: the CLI child is awaited synchronously while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_over_http_matches_offline_verify() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    for _ in 0..5 {
+        s.invoke(&s.token("bot", &[]), "search.web", json!({}))
+            .await;
+    }
+    let trusted = s.checkpoint_covering(s.ledger_size()).await;
+    let file = s.data.path().join("trusted");
+    std::fs::write(&file, &trusted).unwrap();
+    let out = run(reins(&[
+        "ledger",
+        "verify",
+        "--url",
+        &s.base,
+        "--trusted-checkpoint",
+        file.to_str().unwrap(),
+    ])
+    .env("REINS_TOKEN", s.token("auditor-1", &["auditor"])));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("ok: "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn after_kill_9_under_load_every_answered_decision_is_in_the_verified_ledger() {
+    reins::identity::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let mint = |args: &[&str]| {
+        let mut all = vec!["token", "mint", "--data-dir", data.as_str()];
+        all.extend_from_slice(args);
+        text(&run(&mut reins(&all)).stdout).trim().to_owned()
+    };
+    let admin = mint(&["--agent", "ops", "--roles", "admin,auditor"]);
+    let bot = mint(&["--agent", "bot"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{listen}");
+    let spawn = || {
+        reins(&["serve", "--data-dir", &data, "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let wait_ready = || async {
+        for _ in 0..400 {
+            if client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server not ready");
+    };
+    let mut child = spawn();
+    wait_ready().await;
+    let put = |path: &str, body: Value| {
+        client
+            .put(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    assert!(
+        put(
+            "/v1/tools/search.web",
+            json!({"description": "d", "risk": "low", "category": "c"})
+        )
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+    assert!(
+        put(
+            "/v1/agents/bot",
+            json!({"name": "b", "owner": "o", "risk_tier": "minimal", "tools": ["search.web"]})
+        )
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+
+    // Eight clients decide as fast as they can; the server is killed in the middle.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (client, base, bot, answered) =
+            (client.clone(), base.clone(), bot.clone(), answered.clone());
+        workers.push(tokio::spawn(async move {
+            for _ in 0..10_000 {
+                let Ok(response) = client
+                    .post(format!("{base}/v1/decisions"))
+                    .bearer_auth(&bot)
+                    .json(&json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}}))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let Ok(d) = response.json::<Value>().await else { return };
+                answered.lock().unwrap().push((d["decision_id"].as_str().unwrap().to_owned(), d["ledger"]["index"].as_u64().unwrap()));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 50, "load ran: {} answers", answered.len());
+
+    let out = run(&mut reins(&["ledger", "verify", "--data-dir", &data]));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let mut child = spawn();
+    wait_ready().await;
+    for (id, index) in answered.iter().step_by((answered.len() / 40).max(1)) {
+        let entry: Value = client
+            .get(format!("{base}/v1/ledger/entries/{index}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            entry["entry"]["decision_id"].as_str(),
+            Some(id.as_str()),
+            "answered decision {id} is at {index}"
+        );
+        let record = client
+            .get(format!("{base}/v1/decisions/{id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(record.status().as_u16(), 200);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
