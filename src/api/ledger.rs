@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, path_id};
 use crate::identity::{Caller, roles};
-use crate::ledger::{ConsistencyProof, InclusionProof, ServedEntry};
+use crate::ledger::{ConsistencyProof, InclusionProof, ServedEntry, TilePath};
 use crate::server::AppState;
 
 /// Most entries one `GET /v1/ledger/entries` returns.
@@ -26,6 +26,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(entry))
         .routes(routes!(inclusion))
         .routes(routes!(consistency))
+        .routes(routes!(tiles_checkpoint))
+        // A tile path spans several segments, which needs axum's wildcard; its OpenAPI entry is
+        // added in `ApiDoc` under the documented form `/ledger/tile/{path}`.
+        .route("/ledger/tile/{*path}", axum::routing::get(tile))
 }
 
 fn auditor(caller: &Caller) -> Result<(), ApiError> {
@@ -150,4 +154,43 @@ async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     auditor(&caller)?;
     Ok(Json(state.ledger.consistency_proof(q.from, q.to).await?))
+}
+
+/// The latest checkpoint, at the C2SP tlog-tiles location.
+#[utoipa::path(get, path = "/ledger/checkpoint", tag = "ledger", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 403, body = ErrorBody)))]
+async fn tiles_checkpoint(
+    state: State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    checkpoint(state, caller).await
+}
+
+/// C2SP tlog-tiles: hash tiles `<L>/<N>[.p/<W>]` and entry bundles `entries/<N>[.p/<W>]`.
+#[utoipa::path(get, path = "/ledger/tile/{path}", tag = "ledger", params(("path" = String, Path, description = "e.g. 0/x001/234 or entries/000.p/12")),
+    security(("bearer" = [])),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn tile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    auditor(&caller)?;
+    let parsed = TilePath::parse(&path).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_tile_path",
+            format!("`{path}` is not a tlog-tiles path"),
+        )
+    })?;
+    let body = match parsed {
+        TilePath::Hashes {
+            level,
+            index,
+            width,
+        } => state.ledger.tile(level, index, width).await?,
+        TilePath::Entries { index, width } => state.ledger.entry_bundle(index, width).await?,
+    };
+    let body =
+        body.ok_or_else(|| ApiError::not_found(format!("tile {path} is beyond the tree")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body))
 }

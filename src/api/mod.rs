@@ -36,6 +36,7 @@ use extract::{ApiJson, ApiQuery, path_id};
 #[openapi(
     info(title = "Reins", description = "Policy-as-code governance for AI agents: ask before you act."),
     modifiers(&BearerAuth),
+    paths(ledger::tile),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;

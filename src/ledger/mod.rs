@@ -70,6 +70,51 @@ impl LedgerRef {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::TilePath;
+
+    #[test]
+    fn tile_paths_follow_c2sp() {
+        assert_eq!(
+            TilePath::parse("0/000"),
+            Some(TilePath::Hashes {
+                level: 0,
+                index: 0,
+                width: 256
+            })
+        );
+        assert_eq!(
+            TilePath::parse("1/x001/x234/067.p/8"),
+            Some(TilePath::Hashes {
+                level: 1,
+                index: 1_234_067,
+                width: 8
+            })
+        );
+        assert_eq!(
+            TilePath::parse("entries/x001/002"),
+            Some(TilePath::Entries {
+                index: 1002,
+                width: 256
+            })
+        );
+        for bad in [
+            "0/1",
+            "0/0001",
+            "0/001.p/256",
+            "0/001.p/0",
+            "0/001.p/08",
+            "01/000",
+            "x/000",
+            "0/001/002",
+            "entries/x1/002",
+        ] {
+            assert_eq!(TilePath::parse(bad), None, "{bad}");
+        }
+    }
+}
+
 /// Size and root of the committed tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TreeHead {
@@ -327,6 +372,113 @@ impl Ledger {
                 })
             })
             .collect()
+    }
+}
+
+/// C2SP tlog-tiles: tiles are 2^8 hashes wide.
+pub const TILE_WIDTH: u64 = 256;
+
+impl Ledger {
+    /// The hash tile at tile level `level`, index `index`, with its first `width` hashes: the stored
+    /// subtrees of height `8 * level`. None if the tree does not have them yet.
+    pub async fn tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: u64,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        let height = u32::from(level) * 8;
+        if height >= 64 {
+            return Ok(None);
+        }
+        let available = self.head().size >> height;
+        let (lo, hi) = (
+            index.saturating_mul(TILE_WIDTH),
+            index.saturating_mul(TILE_WIDTH).saturating_add(width),
+        );
+        if hi > available {
+            return Ok(None);
+        }
+        let nodes = self.store.nodes_at_level(height as u8, lo, hi).await?;
+        if nodes.len() as u64 != width {
+            return Err(LedgerError::Damaged(format!(
+                "tile {level}/{index} is missing stored hashes"
+            )));
+        }
+        Ok(Some(nodes.into_iter().flat_map(|(_, h)| h).collect()))
+    }
+
+    /// The entry bundle `index` with its first `width` entries, each prefixed by its length as a
+    /// big-endian u16. None if the ledger does not have them yet.
+    pub async fn entry_bundle(
+        &self,
+        index: u64,
+        width: u64,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        let (lo, hi) = (
+            index.saturating_mul(TILE_WIDTH),
+            index.saturating_mul(TILE_WIDTH).saturating_add(width),
+        );
+        if hi > self.head().size {
+            return Ok(None);
+        }
+        let mut bundle = Vec::new();
+        for row in self.store.entries(lo, hi).await? {
+            let len = u16::try_from(row.entry.len()).map_err(|_| {
+                LedgerError::Damaged(format!("entry {} is too long for a bundle", row.idx))
+            })?;
+            bundle.extend_from_slice(&len.to_be_bytes());
+            bundle.extend_from_slice(&row.entry);
+        }
+        Ok(Some(bundle))
+    }
+}
+
+/// A parsed C2SP tlog-tiles path below `tile/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TilePath {
+    Hashes { level: u8, index: u64, width: u64 },
+    Entries { index: u64, width: u64 },
+}
+
+impl TilePath {
+    /// Parses `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, N in 3-digit groups (`x001/x234/067`).
+    pub fn parse(path: &str) -> Option<Self> {
+        let (kind, rest) = path.split_once('/')?;
+        let (body, width) = match rest.split_once(".p/") {
+            Some((body, w)) => (
+                body,
+                w.parse::<u64>()
+                    .ok()
+                    .filter(|w| (1..TILE_WIDTH).contains(w))
+                    .filter(|_| !w.starts_with('0'))?,
+            ),
+            None => (rest, TILE_WIDTH),
+        };
+        let groups: Vec<&str> = body.split('/').collect();
+        let mut index: u64 = 0;
+        for (i, group) in groups.iter().enumerate() {
+            let digits = if i + 1 < groups.len() {
+                group.strip_prefix('x')?
+            } else {
+                group
+            };
+            if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            index = index.checked_mul(1000)?.checked_add(digits.parse().ok()?)?;
+        }
+        match kind {
+            "entries" => Some(Self::Entries { index, width }),
+            level => {
+                let level: u8 = level.parse().ok().filter(|l: &u8| *l < 8)?;
+                (level.to_string() == kind).then_some(Self::Hashes {
+                    level,
+                    index,
+                    width,
+                })
+            }
+        }
     }
 }
 

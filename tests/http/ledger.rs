@@ -636,3 +636,125 @@ async fn after_kill_9_under_load_every_answered_decision_is_in_the_verified_ledg
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Fetched tiles, served to `tlog_tiles`' authenticating reader.
+struct FetchedTiles(std::collections::HashMap<String, Vec<u8>>);
+
+/// C2SP path of a tlog_tiles tile (its own `path()` is the older sumdb form with the height).
+fn c2sp_path(tile: &tlog_tiles::Tile) -> String {
+    let sumdb = tile.path();
+    let rest = sumdb.strip_prefix("tile/8/").unwrap();
+    format!("tile/{rest}")
+}
+
+impl tlog_tiles::TileReader for FetchedTiles {
+    fn height(&self) -> u8 {
+        8
+    }
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        Ok(tiles
+            .iter()
+            .map(|t| self.0.get(&c2sp_path(t)).cloned().unwrap_or_default())
+            .collect())
+    }
+    fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+}
+
+#[tokio::test]
+async fn tlog_tiles_authenticates_our_tiles_against_our_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let config = test_config(data.path(), None);
+    let s = TestServer::with_config(data, config).await;
+    fleet(&s).await;
+    // Over 256 entries, so level-1 tiles and partial tiles both appear.
+    let bot = s.token("bot", &[]);
+    let request = json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}});
+    for _ in 0..3 {
+        s.post(
+            "/v1/decisions/batch",
+            &bot,
+            json!({"requests": vec![request.clone(); 100]}),
+        )
+        .await;
+    }
+    let note = s.checkpoint_covering(s.ledger_size()).await;
+    let checkpoint = verified_checkpoint(&s, &note).await;
+    let size = checkpoint.size();
+    assert!(size > 256, "{size}");
+    let auditor = s.token("auditor-1", &["auditor"]);
+    let (status, tiles_note) = s.get_text("/ledger/checkpoint", &auditor).await;
+    assert_eq!(
+        (status, tiles_note.lines().nth(1)),
+        (200, Some(size.to_string().as_str()))
+    );
+
+    let mut fetched = std::collections::HashMap::new();
+    for tile in tlog_tiles::Tile::new_tiles(8, 0, size) {
+        let path = c2sp_path(&tile);
+        let response = s
+            .client
+            .get(s.url(&format!("/ledger/{path}")))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream"
+        );
+        fetched.insert(path, response.bytes().await.unwrap().to_vec());
+    }
+    let tiles = FetchedTiles(fetched);
+    let reader = tlog_tiles::TileHashReader::new(size, *checkpoint.hash(), &tiles);
+    assert_eq!(
+        tlog_tiles::tree_hash(size, &reader).expect("tiles authenticate"),
+        *checkpoint.hash()
+    );
+    let indexes: Vec<u64> = (0..size)
+        .map(|i| tlog_tiles::stored_hash_index(0, i))
+        .collect();
+    let leaves =
+        tlog_tiles::HashReader::read_hashes(&reader, &indexes).expect("leaf tiles authenticate");
+
+    // Entry bundles: u16 length prefixes, and every entry hashes to its authenticated leaf.
+    let mut index = 0u64;
+    for bundle in 0..size.div_ceil(256) {
+        let width = (size - bundle * 256).min(256);
+        let path = if width == 256 {
+            format!("/ledger/tile/entries/{bundle:03}")
+        } else {
+            format!("/ledger/tile/entries/{bundle:03}.p/{width}")
+        };
+        let body = s
+            .client
+            .get(s.url(&path))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            assert_eq!(
+                leaf_hash(&rest[2..2 + len]),
+                leaves[index as usize].0,
+                "entry {index}"
+            );
+            rest = &rest[2 + len..];
+            index += 1;
+        }
+    }
+    assert_eq!(index, size);
+
+    let status = |path: &str| {
+        let request = s.client.get(s.url(path)).bearer_auth(&auditor).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/ledger/tile/0/999").await, 404, "beyond the tree");
+    assert_eq!(status("/ledger/tile/0/1").await, 400, "not a tile path");
+    assert_eq!(status("/ledger/tile/0/000").await, 200);
+}
