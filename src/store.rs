@@ -253,28 +253,36 @@ impl Store {
         Ok(size as u64)
     }
 
-    /// Stored node hashes, in the order asked. A missing node is an error: the tree is damaged.
+    /// Stored node hashes, in the order asked, read in one query. A missing node is an error: the
+    /// tree is damaged.
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row: Option<(Vec<u8>,)> =
-                sqlx::query_as("SELECT hash FROM ledger_nodes WHERE level = $1 AND idx = $2")
-                    .bind(i64::from(id.level))
-                    .bind(id.index as i64)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            let hash = row
-                .and_then(|(h,)| Hash::try_from(h.as_slice()).ok())
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "ledger node level {} index {} is missing or malformed",
-                        id.level, id.index
-                    ))
-                })?;
-            out.push(hash);
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN (",
+        );
+        query.push_values(ids, |mut row, id| {
+            row.push_bind(i64::from(id.level))
+                .push_bind(id.index as i64);
+        });
+        query.push(")");
+        let rows: Vec<(i64, i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.pool).await?;
+        let found: std::collections::HashMap<(i64, i64), Vec<u8>> =
+            rows.into_iter().map(|(l, i, h)| ((l, i), h)).collect();
+        ids.iter()
+            .map(|id| {
+                found
+                    .get(&(i64::from(id.level), id.index as i64))
+                    .and_then(|h| Hash::try_from(h.as_slice()).ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "ledger node level {} index {} is missing or malformed",
+                            id.level, id.index
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// Stored nodes of one level with indices in `[lo, hi)`, in order.

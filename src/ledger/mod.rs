@@ -312,15 +312,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// The hash of each range, from one read of all the nodes they need.
     async fn range_hashes(&self, ranges: &[(u64, u64)]) -> Result<Vec<String>, LedgerError> {
-        let mut out = Vec::with_capacity(ranges.len());
-        for (lo, hi) in ranges {
-            let hashes = self.store.nodes(&range_nodes(*lo, *hi)).await?;
-            let hash = fold(&hashes)
-                .ok_or_else(|| LedgerError::Damaged(format!("empty range {lo}..{hi}")))?;
-            out.push(B64.encode(hash));
-        }
-        Ok(out)
+        let per_range: Vec<Vec<merkle::NodeId>> = ranges
+            .iter()
+            .map(|(lo, hi)| range_nodes(*lo, *hi))
+            .collect();
+        let all: Vec<merkle::NodeId> = per_range.iter().flatten().copied().collect();
+        let mut hashes = self.store.nodes(&all).await?.into_iter();
+        per_range
+            .iter()
+            .map(|ids| {
+                let range: Vec<Hash> = hashes.by_ref().take(ids.len()).collect();
+                fold(&range)
+                    .map(|h| B64.encode(h))
+                    .ok_or_else(|| LedgerError::Damaged("an empty proof range".into()))
+            })
+            .collect()
     }
 
     pub async fn inclusion_proof(
