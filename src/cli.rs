@@ -37,6 +37,51 @@ pub enum Command {
     /// The signed ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The kill switch of a running server (role operator).
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The server.
+    #[arg(
+        long,
+        env = "REINS_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Bearer token with role `operator`.
+    #[arg(long, env = "REINS_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: KillCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KillCommand {
+    /// Stop every decision in the scope (no scope flags: stop everything).
+    Engage {
+        #[arg(long)]
+        agent: Option<AgentId>,
+        #[arg(long)]
+        tool: Option<crate::ids::ToolId>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        reason: String,
+        /// Record it as a drill (it stops traffic all the same).
+        #[arg(long)]
+        drill: bool,
+    },
+    /// Release an engaged switch.
+    Release {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Engaged and past switches.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             println!("{token}");
         }
+        Command::Kill(args) => kill(args).await?,
         Command::Ledger(LedgerCommand::Verify(args)) => {
             let config = Config::load(config_file, &args.local.overrides())?;
             verify_ledger(&config, args).await?;
@@ -258,4 +304,54 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
             Err(anyhow::anyhow!("ledger verification FAILED: {e}{index}"))
         }
     }
+}
+
+async fn kill(args: KillArgs) -> anyhow::Result<()> {
+    use crate::killswitch::{EngageRequest, ReleaseRequest, Scope};
+    crate::identity::install_crypto_provider();
+    let token = args.token.ok_or_else(|| {
+        anyhow::anyhow!("set REINS_TOKEN (or --token) to a token with role operator")
+    })?;
+    let base = args.url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let request = match args.command {
+        KillCommand::Engage {
+            agent,
+            tool,
+            action,
+            reason,
+            drill,
+        } => client
+            .post(format!("{base}/v1/killswitch"))
+            .json(&EngageRequest {
+                scope: Scope {
+                    agent,
+                    tool,
+                    action,
+                },
+                reason,
+                drill,
+            }),
+        KillCommand::Release { id, reason } => client
+            .delete(format!("{base}/v1/killswitch/{id}"))
+            .json(&ReleaseRequest { reason }),
+        KillCommand::Status => client.get(format!("{base}/v1/killswitch")),
+    };
+    let response = request
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{base}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {}",
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed")
+        );
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 
 use crate::identity::Caller;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
+use crate::killswitch::KillSwitches;
 use crate::ledger::entry::{self, DecisionEvent, Entry, EntryError, Event, ResourceEvent};
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
@@ -76,6 +77,8 @@ pub enum Outcome {
 pub enum ReasonCode {
     /// A policy determined the decision; see `policy_id`.
     Policy,
+    /// An engaged kill switch covers the request; see `killswitch_id`. Checked before Cedar.
+    KillSwitch,
     /// No permit policy matched (Cedar's default deny).
     NoMatchingPermit,
     /// A policy could not be evaluated on this request; Reins denies.
@@ -98,6 +101,8 @@ pub struct Reason {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killswitch_id: Option<String>,
 }
 
 impl Reason {
@@ -107,6 +112,7 @@ impl Reason {
             policy_id: None,
             annotations: None,
             message: Some(message.into()),
+            killswitch_id: None,
         }
     }
 }
@@ -181,6 +187,7 @@ impl RequestError {
 /// Evaluates and records decisions.
 pub struct Pipeline {
     registry: Arc<Registry>,
+    killswitches: Arc<KillSwitches>,
     policies: ArcSwap<PolicyPack>,
     ledger: Arc<Ledger>,
     store: Store,
@@ -191,6 +198,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         registry: Arc<Registry>,
+        killswitches: Arc<KillSwitches>,
         policies: PolicyPack,
         ledger: Arc<Ledger>,
         store: Store,
@@ -200,6 +208,7 @@ impl Pipeline {
             .map_err(|e| RequestError::new("action", e.to_string()))?;
         Ok(Self {
             registry,
+            killswitches,
             policies: ArcSwap::from_pointee(policies),
             ledger,
             store,
@@ -408,6 +417,19 @@ impl Pipeline {
             agent_version,
         };
 
+        // The kill switch comes first: nothing, not even the registry's view, can get past it.
+        if let Some(switch) =
+            self.killswitches
+                .matching(&caller.agent, tool_id.as_ref(), &request.action)
+        {
+            let mut evaluation = deny(
+                ReasonCode::KillSwitch,
+                switch.reason.clone(),
+                registry.agent(&caller.agent).map(|a| a.agent.meta.version),
+            );
+            evaluation.decision.reasons[0].killswitch_id = Some(switch.id.clone());
+            return Ok(evaluation);
+        }
         let Some(agent) = registry.agent(&caller.agent) else {
             return Ok(deny(
                 ReasonCode::UnknownAgent,
@@ -548,6 +570,7 @@ fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision
                     .collect(),
             ),
             message: None,
+            killswitch_id: None,
         })
         .collect();
     let mut outcome = match response.decision() {

@@ -33,6 +33,7 @@ pub const DEV_KEY_FILE: &str = "dev-issuer.pem";
 pub mod roles {
     pub const ADMIN: &str = "admin";
     pub const AUDITOR: &str = "auditor";
+    pub const OPERATOR: &str = "operator";
 }
 
 /// Why a token was refused. Every variant is a 401 except [`AuthError::KeysUnavailable`].

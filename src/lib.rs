@@ -12,6 +12,7 @@ pub mod config;
 pub mod decision;
 pub mod identity;
 pub mod ids;
+pub mod killswitch;
 pub mod ledger;
 pub mod policy;
 pub mod registry;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::decision::{Pipeline, RequestError};
 use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
+use crate::killswitch::KillSwitches;
 use crate::ledger::entry::{Entry, EntryError, Event, PolicyEvent};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::policy::{PolicyError, PolicyPack};
@@ -26,6 +27,7 @@ pub struct Services {
     pub pipeline: Pipeline,
     pub store: Store,
     pub ledger: Arc<Ledger>,
+    pub killswitches: Arc<KillSwitches>,
 }
 
 pub type AppState = Arc<Services>;
@@ -106,8 +108,10 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         .await?;
 
     let registry = Arc::new(Registry::load(&store, ledger.clone()).await?);
+    let killswitches = Arc::new(KillSwitches::load(store.clone(), ledger.clone()).await?);
     let pipeline = Pipeline::new(
         registry,
+        killswitches.clone(),
         pack,
         ledger.clone(),
         store.clone(),
@@ -119,6 +123,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         pipeline,
         store,
         ledger,
+        killswitches,
     })
 }
 

@@ -75,6 +75,22 @@ pub struct CheckpointRow {
     pub created_at: String,
 }
 
+/// A kill switch as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct KillSwitchRow {
+    pub id: String,
+    pub scope_agent: Option<String>,
+    pub scope_tool: Option<String>,
+    pub scope_action: Option<String>,
+    pub reason: String,
+    pub drill: bool,
+    pub engaged_by: String,
+    pub engaged_at: String,
+    pub released_by: Option<String>,
+    pub released_at: Option<String>,
+    pub release_reason: Option<String>,
+}
+
 /// What is written in the same transaction as a ledger entry, so that the state it records and
 /// the record itself are durable together or not at all.
 #[derive(Debug, Clone)]
@@ -88,6 +104,7 @@ pub enum SideEffect {
         table: RegistryTable,
         row: RegistryRow,
     },
+    KillSwitch(KillSwitchRow),
 }
 
 /// One sequenced entry ready to commit.
@@ -238,10 +255,52 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                SideEffect::KillSwitch(k) => {
+                    sqlx::query(
+                        "INSERT INTO killswitches (id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at,
+                                                   released_by, released_at, release_reason)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         ON CONFLICT (id) DO UPDATE SET released_by = excluded.released_by, released_at = excluded.released_at,
+                                                        release_reason = excluded.release_reason",
+                    )
+                    .bind(&k.id)
+                    .bind(&k.scope_agent)
+                    .bind(&k.scope_tool)
+                    .bind(&k.scope_action)
+                    .bind(&k.reason)
+                    .bind(k.drill)
+                    .bind(&k.engaged_by)
+                    .bind(&k.engaged_at)
+                    .bind(&k.released_by)
+                    .bind(&k.released_at)
+                    .bind(&k.release_reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every kill switch, oldest first.
+    pub async fn killswitches(&self) -> Result<Vec<KillSwitchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at, released_by, released_at, release_reason
+             FROM killswitches ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn killswitch(&self, id: &str) -> Result<Option<KillSwitchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at, released_by, released_at, release_reason
+             FROM killswitches WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Number of entries in the ledger.

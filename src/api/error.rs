@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::decision::RequestError;
 use crate::identity::{AuthError, MissingRole};
+use crate::killswitch::KillSwitchError;
 use crate::ledger::LedgerError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
@@ -167,6 +168,25 @@ impl From<LedgerError> for ApiError {
                     e.to_string(),
                 )
             }
+        }
+    }
+}
+
+impl From<KillSwitchError> for ApiError {
+    fn from(e: KillSwitchError) -> Self {
+        match e {
+            KillSwitchError::Invalid { field, .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            )
+            .with_field(field),
+            KillSwitchError::NotFound(_) => Self::not_found(e.to_string()),
+            KillSwitchError::AlreadyReleased(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            KillSwitchError::Ledger(e) => e.into(),
+            KillSwitchError::Store(e) => e.into(),
         }
     }
 }

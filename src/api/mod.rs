@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod extract;
+mod killswitch;
 mod ledger;
 
 use std::time::Duration;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(put_tool, get_tool))
         .routes(routes!(list_tools))
         .merge(ledger::routes())
+        .merge(killswitch::routes())
         .split_for_parts();
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;

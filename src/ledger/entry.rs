@@ -34,6 +34,18 @@ pub enum Event {
     ToolRegistered(ToolEvent),
     ToolChanged(ToolEvent),
     PolicyLoaded(PolicyEvent),
+    KillswitchEngaged(KillSwitchEvent),
+    KillswitchReleased(KillSwitchEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillSwitchEvent {
+    pub switch_id: String,
+    pub actor: String,
+    pub reason: String,
+    pub drill: bool,
+    /// `{agent?, tool?, action?}`; empty is global.
+    pub scope: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +116,8 @@ impl Event {
             Event::ToolRegistered(_) => "tool_registered",
             Event::ToolChanged(_) => "tool_changed",
             Event::PolicyLoaded(_) => "policy_loaded",
+            Event::KillswitchEngaged(_) => "killswitch_engaged",
+            Event::KillswitchReleased(_) => "killswitch_released",
         }
     }
 }

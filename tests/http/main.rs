@@ -6,6 +6,7 @@ mod decisions;
 mod fail_closed;
 mod harness;
 mod interop;
+mod killswitch;
 mod ledger;
 mod registry;
 mod tokens;
