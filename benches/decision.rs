@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
         }
     });
 
-    // agent-1 is limited tier and declared tool-1..tool-8: an allow through `declared-tools`.
+    // agent-1 is limited tier and declared tool-1..tool-8; tool-1 is medium risk: an allow.
     let caller = Caller {
         agent: "agent-1".parse().unwrap(),
         on_behalf_of: None,
@@ -96,13 +96,14 @@ fn bench(c: &mut Criterion) {
         action: "invoke".into(),
         resource: ResourceRef {
             kind: "Tool".into(),
-            id: "tool-2".into(),
+            id: "tool-1".into(),
             attributes: None,
         },
         context: serde_json::json!({"args": {"amount": 1200, "currency": "EUR"}})
             .as_object()
             .cloned(),
         session_id: None,
+        approval_id: None,
     };
     let evaluated = services.pipeline.evaluate(&caller, &request).unwrap();
     assert_eq!(evaluated.decision.decision, reins::decision::Outcome::Allow);
@@ -116,7 +117,7 @@ fn bench(c: &mut Criterion) {
         .entity
         .clone();
     let tool = snapshot
-        .tool(&"tool-2".parse().unwrap())
+        .tool(&"tool-1".parse().unwrap())
         .unwrap()
         .entity
         .clone();
@@ -130,7 +131,7 @@ fn bench(c: &mut Criterion) {
     let cedar_request = Request::new(
         uid("Agent::\"agent-1\""),
         uid("Action::\"invoke\""),
-        uid("Tool::\"tool-2\""),
+        uid("Tool::\"tool-1\""),
         context,
         None,
     )

@@ -38,6 +38,30 @@ pub struct Config {
     pub batch_max: usize,
     pub identity: IdentityConfig,
     pub ledger: LedgerConfig,
+    pub approvals: ApprovalsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How long an approval request stays open (and a grant usable).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Whether the agent's owner may approve its requests (segregation of duties says no).
+    pub owner_may_approve: bool,
+    /// How often expiries are recorded.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(15 * 60),
+            owner_may_approve: false,
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +151,7 @@ impl Default for Config {
             batch_max: 100,
             identity: IdentityConfig::default(),
             ledger: LedgerConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -219,6 +244,12 @@ impl Config {
                 "ledger.checkpoint_interval",
                 "must be at least 10ms",
             ));
+        }
+        if self.approvals.ttl < Duration::from_secs(1) {
+            return Err(invalid("approvals.ttl", "must be at least 1s"));
+        }
+        if self.approvals.sweep_interval < Duration::from_millis(10) {
+            return Err(invalid("approvals.sweep_interval", "must be at least 10ms"));
         }
         if self.ledger.max_batch == 0 {
             return Err(invalid("ledger.max_batch", "must be at least 1"));

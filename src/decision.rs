@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use crate::approvals::{self, Approval, Approvals};
 use crate::identity::Caller;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
 use crate::killswitch::KillSwitches;
@@ -32,7 +33,7 @@ use crate::registry::{AgentStatus, Registry};
 use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
 /// Context keys Reins fills in itself; a caller may not set them.
-const RESERVED_CONTEXT: &[&str] = &["user", "session_id"];
+const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
 
 /// What an agent asks: may I do `action` on `resource`?
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -48,6 +49,9 @@ pub struct DecisionRequest {
     /// The agent's session, passed to Cedar as `context.session_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// A granted approval for exactly this request (from an earlier `approval_required` answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -79,6 +83,11 @@ pub enum ReasonCode {
     Policy,
     /// An engaged kill switch covers the request; see `killswitch_id`. Checked before Cedar.
     KillSwitch,
+    /// Only approval policies denied it: a human can approve it; see `access_request`.
+    ApprovalRequired,
+    /// The request's `approval_id` cannot be used: unknown, not granted, expired, bound to another
+    /// request, or used already.
+    ApprovalInvalid,
     /// No permit policy matched (Cedar's default deny).
     NoMatchingPermit,
     /// A policy could not be evaluated on this request; Reins denies.
@@ -139,6 +148,20 @@ pub struct Decision {
     /// Where the decision is recorded in the ledger. Present on every answer that was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerRef>,
+    /// With `approval_required`: this evaluation, as the AuthZEN access-request profile names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_id: Option<String>,
+    /// With `approval_required`: where the approval waits and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_request: Option<AccessRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccessRequest {
+    pub approval_id: String,
+    /// Poll it here (`GET`); re-submit the same request with `approval_id` once granted.
+    pub endpoint: String,
+    pub expires_at: String,
 }
 
 /// A decision before it is recorded, with what the record needs besides the answer.
@@ -147,6 +170,10 @@ pub struct Evaluation {
     pub decision: Decision,
     /// Registry version of the agent the decision saw.
     pub agent_version: Option<i64>,
+    /// A pending approval this decision asks for, to record with it.
+    pub approval_requested: Option<Approval>,
+    /// The granted approval this decision uses, to mark used with it.
+    pub approval_used: Option<Approval>,
 }
 
 /// A stored decision with who asked and exactly what: the basis of "explain this decision".
@@ -188,6 +215,7 @@ impl RequestError {
 pub struct Pipeline {
     registry: Arc<Registry>,
     killswitches: Arc<KillSwitches>,
+    approvals: Arc<Approvals>,
     policies: ArcSwap<PolicyPack>,
     ledger: Arc<Ledger>,
     store: Store,
@@ -199,6 +227,7 @@ impl Pipeline {
     pub fn new(
         registry: Arc<Registry>,
         killswitches: Arc<KillSwitches>,
+        approvals: Arc<Approvals>,
         policies: PolicyPack,
         ledger: Arc<Ledger>,
         store: Store,
@@ -209,6 +238,7 @@ impl Pipeline {
         Ok(Self {
             registry,
             killswitches,
+            approvals,
             policies: ArcSwap::from_pointee(policies),
             ledger,
             store,
@@ -232,11 +262,9 @@ impl Pipeline {
         request: DecisionRequest,
     ) -> Result<Decision, RequestError> {
         let evaluation = self.evaluate(caller, &request)?;
-        let append = self.prepare(caller, &request, &evaluation)?;
-        Ok(self
-            .record(vec![(append, evaluation.decision)])
-            .await
-            .remove(0))
+        let evaluation = self.claim(evaluation);
+        let appends = self.prepare(caller, &request, &evaluation)?;
+        Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
     }
 
     /// Evaluates every request first (any invalid one fails the whole batch, recording nothing),
@@ -262,24 +290,56 @@ impl Pipeline {
                 ),
             ));
         }
-        let mut prepared = Vec::with_capacity(requests.len());
+        let mut evaluations = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
-            let evaluation = self.evaluate(caller, request).map_err(|e| e.in_batch(i))?;
-            let append = self
-                .prepare(caller, request, &evaluation)
-                .map_err(|e| e.in_batch(i))?;
-            prepared.push((append, evaluation.decision));
+            evaluations.push(self.evaluate(caller, request).map_err(|e| e.in_batch(i))?);
+        }
+        let mut prepared = Vec::with_capacity(requests.len());
+        for (i, (request, evaluation)) in requests.iter().zip(evaluations).enumerate() {
+            let evaluation = self.claim(evaluation);
+            match self.prepare(caller, request, &evaluation) {
+                Ok(appends) => prepared.push((appends, evaluation)),
+                Err(e) => {
+                    for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter()) {
+                        if let Some(a) = &claimed.approval_used {
+                            self.approvals.unclaim(&a.id);
+                        }
+                    }
+                    return Err(e.in_batch(i));
+                }
+            }
         }
         Ok(self.record(prepared).await)
     }
 
-    /// The ledger entry and decision row for an evaluated request, with masked context values.
+    /// Claims the approval an evaluation uses; if another decision holds or used it, the
+    /// evaluation becomes a deny.
+    fn claim(&self, evaluation: Evaluation) -> Evaluation {
+        match &evaluation.approval_used {
+            Some(a) if !self.approvals.claim(&a.id) => Evaluation {
+                decision: Decision {
+                    decision: Outcome::Deny,
+                    reasons: vec![Reason::code(
+                        ReasonCode::ApprovalInvalid,
+                        approvals::Unusable::AlreadyUsed(a.id.clone()).to_string(),
+                    )],
+                    ..evaluation.decision
+                },
+                approval_used: None,
+                ..evaluation
+            },
+            _ => evaluation,
+        }
+    }
+
+    /// The ledger entries for an evaluated request: the decision (with its decision row, context
+    /// values masked), then the approval it asks for or uses.
     fn prepare(
         &self,
         caller: &Caller,
         request: &DecisionRequest,
         evaluation: &Evaluation,
-    ) -> Result<Append, RequestError> {
+    ) -> Result<Vec<Append>, RequestError> {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
         let salts = entry::mask(&mut context, self.ledger.mask())
             .map_err(|e| RequestError::new("context", e.to_string()))?;
@@ -306,6 +366,7 @@ impl Pipeline {
                 },
                 context,
                 session_id: request.session_id.clone(),
+                approval_id: request.approval_id.clone(),
                 decision: d.decision,
                 reasons: d.reasons.clone(),
                 errors: d.errors.clone(),
@@ -314,35 +375,77 @@ impl Pipeline {
         };
         let row =
             row_of(caller, &masked, d).map_err(|e| RequestError::new("request", e.to_string()))?;
-        Append::new(&entry, SideEffect::Decision { row, salts }).map_err(|e| match e {
+        let too_large = |e: EntryError| match e {
             EntryError::TooLarge(_) => RequestError::new("context", e.to_string()),
             EntryError::Encode(_) => RequestError::new("request", e.to_string()),
-        })
+        };
+        let mut appends =
+            vec![Append::new(&entry, SideEffect::Decision { row, salts }).map_err(too_large)?];
+        let approval_error =
+            |e: approvals::ApprovalError| RequestError::new("approval_id", e.to_string());
+        if let Some(approval) = &evaluation.approval_requested {
+            appends.push(self.approvals.requested(approval).map_err(approval_error)?);
+        }
+        if let Some(approval) = &evaluation.approval_used {
+            appends.push(
+                self.approvals
+                    .used(approval, &d.decision_id.to_string(), &d.evaluated_at)
+                    .map_err(approval_error)?
+                    .1,
+            );
+        }
+        Ok(appends)
     }
 
-    /// Appends the decisions to the ledger; if that fails, every one of them becomes a deny.
-    async fn record(&self, prepared: Vec<(Append, Decision)>) -> Vec<Decision> {
-        let (appends, decisions): (Vec<_>, Vec<_>) = prepared.into_iter().unzip();
+    /// Appends the decisions to the ledger in one job; if that fails, every one of them becomes a
+    /// deny and the approvals they claimed are given back.
+    async fn record(&self, prepared: Vec<(Vec<Append>, Evaluation)>) -> Vec<Decision> {
+        let mut appends = Vec::new();
+        let mut firsts = Vec::with_capacity(prepared.len());
+        let mut evaluations = Vec::with_capacity(prepared.len());
+        for (batch, evaluation) in prepared {
+            firsts.push(appends.len());
+            appends.extend(batch);
+            evaluations.push(evaluation);
+        }
         match self.ledger.append(appends).await {
-            Ok(refs) => decisions
-                .into_iter()
-                .zip(refs)
-                .map(|(d, r)| Decision {
-                    ledger: Some(r),
-                    ..d
-                })
-                .collect(),
+            Ok(refs) => {
+                let requested = evaluations
+                    .iter()
+                    .filter_map(|e| e.approval_requested.clone())
+                    .collect();
+                let used = evaluations
+                    .iter()
+                    .filter_map(|e| e.approval_used.as_ref().map(|a| a.id.clone()))
+                    .collect();
+                self.approvals.recorded(requested, used);
+                evaluations
+                    .into_iter()
+                    .zip(firsts)
+                    .map(|(e, first)| Decision {
+                        ledger: refs.get(first).cloned(),
+                        ..e.decision
+                    })
+                    .collect()
+            }
             Err(error) => {
                 tracing::error!(%error, "decision could not be recorded; denying");
-                decisions
+                evaluations
                     .into_iter()
-                    .map(|d| Decision {
-                        decision: Outcome::Deny,
-                        reasons: vec![Reason::code(
-                            ReasonCode::LedgerUnavailable,
-                            "the decision could not be recorded in the ledger",
-                        )],
-                        ..d
+                    .map(|e| {
+                        if let Some(a) = &e.approval_used {
+                            self.approvals.unclaim(&a.id);
+                        }
+                        Decision {
+                            decision: Outcome::Deny,
+                            reasons: vec![Reason::code(
+                                ReasonCode::LedgerUnavailable,
+                                "the decision could not be recorded in the ledger",
+                            )],
+                            evaluation_id: None,
+                            access_request: None,
+                            ..e.decision
+                        }
                     })
                     .collect()
             }
@@ -402,7 +505,7 @@ impl Pipeline {
         } else {
             None
         };
-        let context = self.context(caller, request)?;
+        let mut context = self.context(caller, request, None)?;
 
         let deny = |code: ReasonCode, message: String, agent_version: Option<i64>| Evaluation {
             decision: Decision {
@@ -413,8 +516,12 @@ impl Pipeline {
                 policy_digest: Some(pack.digest().to_string()),
                 evaluated_at: store::now(),
                 ledger: None,
+                evaluation_id: None,
+                access_request: None,
             },
             agent_version,
+            approval_requested: None,
+            approval_used: None,
         };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
@@ -466,6 +573,26 @@ impl Pipeline {
             ));
         }
 
+        // A presented approval must be granted, unexpired, unused and bound to this very request;
+        // then Cedar sees it in `context.approval` and stays the one that decides.
+        let now = store::now();
+        let approval_used = match &request.approval_id {
+            None => None,
+            Some(id) => match self.approvals.check(id, caller, request, &now) {
+                Ok(approval) => {
+                    context = self.context(caller, request, Some(&approval))?;
+                    Some(approval)
+                }
+                Err(problem) => {
+                    return Ok(deny(
+                        ReasonCode::ApprovalInvalid,
+                        problem.to_string(),
+                        version,
+                    ));
+                }
+            },
+        };
+
         let mut entities = vec![agent.entity.clone(), resource_entity];
         if let Some(user) = &caller.on_behalf_of {
             entities.push(Entity::with_uid(types.uid(&types.user, user.as_str())));
@@ -479,14 +606,50 @@ impl Pipeline {
             .map_err(|e| RequestError::new("action", e.to_string()))?;
 
         let response = pack.is_authorized(&cedar_request, &entities);
+        let mut decision = decision_of(&pack, &response);
+        let approval_requested = match (&approval_used, approval_group(&decision)) {
+            (None, Some(group)) => {
+                let policy_ids = decision
+                    .reasons
+                    .iter()
+                    .filter_map(|r| r.policy_id.clone())
+                    .collect();
+                let approval = self.approvals.new_pending(
+                    caller,
+                    request,
+                    group,
+                    policy_ids,
+                    &decision.decision_id.to_string(),
+                    &now,
+                );
+                for reason in &mut decision.reasons {
+                    reason.code = ReasonCode::ApprovalRequired;
+                }
+                decision.evaluation_id = Some(decision.decision_id.to_string());
+                decision.access_request = Some(AccessRequest {
+                    approval_id: approval.id.clone(),
+                    endpoint: format!("/v1/approvals/{}", approval.id),
+                    expires_at: approval.expires_at.clone(),
+                });
+                Some(approval)
+            }
+            _ => None,
+        };
         Ok(Evaluation {
-            decision: decision_of(&pack, &response),
+            decision,
             agent_version: version,
+            approval_requested,
+            approval_used,
         })
     }
 
     /// The Cedar context: the caller's, plus what Reins knows (delegating user, session).
-    fn context(&self, caller: &Caller, request: &DecisionRequest) -> Result<Context, RequestError> {
+    fn context(
+        &self,
+        caller: &Caller,
+        request: &DecisionRequest,
+        approval: Option<&Approval>,
+    ) -> Result<Context, RequestError> {
         let mut context = request.context.clone().unwrap_or_default();
         if let Some(key) = RESERVED_CONTEXT.iter().find(|k| context.contains_key(**k)) {
             return Err(RequestError::new(
@@ -505,6 +668,12 @@ impl Pipeline {
         }
         if let Some(session) = &request.session_id {
             context.insert("session_id".into(), Value::String(session.clone()));
+        }
+        if let Some(approval) = approval {
+            context.insert(
+                "approval".into(),
+                serde_json::json!({ "id": approval.id, "approver": approval.decided_by.clone().unwrap_or_default() }),
+            );
         }
         Context::from_json_value(Value::Object(context), None)
             .map_err(|e| RequestError::new("context", e.to_string()))
@@ -602,7 +771,31 @@ fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision
         policy_digest: Some(pack.digest().to_string()),
         evaluated_at: store::now(),
         ledger: None,
+        evaluation_id: None,
+        access_request: None,
     }
+}
+
+/// When every policy that denied is an `@approval` policy (and none failed), the approver group
+/// to ask. Anything else is a plain deny: no human can approve past another forbid.
+fn approval_group(decision: &Decision) -> Option<String> {
+    if decision.decision != Outcome::Deny
+        || !decision.errors.is_empty()
+        || decision.reasons.is_empty()
+    {
+        return None;
+    }
+    let mut groups = Vec::new();
+    for reason in &decision.reasons {
+        let group = reason.annotations.as_ref()?.get(approvals::ANNOTATION)?;
+        if reason.code != ReasonCode::Policy {
+            return None;
+        }
+        if !groups.contains(group) {
+            groups.push(group.clone());
+        }
+    }
+    Some(groups.join(","))
 }
 
 fn row_of(

@@ -34,6 +34,7 @@ pub mod roles {
     pub const ADMIN: &str = "admin";
     pub const AUDITOR: &str = "auditor";
     pub const OPERATOR: &str = "operator";
+    pub const APPROVER: &str = "approver";
 }
 
 /// Why a token was refused. Every variant is a 401 except [`AuthError::KeysUnavailable`].

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::approvals::Approvals;
 use crate::ids::{AgentId, ToolId};
 use crate::ledger::entry::{Entry, Event, KillSwitchEvent};
 use crate::ledger::{Append, Ledger, LedgerError};
@@ -97,6 +98,7 @@ pub enum KillSwitchError {
 
 pub struct KillSwitches {
     ledger: Arc<Ledger>,
+    approvals: Arc<Approvals>,
     store: Store,
     engaged: ArcSwap<Vec<Arc<Switch>>>,
     writes: tokio::sync::Mutex<()>,
@@ -104,7 +106,11 @@ pub struct KillSwitches {
 
 impl KillSwitches {
     /// Loads the engaged switches.
-    pub async fn load(store: Store, ledger: Arc<Ledger>) -> Result<Self, StoreError> {
+    pub async fn load(
+        store: Store,
+        ledger: Arc<Ledger>,
+        approvals: Arc<Approvals>,
+    ) -> Result<Self, StoreError> {
         let engaged: Vec<Arc<Switch>> = store
             .killswitches()
             .await?
@@ -118,6 +124,7 @@ impl KillSwitches {
         }
         Ok(Self {
             ledger,
+            approvals,
             store,
             engaged: ArcSwap::from_pointee(engaged),
             writes: Default::default(),
@@ -187,6 +194,14 @@ impl KillSwitches {
         next.push(Arc::new(switch.clone()));
         self.engaged.store(Arc::new(next));
         tracing::warn!(id = %switch.id, actor, drill = switch.drill, "kill switch engaged");
+        // Approvals in scope die with the engagement: releasing the switch must not revive them.
+        match self.approvals.cancel_in_scope(&switch.scope, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(cancelled = n, "approvals cancelled by the kill switch"),
+            Err(error) => {
+                tracing::error!(%error, "could not cancel approvals in the kill switch's scope")
+            }
+        }
         Ok(switch)
     }
 

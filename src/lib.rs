@@ -7,6 +7,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod api;
+pub mod approvals;
 pub mod cli;
 pub mod config;
 pub mod decision;

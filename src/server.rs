@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::approvals::Approvals;
 use crate::config::Config;
 use crate::decision::{Pipeline, RequestError};
 use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
@@ -28,6 +29,8 @@ pub struct Services {
     pub store: Store,
     pub ledger: Arc<Ledger>,
     pub killswitches: Arc<KillSwitches>,
+    pub approvals: Arc<Approvals>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 pub type AppState = Arc<Services>;
@@ -108,10 +111,22 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         .await?;
 
     let registry = Arc::new(Registry::load(&store, ledger.clone()).await?);
-    let killswitches = Arc::new(KillSwitches::load(store.clone(), ledger.clone()).await?);
+    let approvals = Arc::new(
+        Approvals::load(
+            store.clone(),
+            ledger.clone(),
+            config.approvals.ttl,
+            config.approvals.owner_may_approve,
+        )
+        .await?,
+    );
+    let sweeper = approvals.spawn_sweeper(config.approvals.sweep_interval);
+    let killswitches =
+        Arc::new(KillSwitches::load(store.clone(), ledger.clone(), approvals.clone()).await?);
     let pipeline = Pipeline::new(
         registry,
         killswitches.clone(),
+        approvals.clone(),
         pack,
         ledger.clone(),
         store.clone(),
@@ -124,6 +139,8 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         store,
         ledger,
         killswitches,
+        approvals,
+        sweeper,
     })
 }
 
@@ -177,6 +194,7 @@ impl RunningServer {
             Ok(Err(e)) => tracing::error!(error = %e, "server error"),
             Err(e) => tracing::error!(error = %e, "server task failed"),
         }
+        self.state.sweeper.abort();
         self.state.ledger.shutdown().await;
         self.state.store.close().await;
     }

@@ -91,6 +91,31 @@ pub struct KillSwitchRow {
     pub release_reason: Option<String>,
 }
 
+/// An approval as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub status: String,
+    pub agent_id: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub context_digest: String,
+    pub approver_group: String,
+    pub policy_ids: String,
+    pub evaluation_id: String,
+    pub requested_at: String,
+    pub expires_at: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub comment: Option<String>,
+    pub used_at: Option<String>,
+    pub used_decision_id: Option<String>,
+}
+
+const APPROVAL_COLUMNS: &str = "id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
+    evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
+
 /// What is written in the same transaction as a ledger entry, so that the state it records and
 /// the record itself are durable together or not at all.
 #[derive(Debug, Clone)]
@@ -105,6 +130,7 @@ pub enum SideEffect {
         row: RegistryRow,
     },
     KillSwitch(KillSwitchRow),
+    Approval(ApprovalRow),
 }
 
 /// One sequenced entry ready to commit.
@@ -255,6 +281,36 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                SideEffect::Approval(a) => {
+                    sqlx::query(
+                        "INSERT INTO approvals (id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group,
+                                                policy_ids, evaluation_id, requested_at, expires_at, decided_by, decided_at, comment,
+                                                used_at, used_decision_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                         ON CONFLICT (id) DO UPDATE SET status = excluded.status, decided_by = excluded.decided_by,
+                             decided_at = excluded.decided_at, comment = excluded.comment, used_at = excluded.used_at,
+                             used_decision_id = excluded.used_decision_id",
+                    )
+                    .bind(&a.id)
+                    .bind(&a.status)
+                    .bind(&a.agent_id)
+                    .bind(&a.action)
+                    .bind(&a.resource_type)
+                    .bind(&a.resource_id)
+                    .bind(&a.context_digest)
+                    .bind(&a.approver_group)
+                    .bind(&a.policy_ids)
+                    .bind(&a.evaluation_id)
+                    .bind(&a.requested_at)
+                    .bind(&a.expires_at)
+                    .bind(&a.decided_by)
+                    .bind(&a.decided_at)
+                    .bind(&a.comment)
+                    .bind(&a.used_at)
+                    .bind(&a.used_decision_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 SideEffect::KillSwitch(k) => {
                     sqlx::query(
                         "INSERT INTO killswitches (id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at,
@@ -281,6 +337,32 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+        ));
+        Ok(sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Approvals, newest first, optionally with one status.
+    pub async fn approvals(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) ORDER BY id DESC LIMIT $2"
+        ));
+        Ok(sqlx::query_as(sql)
+            .bind(status)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Every kill switch, oldest first.

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::approvals::ApprovalError;
 use crate::decision::RequestError;
 use crate::identity::{AuthError, MissingRole};
 use crate::killswitch::KillSwitchError;
@@ -187,6 +188,28 @@ impl From<KillSwitchError> for ApiError {
             }
             KillSwitchError::Ledger(e) => e.into(),
             KillSwitchError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> Self {
+        match e {
+            ApprovalError::NotFound(_) => Self::not_found(e.to_string()),
+            ApprovalError::NotPending { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            ApprovalError::NotAllowed(_) => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
+            ApprovalError::Invalid { field, .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            )
+            .with_field(field),
+            ApprovalError::Ledger(e) => e.into(),
+            ApprovalError::Store(e) => e.into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Handlers parse and authorise, call one plain function, and serialise; they hold no logic a test
 //! could not reach by calling that function directly.
 
+mod approvals;
 pub mod error;
 pub mod extract;
 mod killswitch;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(list_tools))
         .merge(ledger::routes())
         .merge(killswitch::routes())
+        .merge(approvals::routes())
         .split_for_parts();
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;

@@ -36,6 +36,29 @@ pub enum Event {
     PolicyLoaded(PolicyEvent),
     KillswitchEngaged(KillSwitchEvent),
     KillswitchReleased(KillSwitchEvent),
+    ApprovalRequested(ApprovalEvent),
+    ApprovalGranted(ApprovalEvent),
+    ApprovalDenied(ApprovalEvent),
+    ApprovalExpired(ApprovalEvent),
+    ApprovalCancelled(ApprovalEvent),
+    ApprovalUsed(ApprovalEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalEvent {
+    pub approval_id: String,
+    pub status: String,
+    pub agent_id: String,
+    pub action: String,
+    pub resource: Value,
+    pub context_digest: String,
+    pub approver_group: String,
+    pub evaluation_id: String,
+    pub expires_at: String,
+    /// Who granted or denied it.
+    pub actor: Option<String>,
+    pub comment: Option<String>,
+    pub used_decision_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +83,8 @@ pub struct DecisionEvent {
     /// The request's context, with masked values replaced by commitments.
     pub context: Value,
     pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
     pub decision: Outcome,
     pub reasons: Vec<Reason>,
     pub errors: Vec<EvaluationError>,
@@ -118,6 +143,12 @@ impl Event {
             Event::PolicyLoaded(_) => "policy_loaded",
             Event::KillswitchEngaged(_) => "killswitch_engaged",
             Event::KillswitchReleased(_) => "killswitch_released",
+            Event::ApprovalRequested(_) => "approval_requested",
+            Event::ApprovalGranted(_) => "approval_granted",
+            Event::ApprovalDenied(_) => "approval_denied",
+            Event::ApprovalExpired(_) => "approval_expired",
+            Event::ApprovalCancelled(_) => "approval_cancelled",
+            Event::ApprovalUsed(_) => "approval_used",
         }
     }
 }

@@ -149,7 +149,7 @@ async fn quickstart_mint_serve_decide_restart() {
                 put.clone(),
                 "/v1/tools/payments.refund",
                 &admin,
-                Some(json!({"description": "Refund", "risk": "high", "category": "payments"}))
+                Some(json!({"description": "Refund", "risk": "medium", "category": "payments"}))
             )
             .await
             .0,

@@ -64,7 +64,7 @@ async fn an_empty_policy_pack_denies_everything() {
 async fn a_policy_that_errors_denies_even_when_a_permit_matched() {
     // Cedar skips an erroring policy; for a forbid that would be an allow. Reins denies instead.
     let s = TestServer::start().await;
-    s.tool("payments.refund", "high").await;
+    s.tool("payments.refund", "medium").await;
     s.agent("bot", "limited", &["payments.refund"]).await;
     let (_, d) = s
         .invoke(
