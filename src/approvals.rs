@@ -104,7 +104,10 @@ pub struct Approval {
 /// Why an `approval_id` on a decision request cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unusable {
-    #[error("no approval `{0}`")]
+    /// Only open approvals are kept in memory, so "unknown" and "closed" look alike here.
+    #[error(
+        "approval `{0}` is not open: it does not exist, or was already used, denied, expired or cancelled"
+    )]
     Unknown(String),
     #[error("approval `{0}` is {1}, not granted")]
     NotGranted(String, &'static str),

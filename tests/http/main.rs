@@ -1,5 +1,6 @@
 //! Reins through its HTTP surface: every test starts a real server on an ephemeral port.
 
+mod approvals;
 mod bad_input;
 mod cli;
 mod decisions;

@@ -1,0 +1,387 @@
+//! Human approval, end to end over HTTP, and every way an approval must not work.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{reins, run, text};
+use crate::harness::{TestServer, codes, test_config};
+
+async fn fleet(s: &TestServer) {
+    s.tool("payments.refund", "high").await;
+    s.tool("payments.payout", "high").await;
+    s.agent_with("refund-bot", json!({"name": "Refund bot", "owner": "team-lead", "risk_tier": "limited", "tools": ["payments.refund", "payments.payout"]})).await;
+}
+
+fn refund(amount: i64) -> Value {
+    json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"}, "context": {"args": {"amount": amount, "currency": "EUR"}}})
+}
+
+fn with_approval(mut request: Value, id: &str) -> Value {
+    request["approval_id"] = json!(id);
+    request
+}
+
+/// Asks, gets `approval_required`, returns the approval id.
+async fn ask(s: &TestServer, agent: &str, request: Value) -> String {
+    let (status, d) = s.post("/v1/decisions", &s.token(agent, &[]), request).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert_eq!(codes(&d), ["approval_required"], "{d}");
+    assert_eq!(d["evaluation_id"], d["decision_id"]);
+    d["access_request"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn grant(s: &TestServer, id: &str) -> (u16, Value) {
+    s.post(
+        &format!("/v1/approvals/{id}/grant"),
+        &s.token("alice", &["approver"]),
+        json!({"comment": "refund is justified"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_full_approval_flow() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let bot = s.token("refund-bot", &[]);
+    let (_, d) = s.post("/v1/decisions", &bot, refund(5000)).await;
+    assert_eq!(codes(&d), ["approval_required"], "{d}");
+    assert_eq!(d["reasons"][0]["policy_id"], "approval-high-risk-tools");
+    let access = &d["access_request"];
+    let id = access["approval_id"].as_str().unwrap();
+    assert_eq!(access["endpoint"], format!("/v1/approvals/{id}"));
+    assert!(access["expires_at"].as_str().unwrap() > d["evaluated_at"].as_str().unwrap());
+
+    // The agent polls its own approval; it is pending, bound to the request.
+    let (status, approval) = s.get(&format!("/v1/approvals/{id}"), &bot).await;
+    assert_eq!(status, 200, "{approval}");
+    assert_eq!(
+        (
+            approval["status"].as_str(),
+            approval["approver_group"].as_str()
+        ),
+        (Some("pending"), Some("tool-owner"))
+    );
+    assert_eq!(
+        approval["resource"],
+        json!({"type": "Tool", "id": "payments.refund"})
+    );
+
+    // Re-submitting before the grant does not work.
+    let (_, early) = s
+        .post("/v1/decisions", &bot, with_approval(refund(5000), id))
+        .await;
+    assert_eq!(codes(&early), ["approval_invalid"], "{early}");
+
+    // An approver sees it pending and grants it.
+    let approver = s.token("alice", &["approver"]);
+    let (_, pending) = s.get("/v1/approvals?status=pending", &approver).await;
+    assert_eq!(pending["approvals"][0]["id"], id);
+    let (status, granted) = grant(&s, id).await;
+    assert_eq!(status, 200, "{granted}");
+    assert_eq!(
+        (granted["status"].as_str(), granted["decided_by"].as_str()),
+        (Some("granted"), Some("alice"))
+    );
+    assert_eq!(
+        s.get(&format!("/v1/approvals/{id}"), &bot).await.1["status"],
+        "granted"
+    );
+
+    // The same request with the approval: Cedar permits it.
+    let (_, allowed) = s
+        .post("/v1/decisions", &bot, with_approval(refund(5000), id))
+        .await;
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    assert_eq!(allowed["reasons"][0]["policy_id"], "declared-tools");
+    let (_, used) = s.get(&format!("/v1/approvals/{id}"), &bot).await;
+    assert_eq!(used["status"], "used");
+    assert_eq!(used["used_decision_id"], allowed["decision_id"]);
+
+    // Over the amount cap another forbid denies too: no human can approve past it.
+    let (_, big) = s.post("/v1/decisions", &bot, refund(500000)).await;
+    assert_eq!(codes(&big), ["policy", "policy"], "{big}");
+    assert!(big["access_request"].is_null());
+}
+
+#[tokio::test]
+async fn an_approval_cannot_be_reused_or_moved_to_another_request() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let bot = s.token("refund-bot", &[]);
+    let id = ask(&s, "refund-bot", refund(5000)).await;
+    grant(&s, &id).await;
+
+    for (request, what) in [
+        (refund(9000), "a different amount"),
+        (
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.payout"}, "context": {"args": {"amount": 5000, "currency": "EUR"}}}),
+            "a different tool",
+        ),
+    ] {
+        let (_, d) = s
+            .post("/v1/decisions", &bot, with_approval(request, &id))
+            .await;
+        assert_eq!(codes(&d), ["approval_invalid"], "{what}: {d}");
+        assert!(
+            d["reasons"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("different request"),
+            "{d}"
+        );
+    }
+    // Another agent cannot use it either.
+    s.agent_with(
+        "copycat",
+        json!({"name": "c", "owner": "x", "risk_tier": "limited", "tools": ["payments.refund"]}),
+    )
+    .await;
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &s.token("copycat", &[]),
+            with_approval(refund(5000), &id),
+        )
+        .await;
+    assert_eq!(codes(&d), ["approval_invalid"], "{d}");
+
+    // Used once, then never again; concurrent uses get exactly one allow.
+    let attempts: Vec<_> = (0..6)
+        .map(|_| s.post("/v1/decisions", &bot, with_approval(refund(5000), &id)))
+        .collect();
+    let results = futures::future::join_all(attempts).await;
+    let allows = results
+        .iter()
+        .filter(|(_, d)| d["decision"] == "allow")
+        .count();
+    assert_eq!(allows, 1, "{results:?}");
+    let (_, again) = s
+        .post("/v1/decisions", &bot, with_approval(refund(5000), &id))
+        .await;
+    assert_eq!(codes(&again), ["approval_invalid"]);
+    assert!(
+        again["reasons"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{again}"
+    );
+
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &bot,
+            with_approval(refund(5000), "no-such-approval"),
+        )
+        .await;
+    assert_eq!(codes(&d), ["approval_invalid"]);
+    // Reins sets context.approval itself; a caller cannot.
+    let mut forged = refund(5000);
+    forged["context"]["approval"] = json!({"id": id, "approver": "alice"});
+    assert_eq!(s.post("/v1/decisions", &bot, forged).await.0, 422);
+}
+
+#[tokio::test]
+async fn who_may_approve() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let id = ask(&s, "refund-bot", refund(5000)).await;
+    let try_grant = |token: String| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            s.post(&format!("/v1/approvals/{id}/grant"), &token, json!({}))
+                .await
+        }
+    };
+    // Without the role; the requesting agent even with the role; the agent's owner by default.
+    assert_eq!(try_grant(s.token("alice", &[])).await.0, 403);
+    let (status, e) = try_grant(s.token("refund-bot", &["approver"])).await;
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requesting agent")
+    );
+    let (status, e) = try_grant(s.token("team-lead", &["approver"])).await;
+    assert_eq!(status, 403, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("owner"));
+    // Others cannot read an agent's approval without a role; the list needs one.
+    assert_eq!(
+        s.get(&format!("/v1/approvals/{id}"), &s.token("someone", &[]))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        s.get("/v1/approvals", &s.token("refund-bot", &[])).await.0,
+        403
+    );
+    assert_eq!(
+        s.get(
+            "/v1/approvals?status=maybe",
+            &s.token("alice", &["approver"])
+        )
+        .await
+        .0,
+        400
+    );
+
+    // A denial is final.
+    let (status, denied) = s
+        .post(
+            &format!("/v1/approvals/{id}/deny"),
+            &s.token("alice", &["approver"]),
+            json!({"comment": "no"}),
+        )
+        .await;
+    assert_eq!((status, denied["status"].as_str()), (200, Some("denied")));
+    assert_eq!(grant(&s, &id).await.0, 409);
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &s.token("refund-bot", &[]),
+            with_approval(refund(5000), &id),
+        )
+        .await;
+    assert_eq!(codes(&d), ["approval_invalid"]);
+    assert_eq!(grant(&s, "nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn an_expired_approval_cannot_be_used_and_its_expiry_is_recorded() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.approvals.ttl = Duration::from_secs(1);
+    config.approvals.sweep_interval = Duration::from_millis(50);
+    let s = TestServer::with_config(data, config).await;
+    fleet(&s).await;
+    let id = ask(&s, "refund-bot", refund(5000)).await;
+    assert_eq!(grant(&s, &id).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &s.token("refund-bot", &[]),
+            with_approval(refund(5000), &id),
+        )
+        .await;
+    assert_eq!(codes(&d), ["approval_invalid"], "{d}");
+    let (_, approval) = s.get(&format!("/v1/approvals/{id}"), &s.admin()).await;
+    assert_eq!(approval["status"], "expired", "{approval}");
+    // A pending one that nobody decided expires too, and cannot be granted late.
+    let late = ask(&s, "refund-bot", refund(6000)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(grant(&s, &late).await.0, 409);
+}
+
+#[tokio::test]
+async fn the_kill_switch_cancels_approvals_and_every_step_is_in_the_verified_ledger() {
+    let mut s = TestServer::start().await;
+    fleet(&s).await;
+    let bot = s.token("refund-bot", &[]);
+    let id = ask(&s, "refund-bot", refund(5000)).await;
+    grant(&s, &id).await;
+    let operator = s.token("oncall", &["operator"]);
+    let (_, switch) = s
+        .post(
+            "/v1/killswitch",
+            &operator,
+            json!({"scope": {"agent": "refund-bot"}, "reason": "suspicious refunds"}),
+        )
+        .await;
+    let (_, d) = s
+        .post("/v1/decisions", &bot, with_approval(refund(5000), &id))
+        .await;
+    assert_eq!(codes(&d), ["kill_switch"], "{d}");
+    s.send(
+        reqwest::Method::DELETE,
+        &format!("/v1/killswitch/{}", switch["id"].as_str().unwrap()),
+        Some(&operator),
+        Some(&json!({"reason": "checked"})),
+    )
+    .await;
+    let (_, d) = s
+        .post("/v1/decisions", &bot, with_approval(refund(5000), &id))
+        .await;
+    assert_eq!(
+        codes(&d),
+        ["approval_invalid"],
+        "released, the approval stays cancelled: {d}"
+    );
+    assert_eq!(
+        s.get(&format!("/v1/approvals/{id}"), &bot).await.1["status"],
+        "cancelled"
+    );
+
+    // A used one and a denied one, for the record.
+    let used = ask(&s, "refund-bot", refund(100)).await;
+    grant(&s, &used).await;
+    assert_eq!(
+        s.post("/v1/decisions", &bot, with_approval(refund(100), &used))
+            .await
+            .1["decision"],
+        "allow"
+    );
+    let denied = ask(&s, "refund-bot", refund(200)).await;
+    s.post(
+        &format!("/v1/approvals/{denied}/deny"),
+        &s.token("alice", &["approver"]),
+        json!({}),
+    )
+    .await;
+
+    let (_, page) = s
+        .get("/v1/ledger/entries?start=0&end=200", &s.admin())
+        .await;
+    let kinds: Vec<String> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["type"].as_str().unwrap().to_owned())
+        .filter(|t| t.starts_with("approval"))
+        .collect();
+    for kind in [
+        "approval_requested",
+        "approval_granted",
+        "approval_cancelled",
+        "approval_used",
+        "approval_denied",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from {kinds:?}"
+        );
+    }
+    let granted = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entry"]["type"] == "approval_granted")
+        .unwrap();
+    assert_eq!(granted["entry"]["actor"], "alice");
+    assert_eq!(granted["entry"]["comment"], "refund is justified");
+
+    let data = s.data.path().to_str().unwrap().to_owned();
+    s.server.take().unwrap().stop().await;
+    let out = run(&mut reins(&["ledger", "verify", "--data-dir", &data]));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Approvals survive a restart.
+    s.restart().await;
+    assert_eq!(
+        s.get(&format!("/v1/approvals/{used}"), &s.admin()).await.1["status"],
+        "used"
+    );
+}
