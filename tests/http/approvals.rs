@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{reins, run, text};
 use crate::harness::{TestServer, codes, test_config};
 
 async fn fleet(s: &TestServer) {
@@ -369,15 +368,7 @@ async fn the_kill_switch_cancels_approvals_and_every_step_is_in_the_verified_led
     assert_eq!(granted["entry"]["actor"], "alice");
     assert_eq!(granted["entry"]["comment"], "refund is justified");
 
-    let data = s.data.path().to_str().unwrap().to_owned();
-    s.server.take().unwrap().stop().await;
-    let out = run(&mut reins(&["ledger", "verify", "--data-dir", &data]));
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    s.stop_and_verify_ledger().await;
     // Approvals survive a restart.
     s.restart().await;
     assert_eq!(

@@ -248,3 +248,21 @@ impl TestServer {
         self.server.as_ref().unwrap().state.ledger.head().size
     }
 }
+
+impl TestServer {
+    /// Stops the server and checks its ledger offline with `reins ledger verify`.
+    pub async fn stop_and_verify_ledger(&mut self) {
+        use crate::cli::{reins, run, text};
+        let data = self.data.path().to_str().unwrap().to_owned();
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+        let out = run(&mut reins(&["ledger", "verify", "--data-dir", &data]));
+        assert!(
+            out.status.success(),
+            "ledger verify: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}

@@ -209,15 +209,7 @@ async fn engage_release_and_drills_are_ledger_entries_and_the_ledger_verifies() 
     assert_eq!(events[1]["type"], "killswitch_released");
     assert_eq!(events[1]["reason"], "resolved");
 
-    let data = s.data.path().to_str().unwrap().to_owned();
-    s.server.take().unwrap().stop().await;
-    let out = run(&mut reins(&["ledger", "verify", "--data-dir", &data]));
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    s.stop_and_verify_ledger().await;
     s.restart().await;
 }
 
