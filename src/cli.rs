@@ -161,6 +161,15 @@ pub struct MintArgs {
 pub enum PolicyCommand {
     /// Parse and validate the policy pack against the schema; print each problem as file:line:col.
     Check(LocalArgs),
+    /// Run policy test files (Cedar integration-test format); exit non-zero on any mismatch.
+    Test {
+        /// Test files, or folders to search for them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print every file, not only failing ones.
+        #[arg(long, short)]
+        verbose: bool,
+    },
 }
 
 impl LocalArgs {
@@ -213,6 +222,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(config_file, &args.local.overrides())?;
             verify_ledger(&config, args).await?;
         }
+        Command::Policy(PolicyCommand::Test { paths, verbose }) => policy_test(&paths, verbose)?,
         Command::Policy(PolicyCommand::Check(local)) => {
             let config = Config::load(config_file, &local.overrides())?;
             let pack = PolicyPack::load(&config.policy_dir, &config.schema_file)?;
@@ -352,6 +362,49 @@ async fn kill(args: KillArgs) -> anyhow::Result<()> {
                 .as_str()
                 .unwrap_or("request failed")
         );
+    }
+    Ok(())
+}
+
+fn policy_test(paths: &[PathBuf], verbose: bool) -> anyhow::Result<()> {
+    use crate::policy::testing::{collect, run_file};
+    let files = collect(paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no policy test files found in {paths:?}");
+    }
+    let (mut passed, mut failed, mut checks) = (0usize, 0usize, 0usize);
+    for file in &files {
+        match run_file(file) {
+            Ok(report) if report.mismatches.is_empty() => {
+                passed += 1;
+                checks += report.checks;
+                if verbose {
+                    println!("ok   {} ({} checks)", file.display(), report.checks);
+                }
+            }
+            Ok(report) => {
+                failed += 1;
+                checks += report.checks;
+                println!("FAIL {}", file.display());
+                for m in report.mismatches {
+                    println!(
+                        "     {}: {}: expected {}, got {}",
+                        m.test, m.what, m.expected, m.got
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {e}");
+            }
+        }
+    }
+    println!(
+        "policy tests: {passed} passed, {failed} failed ({checks} checks in {} files)",
+        files.len()
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} policy test file(s) failed");
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub mod testing;
+
 use cedar_policy::{
     Authorizer, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Response,
     Schema, ValidationMode, Validator,
@@ -278,6 +280,56 @@ impl PolicyPack {
             });
         }
         Ok(())
+    }
+}
+
+/// The policies of every `*.cedar` file directly in `dir`, with Reins' ids (`@id`, else
+/// `<file stem>.<n>`), unvalidated: for tests that name a pack folder.
+pub fn policy_set_from_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| PolicyError::Io {
+                path: dir.into(),
+                source,
+            })?
+            .path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "cedar") {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((name, read(&path)?));
+        }
+    }
+    files.sort();
+    let mut set = PolicySet::new();
+    let mut problems = Vec::new();
+    for (name, text) in &files {
+        match parse_file(name, text) {
+            Ok(policies) => {
+                for policy in policies {
+                    if let Err(e) = set.add(policy) {
+                        problems.push(Diagnostic {
+                            file: name.clone(),
+                            line: 1,
+                            column: 1,
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            Err(mut d) => problems.append(&mut d),
+        }
+    }
+    if problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(PolicyError::Invalid(problems))
     }
 }
 
