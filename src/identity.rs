@@ -104,11 +104,28 @@ pub struct MissingRole {
 }
 
 /// Verifies bearer tokens against the trusted issuers.
+///
+/// An agent sends the same token on every call until it expires; verifying its signature each
+/// time is a third of a decision's CPU. Verified tokens are cached by their exact text (so an
+/// altered token always misses) until their `exp`, and at most [`CACHE_TTL`], so that a key removed
+/// from an issuer's JWKS stops being honoured within that time.
 pub struct Verifier {
     issuers: HashMap<String, TrustedIssuer>,
     leeway: Duration,
     roles_claim: String,
+    cache: quick_cache::sync::Cache<String, Verified>,
 }
+
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    /// Unix seconds.
+    valid_until: u64,
+}
+
+/// Longest a verified token is trusted without checking its signature again.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+const CACHE_CAPACITY: usize = 10_000;
 
 struct TrustedIssuer {
     name: String,
@@ -183,11 +200,32 @@ impl Verifier {
             issuers,
             leeway: config.leeway,
             roles_claim: config.roles_claim.clone(),
+            cache: quick_cache::sync::Cache::new(CACHE_CAPACITY),
         })
     }
 
     /// Verifies `token` and maps its claims to a [`Caller`].
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.cache.get(token) {
+            if now < hit.valid_until {
+                return Ok(hit.caller);
+            }
+        }
+        let (caller, exp) = self.verify_uncached(token).await?;
+        let valid_until = exp.min(now + CACHE_TTL.as_secs());
+        self.cache.insert(
+            token.to_owned(),
+            Verified {
+                caller: caller.clone(),
+                valid_until,
+            },
+        );
+        Ok(caller)
+    }
+
+    /// Full verification; returns the caller and the token's `exp`.
+    async fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         #[derive(Deserialize)]
@@ -221,7 +259,10 @@ impl Verifier {
         let mut last_error = None;
         for key in keys.iter().filter(|k| k.key.family() == family) {
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return self.caller_from_claims(&iss, data.claims),
+                Ok(data) => {
+                    let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+                    return Ok((self.caller_from_claims(&iss, data.claims)?, exp));
+                }
                 Err(e) => last_error = Some(e),
             }
         }

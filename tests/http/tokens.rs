@@ -407,3 +407,25 @@ KKeqabp8z69Gm3ERCCgVmqdzFZrcwOLlLoJCqoybBIr1Vd2QFhaMS0vl4A==
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_cached_token_does_not_let_an_altered_copy_through() {
+    let s = TestServer::start().await;
+    ready(&s).await;
+    let token = sign(&dev_key(&s), Some(&s.dev().kid), &claims("bot"));
+    for _ in 0..3 {
+        assert_eq!(s.invoke(&token, "search.web", json!({})).await.0, 200);
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut forged = claims("bot");
+    forged["sub"] = json!("admin-bot");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(serde_json::to_vec(&forged).unwrap()),
+        parts[2]
+    );
+    let (status, body) = s.invoke(&forged, "search.web", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(s.invoke(&token, "search.web", json!({})).await.0, 200);
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Load benchmark of the decision service, with its baseline measured in the same run.
+#
+# Builds in release mode, starts Reins on a fresh SQLite data dir, registers a fleet (300 agents,
+# 40 tools, the default policy pack), mints a token per agent, and drives POST /v1/decisions with
+# wrk at several concurrencies; GET /healthz at the same concurrency is the baseline. Then a batch
+# run, a clean stop, and `reins ledger verify`: the ledger must hold exactly one entry per answered
+# decision. Prints decisions/s, p50/p99 and the ratio to the baseline.
+#
+#   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
+# Traffic goes only to 127.0.0.1. Needs wrk (apt-get install wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+AGENTS=${AGENTS:-300}
+TOOLS=${TOOLS:-40}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+PORT=${PORT:-18480}
+BASE="http://127.0.0.1:$PORT"
+
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; fi
+  command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+fi
+
+cargo build --release --quiet
+REINS=./target/release/reins
+WORK=$(mktemp -d)
+DATA="$WORK/data"
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+REINS_LOG=warn $REINS serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" &
+SERVER=$!
+for _ in $(seq 1 200); do curl -fs "$BASE/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+
+ADMIN=$($REINS token mint --agent bench-admin --roles admin,auditor --data-dir "$DATA" --ttl 2h)
+put() { curl -fs -X PUT "$BASE$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$2" >/dev/null; }
+# No high-risk tools: their approval_required answers add an approval entry, and the ledger check
+# below counts one entry per decision. Critical tools give plain denies to high-tier agents.
+RISKS=(low medium low medium low medium low critical)
+for t in $(seq 0 $((TOOLS - 1))); do
+  put "/v1/tools/tool-$t" "{\"description\":\"tool $t\",\"risk\":\"${RISKS[$((t % 8))]}\",\"category\":\"cat-$((t % 6))\"}"
+done
+TIERS=(limited high minimal limited)
+FLEET="$WORK/fleet.txt"
+: > "$FLEET"
+for a in $(seq 0 $((AGENTS - 1))); do
+  tools=""
+  for k in $(seq 0 9); do tools="$tools,tool-$(((a + k * 3) % TOOLS))"; done
+  tools=${tools#,}
+  json_tools=$(echo "$tools" | sed 's/[^,]*/"&"/g')
+  put "/v1/agents/agent-$a" "{\"name\":\"agent $a\",\"owner\":\"team-$((a % 12))\",\"risk_tier\":\"${TIERS[$((a % 4))]}\",\"tools\":[$json_tools]}"
+  echo "$($REINS token mint --agent "agent-$a" --data-dir "$DATA" --ttl 2h) $tools" >> "$FLEET"
+done
+START_SIZE=$(curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" >/dev/null; \
+  sleep 1.2; curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p)
+
+# Runs wrk and prints "requests rps p50_ms p99_ms non2xx".
+run() {
+  local out
+  out=$(REINS_BENCH_FLEET="$FLEET" wrk -t2 -c"$1" -d"$DURATION" --latency "${@:2}")
+  local requests rps p50 p99 bad
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  echo "$requests $rps $(ms "$p50") $(ms "$p99") ${bad:-0}"
+}
+ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v + 0 } else { sub(/s/, "", v); print v * 1000 } }'; }
+
+ANSWERED=0
+printf '\n%-30s %5s %11s %9s %9s %8s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio"
+for c in $CONCURRENCY; do
+  read -r _ base_rps base_p50 base_p99 _ < <(run "$c" "$BASE/healthz")
+  printf '%-30s %5s %11s %9s %9s %8s\n' "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00"
+  read -r n rps p50 p99 bad < <(run "$c" -s scripts/decisions.lua "$BASE")
+  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
+  ANSWERED=$((ANSWERED + n - bad))
+  printf '%-30s %5s %11s %9s %9s %8s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')"
+done
+BATCH=10
+read -r n rps p50 p99 bad < <(REINS_BENCH_BATCH=$BATCH run 16 -s scripts/decisions.lua "$BASE")
+ANSWERED=$((ANSWERED + (n - bad) * BATCH))
+printf '%-30s %5s %11s %9s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
+
+kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
+VERIFY=$($REINS ledger verify --data-dir "$DATA")
+ENTRIES=$(echo "$VERIFY" | awk '{print $2}')
+echo
+echo "$VERIFY"
+echo "ledger entries written during the runs: $((ENTRIES - START_SIZE)); decisions answered: $ANSWERED"
+if [ $((ENTRIES - START_SIZE)) -ne "$ANSWERED" ]; then echo "MISMATCH: decisions lost or extra entries" >&2; exit 1; fi
+echo "no decision lost"
