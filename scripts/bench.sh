@@ -59,7 +59,7 @@ START_SIZE=$(curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $AD
 # Runs wrk and prints "requests rps p50_ms p99_ms non2xx".
 run() {
   local out
-  out=$(REINS_BENCH_FLEET="$FLEET" wrk -t2 -c"$1" -d"$DURATION" --latency "${@:2}")
+  out=$(REINS_BENCH_FLEET="$FLEET" wrk -t"$(( $1 < 2 ? $1 : 2 ))" -c"$1" -d"$DURATION" --latency "${@:2}")
   local requests rps p50 p99 bad
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -71,6 +71,7 @@ run() {
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v + 0 } else { sub(/s/, "", v); print v * 1000 } }'; }
 
 ANSWERED=0
+INFLIGHT=0   # requests wrk abandons at its deadline: answered and recorded by Reins, not counted by wrk
 printf '\n%-30s %5s %11s %9s %9s %8s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio"
 for c in $CONCURRENCY; do
   read -r _ base_rps base_p50 base_p99 _ < <(run "$c" "$BASE/healthz")
@@ -78,11 +79,13 @@ for c in $CONCURRENCY; do
   read -r n rps p50 p99 bad < <(run "$c" -s scripts/decisions.lua "$BASE")
   [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
   ANSWERED=$((ANSWERED + n - bad))
+  INFLIGHT=$((INFLIGHT + c))
   printf '%-30s %5s %11s %9s %9s %8s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')"
 done
 BATCH=10
 read -r n rps p50 p99 bad < <(REINS_BENCH_BATCH=$BATCH run 16 -s scripts/decisions.lua "$BASE")
 ANSWERED=$((ANSWERED + (n - bad) * BATCH))
+INFLIGHT=$((INFLIGHT + 16 * BATCH))
 printf '%-30s %5s %11s %9s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
 
 kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
@@ -90,6 +93,11 @@ VERIFY=$($REINS ledger verify --data-dir "$DATA")
 ENTRIES=$(echo "$VERIFY" | awk '{print $2}')
 echo
 echo "$VERIFY"
-echo "ledger entries written during the runs: $((ENTRIES - START_SIZE)); decisions answered: $ANSWERED"
-if [ $((ENTRIES - START_SIZE)) -ne "$ANSWERED" ]; then echo "MISMATCH: decisions lost or extra entries" >&2; exit 1; fi
-echo "no decision lost"
+WRITTEN=$((ENTRIES - START_SIZE))
+echo "ledger entries written during the runs: $WRITTEN; decisions wrk counted as answered: $ANSWERED"
+echo "(wrk abandons up to $INFLIGHT requests in flight at its deadlines; Reins still answers and records them)"
+if [ "$WRITTEN" -lt "$ANSWERED" ] || [ "$WRITTEN" -gt $((ANSWERED + INFLIGHT)) ]; then
+  echo "MISMATCH: an answered decision is missing from the ledger, or entries appeared from nowhere" >&2
+  exit 1
+fi
+echo "no decision lost: every answered decision has its ledger entry, and the ledger verifies"
