@@ -113,6 +113,9 @@ pub struct ApprovalRow {
     pub used_decision_id: Option<String>,
 }
 
+/// Rows per multi-row INSERT: 13 columns x 500 stays far below SQLite's 32,766 bound values.
+const BULK_ROWS: usize = 500;
+
 const APPROVAL_COLUMNS: &str = "id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
     evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
 
@@ -214,44 +217,65 @@ impl Store {
     /// transaction: all are durable when this returns, or none is.
     pub async fn commit_appends(&self, rows: &[AppendRow]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // One multi-row statement per table per chunk: with sqlx's SQLite worker thread, every
+        // statement is a cross-thread round trip, and those, not SQL, were the cost.
+        for chunk in rows.chunks(BULK_ROWS) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO ledger_entries (idx, kind, entry) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.index as i64)
+                    .push_bind(r.kind)
+                    .push_bind(r.entry.clone());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let nodes: Vec<&(NodeId, Hash)> = rows.iter().flat_map(|r| &r.nodes).collect();
+        for chunk in nodes.chunks(BULK_ROWS) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO ledger_nodes (level, idx, hash) ",
+            );
+            q.push_values(chunk, |mut b, (node, hash)| {
+                b.push_bind(i64::from(node.level))
+                    .push_bind(node.index as i64)
+                    .push_bind(hash.to_vec());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let decisions: Vec<(&AppendRow, &DecisionRow)> = rows
+            .iter()
+            .filter_map(|r| match &r.side {
+                SideEffect::Decision { row, .. } => Some((r, row)),
+                _ => None,
+            })
+            .collect();
+        for chunk in decisions.chunks(BULK_ROWS) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
+                                        policy_digest, evaluated_at, request, response, ledger_index, leaf_hash) ",
+            );
+            q.push_values(chunk, |mut b, (r, d)| {
+                b.push_bind(d.id.clone())
+                    .push_bind(d.agent_id.clone())
+                    .push_bind(d.on_behalf_of.clone())
+                    .push_bind(d.action.clone())
+                    .push_bind(d.resource_type.clone())
+                    .push_bind(d.resource_id.clone())
+                    .push_bind(d.decision.clone())
+                    .push_bind(d.policy_digest.clone())
+                    .push_bind(d.evaluated_at.clone())
+                    .push_bind(d.request.clone())
+                    .push_bind(d.response.clone())
+                    .push_bind(r.index as i64)
+                    .push_bind(r.nodes.first().map(|(_, h)| h.to_vec()));
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        // The rest are rare: one statement each.
         for row in rows {
-            sqlx::query("INSERT INTO ledger_entries (idx, kind, entry) VALUES ($1, $2, $3)")
-                .bind(row.index as i64)
-                .bind(row.kind)
-                .bind(&row.entry)
-                .execute(&mut *tx)
-                .await?;
-            for (node, hash) in &row.nodes {
-                sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                    .bind(i64::from(node.level))
-                    .bind(node.index as i64)
-                    .bind(&hash[..])
-                    .execute(&mut *tx)
-                    .await?;
-            }
             match &row.side {
                 SideEffect::None => {}
                 SideEffect::Decision { row: d, salts } => {
-                    sqlx::query(
-                        "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
-                                                policy_digest, evaluated_at, request, response, ledger_index, leaf_hash)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    )
-                    .bind(&d.id)
-                    .bind(&d.agent_id)
-                    .bind(&d.on_behalf_of)
-                    .bind(&d.action)
-                    .bind(&d.resource_type)
-                    .bind(&d.resource_id)
-                    .bind(&d.decision)
-                    .bind(&d.policy_digest)
-                    .bind(&d.evaluated_at)
-                    .bind(&d.request)
-                    .bind(&d.response)
-                    .bind(row.index as i64)
-                    .bind(row.nodes.first().map(|(_, h)| h.to_vec()))
-                    .execute(&mut *tx)
-                    .await?;
                     for (pointer, salt) in salts {
                         sqlx::query("INSERT INTO ledger_salts (decision_id, pointer, salt) VALUES ($1, $2, $3)")
                             .bind(&d.id)
