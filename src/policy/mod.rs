@@ -265,14 +265,20 @@ impl PolicyPack {
                 resource_type.to_string(),
             ));
         }
-        let applies: Vec<String> = self
+        let mut applies = self
             .schema
             .resources_for_action(action)
             .into_iter()
-            .flatten()
-            .map(|t| t.to_string())
-            .collect();
-        if !applies.iter().any(|t| *t == resource_type.to_string()) {
+            .flatten();
+        if !applies.any(|t| t == resource_type) {
+            // Only the error path allocates: this check runs on every decision.
+            let applies = self
+                .schema
+                .resources_for_action(action)
+                .into_iter()
+                .flatten()
+                .map(|t| t.to_string())
+                .collect();
             return Err(RequestTypeError::NotForResource {
                 action: action.id().unescaped().into(),
                 resource: resource_type.to_string(),
