@@ -15,8 +15,13 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "reins.toml";
 
 /// Environment variables with the `REINS_` prefix that are not configuration keys: they are read
-/// by the CLI itself. Anything else with the prefix must be a key, so that a typo fails loudly.
+/// by the CLI itself (and `REINS_BENCH_*` by the benchmarks). Anything else with the prefix must be
+/// a key, so that a typo fails loudly.
 const NON_CONFIG_ENV: &[&str] = &["config", "token", "url", "log"];
+
+fn is_config_env(key: &str) -> bool {
+    !NON_CONFIG_ENV.contains(&key) && !key.starts_with("bench_")
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -205,7 +210,9 @@ impl Config {
             }
             None => {}
         }
-        let env = Env::prefixed("REINS_").ignore(NON_CONFIG_ENV).split("__");
+        let env = Env::prefixed("REINS_")
+            .filter(|k| is_config_env(&k.as_str().to_ascii_lowercase()))
+            .split("__");
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))
@@ -359,6 +366,8 @@ mod tests {
             jail.create_file("reins.toml", "listen = \"127.0.0.1:9000\"\nbatch_max = 7\n")?;
             jail.set_env("REINS_BATCH_MAX", "9");
             jail.set_env("REINS_IDENTITY__DEV_ISSUER", "false");
+            jail.set_env("REINS_TOKEN", "not a config key");
+            jail.set_env("REINS_BENCH_ENTRIES", "10");
             let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.port(), 9000);
             assert_eq!(c.batch_max, 9);
