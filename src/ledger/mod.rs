@@ -579,57 +579,45 @@ async fn sign_checkpoints(
     interval: Duration,
     mut last: Option<u64>,
 ) {
-    let sign = |h: TreeHead, last: &mut Option<u64>| {
-        let (store, signer) = (store.clone(), signer.clone());
-        let already = *last == Some(h.size);
-        async move {
-            if already {
-                return None;
-            }
-            let text = Checkpoint {
-                origin: signer_origin(&signer),
-                size: h.size,
-                root: h.root,
-            }
-            .to_text();
-            let note = match signer.sign(&text) {
-                Ok(n) => n,
-                Err(error) => {
-                    tracing::error!(%error, "cannot sign checkpoint");
-                    return None;
-                }
-            };
-            match store
-                .insert_checkpoint(h.size, &h.root, &note, &store::now())
-                .await
-            {
-                Ok(()) => Some(h.size),
-                Err(error) => {
-                    tracing::error!(%error, "cannot store checkpoint");
-                    None
-                }
-            }
-        }
-    };
-    let current = *head.borrow();
-    if let Some(size) = sign(current, &mut last).await {
-        last = Some(size);
-    }
     loop {
-        let stopped = head.changed().await.is_err();
-        if !stopped {
-            tokio::time::sleep(interval).await;
-        }
         let current = *head.borrow_and_update();
-        if let Some(size) = sign(current, &mut last).await {
-            last = Some(size);
+        if last != Some(current.size) {
+            match sign_checkpoint(&store, &signer, current).await {
+                Ok(()) => last = Some(current.size),
+                // Retried on the next change or at shutdown; entries are durable meanwhile.
+                Err(error) => {
+                    tracing::error!(%error, size = current.size, "cannot sign or store a checkpoint")
+                }
+            }
         }
-        if stopped {
-            break;
+        if head.changed().await.is_err() {
+            // The sequencer stopped: sign what it committed last, once.
+            let last_head = *head.borrow();
+            if last != Some(last_head.size) {
+                if let Err(error) = sign_checkpoint(&store, &signer, last_head).await {
+                    tracing::error!(%error, "cannot sign the final checkpoint");
+                }
+            }
+            return;
         }
+        tokio::time::sleep(interval).await;
     }
 }
 
-fn signer_origin(signer: &NoteSigner) -> String {
-    signer.verifier().name().to_owned()
+async fn sign_checkpoint(
+    store: &Store,
+    signer: &NoteSigner,
+    head: TreeHead,
+) -> Result<(), LedgerError> {
+    let text = Checkpoint {
+        origin: signer.name().to_owned(),
+        size: head.size,
+        root: head.root,
+    }
+    .to_text();
+    let note = signer.sign(&text)?;
+    store
+        .insert_checkpoint(head.size, &head.root, &note, &store::now())
+        .await?;
+    Ok(())
 }

@@ -66,6 +66,11 @@ impl NoteSigner {
         })
     }
 
+    /// The key name, which is also the log's origin.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The verifier key string anyone can use to check this signer's notes.
     pub fn verifier_key(&self) -> String {
         let mut key = vec![ED25519_ALG];
