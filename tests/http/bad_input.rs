@@ -227,3 +227,43 @@ async fn health_readiness_and_openapi() {
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_request_id() {
+    let (s, token) = setup().await;
+    let sent = s
+        .client
+        .get(s.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.headers()["x-request-id"], "trace-me-42");
+    // Generated when absent, on errors too.
+    let error = s
+        .client
+        .post(s.url("/v1/decisions"))
+        .bearer_auth(&token)
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error.status().as_u16(), 400);
+    let id = error.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let unauthorized = s
+        .client
+        .get(s.url("/v1/agents"))
+        .header("x-request-id", "r-401")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            unauthorized.status().as_u16(),
+            unauthorized.headers()["x-request-id"].to_str().unwrap()
+        ),
+        (401, "r-401")
+    );
+}
