@@ -99,27 +99,7 @@ impl PolicyPack {
     /// Loads `schema_file` and every `*.cedar` file directly in `policy_dir` (sorted by name).
     pub fn load(policy_dir: &Path, schema_file: &Path) -> Result<Self, PolicyError> {
         let schema_text = read(schema_file)?;
-        let mut files = Vec::new();
-        let entries = std::fs::read_dir(policy_dir).map_err(|source| PolicyError::Io {
-            path: policy_dir.into(),
-            source,
-        })?;
-        for entry in entries {
-            let path = entry
-                .map_err(|source| PolicyError::Io {
-                    path: policy_dir.into(),
-                    source,
-                })?
-                .path();
-            if path.is_file() && path.extension().is_some_and(|e| e == "cedar") {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                files.push((name, read(&path)?));
-            }
-        }
-        files.sort();
+        let files = read_pack_files(policy_dir)?;
         Self::from_sources(&schema_file.display().to_string(), &schema_text, files).map_err(|e| {
             match e {
                 PolicyError::Invalid(diagnostics) => PolicyError::Invalid(
@@ -151,36 +131,14 @@ impl PolicyPack {
             tracing::warn!(file = schema_name, "{warning}");
         }
 
-        let mut problems = Vec::new();
-        let mut policies = PolicySet::new();
-        let mut origin: HashMap<PolicyId, usize> = HashMap::new();
-        for (index, (name, text)) in files.iter().enumerate() {
-            match parse_file(name, text) {
-                Ok(parsed) => {
-                    for policy in parsed {
-                        let id = policy.id().clone();
-                        if let Err(e) = policies.add(policy) {
-                            problems.push(Diagnostic {
-                                file: name.clone(),
-                                line: 1,
-                                column: 1,
-                                message: e.to_string(),
-                            });
-                        } else {
-                            origin.insert(id, index);
-                        }
-                    }
-                }
-                Err(mut diagnostics) => problems.append(&mut diagnostics),
-            }
-        }
+        let (policies, origin, mut problems) = parse_files(&files);
         if problems.is_empty() {
             let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
             for error in result.validation_errors() {
                 let (name, text) = origin
                     .get(error.policy_id())
-                    .map(|i| (&files[*i].0, &files[*i].1))
-                    .unwrap_or((&files[0].0, &files[0].1));
+                    .and_then(|i| files.get(*i))
+                    .map_or(("(pack)", ""), |(n, t)| (n.as_str(), t.as_str()));
                 problems.extend(diagnostics_of(error, name, text));
             }
             for warning in result.validation_warnings() {
@@ -292,18 +250,23 @@ impl PolicyPack {
 /// The policies of every `*.cedar` file directly in `dir`, with Reins' ids (`@id`, else
 /// `<file stem>.<n>`), unvalidated: for tests that name a pack folder.
 pub fn policy_set_from_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
-    let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Io {
+    let (policies, _, problems) = parse_files(&read_pack_files(dir)?);
+    if problems.is_empty() {
+        Ok(policies)
+    } else {
+        Err(PolicyError::Invalid(problems))
+    }
+}
+
+/// `(file name, text)` of every `*.cedar` file directly in `dir`, sorted by name.
+fn read_pack_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
+    let io = |source| PolicyError::Io {
         path: dir.into(),
         source,
-    })?;
-    for entry in entries {
-        let path = entry
-            .map_err(|source| PolicyError::Io {
-                path: dir.into(),
-                source,
-            })?
-            .path();
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
         if path.is_file() && path.extension().is_some_and(|e| e == "cedar") {
             let name = path
                 .file_name()
@@ -313,30 +276,39 @@ pub fn policy_set_from_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
         }
     }
     files.sort();
-    let mut set = PolicySet::new();
+    Ok(files)
+}
+
+/// Parses every file with Reins' ids into one set; returns which file each policy came from
+/// (index into `files`) and every problem found.
+fn parse_files(
+    files: &[(String, String)],
+) -> (PolicySet, HashMap<PolicyId, usize>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
-    for (name, text) in &files {
+    let mut policies = PolicySet::new();
+    let mut origin = HashMap::new();
+    for (index, (name, text)) in files.iter().enumerate() {
         match parse_file(name, text) {
-            Ok(policies) => {
-                for policy in policies {
-                    if let Err(e) = set.add(policy) {
-                        problems.push(Diagnostic {
+            Ok(parsed) => {
+                for policy in parsed {
+                    let id = policy.id().clone();
+                    match policies.add(policy) {
+                        Ok(()) => {
+                            origin.insert(id, index);
+                        }
+                        Err(e) => problems.push(Diagnostic {
                             file: name.clone(),
                             line: 1,
                             column: 1,
                             message: e.to_string(),
-                        });
+                        }),
                     }
                 }
             }
-            Err(mut d) => problems.append(&mut d),
+            Err(mut diagnostics) => problems.append(&mut diagnostics),
         }
     }
-    if problems.is_empty() {
-        Ok(set)
-    } else {
-        Err(PolicyError::Invalid(problems))
-    }
+    (policies, origin, problems)
 }
 
 /// A request that the schema cannot make sense of.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{reins, run, text};
-use crate::harness::repo;
+use crate::harness::{copy_dir, repo};
 
 fn conformance() -> Option<PathBuf> {
     let dir = repo().join("../shared/conformance");
@@ -34,19 +34,6 @@ fn cedars_own_integration_tests_and_corpus_pass() {
     let (ok, out) = policy_test(&[&dir.join("cedar"), &dir.join("cedar-corpus")]);
     assert!(ok, "{out}");
     assert!(out.contains("324 passed, 0 failed"), "{out}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target)
-        } else {
-            std::fs::copy(&path, &target).map(|_| ()).unwrap()
-        }
-    }
 }
 
 /// Edits one test file's JSON in a copy of a suite.

@@ -11,7 +11,7 @@ use reins::ledger::merkle::leaf_hash;
 use serde_json::{Value, json};
 
 use crate::cli::{free_port, reins, run, text};
-use crate::harness::{TestServer, test_config};
+use crate::harness::{TestServer, copy_dir, test_config};
 
 fn hash(b64: &str) -> tlog_tiles::Hash {
     tlog_tiles::Hash(B64.decode(b64).unwrap().try_into().unwrap())
@@ -314,19 +314,6 @@ async fn recorded_ledger() -> (tempfile::TempDir, String, u64) {
         trusted,
         size,
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target)
-        } else {
-            std::fs::copy(&path, &target).map(|_| ()).unwrap()
-        }
-    }
 }
 
 /// Runs `reins ledger verify` on a copy of `data` after `tamper` ran SQL on it.
