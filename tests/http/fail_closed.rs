@@ -131,3 +131,77 @@ async fn the_suspended_forbid_holds_inside_cedar_too() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn an_admin_change_that_cannot_be_stored_changes_nothing_and_the_ledger_carries_on() {
+    let mut s = TestServer::start().await;
+    s.tool("search.web", "low").await;
+    s.agent("bot", "minimal", &["search.web"]).await;
+    let db = s.config.database_path();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE agents")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE killswitches")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    // The registry change fails as a whole: 503, and the server still knows the old record.
+    let (status, e) = s
+        .put(
+            "/v1/agents/bot",
+            &s.admin(),
+            json!({"name": "bot", "owner": "a", "risk_tier": "high", "tools": ["search.web"]}),
+        )
+        .await;
+    assert_eq!(status, 503, "{e}");
+    let (_, agent) = s.get("/v1/agents/bot", &s.admin()).await;
+    assert_eq!(
+        (agent["risk_tier"].as_str(), agent["version"].as_i64()),
+        (Some("minimal"), Some(1)),
+        "{agent}"
+    );
+
+    // A kill switch that cannot be recorded is not engaged.
+    let (status, e) = s
+        .post(
+            "/v1/killswitch",
+            &s.token("oncall", &["operator"]),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{e}");
+    let (_, d) = s
+        .invoke(&s.token("bot", &[]), "search.web", json!({}))
+        .await;
+    assert_eq!(
+        d["decision"], "allow",
+        "the sequencer carries on after a failed commit: {d}"
+    );
+
+    // Nothing of the failed transactions reached the ledger, which still verifies.
+    let (_, page) = s
+        .get("/v1/ledger/entries?start=0&end=100", &s.admin())
+        .await;
+    let types: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "policy_loaded",
+            "tool_registered",
+            "agent_registered",
+            "decision"
+        ]
+    );
+    s.stop_and_verify_ledger().await;
+}
