@@ -343,13 +343,19 @@ impl Pipeline {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
         let salts = entry::mask(&mut context, self.ledger.mask())
             .map_err(|e| RequestError::new("context", e.to_string()))?;
-        let masked = DecisionRequest {
-            context: request
-                .context
-                .as_ref()
-                .and_then(|_| context.as_object().cloned()),
-            ..request.clone()
+        // The stored request is the masked one; without masked values it is the request itself.
+        let masked;
+        let stored = if salts.is_empty() {
+            request
+        } else {
+            masked = DecisionRequest {
+                context: context.as_object().cloned(),
+                ..request.clone()
+            };
+            &masked
         };
+        let row = row_of(caller, stored, &evaluation.decision)
+            .map_err(|e| RequestError::new("request", e.to_string()))?;
         let d = &evaluation.decision;
         let entry = Entry {
             time: d.evaluated_at.clone(),
@@ -373,8 +379,6 @@ impl Pipeline {
                 policy_digest: d.policy_digest.clone(),
             }),
         };
-        let row =
-            row_of(caller, &masked, d).map_err(|e| RequestError::new("request", e.to_string()))?;
         let too_large = |e: EntryError| match e {
             EntryError::TooLarge(_) => RequestError::new("context", e.to_string()),
             EntryError::Encode(_) => RequestError::new("request", e.to_string()),

@@ -17,6 +17,16 @@ fn hash(b64: &str) -> tlog_tiles::Hash {
     tlog_tiles::Hash(B64.decode(b64).unwrap().try_into().unwrap())
 }
 
+/// The `hashes` of a served proof, as tlog_tiles hashes.
+fn proof_hashes(proof: &Value) -> Vec<tlog_tiles::Hash> {
+    proof["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hash(h.as_str().unwrap()))
+        .collect()
+}
+
 async fn fleet(s: &TestServer) {
     s.tool("search.web", "low").await;
     s.tool("payments.refund", "high").await;
@@ -90,12 +100,7 @@ async fn every_answer_is_recorded_and_provable_by_independent_code() {
             )
             .await;
         assert_eq!(status, 200, "{proof}");
-        let hashes: Vec<_> = proof["hashes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| hash(h.as_str().unwrap()))
-            .collect();
+        let hashes = proof_hashes(&proof);
         tlog_tiles::check_record(
             &hashes,
             checkpoint.size(),
@@ -128,12 +133,7 @@ async fn every_answer_is_recorded_and_provable_by_independent_code() {
         )
         .await;
     assert_eq!(status, 200, "{proof}");
-    let hashes: Vec<_> = proof["hashes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| hash(h.as_str().unwrap()))
-        .collect();
+    let hashes = proof_hashes(&proof);
     tlog_tiles::check_tree(
         &hashes,
         checkpoint.size(),
