@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
                     .map(|i| format!("tool-{}", (a + i) % TOOLS).parse().unwrap())
                     .collect(),
                 status: AgentStatus::Active,
+                documentation: Default::default(),
             };
             registry
                 .put_agent(

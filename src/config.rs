@@ -44,6 +44,33 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub ledger: LedgerConfig,
     pub approvals: ApprovalsConfig,
+    pub compliance: ComplianceConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceConfig {
+    /// How long decision logs are kept, in days, as the operator commits to (EU AI Act Art 19(1)
+    /// and 26(6) ask for at least 183). Unset: indefinitely. Reins itself never deletes ledger
+    /// entries; this is the declared period the checklist checks.
+    pub log_retention_days: Option<u32>,
+    /// A kill-switch engagement or drill for an agent older than this is stale evidence for
+    /// Art 14(4)(e).
+    #[serde(with = "humantime_serde")]
+    pub drill_window: Duration,
+    /// Period a model card reports on when the request names none.
+    #[serde(with = "humantime_serde")]
+    pub card_period: Duration,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        Self {
+            log_retention_days: None,
+            drill_window: Duration::from_secs(90 * 86_400),
+            card_period: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +184,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             ledger: LedgerConfig::default(),
             approvals: ApprovalsConfig::default(),
+            compliance: ComplianceConfig::default(),
         }
     }
 }
@@ -257,6 +285,12 @@ impl Config {
         }
         if self.approvals.sweep_interval < Duration::from_millis(10) {
             return Err(invalid("approvals.sweep_interval", "must be at least 10ms"));
+        }
+        if self.compliance.drill_window.is_zero() {
+            return Err(invalid("compliance.drill_window", "must be greater than zero"));
+        }
+        if self.compliance.card_period.is_zero() {
+            return Err(invalid("compliance.card_period", "must be greater than zero"));
         }
         if self.ledger.max_batch == 0 {
             return Err(invalid("ledger.max_batch", "must be at least 1"));

@@ -29,7 +29,7 @@ use crate::killswitch::KillSwitches;
 use crate::ledger::entry::{self, DecisionEvent, Entry, EntryError, Event, ResourceEvent};
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
-use crate::registry::{AgentStatus, Registry};
+use crate::registry::{AgentStatus, EntityTypes, Registry, Snapshot};
 use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
 /// Context keys Reins fills in itself; a caller may not set them.
@@ -718,6 +718,45 @@ impl Pipeline {
             .map(record_of)
             .collect()
     }
+}
+
+/// What the policies alone answer to `agent` invoking `tool` with empty arguments and no approval
+/// (no kill switch, nothing recorded): how the checklist tells whether a tool is usable without a
+/// human. `approval_required` reasons mark approval policies. None if either is unregistered.
+pub fn probe_tool(
+    pack: &PolicyPack,
+    snapshot: &Snapshot,
+    types: &EntityTypes,
+    agent: &AgentId,
+    tool: &ToolId,
+) -> Option<Decision> {
+    let agent_entry = snapshot.agent(agent)?;
+    let tool_entry = snapshot.tool(tool)?;
+    let action = EntityUid::from_type_name_and_id(
+        EntityTypeName::from_str("Action").ok()?,
+        EntityId::new("invoke"),
+    );
+    let context = Context::from_json_value(serde_json::json!({ "args": {} }), None).ok()?;
+    let request = Request::new(
+        types.uid(&types.agent, agent.as_str()),
+        action,
+        types.uid(&types.tool, tool.as_str()),
+        context,
+        None,
+    )
+    .ok()?;
+    let entities = Entities::from_entities(
+        [agent_entry.entity.clone(), tool_entry.entity.clone()],
+        None,
+    )
+    .ok()?;
+    let mut decision = decision_of(pack, &pack.is_authorized(&request, &entities));
+    if approval_group(&decision).is_some() {
+        for reason in &mut decision.reasons {
+            reason.code = ReasonCode::ApprovalRequired;
+        }
+    }
+    Some(decision)
 }
 
 fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision {

@@ -35,6 +35,7 @@ pub mod roles {
     pub const AUDITOR: &str = "auditor";
     pub const OPERATOR: &str = "operator";
     pub const APPROVER: &str = "approver";
+    pub const COMPLIANCE_OFFICER: &str = "compliance_officer";
 }
 
 /// Why a token was refused. Every variant is a 401 except [`AuthError::KeysUnavailable`].

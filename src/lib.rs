@@ -9,6 +9,7 @@
 pub mod api;
 pub mod approvals;
 pub mod cli;
+pub mod compliance;
 pub mod config;
 pub mod decision;
 pub mod identity;

@@ -101,6 +101,85 @@ pub struct AgentRecord {
     pub tools: Vec<ToolId>,
     #[serde(default)]
     pub status: AgentStatus,
+    /// What the model card and the EU AI Act checklist report. Every field is optional: a missing
+    /// one is shown as missing, never filled in.
+    #[serde(default, skip_serializing_if = "Documentation::is_empty")]
+    pub documentation: Documentation,
+}
+
+/// Documentation of an AI system (Mitchell et al. 2019 model-card sections, EU AI Act Art 11/13).
+///
+/// Empty values are not serialised, so registry records and their ledger entries written before
+/// these fields existed keep their exact bytes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Documentation {
+    /// The model the agent's model is derived from (Hugging Face `base_model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_scope_uses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_limitations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluation_results: Vec<EvaluationResult>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_sources: Vec<String>,
+    /// How humans oversee the agent (Art 14): who reviews what, and how they can stop it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub human_oversight: Vec<String>,
+    /// Whom to ask about the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// The registering organisation's role under the AI Act; unset means both roles' duties are
+    /// listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_act_role: Option<AiActRole>,
+}
+
+impl Documentation {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One reported evaluation of the model (a model card's quantitative analysis).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationResult {
+    /// What was evaluated, e.g. a benchmark or test-set name.
+    pub name: String,
+    pub metric: String,
+    pub value: f64,
+    /// When it was measured (YYYY-MM-DD).
+    pub date: String,
+}
+
+/// Provider (develops or places on the market) or deployer (uses under its authority), AI Act Art 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiActRole {
+    Provider,
+    Deployer,
+    ProviderAndDeployer,
+}
+
+impl AiActRole {
+    pub fn is_provider(self) -> bool {
+        matches!(self, Self::Provider | Self::ProviderAndDeployer)
+    }
+
+    pub fn is_deployer(self) -> bool {
+        matches!(self, Self::Deployer | Self::ProviderAndDeployer)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Deployer => "deployer",
+            Self::ProviderAndDeployer => "provider_and_deployer",
+        }
+    }
 }
 
 /// A tool as registered through `PUT /v1/tools/{id}`.
@@ -172,7 +251,7 @@ pub struct EntityTypes {
 }
 
 impl EntityTypes {
-    fn new() -> Result<Self, RegistryError> {
+    pub fn new() -> Result<Self, RegistryError> {
         let parse = |name: &str| {
             EntityTypeName::from_str(name).map_err(|e| RegistryError::Entity {
                 id: name.into(),
@@ -211,6 +290,26 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every record in the store, with its entity; also used by offline tools (audit packs).
+    pub async fn load(store: &Store, types: &EntityTypes) -> Result<Self, RegistryError> {
+        let mut snapshot = Snapshot::default();
+        for row in store.registry_rows(RegistryTable::Tools).await? {
+            let tool = tool_from_row(row)?;
+            let entity = tool_entity(types, &tool)?;
+            snapshot
+                .tools
+                .insert(tool.id.clone(), Arc::new(ToolEntry { tool, entity }));
+        }
+        for row in store.registry_rows(RegistryTable::Agents).await? {
+            let agent = agent_from_row(row)?;
+            let entity = agent_entity(types, &agent)?;
+            snapshot
+                .agents
+                .insert(agent.id.clone(), Arc::new(AgentEntry { agent, entity }));
+        }
+        Ok(snapshot)
+    }
+
     pub fn agent(&self, id: &AgentId) -> Option<&Arc<AgentEntry>> {
         self.agents.get(id)
     }
@@ -231,21 +330,7 @@ impl Registry {
     /// Loads every record from the store and builds the first snapshot.
     pub async fn load(store: &Store, ledger: Arc<Ledger>) -> Result<Self, RegistryError> {
         let types = EntityTypes::new()?;
-        let mut snapshot = Snapshot::default();
-        for row in store.registry_rows(RegistryTable::Tools).await? {
-            let tool = tool_from_row(row)?;
-            let entity = tool_entity(&types, &tool)?;
-            snapshot
-                .tools
-                .insert(tool.id.clone(), Arc::new(ToolEntry { tool, entity }));
-        }
-        for row in store.registry_rows(RegistryTable::Agents).await? {
-            let agent = agent_from_row(row)?;
-            let entity = agent_entity(&types, &agent)?;
-            snapshot
-                .agents
-                .insert(agent.id.clone(), Arc::new(AgentEntry { agent, entity }));
-        }
+        let snapshot = Snapshot::load(store, &types).await?;
         Ok(Self {
             ledger,
             types,
@@ -434,6 +519,40 @@ fn validate_agent(record: &AgentRecord, snapshot: &Snapshot) -> Result<(), Regis
             return Err(invalid(
                 format!("tools[{i}]"),
                 format!("tool `{tool}` is not registered; PUT /v1/tools/{tool} first"),
+            ));
+        }
+    }
+    validate_documentation(&record.documentation)
+}
+
+fn validate_documentation(doc: &Documentation) -> Result<(), RegistryError> {
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    for (i, result) in doc.evaluation_results.iter().enumerate() {
+        let field = |name: &str| format!("documentation.evaluation_results[{i}].{name}");
+        if result.name.trim().is_empty() {
+            return Err(invalid(field("name"), "must not be empty"));
+        }
+        if result.metric.trim().is_empty() {
+            return Err(invalid(field("metric"), "must not be empty"));
+        }
+        if !result.value.is_finite() {
+            return Err(invalid(field("value"), "must be a finite number"));
+        }
+        if time::Date::parse(&result.date, date_format).is_err() {
+            return Err(invalid(field("date"), "must be a date as YYYY-MM-DD"));
+        }
+    }
+    let lists = [
+        ("out_of_scope_uses", &doc.out_of_scope_uses),
+        ("known_limitations", &doc.known_limitations),
+        ("data_sources", &doc.data_sources),
+        ("human_oversight", &doc.human_oversight),
+    ];
+    for (name, list) in lists {
+        if let Some(i) = list.iter().position(|s| s.trim().is_empty()) {
+            return Err(invalid(
+                format!("documentation.{name}[{i}]"),
+                "must not be empty",
             ));
         }
     }

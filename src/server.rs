@@ -19,7 +19,7 @@ use crate::ledger::entry::{Entry, EntryError, Event, PolicyEvent};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::policy::{PolicyError, PolicyPack};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{SideEffect, Store, StoreError};
+use crate::store::{PolicyTextRow, SideEffect, Store, StoreError};
 
 /// Everything a request handler needs.
 pub struct Services {
@@ -102,12 +102,18 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         time: crate::store::now(),
         event: Event::PolicyLoaded(PolicyEvent {
             policy_digest: pack.digest().to_string(),
-            files: pack.files().to_vec(),
+            files: pack.files(),
             policies: pack.policy_count(),
         }),
     };
+    let texts = PolicyTextRow {
+        digest: pack.digest().to_string(),
+        files: serde_json::to_string(pack.sources()).map_err(EntryError::from_json)?,
+        schema_text: pack.schema_text().to_owned(),
+        first_seen: loaded.time.clone(),
+    };
     ledger
-        .append(vec![Append::new(&loaded, SideEffect::None)?])
+        .append(vec![Append::new(&loaded, SideEffect::PolicyText(texts))?])
         .await?;
 
     let registry = Arc::new(Registry::load(&store, ledger.clone()).await?);

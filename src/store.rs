@@ -134,6 +134,29 @@ pub enum SideEffect {
     },
     KillSwitch(KillSwitchRow),
     Approval(ApprovalRow),
+    /// A policy pack's texts, kept once per digest.
+    PolicyText(PolicyTextRow),
+}
+
+/// The texts of a loaded policy pack.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct PolicyTextRow {
+    pub digest: String,
+    /// JSON array of `[file name, text]`, in load order.
+    pub files: String,
+    pub schema_text: String,
+    pub first_seen: String,
+}
+
+/// Counts of one agent's decisions in a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecisionCounts {
+    pub allow: u64,
+    pub deny: u64,
+    /// Decisions stored without a ledger index (there should be none).
+    pub unrecorded: u64,
+    pub first_index: Option<u64>,
+    pub last_index: Option<u64>,
 }
 
 /// One sequenced entry ready to commit.
@@ -332,6 +355,18 @@ impl Store {
                     .bind(&a.comment)
                     .bind(&a.used_at)
                     .bind(&a.used_decision_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                SideEffect::PolicyText(p) => {
+                    sqlx::query(
+                        "INSERT INTO policy_texts (digest, files, schema_text, first_seen) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(&p.digest)
+                    .bind(&p.files)
+                    .bind(&p.schema_text)
+                    .bind(&p.first_seen)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -549,6 +584,95 @@ impl Store {
         .bind(before.map(DecisionId::to_string))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ledger entries of the given kinds, in index order (through the kind index: these kinds are
+    /// rare next to decisions).
+    pub async fn entries_of_kinds(&self, kinds: &[&str]) -> Result<Vec<EntryRow>, StoreError> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT idx, kind, entry FROM ledger_entries WHERE kind IN (",
+        );
+        let mut list = q.separated(", ");
+        for kind in kinds {
+            list.push_bind(*kind);
+        }
+        q.push(") ORDER BY idx");
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// How many decisions `agent` got in `[from, to)` (RFC 3339; compared as times, since stored
+    /// times drop trailing fractional zeros and so do not sort as strings).
+    pub async fn decision_counts(
+        &self,
+        agent: &AgentId,
+        from: &str,
+        to: &str,
+    ) -> Result<DecisionCounts, StoreError> {
+        let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0),
+                    COALESCE(SUM(ledger_index IS NULL), 0), MIN(ledger_index), MAX(ledger_index)
+             FROM decisions WHERE agent_id = $1
+               AND julianday(evaluated_at) >= julianday($2) AND julianday(evaluated_at) < julianday($3)",
+        )
+        .bind(agent.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DecisionCounts {
+            allow: row.0 as u64,
+            deny: row.1 as u64,
+            unrecorded: row.2 as u64,
+            first_index: row.3.map(|i| i as u64),
+            last_index: row.4.map(|i| i as u64),
+        })
+    }
+
+    /// Indices of the decision entries in `[start, end)` concerning `agent`.
+    pub async fn decision_indices(
+        &self,
+        agent: &AgentId,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT ledger_index FROM decisions
+             WHERE agent_id = $1 AND ledger_index >= $2 AND ledger_index < $3 ORDER BY ledger_index",
+        )
+        .bind(agent.as_str())
+        .bind(start as i64)
+        .bind(end as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(i,)| i as u64).collect())
+    }
+
+    /// Rows in the ledger table: equal to the tree size unless something was deleted.
+    pub async fn entry_count(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Every approval of `agent`, oldest first.
+    pub async fn approvals_of(&self, agent: &AgentId) -> Result<Vec<ApprovalRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE agent_id = $1 ORDER BY requested_at, id"
+        ));
+        Ok(sqlx::query_as(sql)
+            .bind(agent.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn policy_text(&self, digest: &str) -> Result<Option<PolicyTextRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT digest, files, schema_text, first_seen FROM policy_texts WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
         .await?)
     }
 }

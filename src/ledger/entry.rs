@@ -42,6 +42,37 @@ pub enum Event {
     ApprovalExpired(ApprovalEvent),
     ApprovalCancelled(ApprovalEvent),
     ApprovalUsed(ApprovalEvent),
+    AttestationRecorded(AttestationEvent),
+    SelfCheck(SelfCheckEvent),
+}
+
+/// A compliance officer's statement that a checklist item is met, for one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttestationEvent {
+    pub attestation_id: String,
+    pub agent_id: String,
+    /// The checklist item's id in the catalogue.
+    pub item: String,
+    pub statement: String,
+    /// `sha256:<hex>` of a supporting document kept elsewhere.
+    pub document_sha256: Option<String>,
+    pub actor: String,
+}
+
+/// The fail-closed probes run at every start, against the live pipeline (EU AI Act Art 15).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfCheckEvent {
+    pub policy_digest: String,
+    pub passed: bool,
+    pub probes: Vec<Probe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub name: String,
+    pub expected: String,
+    pub got: String,
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +162,12 @@ pub enum EntryError {
     TooLarge(usize),
 }
 
+impl EntryError {
+    pub fn from_json(e: serde_json::Error) -> Self {
+        Self::Encode(e.to_string())
+    }
+}
+
 impl Event {
     /// The `type` value, also stored as a column for filtering.
     pub fn kind(&self) -> &'static str {
@@ -149,6 +186,8 @@ impl Event {
             Event::ApprovalExpired(_) => "approval_expired",
             Event::ApprovalCancelled(_) => "approval_cancelled",
             Event::ApprovalUsed(_) => "approval_used",
+            Event::AttestationRecorded(_) => "attestation_recorded",
+            Event::SelfCheck(_) => "self_check",
         }
     }
 }

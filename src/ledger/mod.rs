@@ -292,6 +292,11 @@ impl Ledger {
         &self.mask
     }
 
+    /// The ledger's signer: also signs audit-pack manifests, so one key vouches for both.
+    pub fn signer(&self) -> &Arc<NoteSigner> {
+        &self.signer
+    }
+
     /// The verifier key string (C2SP vkey).
     pub fn verifier_key(&self) -> String {
         self.signer.verifier_key()
@@ -380,6 +385,85 @@ impl Ledger {
                 })
             })
             .collect()
+    }
+}
+
+/// Builds many proofs against one tree size straight from a store (no running ledger needed),
+/// remembering every range hash it computes: proofs for neighbouring entries share most of theirs,
+/// so an audit pack of N contiguous entries reads about 2N nodes, not N log N.
+pub struct ProofBuilder {
+    store: Store,
+    size: u64,
+    cache: std::collections::HashMap<(u64, u64), Hash>,
+}
+
+/// Node ids per query: two bound values each, well under SQLite's 32,766.
+const NODES_PER_QUERY: usize = 8_000;
+
+impl ProofBuilder {
+    pub fn new(store: Store, size: u64) -> Self {
+        Self {
+            store,
+            size,
+            cache: Default::default(),
+        }
+    }
+
+    /// Inclusion proofs for `indices` (RFC 9162 order), against the builder's tree size.
+    pub async fn inclusion(&mut self, indices: &[u64]) -> Result<Vec<Vec<Hash>>, LedgerError> {
+        let ranges = indices
+            .iter()
+            .map(|&i| inclusion_ranges(i, self.size))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.fill(ranges.iter().flatten()).await?;
+        Ok(ranges.iter().map(|r| self.hashes(r)).collect())
+    }
+
+    /// The consistency proof from `from` to the builder's tree size.
+    pub async fn consistency(&mut self, from: u64) -> Result<Vec<Hash>, LedgerError> {
+        let ranges = consistency_ranges(from, self.size)?;
+        self.fill(ranges.iter()).await?;
+        Ok(self.hashes(&ranges))
+    }
+
+    fn hashes(&self, ranges: &[(u64, u64)]) -> Vec<Hash> {
+        ranges.iter().filter_map(|r| self.cache.get(r).copied()).collect()
+    }
+
+    async fn fill(&mut self, ranges: impl Iterator<Item = &(u64, u64)>) -> Result<(), LedgerError> {
+        let mut missing: Vec<(u64, u64)> = ranges
+            .filter(|r| !self.cache.contains_key(r))
+            .copied()
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let mut batch: Vec<((u64, u64), usize)> = Vec::new();
+        let mut ids = Vec::new();
+        for range in missing {
+            let nodes = range_nodes(range.0, range.1);
+            if ids.len() + nodes.len() > NODES_PER_QUERY && !ids.is_empty() {
+                self.fetch(&mut batch, &mut ids).await?;
+            }
+            batch.push((range, nodes.len()));
+            ids.extend(nodes);
+        }
+        self.fetch(&mut batch, &mut ids).await
+    }
+
+    async fn fetch(
+        &mut self,
+        batch: &mut Vec<((u64, u64), usize)>,
+        ids: &mut Vec<merkle::NodeId>,
+    ) -> Result<(), LedgerError> {
+        let mut hashes = self.store.nodes(ids).await?.into_iter();
+        for (range, n) in batch.drain(..) {
+            let part: Vec<Hash> = hashes.by_ref().take(n).collect();
+            let hash = fold(&part)
+                .ok_or_else(|| LedgerError::Damaged("an empty proof range".into()))?;
+            self.cache.insert(range, hash);
+        }
+        ids.clear();
+        Ok(())
     }
 }
 

@@ -63,7 +63,8 @@ fn render(diagnostics: &[Diagnostic]) -> String {
 pub struct PolicyDigest(String);
 
 impl PolicyDigest {
-    fn of_files(files: &[(String, String)]) -> Self {
+    /// The digest of `(file name, text)` pairs in load order; what an audit pack verifier recomputes.
+    pub fn of_files(files: &[(String, String)]) -> Self {
         let mut hasher = Sha256::new();
         // Length-prefixed so that moving text between files changes the digest.
         for (name, text) in files {
@@ -91,7 +92,9 @@ pub struct PolicyPack {
     schema: Schema,
     policies: PolicySet,
     digest: PolicyDigest,
-    files: Vec<String>,
+    /// `(file name, text)` as loaded: kept so that the ledger's digest can always be shown as text.
+    sources: Vec<(String, String)>,
+    schema_text: String,
     authorizer: Authorizer,
 }
 
@@ -153,7 +156,8 @@ impl PolicyPack {
             schema,
             policies,
             digest,
-            files: files.into_iter().map(|(name, _)| name).collect(),
+            sources: files,
+            schema_text: schema_text.to_owned(),
             authorizer: Authorizer::new(),
         })
     }
@@ -166,8 +170,17 @@ impl PolicyPack {
         &self.schema
     }
 
-    pub fn files(&self) -> &[String] {
-        &self.files
+    pub fn files(&self) -> Vec<String> {
+        self.sources.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// `(file name, text)` of every policy file, in load order.
+    pub fn sources(&self) -> &[(String, String)] {
+        &self.sources
+    }
+
+    pub fn schema_text(&self) -> &str {
+        &self.schema_text
     }
 
     pub fn policy_count(&self) -> usize {
