@@ -26,7 +26,9 @@ use crate::approvals::{self, Approval, Approvals};
 use crate::identity::Caller;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
 use crate::killswitch::KillSwitches;
-use crate::ledger::entry::{self, DecisionEvent, Entry, EntryError, Event, ResourceEvent};
+use crate::ledger::entry::{
+    self, DecisionEvent, Entry, EntryError, Event, Probe, ResourceEvent, SelfCheckEvent,
+};
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
 use crate::registry::{AgentStatus, EntityTypes, Registry, Snapshot};
@@ -717,6 +719,88 @@ impl Pipeline {
             .into_iter()
             .map(record_of)
             .collect()
+    }
+}
+
+impl Pipeline {
+    /// Requests that must never be allowed, run through [`Pipeline::evaluate`] (nothing recorded):
+    /// an unregistered agent, an unregistered tool for a registered agent, and an action the
+    /// schema does not know.
+    pub fn self_check(&self) -> SelfCheckEvent {
+        let nobody = format!("reins-self-check-{}", uuid::Uuid::new_v4().simple());
+        let caller = |agent: AgentId| Caller {
+            agent,
+            on_behalf_of: None,
+            roles: Default::default(),
+            issuer: "reins-self-check".into(),
+        };
+        let request = |action: &str, tool: &str| DecisionRequest {
+            action: action.into(),
+            resource: ResourceRef {
+                kind: "Tool".into(),
+                id: tool.into(),
+                attributes: None,
+            },
+            context: None,
+            session_id: None,
+            approval_id: None,
+        };
+        let outcome = |result: Result<Evaluation, RequestError>| match result {
+            Ok(e) => format!(
+                "{}/{}",
+                serde_json::to_value(e.decision.decision).unwrap_or_default().as_str().unwrap_or("?"),
+                e.decision
+                    .reasons
+                    .first()
+                    .and_then(|r| serde_json::to_value(r.code).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+            Err(e) => format!("refused/{}", e.field),
+        };
+        let mut probes = Vec::new();
+        let mut probe = |name: &str, expected: &str, got: String| {
+            probes.push(Probe {
+                name: name.into(),
+                expected: expected.into(),
+                passed: got == expected,
+                got,
+            })
+        };
+        if let Ok(agent) = nobody.parse::<AgentId>() {
+            probe(
+                "unregistered_agent",
+                "deny/unknown_agent",
+                outcome(self.evaluate(&caller(agent.clone()), &request("invoke", &nobody))),
+            );
+            probe(
+                "unknown_action",
+                "refused/action",
+                outcome(self.evaluate(&caller(agent), &request(&nobody, &nobody))),
+            );
+        }
+        let snapshot = self.registry.snapshot();
+        let active = self
+            .registry
+            .agents()
+            .into_iter()
+            .find(|a| a.record.status == AgentStatus::Active);
+        if let Some(agent) = active.filter(|a| snapshot.agent(&a.id).is_some()) {
+            let expected = match self.killswitches.matching(&agent.id, None, "invoke") {
+                Some(_) => "deny/kill_switch",
+                None => "deny/unknown_tool",
+            };
+            probe(
+                "unregistered_tool",
+                expected,
+                outcome(self.evaluate(&caller(agent.id), &request("invoke", &nobody))),
+            );
+        }
+        SelfCheckEvent {
+            policy_digest: self.policies.load().digest().to_string(),
+            passed: probes.iter().all(|p| p.passed),
+            probes,
+        }
     }
 }
 

@@ -138,6 +138,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         store.clone(),
         config.batch_max,
     )?;
+    record_self_check(&pipeline, &ledger).await?;
     Ok(Services {
         config,
         verifier,
@@ -148,6 +149,40 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         approvals,
         sweeper,
     })
+}
+
+/// Probes the live pipeline with requests that must be denied or refused, and records the result
+/// in the ledger: the evidence for Art 15 (fail-safe). A failing probe is logged loudly but does
+/// not stop the start: the checklist shows it.
+async fn record_self_check(pipeline: &Pipeline, ledger: &Ledger) -> Result<(), StartError> {
+    let check = pipeline.self_check();
+    if !check.passed {
+        tracing::error!(?check, "fail-closed self-check failed");
+    }
+    let entry = Entry {
+        time: crate::store::now(),
+        event: Event::SelfCheck(check),
+    };
+    ledger
+        .append(vec![Append::new(&entry, SideEffect::None)?])
+        .await?;
+    Ok(())
+}
+
+impl Services {
+    /// A read-only view for the compliance documents, as of now.
+    pub fn compliance_sources(&self) -> crate::compliance::Sources {
+        let registry = self.pipeline.registry();
+        crate::compliance::Sources {
+            store: self.store.clone(),
+            snapshot: registry.snapshot(),
+            types: registry.types().clone(),
+            pack: self.pipeline.policies(),
+            config: self.config.compliance.clone(),
+            signer: self.ledger.signer().clone(),
+            ledger_size: self.ledger.head().size,
+        }
+    }
 }
 
 /// A server running in the background; used by `reins serve` and by tests.

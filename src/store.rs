@@ -535,6 +535,17 @@ impl Store {
             .await?)
     }
 
+    /// The first checkpoint signed for a tree larger than `size`.
+    pub async fn first_checkpoint_above(
+        &self,
+        size: u64,
+    ) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 1")
+            .bind(size as i64)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Every checkpoint, smallest tree first.
     pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
         Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size").fetch_all(&self.pool).await?)

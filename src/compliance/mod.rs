@@ -8,7 +8,7 @@
 
 pub mod card;
 pub mod checklist;
-// pub mod pack;
+pub mod pack;
 
 use std::sync::Arc;
 
