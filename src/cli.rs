@@ -39,6 +39,42 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// The kill switch of a running server (role operator).
     Kill(KillArgs),
+    /// Audit packs: export from the local data dir, verify offline.
+    #[command(subcommand)]
+    AuditPack(AuditPackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditPackCommand {
+    /// Write a zip of the ledger over a period with proofs, policies, model card and checklist,
+    /// read from the data dir (the server may keep running).
+    Export(ExportArgs),
+    /// Check a pack offline: signatures, file digests, every entry's inclusion, consistency and
+    /// policy digests. Exits non-zero naming each file that fails.
+    Verify {
+        pack: PathBuf,
+        /// Verifier key (C2SP vkey) to trust; default: the pack's own `verifier.key`.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only the entries concerning this agent, with its model card and checklist.
+    #[arg(long)]
+    pub agent: Option<AgentId>,
+    /// Start of the period (RFC 3339) [default: the first entry].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the period, exclusive (RFC 3339) [default: now].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The zip to write.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub local: LocalArgs,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +254,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Kill(args) => kill(args).await?,
+        Command::AuditPack(AuditPackCommand::Export(args)) => {
+            let config = Config::load(config_file, &args.local.overrides())?;
+            export_pack(&config, args).await?;
+        }
+        Command::AuditPack(AuditPackCommand::Verify { pack, key }) => verify_pack(&pack, key)?,
         Command::Ledger(LedgerCommand::Verify(args)) => {
             let config = Config::load(config_file, &args.local.overrides())?;
             verify_ledger(&config, args).await?;
@@ -238,7 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
-    use crate::ledger::note::{NoteSigner, NoteVerifier};
+    use crate::ledger::note::NoteVerifier;
     use crate::ledger::verify::{verify_remote, verify_store};
 
     let trusted = args
@@ -281,15 +322,7 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
         None => {
             let verifier = match &args.key {
                 Some(k) => NoteVerifier::from_vkey(k)?,
-                None => {
-                    let path =
-                        config.ledger.signing_key_file.clone().unwrap_or_else(|| {
-                            config.keys_dir().join(crate::ledger::LEDGER_KEY_FILE)
-                        });
-                    let (key, _) = crate::identity::ed25519_key_file(&path, false)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                    NoteSigner::new(&config.ledger.origin, key)?.verifier()
-                }
+                None => ledger_signer(config)?.verifier(),
             };
             let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
             verify_store(&store, &verifier, trusted.as_deref()).await
@@ -312,6 +345,163 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
                 .map(|i| format!(" (first bad index: {i})"))
                 .unwrap_or_default();
             Err(anyhow::anyhow!("ledger verification FAILED: {e}{index}"))
+        }
+    }
+}
+
+/// The ledger's signer from the data dir's key file (never generated here).
+fn ledger_signer(config: &Config) -> anyhow::Result<crate::ledger::note::NoteSigner> {
+    let path = config
+        .ledger
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| config.keys_dir().join(crate::ledger::LEDGER_KEY_FILE));
+    let (key, _) = crate::identity::ed25519_key_file(&path, false)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(crate::ledger::note::NoteSigner::new(
+        &config.ledger.origin,
+        key,
+    )?)
+}
+
+/// The compliance view of a data dir, read-only: the policies are the ones the ledger last
+/// recorded loading, from their stored texts (the configured folder only if those are missing).
+async fn offline_sources(config: &Config) -> anyhow::Result<crate::compliance::Sources> {
+    use crate::ledger::entry::Event;
+    use crate::registry::{EntityTypes, Snapshot};
+    let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
+    let types = EntityTypes::new()?;
+    let snapshot = Snapshot::load(&store, &types).await?;
+    let mut pack = None;
+    if let Some(row) = store.entries_of_kinds(&["policy_loaded"]).await?.pop() {
+        let entry: crate::ledger::entry::Entry = serde_json::from_slice(&row.entry)?;
+        if let Event::PolicyLoaded(p) = entry.event
+            && let Some(texts) = store.policy_text(&p.policy_digest).await?
+        {
+            let files: Vec<(String, String)> = serde_json::from_str(&texts.files)?;
+            pack = Some(PolicyPack::from_sources(
+                "schema.cedarschema",
+                &texts.schema_text,
+                files,
+            )?);
+        }
+    }
+    let pack = match pack {
+        Some(p) => p,
+        None => PolicyPack::load(&config.policy_dir, &config.schema_file)?,
+    };
+    Ok(crate::compliance::Sources {
+        ledger_size: store.ledger_size().await?,
+        store,
+        snapshot: std::sync::Arc::new(snapshot),
+        types,
+        pack: std::sync::Arc::new(pack),
+        config: config.compliance.clone(),
+        signer: std::sync::Arc::new(ledger_signer(config)?),
+    })
+}
+
+async fn export_pack(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
+    use crate::compliance::pack::{ExportRequest, export, whole_history};
+    use crate::compliance::parse_time;
+    let whole = whole_history();
+    let period = crate::compliance::Period {
+        from: args.from.as_deref().map(|f| parse_time("--from", f)).transpose()?.unwrap_or(whole.from),
+        to: args.to.as_deref().map(|t| parse_time("--to", t)).transpose()?.unwrap_or(whole.to),
+    };
+    if period.from >= period.to {
+        anyhow::bail!("--from must be earlier than --to");
+    }
+    let sources = offline_sources(config).await?;
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {percent}% entries and proofs, eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    // Written next to the target and renamed, so a failed export leaves no half pack behind.
+    let partial = args.output.with_extension("zip.partial");
+    let file = std::fs::File::create(&partial)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?;
+    let result = export(
+        &sources,
+        &ExportRequest {
+            agent: args.agent,
+            period,
+        },
+        std::io::BufWriter::new(file),
+        &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    let (manifest, writer) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?
+        .sync_all()?;
+    std::fs::rename(&partial, &args.output)?;
+    let bytes = std::fs::metadata(&args.output)?.len();
+    println!(
+        "wrote {}: {} entries (indices {}..{}), checkpoint of {} entries, {} files, {} bytes in {:.1}s",
+        args.output.display(),
+        manifest.entries,
+        manifest.start,
+        manifest.end,
+        manifest.tree_size,
+        manifest.files.len() + 2,
+        bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn verify_pack(path: &std::path::Path, key: Option<String>) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match crate::compliance::pack::verify(std::io::BufReader::new(file), key.as_deref()) {
+        Ok(v) => {
+            if !v.key_pinned {
+                eprintln!(
+                    "warning: checked against the pack's own verifier.key; pass --key to pin the ledger's key"
+                );
+            }
+            println!(
+                "ok: {} entries (indices {}..{}{}) included in a checkpoint of {} entries; {} files match the signed manifest",
+                v.entries,
+                v.start,
+                v.end,
+                v.agent.map(|a| format!(", agent {a}")).unwrap_or_default(),
+                v.tree_size,
+                v.files
+            );
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("FAIL {p}");
+            }
+            anyhow::bail!(
+                "audit pack verification FAILED: {} problem(s) in {}",
+                problems.len(),
+                problems
+                    .iter()
+                    .map(|p| p.file.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::approvals::ApprovalError;
+use crate::compliance::ComplianceError;
 use crate::decision::RequestError;
 use crate::identity::{AuthError, MissingRole};
 use crate::killswitch::KillSwitchError;
@@ -210,6 +211,32 @@ impl From<ApprovalError> for ApiError {
             .with_field(field),
             ApprovalError::Ledger(e) => e.into(),
             ApprovalError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ComplianceError> for ApiError {
+    fn from(e: ComplianceError) -> Self {
+        match e {
+            ComplianceError::UnknownAgent(_) => Self::not_found(e.to_string()),
+            ComplianceError::Invalid { field, message } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("{field}: {message}"),
+            )
+            .with_field(field),
+            ComplianceError::Store(e) => e.into(),
+            ComplianceError::Ledger(e) => e.into(),
+            ComplianceError::Damaged(_)
+            | ComplianceError::Render { .. }
+            | ComplianceError::Write(_) => {
+                tracing::error!(error = %e, "compliance");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "compliance_error",
+                    e.to_string(),
+                )
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! could not reach by calling that function directly.
 
 mod approvals;
+mod compliance;
 pub mod error;
 pub mod extract;
 mod killswitch;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(ledger::routes())
         .merge(killswitch::routes())
         .merge(approvals::routes())
+        .merge(compliance::routes())
         .split_for_parts();
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;

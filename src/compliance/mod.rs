@@ -167,7 +167,7 @@ impl Period {
     }
 }
 
-pub(crate) fn parse_time(field: &str, text: &str) -> Result<OffsetDateTime, ComplianceError> {
+pub fn parse_time(field: &str, text: &str) -> Result<OffsetDateTime, ComplianceError> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| invalid(field, format!("`{text}` is not an RFC 3339 time: {e}")))
 }
