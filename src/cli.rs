@@ -406,8 +406,18 @@ async fn export_pack(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
     use crate::compliance::parse_time;
     let whole = whole_history();
     let period = crate::compliance::Period {
-        from: args.from.as_deref().map(|f| parse_time("--from", f)).transpose()?.unwrap_or(whole.from),
-        to: args.to.as_deref().map(|t| parse_time("--to", t)).transpose()?.unwrap_or(whole.to),
+        from: args
+            .from
+            .as_deref()
+            .map(|f| parse_time("--from", f))
+            .transpose()?
+            .unwrap_or(whole.from),
+        to: args
+            .to
+            .as_deref()
+            .map(|t| parse_time("--to", t))
+            .transpose()?
+            .unwrap_or(whole.to),
     };
     if period.from >= period.to {
         anyhow::bail!("--from must be earlier than --to");
@@ -467,8 +477,7 @@ async fn export_pack(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn verify_pack(path: &std::path::Path, key: Option<String>) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match crate::compliance::pack::verify(std::io::BufReader::new(file), key.as_deref()) {
         Ok(v) => {
             if !v.key_pinned {

@@ -287,10 +287,16 @@ impl Config {
             return Err(invalid("approvals.sweep_interval", "must be at least 10ms"));
         }
         if self.compliance.drill_window.is_zero() {
-            return Err(invalid("compliance.drill_window", "must be greater than zero"));
+            return Err(invalid(
+                "compliance.drill_window",
+                "must be greater than zero",
+            ));
         }
         if self.compliance.card_period.is_zero() {
-            return Err(invalid("compliance.card_period", "must be greater than zero"));
+            return Err(invalid(
+                "compliance.card_period",
+                "must be greater than zero",
+            ));
         }
         if self.ledger.max_batch == 0 {
             return Err(invalid("ledger.max_batch", "must be at least 1"));

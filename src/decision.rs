@@ -748,7 +748,10 @@ impl Pipeline {
         let outcome = |result: Result<Evaluation, RequestError>| match result {
             Ok(e) => format!(
                 "{}/{}",
-                serde_json::to_value(e.decision.decision).unwrap_or_default().as_str().unwrap_or("?"),
+                serde_json::to_value(e.decision.decision)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?"),
                 e.decision
                     .reasons
                     .first()

@@ -106,9 +106,18 @@ fn missing_fields(agent: &Agent) -> Vec<&'static str> {
         ("model_version", r.model_version.is_none()),
         ("intended_purpose", r.intended_purpose.is_none()),
         ("documentation.base_model", base_model.is_none()),
-        ("documentation.out_of_scope_uses", out_of_scope_uses.is_empty()),
-        ("documentation.known_limitations", known_limitations.is_empty()),
-        ("documentation.evaluation_results", evaluation_results.is_empty()),
+        (
+            "documentation.out_of_scope_uses",
+            out_of_scope_uses.is_empty(),
+        ),
+        (
+            "documentation.known_limitations",
+            known_limitations.is_empty(),
+        ),
+        (
+            "documentation.evaluation_results",
+            evaluation_results.is_empty(),
+        ),
         ("documentation.data_sources", data_sources.is_empty()),
         ("documentation.human_oversight", human_oversight.is_empty()),
         ("documentation.contact", contact.is_none()),

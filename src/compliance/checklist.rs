@@ -317,7 +317,10 @@ async fn decision_logging(sources: &Sources, agent: &AgentId) -> Result<Finding,
     if counts.unrecorded > 0 {
         return Ok(Finding::new(
             EvidenceMissing,
-            format!("{} of {total} decisions have no ledger entry", counts.unrecorded),
+            format!(
+                "{} of {total} decisions have no ledger entry",
+                counts.unrecorded
+            ),
             Vec::new(),
         ));
     }
@@ -385,8 +388,14 @@ async fn decision_logging(sources: &Sources, agent: &AgentId) -> Result<Finding,
             .inclusion(&[index])
             .await?
             .remove(0);
-        if verify_inclusion(&leaf_hash(&bytes), index, checkpoint.size, &proof, &checkpoint.root)
-            .is_err()
+        if verify_inclusion(
+            &leaf_hash(&bytes),
+            index,
+            checkpoint.size,
+            &proof,
+            &checkpoint.root,
+        )
+        .is_err()
         {
             return Ok(Finding::new(
                 EvidenceMissing,
@@ -410,7 +419,10 @@ async fn decision_logging(sources: &Sources, agent: &AgentId) -> Result<Finding,
 fn instructions(entry: &AgentEntry) -> Finding {
     let r = &entry.agent.record;
     let mut missing = Vec::new();
-    if r.intended_purpose.as_deref().is_none_or(|s| s.trim().is_empty()) {
+    if r.intended_purpose
+        .as_deref()
+        .is_none_or(|s| s.trim().is_empty())
+    {
         missing.push("intended_purpose");
     }
     if r.documentation.human_oversight.is_empty() {
@@ -447,7 +459,13 @@ fn approval_gates(sources: &Sources, entry: &AgentEntry) -> Finding {
         if !matches!(tool.tool.record.risk, ToolRisk::High | ToolRisk::Critical) {
             continue;
         }
-        let verdict = probe_tool(&sources.pack, &sources.snapshot, &sources.types, agent, tool_id);
+        let verdict = probe_tool(
+            &sources.pack,
+            &sources.snapshot,
+            &sources.types,
+            agent,
+            tool_id,
+        );
         match verdict.as_ref().map(gate_of) {
             Some(Gate::Approval(ids)) => evidence.push(Evidence::text(format!(
                 "`{tool_id}` ({}) needs an approval: {}",
@@ -472,7 +490,9 @@ fn approval_gates(sources: &Sources, entry: &AgentEntry) -> Finding {
         );
     }
     if evidence.is_empty() {
-        evidence.push(Evidence::text("the agent declares no high- or critical-risk tool"));
+        evidence.push(Evidence::text(
+            "the agent declares no high- or critical-risk tool",
+        ));
     }
     Finding::new(
         Status::Satisfied,
@@ -577,10 +597,13 @@ async fn kill_switch_drill(
 /// Art 15: the start-up fail-closed self-check passed against the pack now active.
 async fn fail_closed(sources: &Sources) -> Result<Finding, ComplianceError> {
     let latest = sources.entries_of(&["self_check"]).await?.pop();
-    let Some((index, Entry {
-        event: Event::SelfCheck(check),
-        time,
-    })) = latest
+    let Some((
+        index,
+        Entry {
+            event: Event::SelfCheck(check),
+            time,
+        },
+    )) = latest
     else {
         return Ok(Finding::new(
             Status::EvidenceMissing,
@@ -776,7 +799,10 @@ pub async fn attest(
     if catalogue.item(&request.item).is_none() {
         return Err(invalid(
             "item",
-            format!("`{}` is not an item of the checklist catalogue", request.item),
+            format!(
+                "`{}` is not an item of the checklist catalogue",
+                request.item
+            ),
         ));
     }
     let statement = request.statement.trim();
@@ -814,8 +840,8 @@ pub async fn attest(
         time: crate::store::now(),
         event: Event::AttestationRecorded(event.clone()),
     };
-    let append = Append::new(&entry, SideEffect::None)
-        .map_err(|e| invalid("statement", e.to_string()))?;
+    let append =
+        Append::new(&entry, SideEffect::None).map_err(|e| invalid("statement", e.to_string()))?;
     let reference = ledger.append(vec![append]).await?.remove(0);
     Ok((
         Attestation {

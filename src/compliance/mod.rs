@@ -173,7 +173,8 @@ pub fn parse_time(field: &str, text: &str) -> Result<OffsetDateTime, ComplianceE
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// What the ledger says an agent did over a period: the model card's quantitative section and
@@ -254,9 +255,7 @@ pub async fn figures(
     let kill_switch = kill_switch_uses(sources, agent)
         .await?
         .into_iter()
-        .filter(|u| {
-            parse_time("engaged_at", &u.engaged_at).is_ok_and(|t| period.contains(t))
-        })
+        .filter(|u| parse_time("engaged_at", &u.engaged_at).is_ok_and(|t| period.contains(t)))
         .collect();
 
     Ok(Figures {
@@ -329,8 +328,10 @@ pub(crate) fn sha256(bytes: &[u8]) -> String {
 
 /// The root of the stored tree of `size` entries.
 pub(crate) async fn stored_root(store: &Store, size: u64) -> Result<merkle::Hash, ComplianceError> {
-    Ok(merkle::fold(&store.nodes(&merkle::range_nodes(0, size)).await?)
-        .unwrap_or_else(merkle::empty_root))
+    Ok(
+        merkle::fold(&store.nodes(&merkle::range_nodes(0, size)).await?)
+            .unwrap_or_else(merkle::empty_root),
+    )
 }
 
 #[cfg(test)]

@@ -197,12 +197,21 @@ pub async fn export<W: Write + Seek>(
     }
     let verifier = sources.signer.verifier();
     let latest = sources.store.latest_checkpoint().await?.ok_or_else(|| {
-        invalid("to", "the ledger has no signed checkpoint yet; try again in a second")
+        invalid(
+            "to",
+            "the ledger has no signed checkpoint yet; try again in a second",
+        )
     })?;
     let checkpoint = parse_checkpoint(&verifier, &latest.note)
         .map_err(|e| ComplianceError::Damaged(format!("the latest checkpoint: {e}")))?;
-    let start = sources.index_at(request.period.from).await?.min(checkpoint.size);
-    let end = sources.index_at(request.period.to).await?.min(checkpoint.size);
+    let start = sources
+        .index_at(request.period.from)
+        .await?
+        .min(checkpoint.size);
+    let end = sources
+        .index_at(request.period.to)
+        .await?
+        .min(checkpoint.size);
     let total = (end - start) * 2;
     let mut pack = PackWriter::new(out);
 
@@ -246,7 +255,10 @@ pub async fn export<W: Write + Seek>(
             pack.write(&bytes)?;
         }
         done += chunk.len() as u64;
-        progress((end - start) + done * (end - start) / (indices.len().max(1) as u64), total);
+        progress(
+            (end - start) + done * (end - start) / (indices.len().max(1) as u64),
+            total,
+        );
     }
     progress(total, total);
 
@@ -337,7 +349,10 @@ pub async fn export<W: Write + Seek>(
             &serde_json::to_vec_pretty(&list).map_err(write_error)?,
         )?;
     }
-    pack.file("README.md", readme(request, start, end, checkpoint.size).as_bytes())?;
+    pack.file(
+        "README.md",
+        readme(request, start, end, checkpoint.size).as_bytes(),
+    )?;
     pack.close();
 
     let mut files = std::mem::take(&mut pack.files);
@@ -447,10 +462,12 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         let mut file = archive
             .by_index(i)
             .map_err(|e| vec![problem("(zip)", format!("entry {i}: {e}"))])?;
-        let name = file
-            .name()
-            .map(|n| n.into_owned())
-            .map_err(|e| vec![problem("(zip)", format!("entry {i} has no readable name: {e}"))])?;
+        let name = file.name().map(|n| n.into_owned()).map_err(|e| {
+            vec![problem(
+                "(zip)",
+                format!("entry {i} has no readable name: {e}"),
+            )]
+        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| vec![problem(&name, format!("cannot be read: {e}"))])?;
@@ -466,15 +483,20 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
     let key_pinned = key.is_some();
     let vkey = match key {
         Some(k) => k.trim().to_owned(),
-        None => String::from_utf8_lossy(get("verifier.key")?).trim().to_owned(),
+        None => String::from_utf8_lossy(get("verifier.key")?)
+            .trim()
+            .to_owned(),
     };
     let verifier = NoteVerifier::from_vkey(&vkey)
         .map_err(|e| vec![problem("verifier.key", format!("not a verifier key: {e}"))])?;
     let manifest_bytes = get("manifest.json")?;
     let signature = String::from_utf8_lossy(get("manifest.sig")?).into_owned();
-    let signed = verifier
-        .verify(&signature)
-        .map_err(|e| vec![problem("manifest.sig", format!("signature does not verify: {e}"))])?;
+    let signed = verifier.verify(&signature).map_err(|e| {
+        vec![problem(
+            "manifest.sig",
+            format!("signature does not verify: {e}"),
+        )]
+    })?;
     let manifest: Manifest = serde_json::from_slice(manifest_bytes)
         .map_err(|e| vec![problem("manifest.json", format!("unreadable: {e}"))])?;
     if signed != manifest_statement(&manifest.origin, manifest_bytes) {
@@ -492,14 +514,23 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
 
     // 2. Every file as listed, nothing more.
     let mut problems = Vec::new();
-    let listed: HashMap<&str, &ManifestFile> =
-        manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let listed: HashMap<&str, &ManifestFile> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
     for f in &manifest.files {
         match files.get(&f.path) {
-            None => problems.push(problem(&f.path, "listed in the manifest but missing".into())),
-            Some(bytes) if hex::encode(Sha256::digest(bytes)) != f.sha256 => problems.push(
-                problem(&f.path, "its SHA-256 does not match the manifest (modified)".into()),
-            ),
+            None => problems.push(problem(
+                &f.path,
+                "listed in the manifest but missing".into(),
+            )),
+            Some(bytes) if hex::encode(Sha256::digest(bytes)) != f.sha256 => {
+                problems.push(problem(
+                    &f.path,
+                    "its SHA-256 does not match the manifest (modified)".into(),
+                ))
+            }
             Some(_) => {}
         }
     }
@@ -512,13 +543,18 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
 
     // 3. Checkpoints.
     let checkpoint = |file: &str| -> Result<Checkpoint, Problem> {
-        let note = String::from_utf8_lossy(files.get(file).ok_or_else(|| {
-            problem(file, "is missing from the pack".into())
-        })?)
+        let note = String::from_utf8_lossy(
+            files
+                .get(file)
+                .ok_or_else(|| problem(file, "is missing from the pack".into()))?,
+        )
         .into_owned();
         parse_checkpoint(&verifier, &note).map_err(|e| problem(file, e))
     };
-    let (head, first) = match (checkpoint("checkpoint.txt"), checkpoint("checkpoints/first.txt")) {
+    let (head, first) = match (
+        checkpoint("checkpoint.txt"),
+        checkpoint("checkpoints/first.txt"),
+    ) {
         (Ok(h), Ok(f)) => (h, f),
         (h, f) => {
             problems.extend(h.err());
@@ -537,7 +573,10 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
     }
 
     // 4. Entries and their inclusion proofs.
-    let entries_text = files.get("entries.jsonl").map(Vec::as_slice).unwrap_or_default();
+    let entries_text = files
+        .get("entries.jsonl")
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let proofs_text = files
         .get("proofs/inclusion.jsonl")
         .map(Vec::as_slice)
@@ -600,7 +639,11 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         let hashes: Option<Vec<Hash>> = proof
             .hashes
             .iter()
-            .map(|h| B64.decode(h).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
+            .map(|h| {
+                B64.decode(h)
+                    .ok()
+                    .and_then(|b| Hash::try_from(b.as_slice()).ok())
+            })
             .collect();
         let ok = hashes.is_some_and(|hs| {
             verify_inclusion(&leaf_hash(bytes), index, head.size, &hs, &head.root).is_ok()
@@ -635,7 +678,11 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         let hashes: Option<Vec<Hash>> = c
             .hashes
             .iter()
-            .map(|h| B64.decode(h).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
+            .map(|h| {
+                B64.decode(h)
+                    .ok()
+                    .and_then(|b| Hash::try_from(b.as_slice()).ok())
+            })
             .collect();
         c.from == first.size
             && c.to == head.size

@@ -427,7 +427,10 @@ impl ProofBuilder {
     }
 
     fn hashes(&self, ranges: &[(u64, u64)]) -> Vec<Hash> {
-        ranges.iter().filter_map(|r| self.cache.get(r).copied()).collect()
+        ranges
+            .iter()
+            .filter_map(|r| self.cache.get(r).copied())
+            .collect()
     }
 
     async fn fill(&mut self, ranges: impl Iterator<Item = &(u64, u64)>) -> Result<(), LedgerError> {
@@ -458,8 +461,8 @@ impl ProofBuilder {
         let mut hashes = self.store.nodes(ids).await?.into_iter();
         for (range, n) in batch.drain(..) {
             let part: Vec<Hash> = hashes.by_ref().take(n).collect();
-            let hash = fold(&part)
-                .ok_or_else(|| LedgerError::Damaged("an empty proof range".into()))?;
+            let hash =
+                fold(&part).ok_or_else(|| LedgerError::Damaged("an empty proof range".into()))?;
             self.cache.insert(range, hash);
         }
         ids.clear();

@@ -198,6 +198,7 @@ async fn an_admin_change_that_cannot_be_stored_changes_nothing_and_the_ledger_ca
         types,
         [
             "policy_loaded",
+            "self_check",
             "tool_registered",
             "agent_registered",
             "decision"

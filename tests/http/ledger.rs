@@ -201,6 +201,7 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
         types,
         [
             "policy_loaded",
+            "self_check",
             "tool_registered",
             "tool_registered",
             "agent_registered",
@@ -211,9 +212,12 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
         entries[0]["policy_digest"].as_str().unwrap().len(),
         "sha256:".len() + 64
     );
-    assert_eq!(entries[4]["actor"], "ops-admin");
-    assert_eq!(entries[4]["version"], 2);
-    assert_eq!(entries[4]["record"]["risk_tier"], "high");
+    assert_eq!(entries[5]["actor"], "ops-admin");
+    assert_eq!(entries[5]["version"], 2);
+    assert_eq!(entries[5]["record"]["risk_tier"], "high");
+    // The start-up self-check probes the live pipeline and records that it failed closed.
+    assert_eq!(entries[1]["passed"], true, "{}", entries[1]);
+    assert_eq!(entries[1]["probes"][0]["got"], "deny/unknown_agent");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 mod approvals;
 mod bad_input;
 mod cli;
+mod compliance;
 mod conformance;
 mod decisions;
 mod fail_closed;

@@ -1,0 +1,646 @@
+//! Compliance officers' documents: model cards, the EU AI Act checklist, attestations and audit
+//! packs, all built from what the ledger recorded.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::cli::{reins, run, text};
+use crate::harness::{TestServer, codes};
+
+const REFUND_BOT: &str = "refund-bot";
+
+async fn fleet(s: &TestServer) {
+    s.tool("search.web", "low").await;
+    s.tool("payments.refund", "high").await;
+    s.tool("db.drop", "critical").await;
+    s.agent_with(
+        REFUND_BOT,
+        json!({
+            "name": "Refund bot", "owner": "payments-team", "risk_tier": "high",
+            "provider": "Acme AI", "model": "acme-7b", "model_version": "2026-10",
+            "intended_purpose": "Refund card payments under 1,000 EUR after a complaint",
+            "tools": ["search.web", "payments.refund", "db.drop"],
+            "documentation": {
+                "base_model": "acme-7b-base",
+                "out_of_scope_uses": ["credit decisions"],
+                "evaluation_results": [{"name": "refund-eval-v3", "metric": "accuracy", "value": 0.93, "date": "2026-10-01"}],
+                "ai_act_role": "provider_and_deployer"
+            }
+        }),
+    )
+    .await;
+}
+
+fn officer(s: &TestServer) -> String {
+    s.token("cora", &["compliance_officer"])
+}
+
+fn auditor(s: &TestServer) -> String {
+    s.token("audrey", &["auditor"])
+}
+
+async fn checklist(s: &TestServer) -> Value {
+    let (status, list) = s
+        .get(&format!("/v1/agents/{REFUND_BOT}/checklist"), &auditor(s))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list
+}
+
+fn status_of(list: &Value, item: &str) -> String {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == item)
+        .unwrap_or_else(|| panic!("no item {item} in {list}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn item<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap()
+}
+
+/// Three searches, a refund that waits for a human who grants it, then a kill-switch drill.
+async fn activity(s: &TestServer) {
+    let bot = s.token(REFUND_BOT, &[]);
+    for _ in 0..3 {
+        let (_, d) = s.invoke(&bot, "search.web", json!({})).await;
+        assert_eq!(d["decision"], "allow", "{d}");
+    }
+    let refund = json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"}, "context": {"args": {"amount": 120}}});
+    let (_, asked) = s.post("/v1/decisions", &bot, refund.clone()).await;
+    assert_eq!(codes(&asked), ["approval_required"], "{asked}");
+    let id = asked["access_request"]["approval_id"].as_str().unwrap();
+    let (status, granted) = s
+        .post(
+            &format!("/v1/approvals/{id}/grant"),
+            &s.token("alice", &["approver"]),
+            json!({"comment": "customer complaint 881"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{granted}");
+    let mut with = refund;
+    with["approval_id"] = json!(id);
+    let (_, allowed) = s.post("/v1/decisions", &bot, with).await;
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+
+    let operator = s.token("oncall", &["operator"]);
+    let (status, switch) = s
+        .post(
+            "/v1/killswitch",
+            &operator,
+            json!({"scope": {"agent": REFUND_BOT}, "reason": "quarterly drill", "drill": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{switch}");
+    let (_, stopped) = s.invoke(&bot, "search.web", json!({})).await;
+    assert_eq!(codes(&stopped), ["kill_switch"]);
+    let (status, _) = s
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/killswitch/{}", switch["id"].as_str().unwrap()),
+            Some(&operator),
+            Some(&json!({"reason": "drill over"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+
+    let before = checklist(&s).await;
+    assert_eq!(before["risk_tier"], "high");
+    assert_eq!(status_of(&before, "art12-logging"), "evidence_missing");
+    assert_eq!(status_of(&before, "art14-4-e-stop"), "evidence_missing");
+    assert_eq!(status_of(&before, "art86-explanation"), "evidence_missing");
+    assert_eq!(
+        status_of(&before, "art13-instructions-for-use"),
+        "evidence_missing"
+    );
+    assert_eq!(
+        status_of(&before, "art10-data-governance"),
+        "attestation_required"
+    );
+    // Evidence that does not depend on traffic: start-up self-check, retention, approval gates.
+    assert_eq!(status_of(&before, "art15-fail-closed"), "satisfied");
+    assert_eq!(status_of(&before, "art19-log-retention"), "satisfied");
+    assert_eq!(status_of(&before, "art26-6-log-retention"), "satisfied");
+    let gates = item(&before, "art14-4-d-override");
+    assert_eq!(gates["status"], "satisfied", "{gates}");
+    let gate_evidence = gates["evidence"].to_string();
+    assert!(
+        gate_evidence.contains("approval-high-risk-tools"),
+        "{gate_evidence}"
+    );
+    assert!(
+        gate_evidence.contains("tier-high-no-critical"),
+        "{gate_evidence}"
+    );
+    // Limited-tier-only and minimal items are listed as not applicable to a high-tier agent.
+    assert_eq!(
+        status_of(&before, "art4-ai-literacy"),
+        "attestation_required"
+    );
+
+    activity(&s).await;
+    s.checkpoint_covering(s.ledger_size()).await;
+    let after = checklist(&s).await;
+    assert_eq!(
+        status_of(&after, "art12-logging"),
+        "satisfied",
+        "{}",
+        item(&after, "art12-logging")
+    );
+    let logging = item(&after, "art12-logging")["evidence"].to_string();
+    assert!(
+        logging.contains("\"checkpoint\":\"reins.local/ledger\\n"),
+        "{logging}"
+    );
+    assert_eq!(status_of(&after, "art86-explanation"), "satisfied");
+    let stop = item(&after, "art14-4-e-stop");
+    assert_eq!(stop["status"], "satisfied", "{stop}");
+    assert!(stop["evidence"][0]["ledger_index"].is_u64(), "{stop}");
+    assert!(
+        stop["evidence"][0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("drill")
+    );
+
+    // An attestation, recorded in the ledger, turns an attestation item into `attested`.
+    let size = s.ledger_size();
+    let (status, attested) = s
+        .post(
+            &format!("/v1/agents/{REFUND_BOT}/attestations"),
+            &officer(&s),
+            json!({"item": "art10-data-governance", "statement": "Data sheet DS-12 reviewed",
+                   "document_sha256": "AB".repeat(32)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{attested}");
+    assert_eq!(attested["ledger_index"], size);
+    assert_eq!(
+        attested["document_sha256"],
+        format!("sha256:{}", "ab".repeat(32))
+    );
+    assert_eq!(attested["actor"], "cora");
+    let list = checklist(&s).await;
+    assert_eq!(status_of(&list, "art10-data-governance"), "attested");
+    assert_eq!(
+        item(&list, "art10-data-governance")["attestations"][0]["statement"],
+        "Data sheet DS-12 reviewed"
+    );
+
+    // Missing automatic evidence can be attested too, and the record fixing it makes it satisfied.
+    assert_eq!(
+        status_of(&list, "art13-instructions-for-use"),
+        "evidence_missing"
+    );
+    let mut record = s
+        .get(&format!("/v1/agents/{REFUND_BOT}"), &s.admin())
+        .await
+        .1;
+    for key in ["id", "version", "created_at", "updated_at"] {
+        record.as_object_mut().unwrap().remove(key);
+    }
+    record["documentation"]["human_oversight"] = json!(["refunds need a payments-team approver"]);
+    s.agent_with(REFUND_BOT, record).await;
+    assert_eq!(
+        status_of(&checklist(&s).await, "art13-instructions-for-use"),
+        "satisfied"
+    );
+
+    // Markdown for people.
+    let response = s
+        .client
+        .get(s.url(&format!("/v1/agents/{REFUND_BOT}/checklist")))
+        .bearer_auth(auditor(&s))
+        .header("accept", "text/markdown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let md = response.text().await.unwrap();
+    assert!(md.starts_with("# EU AI Act checklist: Refund bot"), "{md}");
+    assert!(md.contains("| `art10-data-governance`"), "{md}");
+    assert!(md.contains("Data sheet DS-12 reviewed"), "{md}");
+
+    let (_, listed) = s
+        .get(
+            &format!("/v1/agents/{REFUND_BOT}/attestations"),
+            &auditor(&s),
+        )
+        .await;
+    assert_eq!(listed["attestations"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn attestations_are_refused_without_the_role_or_with_bad_input() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let path = format!("/v1/agents/{REFUND_BOT}/attestations");
+    let size = s.ledger_size();
+    let ok = json!({"item": "art10-data-governance", "statement": "done"});
+    for token in [auditor(&s), s.admin(), s.token(REFUND_BOT, &[])] {
+        let (status, body) = s.post(&path, &token, ok.clone()).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let cases = [
+        (json!({"item": "art99-nope", "statement": "x"}), 422, "item"),
+        (
+            json!({"item": "art10-data-governance", "statement": "  "}),
+            422,
+            "statement",
+        ),
+        (
+            json!({"item": "art10-data-governance", "statement": "x", "document_sha256": "abc"}),
+            422,
+            "document_sha256",
+        ),
+        (
+            json!({"item": "art10-data-governance", "statement": "x", "extra": 1}),
+            400,
+            "",
+        ),
+    ];
+    for (body, expected, field) in cases {
+        let (status, answer) = s.post(&path, &officer(&s), body.clone()).await;
+        assert_eq!(status, expected, "{body} -> {answer}");
+        if !field.is_empty() {
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+    }
+    let (status, _) = s
+        .post("/v1/agents/nobody/attestations", &officer(&s), ok)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(s.ledger_size(), size, "nothing refused was recorded");
+
+    // Reading needs an auditor, compliance officer or admin.
+    let (status, _) = s
+        .get(
+            &format!("/v1/agents/{REFUND_BOT}/checklist"),
+            &s.token(REFUND_BOT, &[]),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .get(
+            &format!("/v1/agents/{REFUND_BOT}/model-card"),
+            &s.token("x", &["operator"]),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn model_card_reports_the_ledger_figures_and_shows_missing_fields() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    activity(&s).await;
+
+    let (status, card) = s
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/agents/{REFUND_BOT}/model-card"),
+            Some(&auditor(&s)),
+            None,
+        )
+        .await;
+    // Markdown by default: not JSON.
+    assert_eq!((status, card), (200, Value::Null));
+    let response = s
+        .client
+        .get(s.url(&format!("/v1/agents/{REFUND_BOT}/model-card")))
+        .bearer_auth(officer(&s))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let card: Value = response.json().await.unwrap();
+    let f = &card["figures"];
+    // 3 searches + approval_required + approved refund + kill-switch deny.
+    assert_eq!(
+        (
+            f["decisions"].as_u64(),
+            f["allowed"].as_u64(),
+            f["denied"].as_u64()
+        ),
+        (Some(6), Some(4), Some(2)),
+        "{f}"
+    );
+    assert!((f["deny_rate"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-9);
+    assert_eq!(
+        (
+            f["approvals"]["requested"].as_u64(),
+            f["approvals"]["granted"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{f}"
+    );
+    assert!(f["approvals"]["median_review_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(f["kill_switch"].as_array().unwrap().len(), 1);
+    assert_eq!(f["kill_switch"][0]["drill"], true);
+    assert!(
+        card["missing"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("documentation.contact"))
+    );
+    assert!(
+        !card["missing"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("model"))
+    );
+    let governing: Vec<&str> = card["policies"]["governing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        governing.contains(&"approval-high-risk-tools"),
+        "{governing:?}"
+    );
+    let tools = card["tools"].to_string();
+    assert!(tools.contains("\"risk\":\"critical\""), "{tools}");
+
+    let (_, md) = s
+        .get_text(&format!("/v1/agents/{REFUND_BOT}/model-card"), &auditor(&s))
+        .await;
+    assert!(
+        md.starts_with("---\nmodel_name: \"Refund bot\"\nbase_model: \"acme-7b-base\"\n"),
+        "{md}"
+    );
+    assert!(md.contains("model-index:"), "{md}");
+    assert!(md.contains("| contact | _not provided_ |"), "{md}");
+    assert!(md.contains("| decisions | 6 |"), "{md}");
+    assert!(md.contains("| deny rate | 33.3% |"), "{md}");
+    assert!(
+        md.contains(card["policies"]["digest"].as_str().unwrap()),
+        "{md}"
+    );
+    assert!(md.contains("drill, ledger index"), "{md}");
+
+    // A period before everything holds nothing, and a bad period is a 422 naming it.
+    let empty: Value = s
+        .client
+        .get(s.url(&format!(
+            "/v1/agents/{REFUND_BOT}/model-card?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z"
+        )))
+        .bearer_auth(auditor(&s))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["figures"]["decisions"], 0, "{empty}");
+    assert_eq!(empty["figures"]["deny_rate"], Value::Null, "{empty}");
+    let (status, bad) = s
+        .get(
+            &format!("/v1/agents/{REFUND_BOT}/model-card?from=yesterday"),
+            &auditor(&s),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (422, Some("from")),
+        "{bad}"
+    );
+    let (status, _) = s.get("/v1/agents/nobody/model-card", &auditor(&s)).await;
+    assert_eq!(status, 404);
+}
+
+/// Rewrites one file of a zip through `change`.
+fn rewrite(pack: &Path, out: &Path, name: &str, change: impl Fn(Vec<u8>) -> Vec<u8>) {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(pack).unwrap()).unwrap();
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        let file_name = file.name().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        if file_name == name {
+            bytes = change(bytes);
+        }
+        writer
+            .start_file(file_name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn verify(pack: &Path, key: &str) -> (bool, String) {
+    let out = run(&mut reins(&[
+        "audit-pack",
+        "verify",
+        pack.to_str().unwrap(),
+        "--key",
+        key,
+    ]));
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+fn lines(bytes: Vec<u8>) -> Vec<Vec<u8>> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn join(lines: Vec<Vec<u8>>) -> Vec<u8> {
+    lines
+        .into_iter()
+        .flat_map(|mut l| {
+            l.push(b'\n');
+            l
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_pack_exports_verifies_offline_and_names_what_was_tampered_with() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    activity(&s).await;
+    s.checkpoint_covering(s.ledger_size()).await;
+    let key = s
+        .get_text("/v1/ledger/key", &auditor(&s))
+        .await
+        .1
+        .trim()
+        .to_owned();
+
+    // Exported by the CLI from the data dir while the server runs.
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack.zip");
+    let data = s.data.path().to_str().unwrap();
+    let out = run(&mut reins(&[
+        "audit-pack",
+        "export",
+        "--data-dir",
+        data,
+        "--agent",
+        REFUND_BOT,
+        "-o",
+        pack.to_str().unwrap(),
+    ]));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("wrote "),
+        "{}",
+        text(&out.stdout)
+    );
+    let (ok, report) = verify(&pack, &key);
+    assert!(ok, "{report}");
+    assert!(report.contains(&format!("agent {REFUND_BOT}")), "{report}");
+
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&pack).unwrap()).unwrap();
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.unwrap().into_owned())
+        .collect();
+    for expected in [
+        "manifest.json",
+        "manifest.sig",
+        "entries.jsonl",
+        "checkpoint.txt",
+        "proofs/inclusion.jsonl",
+        "proofs/consistency.json",
+        "checkpoints/first.txt",
+        "verifier.key",
+        "policies/index.json",
+        "model-card.md",
+        "checklist.json",
+        "README.md",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let mut entries = String::new();
+    archive
+        .by_name("entries.jsonl")
+        .unwrap()
+        .read_to_string(&mut entries)
+        .unwrap();
+    assert!(
+        entries.contains("\"type\":\"decision\"")
+            && entries.contains("\"type\":\"killswitch_engaged\"")
+    );
+    assert!(!entries.contains("\"agent_id\":\"someone-else\""));
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("policies/") && n.ends_with("/approvals.cedar")),
+        "{names:?}"
+    );
+
+    let tampered = dir.path().join("tampered.zip");
+    let flip = |mut b: Vec<u8>| {
+        let at = b.len() / 2;
+        b[at] ^= 1;
+        b
+    };
+    let cases: Vec<(&str, Box<dyn Fn(Vec<u8>) -> Vec<u8>>)> = vec![
+        ("entries.jsonl", Box::new(flip)),
+        ("checklist.json", Box::new(flip)),
+        ("model-card.md", Box::new(flip)),
+        ("proofs/inclusion.jsonl", Box::new(flip)),
+        (
+            "entries.jsonl",
+            Box::new(|b| {
+                let mut l = lines(b);
+                l.remove(1);
+                join(l)
+            }),
+        ),
+        (
+            "entries.jsonl",
+            Box::new(|b| {
+                let mut l = lines(b);
+                l.swap(1, 2);
+                join(l)
+            }),
+        ),
+        ("manifest.json", Box::new(flip)),
+    ];
+    for (file, change) in cases {
+        rewrite(&pack, &tampered, file, change);
+        let (ok, report) = verify(&tampered, &key);
+        assert!(!ok, "tampering with {file} went unnoticed: {report}");
+        assert!(report.contains(&format!("FAIL {file}")), "{file}: {report}");
+    }
+    // Another key: the manifest signature is what fails.
+    let other = "reins.local/ledger+00000000+AXhS7cTPv2Tgm9fDcpeS6TpFKeF3Wp2dA0Fk7ZEgnPvA";
+    let (ok, report) = verify(&pack, other);
+    assert!(!ok && report.contains("FAIL "), "{report}");
+}
+
+#[tokio::test]
+async fn audit_pack_over_http_for_auditors() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let bot = s.token(REFUND_BOT, &[]);
+    for _ in 0..5 {
+        s.invoke(&bot, "search.web", json!({})).await;
+    }
+    s.checkpoint_covering(s.ledger_size()).await;
+    let response = s
+        .client
+        .get(s.url("/v1/audit-pack"))
+        .bearer_auth(auditor(&s))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/zip");
+    let bytes = response.bytes().await.unwrap();
+    let verified =
+        reins::compliance::pack::verify(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    // Unfiltered: every entry from the first, with no gap.
+    assert_eq!(verified.start, 0);
+    assert_eq!(verified.entries, verified.end);
+    assert!(verified.entries >= 5 + 4, "{verified:?}");
+
+    let (status, _) = s.get("/v1/audit-pack", &bot).await;
+    assert_eq!(status, 403);
+    let (status, body) = s.get("/v1/audit-pack?from=2026-13-01", &auditor(&s)).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("from")),
+        "{body}"
+    );
+    let (status, body) = s.get("/v1/audit-pack?agent=nobody", &auditor(&s)).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = s.get("/v1/audit-pack?bogus=1", &auditor(&s)).await;
+    assert_eq!(status, 400, "{body}");
+}
