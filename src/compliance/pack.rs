@@ -297,7 +297,7 @@ pub async fn export<W: Write + Seek>(
             Event::PolicyLoaded(p) => Some((i, p.policy_digest)),
             _ => None,
         })
-        .last();
+        .next_back();
     let mut index = Vec::new();
     for (at, digest) in before.into_iter().chain(loads) {
         if index.iter().any(|p: &PolicyIndex| p.digest == digest) {
