@@ -37,6 +37,7 @@ async fn run(decisions: usize) {
         data_dir: Some(data.path().to_path_buf()),
         policy_dir: Some(root.join("policies")),
         schema_file: Some(root.join("schemas/reins.cedarschema")),
+        ..Default::default()
     };
     let mut config = reins::config::Config::load(None, &overrides).expect("config");
     config.batch_max = 100;

@@ -146,11 +146,34 @@ pub struct VerifyArgs {
     pub local: LocalArgs,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PepAuthArg {
+    Token,
+    None,
+}
+
+fn parse_store(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, dir) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=DIR"))?;
+    if dir.is_empty() {
+        return Err(format!("`{text}` names no folder"));
+    }
+    Ok((name.to_owned(), PathBuf::from(dir)))
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve a policy store from a folder (schema.cedarschema, *.cedar, entities.json) under
+    /// `/stores/NAME/`. Repeatable.
+    #[arg(long = "store", value_name = "NAME=DIR", value_parser = parse_store)]
+    pub stores: Vec<(String, PathBuf)>,
+    /// How AuthZEN callers authenticate: `token` (role `pep`) or `none` (local testing only).
+    #[arg(long, value_enum)]
+    pub pep_auth: Option<PepAuthArg>,
     #[command(flatten)]
     pub local: LocalArgs,
 }
@@ -226,6 +249,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let overrides = Overrides {
                 listen: args.listen,
+                stores: args.stores.into_iter().collect(),
+                authzen: args.pep_auth.map(|p| crate::config::AuthzenOverrides {
+                    pep_auth: match p {
+                        PepAuthArg::Token => crate::config::PepAuth::Token,
+                        PepAuthArg::None => crate::config::PepAuth::None,
+                    },
+                }),
                 ..args.local.overrides()
             };
             let config = Config::load(config_file, &overrides)?;

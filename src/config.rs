@@ -45,6 +45,36 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub approvals: ApprovalsConfig,
     pub compliance: ComplianceConfig,
+    pub authzen: AuthzenConfig,
+    /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
+    pub stores: std::collections::BTreeMap<String, PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthzenConfig {
+    /// How policy enforcement points authenticate to the AuthZEN endpoints: `token` (a bearer
+    /// token with role `pep`) or `none` (local testing only).
+    pub pep_auth: PepAuth,
+    /// The base URL discovery advertises; default: `http://` + the request's Host header.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PepAuth {
+    #[default]
+    Token,
+    None,
+}
+
+impl Default for AuthzenConfig {
+    fn default() -> Self {
+        Self {
+            pep_auth: PepAuth::Token,
+            public_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +215,8 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             approvals: ApprovalsConfig::default(),
             compliance: ComplianceConfig::default(),
+            authzen: AuthzenConfig::default(),
+            stores: Default::default(),
         }
     }
 }
@@ -223,6 +255,15 @@ pub struct Overrides {
     pub policy_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stores: std::collections::BTreeMap<String, PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authzen: Option<AuthzenOverrides>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AuthzenOverrides {
+    pub pep_auth: PepAuth,
 }
 
 impl Config {
@@ -285,6 +326,17 @@ impl Config {
         }
         if self.approvals.sweep_interval < Duration::from_millis(10) {
             return Err(invalid("approvals.sweep_interval", "must be at least 10ms"));
+        }
+        for name in self.stores.keys() {
+            if let Err(e) = name.parse::<crate::policy::store::StoreName>() {
+                return Err(invalid(&format!("stores.{name}"), &e.to_string()));
+            }
+            if name == crate::policy::store::DEFAULT_STORE {
+                return Err(invalid(
+                    "stores.default",
+                    "`default` is the agent-governance store (policy_dir); choose another name",
+                ));
+            }
         }
         if self.compliance.drill_window.is_zero() {
             return Err(invalid(

@@ -31,6 +31,7 @@ use crate::ledger::entry::{
 };
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
+use crate::policy::store::{PolicyStore, StoreName};
 use crate::registry::{AgentStatus, EntityTypes, Registry, Snapshot};
 use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
@@ -156,6 +157,9 @@ pub struct Decision {
     /// With `approval_required`: where the approval waits and until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_request: Option<AccessRequest>,
+    /// The policy store that decided; absent for the default (agent-governance) store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -213,6 +217,38 @@ impl RequestError {
     }
 }
 
+/// Where a decision is made: the default (agent-governance) store, whose principal is the calling
+/// agent and whose entities come from the registry, or a folder-backed store, whose principal is
+/// whatever entity the request names.
+#[derive(Clone)]
+pub enum Target {
+    Default,
+    Store {
+        store: Arc<PolicyStore>,
+        /// The principal's Cedar entity type (AuthZEN `subject.type`).
+        subject_type: String,
+        /// Attributes of a principal the store's entities do not hold.
+        subject_properties: Option<Map<String, Value>>,
+    },
+}
+
+impl Target {
+    fn store_name(&self) -> Option<String> {
+        match self {
+            Target::Default => None,
+            Target::Store { store, .. } => Some(store.name.to_string()),
+        }
+    }
+}
+
+/// A request evaluated but not yet recorded.
+pub struct Evaluated {
+    pub caller: Caller,
+    pub target: Target,
+    pub request: DecisionRequest,
+    pub evaluation: Evaluation,
+}
+
 /// Evaluates and records decisions.
 pub struct Pipeline {
     registry: Arc<Registry>,
@@ -223,6 +259,7 @@ pub struct Pipeline {
     store: Store,
     action_type: EntityTypeName,
     batch_max: usize,
+    stores: BTreeMap<StoreName, Arc<PolicyStore>>,
 }
 
 impl Pipeline {
@@ -246,7 +283,248 @@ impl Pipeline {
             store,
             action_type,
             batch_max,
+            stores: BTreeMap::new(),
         })
+    }
+
+    /// Adds folder-backed stores (before serving).
+    pub fn with_stores(mut self, stores: Vec<PolicyStore>) -> Self {
+        for store in stores {
+            self.stores.insert(store.name.clone(), Arc::new(store));
+        }
+        self
+    }
+
+    /// A folder-backed store by name.
+    pub fn store(&self, name: &StoreName) -> Option<&Arc<PolicyStore>> {
+        self.stores.get(name)
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<PolicyStore>> {
+        self.stores.values()
+    }
+
+    /// Evaluates in `target` without recording.
+    pub fn evaluate_in(
+        &self,
+        target: &Target,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> Result<Evaluation, RequestError> {
+        match target {
+            Target::Default => self.evaluate(caller, request),
+            Target::Store {
+                store,
+                subject_type,
+                subject_properties,
+            } => self.evaluate_store(
+                store,
+                subject_type,
+                subject_properties.as_ref(),
+                caller,
+                request,
+            ),
+        }
+    }
+
+    /// Evaluates and records one request in `target`.
+    pub async fn decide_in(
+        &self,
+        target: Target,
+        caller: &Caller,
+        request: DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let evaluation = self.evaluate_in(&target, caller, &request)?;
+        let mut recorded = self
+            .record_evaluated(vec![Evaluated {
+                caller: caller.clone(),
+                target,
+                request,
+                evaluation,
+            }])
+            .await;
+        recorded.remove(0)
+    }
+
+    /// Records evaluated requests together (one ledger append); an item that cannot be encoded is
+    /// an error of its own and the others are still recorded.
+    pub async fn record_evaluated(
+        &self,
+        items: Vec<Evaluated>,
+    ) -> Vec<Result<Decision, RequestError>> {
+        let mut results: Vec<Option<Result<Decision, RequestError>>> = Vec::new();
+        let mut prepared = Vec::new();
+        let mut slots = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let evaluation = self.claim(item.evaluation);
+            match self.prepare(&item.caller, &item.request, &evaluation, &item.target) {
+                Ok(appends) => {
+                    prepared.push((appends, evaluation));
+                    slots.push(i);
+                    results.push(None);
+                }
+                Err(e) => {
+                    if let Some(a) = &evaluation.approval_used {
+                        self.approvals.unclaim(&a.id);
+                    }
+                    results.push(Some(Err(e)));
+                }
+            }
+        }
+        if !prepared.is_empty() {
+            for (slot, decision) in slots.into_iter().zip(self.record(prepared).await) {
+                results[slot] = Some(Ok(decision));
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    /// A decision in a folder-backed store: the same checks as the default store's, with the
+    /// principal and resource taken from the request and the store's fixed entities.
+    fn evaluate_store(
+        &self,
+        store: &PolicyStore,
+        subject_type: &str,
+        subject_properties: Option<&Map<String, Value>>,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> Result<Evaluation, RequestError> {
+        let pack = &store.pack;
+        let type_of = |field: &str, name: &str| {
+            EntityTypeName::from_str(name).map_err(|_| {
+                RequestError::new(field, format!("`{name}` is not a Cedar entity type name"))
+            })
+        };
+        let principal_type = type_of("subject.type", subject_type)?;
+        let resource_type = type_of("resource.type", &request.resource.kind)?;
+        let action = EntityUid::from_type_name_and_id(
+            self.action_type.clone(),
+            EntityId::new(&request.action),
+        );
+        pack.check_request_types(&principal_type, &action, &resource_type)
+            .map_err(|e| {
+                let field = match e {
+                    crate::policy::RequestTypeError::UnknownAction { .. } => "action",
+                    crate::policy::RequestTypeError::NotForPrincipal { .. } => "subject.type",
+                    _ => "resource.type",
+                };
+                RequestError::new(field, e.to_string())
+            })?;
+        if request.resource.id.is_empty() {
+            return Err(RequestError::new("resource.id", "must not be empty"));
+        }
+        let context = self.context(caller, request, None)?;
+        let deny = |code: ReasonCode, message: String| Evaluation {
+            decision: Decision {
+                decision_id: DecisionId::new(),
+                decision: Outcome::Deny,
+                reasons: vec![Reason::code(code, message)],
+                errors: Vec::new(),
+                policy_digest: Some(pack.digest().to_string()),
+                evaluated_at: store::now(),
+                ledger: None,
+                evaluation_id: None,
+                access_request: None,
+                store: Some(store.name.to_string()),
+            },
+            agent_version: None,
+            approval_requested: None,
+            approval_used: None,
+        };
+        if let Some(switch) = self
+            .killswitches
+            .matching(&caller.agent, None, &request.action)
+        {
+            let mut evaluation = deny(ReasonCode::KillSwitch, switch.reason.clone());
+            evaluation.decision.reasons[0].killswitch_id = Some(switch.id.clone());
+            return Ok(evaluation);
+        }
+        if pack.policy_count() == 0 {
+            return Ok(deny(
+                ReasonCode::NoPolicy,
+                format!("store `{}` has no policies", store.name),
+            ));
+        }
+        if request.approval_id.is_some() {
+            return Err(RequestError::new(
+                "approval_id",
+                "approvals exist only in the default store",
+            ));
+        }
+        let principal = EntityUid::from_type_name_and_id(
+            principal_type.clone(),
+            EntityId::new(caller.agent.as_str()),
+        );
+        let resource = EntityUid::from_type_name_and_id(
+            resource_type.clone(),
+            EntityId::new(&request.resource.id),
+        );
+        // The store's entities, plus what the request says about entities the store does not hold
+        // (a resource's properties replace the stored ones: the PEP knows the live object).
+        let mut extra = Vec::new();
+        if let Some(attributes) = &request.resource.attributes {
+            extra.push(self.request_entity(
+                pack,
+                &resource_type,
+                &request.resource.id,
+                attributes,
+                "resource.properties",
+            )?);
+        }
+        if let Some(properties) = subject_properties
+            && store.entities.get(&principal).is_none()
+        {
+            extra.push(self.request_entity(
+                pack,
+                &principal_type,
+                caller.agent.as_str(),
+                properties,
+                "subject.properties",
+            )?);
+        }
+        let entities = if extra.is_empty() {
+            store.entities.clone()
+        } else {
+            let replaced: Vec<EntityUid> = extra.iter().map(|e| e.uid()).collect();
+            Entities::from_entities(
+                store
+                    .entities
+                    .iter()
+                    .filter(|e| !replaced.contains(&e.uid()))
+                    .cloned()
+                    .chain(extra),
+                None,
+            )
+            .map_err(|e| RequestError::new("resource.properties", e.to_string()))?
+        };
+        let cedar_request = Request::new(principal, action, resource, context, None)
+            .map_err(|e| RequestError::new("action", e.to_string()))?;
+        let mut decision = decision_of(pack, &pack.is_authorized(&cedar_request, &entities));
+        decision.store = Some(store.name.to_string());
+        Ok(Evaluation {
+            decision,
+            agent_version: None,
+            approval_requested: None,
+            approval_used: None,
+        })
+    }
+
+    /// An entity built from a request's properties, checked against the schema.
+    fn request_entity(
+        &self,
+        pack: &PolicyPack,
+        ty: &EntityTypeName,
+        id: &str,
+        attributes: &Map<String, Value>,
+        field: &str,
+    ) -> Result<Entity, RequestError> {
+        let json = serde_json::json!({
+            "uid": { "type": ty.to_string(), "id": id },
+            "attrs": attributes,
+            "parents": [],
+        });
+        Entity::from_json_value(json, Some(pack.schema()))
+            .map_err(|e| RequestError::new(field, e.to_string()))
     }
 
     pub fn policies(&self) -> Arc<PolicyPack> {
@@ -265,7 +543,7 @@ impl Pipeline {
     ) -> Result<Decision, RequestError> {
         let evaluation = self.evaluate(caller, &request)?;
         let evaluation = self.claim(evaluation);
-        let appends = self.prepare(caller, &request, &evaluation)?;
+        let appends = self.prepare(caller, &request, &evaluation, &Target::Default)?;
         Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
     }
 
@@ -299,7 +577,7 @@ impl Pipeline {
         let mut prepared = Vec::with_capacity(requests.len());
         for (i, (request, evaluation)) in requests.iter().zip(evaluations).enumerate() {
             let evaluation = self.claim(evaluation);
-            match self.prepare(caller, request, &evaluation) {
+            match self.prepare(caller, request, &evaluation, &Target::Default) {
                 Ok(appends) => prepared.push((appends, evaluation)),
                 Err(e) => {
                     for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter()) {
@@ -341,6 +619,7 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
         evaluation: &Evaluation,
+        target: &Target,
     ) -> Result<Vec<Append>, RequestError> {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
         let salts = entry::mask(&mut context, self.ledger.mask())
@@ -379,6 +658,11 @@ impl Pipeline {
                 reasons: d.reasons.clone(),
                 errors: d.errors.clone(),
                 policy_digest: d.policy_digest.clone(),
+                store: target.store_name(),
+                subject_type: match target {
+                    Target::Default => None,
+                    Target::Store { subject_type, .. } => Some(subject_type.clone()),
+                },
             }),
         };
         let too_large = |e: EntryError| match e {
@@ -524,6 +808,7 @@ impl Pipeline {
                 ledger: None,
                 evaluation_id: None,
                 access_request: None,
+                store: None,
             },
             agent_version,
             approval_requested: None,
@@ -903,6 +1188,7 @@ fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision
         ledger: None,
         evaluation_id: None,
         access_request: None,
+        store: None,
     }
 }
 

@@ -36,6 +36,8 @@ pub mod roles {
     pub const OPERATOR: &str = "operator";
     pub const APPROVER: &str = "approver";
     pub const COMPLIANCE_OFFICER: &str = "compliance_officer";
+    /// A policy enforcement point calling the AuthZEN API on behalf of its subjects.
+    pub const PEP: &str = "pep";
 }
 
 /// Why a token was refused. Every variant is a 401 except [`AuthError::KeysUnavailable`].

@@ -96,25 +96,33 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     }
     tracing::info!(policies = pack.policy_count(), files = pack.files().len(), digest = %pack.digest(), "policy pack loaded");
 
+    let mut stores = Vec::new();
+    for (name, dir) in &config.stores {
+        let name = name
+            .parse()
+            .map_err(|e: crate::policy::store::BadStoreName| {
+                PolicyError::Invalid(vec![crate::policy::Diagnostic {
+                    file: dir.display().to_string(),
+                    line: 1,
+                    column: 1,
+                    message: e.to_string(),
+                }])
+            })?;
+        let store = crate::policy::store::PolicyStore::load(name, dir)?;
+        tracing::info!(store = %store.name, dir = %dir.display(), policies = store.pack.policy_count(), digest = %store.pack.digest(), "policy store loaded");
+        stores.push(store);
+    }
     let ledger = Arc::new(Ledger::open(store.clone(), &config.ledger, &config.keys_dir()).await?);
     // Every start records the pack it runs with, so each decision's digest leads to an entry.
-    let loaded = Entry {
-        time: crate::store::now(),
-        event: Event::PolicyLoaded(PolicyEvent {
-            policy_digest: pack.digest().to_string(),
-            files: pack.files(),
-            policies: pack.policy_count(),
-        }),
-    };
-    let texts = PolicyTextRow {
-        digest: pack.digest().to_string(),
-        files: serde_json::to_string(pack.sources()).map_err(EntryError::from_json)?,
-        schema_text: pack.schema_text().to_owned(),
-        first_seen: loaded.time.clone(),
-    };
-    ledger
-        .append(vec![Append::new(&loaded, SideEffect::PolicyText(texts))?])
-        .await?;
+    ledger.append(vec![policy_loaded(&pack, None)?]).await?;
+    for store in &stores {
+        ledger
+            .append(vec![policy_loaded(
+                &store.pack,
+                Some(store.name.to_string()),
+            )?])
+            .await?;
+    }
 
     let registry = Arc::new(Registry::load(&store, ledger.clone()).await?);
     let approvals = Arc::new(
@@ -137,7 +145,8 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         ledger.clone(),
         store.clone(),
         config.batch_max,
-    )?;
+    )?
+    .with_stores(stores);
     record_self_check(&pipeline, &ledger).await?;
     Ok(Services {
         config,
@@ -149,6 +158,27 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         approvals,
         sweeper,
     })
+}
+
+/// The entry recording a loaded pack (with its texts kept by digest), so every decision's digest
+/// leads to an entry and to the policies themselves.
+fn policy_loaded(pack: &PolicyPack, store: Option<String>) -> Result<Append, StartError> {
+    let loaded = Entry {
+        time: crate::store::now(),
+        event: Event::PolicyLoaded(PolicyEvent {
+            policy_digest: pack.digest().to_string(),
+            files: pack.files(),
+            policies: pack.policy_count(),
+            store,
+        }),
+    };
+    let texts = PolicyTextRow {
+        digest: pack.digest().to_string(),
+        files: serde_json::to_string(pack.sources()).map_err(EntryError::from_json)?,
+        schema_text: pack.schema_text().to_owned(),
+        first_seen: loaded.time.clone(),
+    };
+    Ok(Append::new(&loaded, SideEffect::PolicyText(texts))?)
 }
 
 /// Probes the live pipeline with requests that must be denied or refused, and records the result

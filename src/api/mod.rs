@@ -5,6 +5,7 @@
 //! could not reach by calling that function directly.
 
 mod approvals;
+mod authzen;
 mod compliance;
 pub mod error;
 pub mod extract;
@@ -30,7 +31,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::decision::{Decision, DecisionRecord, DecisionRequest};
+use crate::decision::{Decision, DecisionRecord, DecisionRequest, Evaluated, RequestError, Target};
 use crate::identity::{Caller, roles};
 use crate::ids::{AgentId, DecisionId, ToolId};
 use crate::registry::{Agent, AgentRecord, Tool, ToolRecord};
@@ -65,8 +66,73 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The policy store a request addresses: `/stores/{store}/...`, or none for the default store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSel(pub Option<crate::policy::store::StoreName>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StoreSel {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<StoreSel>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Endpoints that exist per store; everything else is served once, without a prefix.
+const STORE_SCOPED: &[&str] = &[
+    "/v1/decisions",
+    "/access/v1/",
+    "/.well-known/authzen-configuration",
+];
+
+/// Turns `/stores/{store}/rest` into `/rest` with the store as a request extension, before routing,
+/// so one set of handlers serves every store. An unknown prefix or a path that is not per store
+/// becomes a path no route matches (404).
+fn select_store(mut request: axum::extract::Request) -> axum::extract::Request {
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix("/stores/") else {
+        return request;
+    };
+    let (name, rest) = rest.split_once('/').map_or((rest, ""), |(n, r)| (n, r));
+    let rest = format!("/{rest}");
+    let scoped = STORE_SCOPED.iter().any(|p| rest.starts_with(p));
+    let name = name.parse::<crate::policy::store::StoreName>().ok();
+    let new_path = match (&name, scoped) {
+        (Some(_), true) => rest,
+        _ => "/stores/-/not-served".to_owned(),
+    };
+    let path_and_query = match request.uri().query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    let selected = name.filter(|n| !n.is_default());
+    request.extensions_mut().insert(StoreSel(selected));
+    request
+}
+
 /// The whole application: routes, limits, timeout, tracing, and `/openapi.json`.
 pub fn router(state: AppState) -> axum::Router {
+    let inner = routes(state);
+    axum::Router::new().fallback_service(
+        ServiceBuilder::new()
+            .map_request(select_store)
+            .service(inner),
+    )
+}
+
+fn routes(state: AppState) -> axum::Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -82,6 +148,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(killswitch::routes())
         .merge(approvals::routes())
         .merge(compliance::routes())
+        .merge(authzen::routes())
         .split_for_parts();
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;
@@ -180,10 +247,60 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_decision(
     State(state): State<AppState>,
+    store: StoreSel,
     caller: Caller,
     ApiJson(request): ApiJson<DecisionRequest>,
 ) -> Result<Json<Decision>, ApiError> {
-    Ok(Json(state.pipeline.decide(&caller, request).await?))
+    match native_target(&state, &store, &request)? {
+        Target::Default => Ok(Json(state.pipeline.decide(&caller, request).await?)),
+        target => Ok(Json(
+            state.pipeline.decide_in(target, &caller, request).await?,
+        )),
+    }
+}
+
+/// The store a native request addresses. In a folder store the token's subject is the principal,
+/// of the one principal type the action applies to.
+fn native_target(
+    state: &AppState,
+    store: &StoreSel,
+    request: &DecisionRequest,
+) -> Result<Target, ApiError> {
+    let Some(name) = &store.0 else {
+        return Ok(Target::Default);
+    };
+    let store = state
+        .pipeline
+        .store(name)
+        .ok_or_else(|| ApiError::not_found(format!("no policy store `{name}`")))?;
+    let action = cedar_policy::EntityUid::from_type_name_and_id(
+        "Action"
+            .parse()
+            .map_err(|_| ApiError::not_found("no Action type"))?,
+        cedar_policy::EntityId::new(&request.action),
+    );
+    let principals = store.pack.principal_types(&action);
+    match principals.as_slice() {
+        [one] => Ok(Target::Store {
+            store: store.clone(),
+            subject_type: one.clone(),
+            subject_properties: None,
+        }),
+        [] => Err(RequestError {
+            field: "action".into(),
+            message: format!("store `{name}` has no action `{}`", request.action),
+        }
+        .into()),
+        many => Err(RequestError {
+            field: "action".into(),
+            message: format!(
+                "`{}` applies to several principal types ({}); use the AuthZEN API to name one",
+                request.action,
+                many.join(", ")
+            ),
+        }
+        .into()),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -203,10 +320,52 @@ struct BatchResponse {
     responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_decision_batch(
     State(state): State<AppState>,
+    store: StoreSel,
     caller: Caller,
     ApiJson(batch): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let decisions = state.pipeline.decide_batch(&caller, batch.requests).await?;
+    let Some(first) = batch.requests.first() else {
+        return Ok(Json(BatchResponse {
+            decisions: state.pipeline.decide_batch(&caller, batch.requests).await?,
+        }));
+    };
+    let decisions = match native_target(&state, &store, first)? {
+        Target::Default => state.pipeline.decide_batch(&caller, batch.requests).await?,
+        _ => {
+            // Every request is checked before any is recorded, as in the default store.
+            let mut evaluated = Vec::with_capacity(batch.requests.len());
+            if batch.requests.len() > state.config.batch_max {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("at most {} requests per batch", state.config.batch_max),
+                )
+                .with_field("requests"));
+            }
+            for (i, request) in batch.requests.into_iter().enumerate() {
+                let in_batch = |e: RequestError| RequestError {
+                    field: format!("requests[{i}].{}", e.field),
+                    message: e.message,
+                };
+                let target = native_target(&state, &store, &request)?;
+                let evaluation = state
+                    .pipeline
+                    .evaluate_in(&target, &caller, &request)
+                    .map_err(in_batch)?;
+                evaluated.push(Evaluated {
+                    caller: caller.clone(),
+                    target,
+                    request,
+                    evaluation,
+                });
+            }
+            state
+                .pipeline
+                .record_evaluated(evaluated)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     Ok(Json(BatchResponse { decisions }))
 }
 

@@ -120,6 +120,12 @@ pub struct DecisionEvent {
     pub reasons: Vec<Reason>,
     pub errors: Vec<EvaluationError>,
     pub policy_digest: Option<String>,
+    /// The policy store that decided; absent for the default store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// The principal's entity type in that store (the default store's is always `Agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +158,9 @@ pub struct PolicyEvent {
     pub policy_digest: String,
     pub files: Vec<String>,
     pub policies: usize,
+    /// The policy store; absent for the default store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +253,7 @@ mod tests {
                 policy_digest: "sha256:ab".into(),
                 files: vec!["a.cedar".into()],
                 policies: 2,
+                store: None,
             }),
         };
         let bytes = entry.to_bytes().unwrap();

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub mod store;
 pub mod testing;
 
 use cedar_policy::{
@@ -204,6 +205,27 @@ impl PolicyPack {
     /// The policy set itself, for callers that evaluate outside Reins' pipeline (benchmarks).
     pub fn policy_set(&self) -> &PolicySet {
         &self.policies
+    }
+
+    /// The schema's action ids, sorted.
+    pub fn action_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .schema
+            .actions()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The principal types `action` applies to.
+    pub fn principal_types(&self, action: &EntityUid) -> Vec<String> {
+        self.schema
+            .principals_for_action(action)
+            .into_iter()
+            .flatten()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     /// Checks that `action` exists and may be requested by `principal_type` on `resource_type`.

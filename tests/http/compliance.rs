@@ -428,6 +428,9 @@ async fn model_card_reports_the_ledger_figures_and_shows_missing_fields() {
     assert_eq!(status, 404);
 }
 
+/// A change to one file's bytes.
+type Edit = Box<dyn Fn(Vec<u8>) -> Vec<u8>>;
+
 /// Rewrites one file of a zip through `change`.
 fn rewrite(pack: &Path, out: &Path, name: &str, change: impl Fn(Vec<u8>) -> Vec<u8>) {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(pack).unwrap()).unwrap();
@@ -570,7 +573,7 @@ async fn audit_pack_exports_verifies_offline_and_names_what_was_tampered_with() 
         b[at] ^= 1;
         b
     };
-    let cases: Vec<(&str, Box<dyn Fn(Vec<u8>) -> Vec<u8>>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("entries.jsonl", Box::new(flip)),
         ("checklist.json", Box::new(flip)),
         ("model-card.md", Box::new(flip)),

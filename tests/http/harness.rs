@@ -31,6 +31,7 @@ pub fn test_config(data: &Path, policy_dir: Option<&Path>) -> Config {
                 .unwrap_or_else(|| repo().join("policies")),
         ),
         schema_file: Some(repo().join("schemas/reins.cedarschema")),
+        ..Overrides::default()
     };
     let mut config = Config::load(None, &overrides).expect("test config");
     config.request_timeout = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! Reins through its HTTP surface: every test starts a real server on an ephemeral port.
 
 mod approvals;
+mod authzen;
 mod bad_input;
 mod cli;
 mod compliance;
