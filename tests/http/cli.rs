@@ -311,3 +311,34 @@ async fn configuration_errors_name_the_key() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn bad_store_flags_stop_the_start_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases = [
+        ("Todo=examples/authzen-todo", "stores.Todo"),
+        ("default=examples/authzen-todo", "stores.default"),
+        ("todo", "NAME=DIR"),
+        ("todo=/nonexistent/store", "/nonexistent/store"),
+        // A folder that is not a store: the default pack has no schema.cedarschema in it.
+        ("todo=policies", "schema.cedarschema"),
+    ];
+    for (flag, named) in cases {
+        let out = run(&mut reins(&[
+            "serve",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            flag,
+        ]));
+        assert!(!out.status.success(), "{flag}");
+        assert!(
+            text(&out.stderr).contains(named),
+            "{flag}: {}",
+            text(&out.stderr)
+        );
+    }
+}
