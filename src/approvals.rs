@@ -196,6 +196,18 @@ impl Approvals {
         })
     }
 
+    /// Approvals waiting for a human now.
+    pub fn pending_count(&self) -> usize {
+        self.open
+            .lock()
+            .map(|open| {
+                open.values()
+                    .filter(|a| a.status == Status::Pending)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn ttl(&self) -> Duration {
         self.ttl
     }

@@ -20,6 +20,15 @@ pub struct Cli {
     /// Configuration file (default: ./reins.toml when present).
     #[arg(long, global = true, env = "REINS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (with the request id and trace id).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "REINS_LOG_FORMAT"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -17,7 +17,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "reins.toml";
 /// Environment variables with the `REINS_` prefix that are not configuration keys: they are read
 /// by the CLI itself (and `REINS_BENCH_*` by the benchmarks). Anything else with the prefix must be
 /// a key, so that a typo fails loudly.
-const NON_CONFIG_ENV: &[&str] = &["config", "token", "url", "log"];
+const NON_CONFIG_ENV: &[&str] = &["config", "token", "url", "log", "log_format"];
 
 fn is_config_env(key: &str) -> bool {
     !NON_CONFIG_ENV.contains(&key) && !key.starts_with("bench_")

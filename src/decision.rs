@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
@@ -20,6 +21,7 @@ use cedar_policy::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::approvals::{self, Approval, Approvals};
@@ -117,6 +119,25 @@ pub struct Reason {
     pub killswitch_id: Option<String>,
 }
 
+impl ReasonCode {
+    /// The wire name, for metrics and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::KillSwitch => "kill_switch",
+            Self::ApprovalRequired => "approval_required",
+            Self::ApprovalInvalid => "approval_invalid",
+            Self::NoMatchingPermit => "no_matching_permit",
+            Self::PolicyError => "policy_error",
+            Self::UnknownAgent => "unknown_agent",
+            Self::AgentSuspended => "agent_suspended",
+            Self::UnknownTool => "unknown_tool",
+            Self::NoPolicy => "no_policy",
+            Self::LedgerUnavailable => "ledger_unavailable",
+        }
+    }
+}
+
 impl Reason {
     fn code(code: ReasonCode, message: impl Into<String>) -> Self {
         Self {
@@ -160,6 +181,10 @@ pub struct Decision {
     /// The policy store that decided; absent for the default (agent-governance) store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// The W3C trace the request belonged to (its `traceparent`, or the server's own trace when
+    /// tracing is exported): links this decision to the agent's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -334,16 +359,21 @@ impl Pipeline {
         caller: &Caller,
         request: DecisionRequest,
     ) -> Result<Decision, RequestError> {
-        let evaluation = self.evaluate_in(&target, caller, &request)?;
-        let mut recorded = self
-            .record_evaluated(vec![Evaluated {
-                caller: caller.clone(),
-                target,
-                request,
-                evaluation,
-            }])
-            .await;
-        recorded.remove(0)
+        let span = decision_span(caller, &request, &target);
+        async {
+            let evaluation = self.evaluate_in(&target, caller, &request)?;
+            let mut recorded = self
+                .record_evaluated(vec![Evaluated {
+                    caller: caller.clone(),
+                    target,
+                    request,
+                    evaluation,
+                }])
+                .await;
+            recorded.remove(0)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Records evaluated requests together (one ledger append); an item that cannot be encoded is
@@ -352,6 +382,8 @@ impl Pipeline {
         &self,
         items: Vec<Evaluated>,
     ) -> Vec<Result<Decision, RequestError>> {
+        let started = Instant::now();
+        let callers: Vec<Caller> = items.iter().map(|i| i.caller.clone()).collect();
         let mut results: Vec<Option<Result<Decision, RequestError>>> = Vec::new();
         let mut prepared = Vec::new();
         let mut slots = Vec::new();
@@ -374,6 +406,17 @@ impl Pipeline {
         if !prepared.is_empty() {
             for (slot, decision) in slots.into_iter().zip(self.record(prepared).await) {
                 results[slot] = Some(Ok(decision));
+            }
+        }
+        for (caller, result) in callers.iter().zip(&results) {
+            if let Some(Ok(decision)) = result {
+                // A lone item is the current decision span (decide_in); a batch has none per item.
+                let span = if callers.len() == 1 {
+                    tracing::Span::current()
+                } else {
+                    tracing::Span::none()
+                };
+                self.observe(&span, caller, decision, started);
             }
         }
         results.into_iter().flatten().collect()
@@ -426,6 +469,7 @@ impl Pipeline {
                 evaluation_id: None,
                 access_request: None,
                 store: Some(store.name.to_string()),
+                trace_id: None,
             },
             agent_version: None,
             approval_requested: None,
@@ -499,7 +543,9 @@ impl Pipeline {
         };
         let cedar_request = Request::new(principal, action, resource, context, None)
             .map_err(|e| RequestError::new("action", e.to_string()))?;
-        let mut decision = decision_of(pack, &pack.is_authorized(&cedar_request, &entities));
+        let response = tracing::debug_span!("cedar", policies = pack.policy_count())
+            .in_scope(|| pack.is_authorized(&cedar_request, &entities));
+        let mut decision = decision_of(pack, &response);
         decision.store = Some(store.name.to_string());
         Ok(Evaluation {
             decision,
@@ -541,10 +587,69 @@ impl Pipeline {
         caller: &Caller,
         request: DecisionRequest,
     ) -> Result<Decision, RequestError> {
-        let evaluation = self.evaluate(caller, &request)?;
-        let evaluation = self.claim(evaluation);
-        let appends = self.prepare(caller, &request, &evaluation, &Target::Default)?;
-        Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
+        let started = Instant::now();
+        let span = decision_span(caller, &request, &Target::Default);
+        let decision = async {
+            let evaluation = self.evaluate(caller, &request)?;
+            let evaluation = self.claim(evaluation);
+            let appends = self.prepare(caller, &request, &evaluation, &Target::Default)?;
+            Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
+        }
+        .instrument(span.clone())
+        .await?;
+        self.observe(&span, caller, &decision, started);
+        Ok(decision)
+    }
+
+    /// Span attributes and metrics of an answered decision.
+    fn observe(
+        &self,
+        span: &tracing::Span,
+        caller: &Caller,
+        decision: &Decision,
+        started: Instant,
+    ) {
+        let tier = match &decision.store {
+            None => self
+                .registry
+                .snapshot()
+                .agent(&caller.agent)
+                .map(|a| a.agent.record.risk_tier.as_str()),
+            Some(_) => None,
+        };
+        let outcome = match decision.decision {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+        };
+        let reason = decision.reasons.first().map_or("none", |r| r.code.as_str());
+        if !span.is_disabled() {
+            let codes: Vec<&str> = decision.reasons.iter().map(|r| r.code.as_str()).collect();
+            let policies: Vec<&str> = decision
+                .reasons
+                .iter()
+                .filter_map(|r| r.policy_id.as_deref())
+                .collect();
+            span.record("reins.decision", outcome);
+            span.record("reins.reasons", codes.join(",").as_str());
+            span.record("reins.policy_ids", policies.join(",").as_str());
+            span.record(
+                "reins.decision_id",
+                decision.decision_id.to_string().as_str(),
+            );
+            if let Some(tier) = tier {
+                span.record("reins.risk_tier", tier);
+            }
+            if let Some(ledger) = &decision.ledger {
+                span.record("reins.ledger.index", ledger.index);
+            }
+        }
+        let metrics = crate::telemetry::metrics();
+        let attributes =
+            crate::telemetry::decision_attributes(outcome, reason, tier, decision.store.as_deref());
+        metrics.decisions.add(1, &attributes);
+        metrics
+            .decision_duration
+            .record(started.elapsed().as_secs_f64(), &attributes[2..]);
     }
 
     /// Evaluates every request first (any invalid one fails the whole batch, recording nothing),
@@ -554,6 +659,7 @@ impl Pipeline {
         caller: &Caller,
         requests: Vec<DecisionRequest>,
     ) -> Result<Vec<Decision>, RequestError> {
+        let started = Instant::now();
         if requests.is_empty() {
             return Err(RequestError::new(
                 "requests",
@@ -589,12 +695,24 @@ impl Pipeline {
                 }
             }
         }
-        Ok(self.record(prepared).await)
+        let decisions = self
+            .record(prepared)
+            .instrument(tracing::debug_span!(
+                "decision.batch",
+                size = requests.len()
+            ))
+            .await;
+        for decision in &decisions {
+            self.observe(&tracing::Span::none(), caller, decision, started);
+        }
+        Ok(decisions)
     }
 
     /// Claims the approval an evaluation uses; if another decision holds or used it, the
-    /// evaluation becomes a deny.
-    fn claim(&self, evaluation: Evaluation) -> Evaluation {
+    /// evaluation becomes a deny. Also stamps the request's trace id, as every path to the ledger
+    /// passes here.
+    fn claim(&self, mut evaluation: Evaluation) -> Evaluation {
+        evaluation.decision.trace_id = crate::telemetry::current_trace_id();
         match &evaluation.approval_used {
             Some(a) if !self.approvals.claim(&a.id) => Evaluation {
                 decision: Decision {
@@ -698,7 +816,8 @@ impl Pipeline {
             appends.extend(batch);
             evaluations.push(evaluation);
         }
-        match self.ledger.append(appends).await {
+        let span = tracing::debug_span!("ledger.append", entries = appends.len());
+        match self.ledger.append(appends).instrument(span).await {
             Ok(refs) => {
                 let requested = evaluations
                     .iter()
@@ -809,6 +928,7 @@ impl Pipeline {
                 evaluation_id: None,
                 access_request: None,
                 store: None,
+                trace_id: None,
             },
             agent_version,
             approval_requested: None,
@@ -816,10 +936,11 @@ impl Pipeline {
         };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
-        if let Some(switch) =
+        let switch = tracing::debug_span!("killswitch").in_scope(|| {
             self.killswitches
                 .matching(&caller.agent, tool_id.as_ref(), &request.action)
-        {
+        });
+        if let Some(switch) = switch {
             let mut evaluation = deny(
                 ReasonCode::KillSwitch,
                 switch.reason.clone(),
@@ -828,7 +949,10 @@ impl Pipeline {
             evaluation.decision.reasons[0].killswitch_id = Some(switch.id.clone());
             return Ok(evaluation);
         }
-        let Some(agent) = registry.agent(&caller.agent) else {
+        let registry_span = tracing::debug_span!("registry").entered();
+        let agent = registry.agent(&caller.agent);
+        drop(registry_span);
+        let Some(agent) = agent else {
             return Ok(deny(
                 ReasonCode::UnknownAgent,
                 format!("agent `{}` is not registered", caller.agent),
@@ -896,7 +1020,8 @@ impl Pipeline {
         let cedar_request = Request::new(principal, action, resource, context, None)
             .map_err(|e| RequestError::new("action", e.to_string()))?;
 
-        let response = pack.is_authorized(&cedar_request, &entities);
+        let response = tracing::debug_span!("cedar", policies = pack.policy_count())
+            .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(&pack, &response);
         let approval_requested = match (&approval_used, approval_group(&decision)) {
             (None, Some(group)) => {
@@ -1092,6 +1217,29 @@ impl Pipeline {
     }
 }
 
+/// The span of one decision, with GenAI semantic-convention names where they exist. Debug level:
+/// disabled at the call site unless traces are exported. Context values never go in it.
+fn decision_span(caller: &Caller, request: &DecisionRequest, target: &Target) -> tracing::Span {
+    let store = target.store_name();
+    let tool = (request.resource.kind == "Tool").then_some(request.resource.id.as_str());
+    tracing::debug_span!(
+        "decision",
+        otel.name = "decision",
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.agent.id = caller.agent.as_str(),
+        gen_ai.tool.name = tool,
+        reins.action = request.action.as_str(),
+        reins.resource.type = request.resource.kind.as_str(),
+        reins.store = store.as_deref().unwrap_or(crate::policy::store::DEFAULT_STORE),
+        reins.decision = tracing::field::Empty,
+        reins.reasons = tracing::field::Empty,
+        reins.policy_ids = tracing::field::Empty,
+        reins.risk_tier = tracing::field::Empty,
+        reins.decision_id = tracing::field::Empty,
+        reins.ledger.index = tracing::field::Empty,
+    )
+}
+
 /// What the policies alone answer to `agent` invoking `tool` with empty arguments and no approval
 /// (no kill switch, nothing recorded): how the checklist tells whether a tool is usable without a
 /// human. `approval_required` reasons mark approval policies. None if either is unregistered.
@@ -1189,6 +1337,7 @@ fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision
         evaluation_id: None,
         access_request: None,
         store: None,
+        trace_id: None,
     }
 }
 

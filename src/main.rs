@@ -1,18 +1,23 @@
-//! The `reins` binary: parses the command line, sets up logging, runs [`reins::cli`].
+//! The `reins` binary: parses the command line, sets up logging and telemetry, runs [`reins::cli`].
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = reins::cli::Cli::parse();
-    let filter = EnvFilter::try_from_env("REINS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // Before telemetry: an HTTPS collector's client needs the TLS provider.
     reins::identity::install_crypto_provider();
-    match reins::cli::run(cli).await {
+    let telemetry = match reins::telemetry::init(cli.log_format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = reins::cli::run(cli).await;
+    // Flushing blocks on the exporters: keep it off the async threads.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -31,6 +31,7 @@ pub struct Services {
     pub killswitches: Arc<KillSwitches>,
     pub approvals: Arc<Approvals>,
     sweeper: tokio::task::JoinHandle<()>,
+    _gauges: crate::telemetry::Gauges,
 }
 
 pub type AppState = Arc<Services>;
@@ -148,7 +149,10 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     )?
     .with_stores(stores);
     record_self_check(&pipeline, &ledger).await?;
+    let gauges =
+        crate::telemetry::register_gauges(ledger.clone(), killswitches.clone(), approvals.clone());
     Ok(Services {
+        _gauges: gauges,
         config,
         verifier,
         pipeline,

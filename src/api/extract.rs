@@ -121,6 +121,14 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let token = bearer_token(header)?;
-        Ok(state.verifier.verify(token).await?)
+        use tracing::Instrument;
+        let span = tracing::debug_span!("identity", gen_ai.agent.id = tracing::field::Empty);
+        let caller = state
+            .verifier
+            .verify(token)
+            .instrument(span.clone())
+            .await?;
+        span.record("gen_ai.agent.id", caller.agent.as_str());
+        Ok(caller)
     }
 }

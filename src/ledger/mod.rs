@@ -182,6 +182,8 @@ pub struct Ledger {
     signer: Arc<NoteSigner>,
     mask: Vec<String>,
     tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// When this process last signed a checkpoint.
+    signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Ledger {
@@ -246,12 +248,14 @@ impl Ledger {
             head_tx,
             config.max_batch,
         ));
+        let signed_at = Arc::new(std::sync::Mutex::new(None));
         let checkpointer = tokio::spawn(sign_checkpoints(
             store.clone(),
             signer.clone(),
             head_rx.clone(),
             config.checkpoint_interval,
             last_signed,
+            signed_at.clone(),
         ));
         Ok(Self {
             store,
@@ -260,6 +264,7 @@ impl Ledger {
             signer,
             mask: config.mask.clone(),
             tasks: Mutex::new(Some((writer, checkpointer))),
+            signed_at,
         })
     }
 
@@ -290,6 +295,14 @@ impl Ledger {
     /// JSON pointers into a decision's context whose values are stored as commitments.
     pub fn mask(&self) -> &[String] {
         &self.mask
+    }
+
+    /// Time since this process last signed a checkpoint (None before the first).
+    pub fn checkpoint_age(&self) -> Option<Duration> {
+        self.signed_at
+            .lock()
+            .ok()
+            .and_then(|at| at.map(|t| t.elapsed()))
     }
 
     /// The ledger's signer: also signs audit-pack manifests, so one key vouches for both.
@@ -627,7 +640,14 @@ async fn sequence(
             }
             answers.push(refs);
         }
-        match store.commit_appends(&rows).await {
+        let started = std::time::Instant::now();
+        let committed = store.commit_appends(&rows).await;
+        let metrics = crate::telemetry::metrics();
+        metrics
+            .ledger_append_duration
+            .record(started.elapsed().as_secs_f64(), &[]);
+        metrics.ledger_batch_size.record(rows.len() as u64, &[]);
+        match committed {
             Ok(()) => {
                 frontier = next;
                 head.send_replace(TreeHead {
@@ -665,12 +685,18 @@ async fn sign_checkpoints(
     mut head: watch::Receiver<TreeHead>,
     interval: Duration,
     mut last: Option<u64>,
+    signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 ) {
     loop {
         let current = *head.borrow_and_update();
         if last != Some(current.size) {
             match sign_checkpoint(&store, &signer, current).await {
-                Ok(()) => last = Some(current.size),
+                Ok(()) => {
+                    last = Some(current.size);
+                    if let Ok(mut at) = signed_at.lock() {
+                        *at = Some(std::time::Instant::now());
+                    }
+                }
                 // Retried on the next change or at shutdown; entries are durable meanwhile.
                 Err(error) => {
                     tracing::error!(%error, size = current.size, "cannot sign or store a checkpoint")
