@@ -393,18 +393,24 @@ pub fn current_trace_id() -> Option<String> {
     TRACE_ID.try_with(Clone::clone).ok().flatten()
 }
 
-/// Middleware: parents the request span under the caller's W3C `traceparent` and makes the trace
-/// id available to the decision record ([`current_trace_id`]).
+/// Parents a new request span under the caller's W3C `traceparent`, before it is first entered
+/// (later, OpenTelemetry has already started it as a root). Without an OpenTelemetry layer there
+/// is nothing to parent, and this does nothing.
+pub fn adopt_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        let _ = span.set_parent(incoming_context(headers));
+    }
+}
+
+/// Middleware: makes the request's trace id (the span's, or the `traceparent`'s when nothing is
+/// exported) available to the decision record ([`current_trace_id`]) and to JSON logs.
 pub async fn trace_context(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let span = tracing::Span::current();
     let incoming = if request.headers().contains_key("traceparent") {
-        let cx = incoming_context(request.headers());
-        // Without an OpenTelemetry layer there is no span to parent: the id is still recorded.
-        let _ = span.set_parent(cx.clone());
-        cx
+        incoming_context(request.headers())
     } else {
         opentelemetry::Context::new()
     };

@@ -186,8 +186,10 @@ fn routes(state: AppState) -> axum::Router {
         .layer(axum::middleware::from_fn(crate::telemetry::trace_context))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = id,
-                trace_id = tracing::field::Empty, otel.kind = "server")
+            let span = tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = id,
+                trace_id = tracing::field::Empty, otel.kind = "server");
+            crate::telemetry::adopt_parent(&span, request.headers());
+            span
         }))
         // Outermost: every request has an id (the caller's X-Request-ID, or a new UUID), and every
         // answer, errors included, carries it back.

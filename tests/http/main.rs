@@ -13,4 +13,5 @@ mod interop;
 mod killswitch;
 mod ledger;
 mod registry;
+mod telemetry;
 mod tokens;
