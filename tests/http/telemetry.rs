@@ -46,6 +46,10 @@ struct Server {
 
 impl Server {
     async fn start(endpoint: &str) -> Self {
+        Self::start_with(endpoint, "http/protobuf").await
+    }
+
+    async fn start_with(endpoint: &str, protocol: &str) -> Self {
         reins::identity::install_crypto_provider();
         let data = tempfile::tempdir().unwrap();
         let log = data.path().join("stderr.log");
@@ -58,7 +62,7 @@ impl Server {
             &listen,
         ])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
         .env("OTEL_SERVICE_NAME", "reins-under-test")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
@@ -386,5 +390,136 @@ async fn with_the_collector_unreachable_decisions_still_succeed_and_it_is_logged
     assert!(
         (1..=2).contains(&failures),
         "one line per signal, not one per batch: {log}"
+    );
+}
+
+/// An OTLP/gRPC receiver: the same bodies, re-encoded, under the HTTP paths.
+async fn grpc_receiver() -> (String, Received) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+
+    #[derive(Clone)]
+    struct Sink(Received);
+
+    #[tonic::async_trait]
+    impl TraceService for Sink {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(("/v1/traces".into(), request.into_inner().encode_to_vec()));
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for Sink {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(("/v1/metrics".into(), request.into_inner().encode_to_vec()));
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    let received: Received = Arc::default();
+    let sink = Sink(received.clone());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(sink.clone()))
+            .add_service(MetricsServiceServer::new(sink))
+            .serve(addr),
+    );
+    (format!("http://{addr}"), received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_over_grpc_works_too() {
+    let (endpoint, received) = grpc_receiver().await;
+    let server = Server::start_with(&endpoint, "grpc").await;
+    server.fleet().await;
+    let token = server.token("bot", "");
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/decisions",
+            &token,
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(spans(&received).iter().any(|s| s.name == "decision")
+        && metric_names(&received)
+            .iter()
+            .any(|n| n == "reins.decisions"))
+    {
+        assert!(Instant::now() < deadline, "nothing exported over gRPC");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.stop();
+    assert!(!log.contains("export failed"), "{log}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    reins::identity::install_crypto_provider();
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("stderr.log");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = reins(&[
+        "--log-format",
+        "json",
+        "serve",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--listen",
+        &listen,
+    ])
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("http://{listen}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "listening"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
     );
 }
