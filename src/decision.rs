@@ -459,17 +459,8 @@ impl Pipeline {
         let context = self.context(caller, request, None)?;
         let deny = |code: ReasonCode, message: String| Evaluation {
             decision: Decision {
-                decision_id: DecisionId::new(),
-                decision: Outcome::Deny,
-                reasons: vec![Reason::code(code, message)],
-                errors: Vec::new(),
-                policy_digest: Some(pack.digest().to_string()),
-                evaluated_at: store::now(),
-                ledger: None,
-                evaluation_id: None,
-                access_request: None,
                 store: Some(store.name.to_string()),
-                trace_id: None,
+                ..denial(pack, code, message)
             },
             agent_version: None,
             approval_requested: None,
@@ -917,19 +908,7 @@ impl Pipeline {
         let mut context = self.context(caller, request, None)?;
 
         let deny = |code: ReasonCode, message: String, agent_version: Option<i64>| Evaluation {
-            decision: Decision {
-                decision_id: DecisionId::new(),
-                decision: Outcome::Deny,
-                reasons: vec![Reason::code(code, message)],
-                errors: Vec::new(),
-                policy_digest: Some(pack.digest().to_string()),
-                evaluated_at: store::now(),
-                ledger: None,
-                evaluation_id: None,
-                access_request: None,
-                store: None,
-                trace_id: None,
-            },
+            decision: denial(&pack, code, message),
             agent_version,
             approval_requested: None,
             approval_used: None,
@@ -1277,6 +1256,23 @@ pub fn probe_tool(
         }
     }
     Some(decision)
+}
+
+/// A deny for a fail-closed reason, before or instead of Cedar.
+fn denial(pack: &PolicyPack, code: ReasonCode, message: String) -> Decision {
+    Decision {
+        decision_id: DecisionId::new(),
+        decision: Outcome::Deny,
+        reasons: vec![Reason::code(code, message)],
+        errors: Vec::new(),
+        policy_digest: Some(pack.digest().to_string()),
+        evaluated_at: store::now(),
+        ledger: None,
+        evaluation_id: None,
+        access_request: None,
+        store: None,
+        trace_id: None,
+    }
 }
 
 fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision {

@@ -613,6 +613,61 @@ fn required_action(action: &Option<Action>) -> Result<Action, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_request", "missing field `action`"))
 }
 
+/// Which side of a search is being searched for.
+#[derive(Clone, Copy)]
+enum Searched {
+    Subject,
+    Resource,
+}
+
+/// The entities of the searched type, in the store, for which the decision is true.
+fn search_entities(
+    state: &AppState,
+    store: &Option<std::sync::Arc<crate::policy::store::PolicyStore>>,
+    pep: &Pep,
+    request: SearchRequest,
+    searched: Searched,
+) -> Result<SearchResponse, ApiError> {
+    let action = required_action(&request.action)?;
+    let (kind, fixed) = match searched {
+        Searched::Subject => (
+            &request.subject.kind,
+            required_id(&request.resource, "resource")?,
+        ),
+        Searched::Resource => (
+            &request.resource.kind,
+            required_id(&request.subject, "subject")?,
+        ),
+    };
+    let results = candidates(state, store, kind)
+        .into_iter()
+        .filter(|id| {
+            let found = Entity {
+                kind: kind.clone(),
+                id: id.clone(),
+                properties: None,
+            };
+            let (subject, resource) = match searched {
+                Searched::Subject => (found, fixed.clone()),
+                Searched::Resource => (fixed.clone(), found),
+            };
+            allowed(
+                state,
+                store,
+                pep,
+                EvaluationRequest {
+                    subject,
+                    action: action.clone(),
+                    resource,
+                    context: request.context.clone(),
+                },
+            )
+        })
+        .map(|id| json!({"type": kind, "id": id}))
+        .collect();
+    page_of(results, request.page.clone())
+}
+
 /// Subject search: the subjects of `subject.type` that may perform the action on the resource.
 #[utoipa::path(post, path = "/access/v1/search/subject", tag = "authzen", request_body = SearchRequest,
     security(("bearer" = [])), responses((status = 200, body = SearchResponse), (status = 400, description = "malformed request")))]
@@ -623,30 +678,13 @@ async fn search_subject(
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
     let store = target_of(&state, &store)?;
-    let action = required_action(&request.action)?;
-    let resource = required_id(&request.resource, "resource")?;
-    let results = candidates(&state, &store, &request.subject.kind)
-        .into_iter()
-        .filter(|id| {
-            allowed(
-                &state,
-                &store,
-                &pep,
-                EvaluationRequest {
-                    subject: Entity {
-                        kind: request.subject.kind.clone(),
-                        id: id.clone(),
-                        properties: None,
-                    },
-                    action: action.clone(),
-                    resource: resource.clone(),
-                    context: request.context.clone(),
-                },
-            )
-        })
-        .map(|id| json!({"type": request.subject.kind, "id": id}))
-        .collect();
-    Ok(Json(page_of(results, request.page)?))
+    Ok(Json(search_entities(
+        &state,
+        &store,
+        &pep,
+        request,
+        Searched::Subject,
+    )?))
 }
 
 /// Resource search: the resources of `resource.type` the subject may perform the action on.
@@ -659,30 +697,13 @@ async fn search_resource(
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
     let store = target_of(&state, &store)?;
-    let action = required_action(&request.action)?;
-    let subject = required_id(&request.subject, "subject")?;
-    let results = candidates(&state, &store, &request.resource.kind)
-        .into_iter()
-        .filter(|id| {
-            allowed(
-                &state,
-                &store,
-                &pep,
-                EvaluationRequest {
-                    subject: subject.clone(),
-                    action: action.clone(),
-                    resource: Entity {
-                        kind: request.resource.kind.clone(),
-                        id: id.clone(),
-                        properties: None,
-                    },
-                    context: request.context.clone(),
-                },
-            )
-        })
-        .map(|id| json!({"type": request.resource.kind, "id": id}))
-        .collect();
-    Ok(Json(page_of(results, request.page)?))
+    Ok(Json(search_entities(
+        &state,
+        &store,
+        &pep,
+        request,
+        Searched::Resource,
+    )?))
 }
 
 /// Action search: the actions the subject may perform on the resource.

@@ -636,16 +636,7 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
             ));
             break;
         };
-        let hashes: Option<Vec<Hash>> = proof
-            .hashes
-            .iter()
-            .map(|h| {
-                B64.decode(h)
-                    .ok()
-                    .and_then(|b| Hash::try_from(b.as_slice()).ok())
-            })
-            .collect();
-        let ok = hashes.is_some_and(|hs| {
+        let ok = decode_hashes(&proof.hashes).is_some_and(|hs| {
             verify_inclusion(&leaf_hash(bytes), index, head.size, &hs, &head.root).is_ok()
         });
         if !ok {
@@ -675,18 +666,9 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         .get("proofs/consistency.json")
         .and_then(|b| serde_json::from_slice(b).ok());
     let consistent = consistency.is_some_and(|c| {
-        let hashes: Option<Vec<Hash>> = c
-            .hashes
-            .iter()
-            .map(|h| {
-                B64.decode(h)
-                    .ok()
-                    .and_then(|b| Hash::try_from(b.as_slice()).ok())
-            })
-            .collect();
         c.from == first.size
             && c.to == head.size
-            && hashes.is_some_and(|hs| {
+            && decode_hashes(&c.hashes).is_some_and(|hs| {
                 verify_consistency(first.size, head.size, &first.root, &head.root, &hs).is_ok()
             })
     });
@@ -750,6 +732,18 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         files: files.len(),
         key_pinned,
     })
+}
+
+/// Proof hashes from their base64 form; None if any is not a 32-byte hash.
+fn decode_hashes(hashes: &[String]) -> Option<Vec<Hash>> {
+    hashes
+        .iter()
+        .map(|h| {
+            B64.decode(h)
+                .ok()
+                .and_then(|b| Hash::try_from(b.as_slice()).ok())
+        })
+        .collect()
 }
 
 /// The default period of an export when none is given: everything up to now.
