@@ -320,6 +320,26 @@ impl Pipeline {
         self
     }
 
+    /// The active pack of a store (`None`: the default store).
+    pub fn pack_of(&self, store: Option<&StoreName>) -> Option<Arc<PolicyPack>> {
+        match store {
+            None => Some(self.policies.load_full()),
+            Some(name) => self.stores.get(name).map(|s| s.pack.load_full()),
+        }
+    }
+
+    /// Makes `pack` the one that decides in `store` from the next request on.
+    pub fn set_pack(&self, store: Option<&StoreName>, pack: PolicyPack) {
+        match store {
+            None => self.policies.store(Arc::new(pack)),
+            Some(name) => {
+                if let Some(s) = self.stores.get(name) {
+                    s.pack.store(Arc::new(pack));
+                }
+            }
+        }
+    }
+
     /// A folder-backed store by name.
     pub fn store(&self, name: &StoreName) -> Option<&Arc<PolicyStore>> {
         self.stores.get(name)
@@ -432,7 +452,7 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
     ) -> Result<Evaluation, RequestError> {
-        let pack = &store.pack;
+        let pack = &*store.pack.load();
         let type_of = |field: &str, name: &str| {
             EntityTypeName::from_str(name).map_err(|_| {
                 RequestError::new(field, format!("`{name}` is not a Cedar entity type name"))

@@ -36,6 +36,8 @@ pub mod roles {
     pub const OPERATOR: &str = "operator";
     pub const APPROVER: &str = "approver";
     pub const COMPLIANCE_OFFICER: &str = "compliance_officer";
+    /// Uploads, activates and retires policy versions.
+    pub const POLICY_ADMIN: &str = "policy_admin";
     /// A policy enforcement point calling the AuthZEN API on behalf of its subjects.
     pub const PEP: &str = "pep";
 }

@@ -30,6 +30,7 @@ pub struct Services {
     pub ledger: Arc<Ledger>,
     pub killswitches: Arc<KillSwitches>,
     pub approvals: Arc<Approvals>,
+    pub versions: crate::policy::versions::Versions,
     sweeper: tokio::task::JoinHandle<()>,
     _gauges: crate::telemetry::Gauges,
 }
@@ -57,6 +58,8 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     #[error("decision pipeline: {0}")]
     Pipeline(#[from] RequestError),
+    #[error("policy versions: {0}")]
+    Versions(#[from] crate::policy::versions::VersionError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -110,16 +113,33 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
                 }])
             })?;
         let store = crate::policy::store::PolicyStore::load(name, dir)?;
-        tracing::info!(store = %store.name, dir = %dir.display(), policies = store.pack.policy_count(), digest = %store.pack.digest(), "policy store loaded");
+        tracing::info!(store = %store.name, dir = %dir.display(), policies = store.pack.load().policy_count(), digest = %store.pack.load().digest(), "policy store loaded");
         stores.push(store);
     }
     let ledger = Arc::new(Ledger::open(store.clone(), &config.ledger, &config.keys_dir()).await?);
+    // Versions: a folder with a new digest becomes the active version; otherwise the store's
+    // active version (an API activation or rollback survives restarts) is served.
+    let mut tests = std::collections::BTreeMap::new();
+    tests.insert(
+        crate::policy::store::DEFAULT_STORE.to_owned(),
+        config.policy_dir.join("tests"),
+    );
+    for (name, dir) in &config.stores {
+        tests.insert(name.clone(), dir.join("tests"));
+    }
+    let versions = crate::policy::versions::Versions::new(store.clone(), ledger.clone(), tests);
+    let pack = versions.adopt(None, &pack).await?.unwrap_or(pack);
+    for s in &stores {
+        if let Some(active) = versions.adopt(Some(&s.name), &s.pack.load()).await? {
+            s.pack.store(Arc::new(active));
+        }
+    }
     // Every start records the pack it runs with, so each decision's digest leads to an entry.
     ledger.append(vec![policy_loaded(&pack, None)?]).await?;
     for store in &stores {
         ledger
             .append(vec![policy_loaded(
-                &store.pack,
+                &store.pack.load(),
                 Some(store.name.to_string()),
             )?])
             .await?;
@@ -153,6 +173,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         crate::telemetry::register_gauges(ledger.clone(), killswitches.clone(), approvals.clone());
     Ok(Services {
         _gauges: gauges,
+        versions,
         config,
         verifier,
         pipeline,

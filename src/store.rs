@@ -136,6 +136,35 @@ pub enum SideEffect {
     Approval(ApprovalRow),
     /// A policy pack's texts, kept once per digest.
     PolicyText(PolicyTextRow),
+    /// A new policy version (its texts are kept by digest too, with the schema they validated
+    /// against).
+    PolicyVersion {
+        row: PolicyVersionRow,
+        schema_text: String,
+    },
+    /// `version` becomes the active one of its store; the previously active one goes back to draft.
+    PolicyActivation {
+        store: String,
+        version: String,
+    },
+    /// `version` is retired.
+    PolicyRetirement {
+        version: String,
+    },
+}
+
+/// A policy version as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct PolicyVersionRow {
+    pub id: String,
+    pub store: String,
+    pub digest: String,
+    pub schema_digest: String,
+    /// JSON array of `[file name, text]`.
+    pub files: String,
+    pub author: String,
+    pub created_at: String,
+    pub state: String,
 }
 
 /// The texts of a loaded policy pack.
@@ -369,6 +398,51 @@ impl Store {
                     .bind(&p.first_seen)
                     .execute(&mut *tx)
                     .await?;
+                }
+                SideEffect::PolicyVersion {
+                    row: v,
+                    schema_text,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO policy_versions (id, store, digest, schema_digest, files, author, created_at, state)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&v.id)
+                    .bind(&v.store)
+                    .bind(&v.digest)
+                    .bind(&v.schema_digest)
+                    .bind(&v.files)
+                    .bind(&v.author)
+                    .bind(&v.created_at)
+                    .bind(&v.state)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO policy_texts (digest, files, schema_text, first_seen) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(&v.digest)
+                    .bind(&v.files)
+                    .bind(schema_text)
+                    .bind(&v.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                SideEffect::PolicyActivation { store, version } => {
+                    sqlx::query("UPDATE policy_versions SET state = 'draft' WHERE store = $1 AND state = 'active'")
+                        .bind(store)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE policy_versions SET state = 'active' WHERE id = $1")
+                        .bind(version)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                SideEffect::PolicyRetirement { version } => {
+                    sqlx::query("UPDATE policy_versions SET state = 'retired' WHERE id = $1")
+                        .bind(version)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 SideEffect::KillSwitch(k) => {
                     sqlx::query(
@@ -676,6 +750,54 @@ impl Store {
             .bind(agent.as_str())
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    pub async fn policy_version(&self, id: &str) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn policy_version_by_digest(
+        &self,
+        store: &str,
+        digest: &str,
+    ) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 AND digest = $2",
+        )
+        .bind(store)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A store's versions, oldest first.
+    pub async fn policy_versions(&self, store: &str) -> Result<Vec<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 ORDER BY created_at, id",
+        )
+        .bind(store)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn active_policy_version(
+        &self,
+        store: &str,
+    ) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 AND state = 'active'",
+        )
+        .bind(store)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn policy_text(&self, digest: &str) -> Result<Option<PolicyTextRow>, StoreError> {

@@ -720,7 +720,7 @@ async fn search_action(
     let resource = required_id(&request.resource, "resource")?;
     let schema_actions: Vec<String> = match &store {
         None => state.pipeline.policies().action_names(),
-        Some(s) => s.pack.action_names(),
+        Some(s) => s.pack.load().action_names(),
     };
     let results = schema_actions
         .into_iter()

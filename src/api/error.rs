@@ -12,6 +12,7 @@ use crate::decision::RequestError;
 use crate::identity::{AuthError, MissingRole};
 use crate::killswitch::KillSwitchError;
 use crate::ledger::LedgerError;
+use crate::policy::versions::VersionError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -22,6 +23,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Structured detail: located diagnostics, failing test cases.
+    pub details: Option<serde_json::Value>,
 }
 
 /// The error body every failing endpoint answers with.
@@ -38,6 +41,11 @@ pub struct ErrorDetail {
     /// The offending field, as a path such as `resource.type` or `requests[2].action`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// `diagnostics: [{file, line, column, message}]` for invalid policies, `failures: [...]` for
+    /// failed policy tests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -47,7 +55,13 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -74,6 +88,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 field: self.field,
+                details: self.details,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
@@ -236,6 +251,46 @@ impl From<ComplianceError> for ApiError {
                     "compliance_error",
                     e.to_string(),
                 )
+            }
+        }
+    }
+}
+
+impl From<VersionError> for ApiError {
+    fn from(e: VersionError) -> Self {
+        match e {
+            VersionError::Invalid { field, message } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("{field}: {message}"),
+            )
+            .with_field(field),
+            VersionError::Diagnostics(ref diagnostics) => {
+                let details = serde_json::json!({ "diagnostics": diagnostics });
+                let first = diagnostics
+                    .first()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_policies",
+                    format!("{e}: {first}"),
+                )
+                .with_field("files")
+                .with_details(details)
+            }
+            VersionError::NotFound(_) | VersionError::NoStore(_) => Self::not_found(e.to_string()),
+            VersionError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            VersionError::TestsFailed(ref failures) => {
+                let details = serde_json::json!({ "failures": failures });
+                Self::new(StatusCode::CONFLICT, "policy_tests_failed", e.to_string())
+                    .with_details(details)
+            }
+            VersionError::Store(e) => e.into(),
+            VersionError::Ledger(e) => e.into(),
+            VersionError::Corrupt(_) => {
+                tracing::error!(error = %e, "policy versions");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 mod killswitch;
 mod ledger;
+mod policies;
 
 use std::time::Duration;
 
@@ -149,6 +150,7 @@ fn routes(state: AppState) -> axum::Router {
         .merge(approvals::routes())
         .merge(compliance::routes())
         .merge(authzen::routes())
+        .merge(policies::routes())
         .split_for_parts();
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;
@@ -283,7 +285,7 @@ fn native_target(
             .map_err(|_| ApiError::not_found("no Action type"))?,
         cedar_policy::EntityId::new(&request.action),
     );
-    let principals = store.pack.principal_types(&action);
+    let principals = store.pack.load().principal_types(&action);
     match principals.as_slice() {
         [one] => Ok(Target::Store {
             store: store.clone(),

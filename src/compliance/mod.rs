@@ -320,6 +320,11 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
+/// `sha256:<hex>` of a text.
+pub fn sha256_text(text: &str) -> String {
+    sha256(text.as_bytes())
+}
+
 /// `sha256:<hex>` of some bytes.
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};

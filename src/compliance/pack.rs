@@ -180,7 +180,12 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
             .and_then(|a| a.as_str())
             .is_none_or(|a| a == agent),
         Event::ToolRegistered(_) | Event::ToolChanged(_) => false,
-        Event::PolicyLoaded(_) | Event::SelfCheck(_) => true,
+        Event::PolicyLoaded(_)
+        | Event::SelfCheck(_)
+        | Event::PolicyVersionCreated(_)
+        | Event::PolicyTested(_)
+        | Event::PolicyActivated(_)
+        | Event::PolicyRetired(_) => true,
     }
 }
 

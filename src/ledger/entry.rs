@@ -44,6 +44,36 @@ pub enum Event {
     ApprovalUsed(ApprovalEvent),
     AttestationRecorded(AttestationEvent),
     SelfCheck(SelfCheckEvent),
+    PolicyVersionCreated(PolicyVersionEvent),
+    PolicyTested(PolicyTestEvent),
+    PolicyActivated(PolicyVersionEvent),
+    PolicyRetired(PolicyVersionEvent),
+}
+
+/// A policy version created, activated or retired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVersionEvent {
+    pub version: String,
+    pub store: String,
+    pub policy_digest: String,
+    pub actor: String,
+    /// On activation: the version it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+/// The policy tests run before an activation (EU AI Act Art 9: tested before release).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyTestEvent {
+    pub version: String,
+    pub store: String,
+    pub policy_digest: String,
+    pub actor: String,
+    pub passed: bool,
+    pub files: usize,
+    pub checks: usize,
+    /// The first failures (at most 20), as `file: test: what: expected ..., got ...`.
+    pub failures: Vec<String>,
 }
 
 /// A compliance officer's statement that a checklist item is met, for one agent.
@@ -197,6 +227,10 @@ impl Event {
             Event::ApprovalUsed(_) => "approval_used",
             Event::AttestationRecorded(_) => "attestation_recorded",
             Event::SelfCheck(_) => "self_check",
+            Event::PolicyVersionCreated(_) => "policy_version_created",
+            Event::PolicyTested(_) => "policy_tested",
+            Event::PolicyActivated(_) => "policy_activated",
+            Event::PolicyRetired(_) => "policy_retired",
         }
     }
 }

@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 pub mod store;
 pub mod testing;
+pub mod versions;
 
 use cedar_policy::{
     Authorizer, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Response,

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use arc_swap::ArcSwap;
 use cedar_policy::Entities;
 
 use super::{Diagnostic, PolicyError, PolicyPack};
@@ -60,7 +61,8 @@ impl fmt::Display for StoreName {
 pub struct PolicyStore {
     pub name: StoreName,
     pub dir: PathBuf,
-    pub pack: PolicyPack,
+    /// The active version's pack, swapped on activation.
+    pub pack: ArcSwap<PolicyPack>,
     pub entities: Entities,
 }
 
@@ -93,7 +95,7 @@ impl PolicyStore {
         Ok(Self {
             name,
             dir: dir.to_path_buf(),
-            pack,
+            pack: ArcSwap::from_pointee(pack),
             entities,
         })
     }

@@ -118,14 +118,24 @@ pub fn is_test_file(path: &Path) -> bool {
 
 /// Runs one test file.
 pub fn run_file(path: &Path) -> Result<FileReport, TestError> {
+    run_file_with(path, None)
+}
+
+/// Runs one test file against `policies` instead of the ones it names: how a draft policy version
+/// is tested before it may become active.
+pub fn run_file_with(path: &Path, policies: Option<&PolicySet>) -> Result<FileReport, TestError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
     let test: TestFile = serde_json::from_str(&text)
         .map_err(|e| file_error(path, format!("not a policy test file: {e}")))?;
 
-    let policies = match resolve(path, &test.policies).filter(|p| p.is_dir()) {
-        Some(dir) => super::policy_set_from_dir(&dir)
+    let policies = match (
+        policies,
+        resolve(path, &test.policies).filter(|p| p.is_dir()),
+    ) {
+        (Some(given), _) => given.clone(),
+        (None, Some(dir)) => super::policy_set_from_dir(&dir)
             .map_err(|e| file_error(path, format!("policies: {e}")))?,
-        None => {
+        (None, None) => {
             let text = read(path, &test.policies)?;
             let parsed = match test.policy_format.as_deref() {
                 Some("json") => PolicySet::from_json_str(&text).map_err(|e| e.to_string()),

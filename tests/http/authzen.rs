@@ -113,7 +113,7 @@ async fn interop_decisions_are_recorded_in_the_ledger_with_their_store() {
     let (_, stored) = s.get(&format!("/v1/decisions/{id}"), &s.admin()).await;
     assert_eq!(stored["store"], "todo", "{stored}");
     // The store's pack was recorded at start, so the decision's digest leads to an entry.
-    let (_, page) = s.get("/v1/ledger/entries?start=0&end=5", &s.admin()).await;
+    let (_, page) = s.get("/v1/ledger/entries?start=0&end=10", &s.admin()).await;
     assert!(
         page["entries"]
             .as_array()

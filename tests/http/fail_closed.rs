@@ -197,6 +197,8 @@ async fn an_admin_change_that_cannot_be_stored_changes_nothing_and_the_ledger_ca
     assert_eq!(
         types,
         [
+            "policy_version_created",
+            "policy_activated",
             "policy_loaded",
             "self_check",
             "tool_registered",

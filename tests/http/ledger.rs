@@ -200,6 +200,8 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
     assert_eq!(
         types,
         [
+            "policy_version_created",
+            "policy_activated",
             "policy_loaded",
             "self_check",
             "tool_registered",
@@ -208,16 +210,20 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
             "agent_changed"
         ]
     );
+    // The policy folder became the first version, active, before it was loaded.
+    assert_eq!(entries[0]["actor"], "startup");
+    assert_eq!(entries[1]["version"], entries[0]["version"]);
     assert_eq!(
-        entries[0]["policy_digest"].as_str().unwrap().len(),
+        entries[2]["policy_digest"].as_str().unwrap().len(),
         "sha256:".len() + 64
     );
-    assert_eq!(entries[5]["actor"], "ops-admin");
-    assert_eq!(entries[5]["version"], 2);
-    assert_eq!(entries[5]["record"]["risk_tier"], "high");
+    assert_eq!(entries[2]["policy_digest"], entries[0]["policy_digest"]);
+    assert_eq!(entries[7]["actor"], "ops-admin");
+    assert_eq!(entries[7]["version"], 2);
+    assert_eq!(entries[7]["record"]["risk_tier"], "high");
     // The start-up self-check probes the live pipeline and records that it failed closed.
-    assert_eq!(entries[1]["passed"], true, "{}", entries[1]);
-    assert_eq!(entries[1]["probes"][0]["got"], "deny/unknown_agent");
+    assert_eq!(entries[3]["passed"], true, "{}", entries[3]);
+    assert_eq!(entries[3]["probes"][0]["got"], "deny/unknown_agent");
 }
 
 #[tokio::test]

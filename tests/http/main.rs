@@ -12,6 +12,7 @@ mod harness;
 mod interop;
 mod killswitch;
 mod ledger;
+mod policies;
 mod registry;
 mod telemetry;
 mod tokens;

@@ -1,0 +1,153 @@
+//! Policy versions over HTTP: upload a draft, list and read versions, activate (gated by the
+//! store's policy tests) and retire. Writes need role `policy_admin`; reading also `admin` and
+//! `auditor`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use crate::identity::{Caller, roles};
+use crate::policy::store::DEFAULT_STORE;
+use crate::policy::versions::{Activation, PolicyVersion, PolicyVersionDetail};
+use crate::server::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, list))
+        .routes(routes!(get))
+        .routes(routes!(activate))
+        .routes(routes!(retire))
+}
+
+const READERS: &[&str] = &[roles::POLICY_ADMIN, roles::ADMIN, roles::AUDITOR];
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UploadRequest {
+    /// The policy store (default: `default`, the agent-governance store).
+    #[serde(default)]
+    store: Option<String>,
+    /// `{"name.cedar": "policy text", ...}`.
+    files: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Uploaded {
+    version: String,
+    digest: String,
+    state: String,
+}
+
+/// Upload a draft policy version. It is validated against the store's schema: a policy that does
+/// not parse or validate is a 422 whose `details.diagnostics` locate each problem. The same text
+/// uploaded again answers the existing version (200).
+#[utoipa::path(post, path = "/v1/policies", tag = "policies", request_body = UploadRequest, security(("bearer" = [])),
+    responses((status = 201, body = Uploaded), (status = 200, body = Uploaded), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<UploadRequest>,
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    let store = request.store.as_deref().unwrap_or(DEFAULT_STORE);
+    let (version, created) = state
+        .versions
+        .upload(&state.pipeline, store, request.files, caller.agent.as_str())
+        .await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(Uploaded {
+            version: version.version,
+            digest: version.digest,
+            state: version.state,
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// The policy store (default: `default`).
+    store: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct VersionList {
+    versions: Vec<PolicyVersion>,
+}
+
+/// A store's policy versions with their state, oldest first.
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = VersionList), (status = 403, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<VersionList>, ApiError> {
+    caller.require_any_role(READERS)?;
+    let store = q.store.as_deref().unwrap_or(DEFAULT_STORE);
+    Ok(Json(VersionList {
+        versions: state.versions.list(store).await?,
+    }))
+}
+
+/// One version with its policy texts.
+#[utoipa::path(get, path = "/v1/policies/{version}", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PolicyVersionDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<PolicyVersionDetail>, ApiError> {
+    caller.require_any_role(READERS)?;
+    Ok(Json(state.versions.get(&version).await?))
+}
+
+/// Make a version the one that decides in its store, from the next decision on. The store's policy
+/// tests run against it first; any failure refuses the activation (409, `details.failures`). The
+/// test run and the activation are ledger entries. Re-activating an earlier version is a rollback.
+#[utoipa::path(post, path = "/v1/policies/{version}/activate", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Activation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn activate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<Activation>, ApiError> {
+    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    Ok(Json(
+        state
+            .versions
+            .activate(&state.pipeline, &version, caller.agent.as_str())
+            .await?,
+    ))
+}
+
+/// Withdraw a version for good (not the active one).
+#[utoipa::path(post, path = "/v1/policies/{version}/retire", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PolicyVersion), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retire(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<PolicyVersion>, ApiError> {
+    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    Ok(Json(
+        state
+            .versions
+            .retire(&version, caller.agent.as_str())
+            .await?,
+    ))
+}

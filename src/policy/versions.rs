@@ -1,0 +1,448 @@
+//! Policy versions: every policy set a store had or was offered, immutable once written, with one
+//! active per store. Uploads are validated against the store's schema (422 with located
+//! diagnostics); an activation first runs the store's policy tests against the version and is
+//! refused if any fails; every step (created, tested, activated, retired) is a ledger entry.
+//! Rolling back is activating an earlier version.
+//!
+//! This module owns the rules of the lifecycle; it reads and writes through [`Store`] and
+//! [`Ledger`] and swaps the active pack into the [`Pipeline`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::store::{DEFAULT_STORE, StoreName};
+use super::testing::{collect, run_file_with};
+use super::{Diagnostic, PolicyError, PolicyPack};
+use crate::decision::Pipeline;
+use crate::ledger::entry::{Entry, Event, PolicyTestEvent, PolicyVersionEvent};
+use crate::ledger::{Append, Ledger, LedgerError};
+use crate::store::{PolicyVersionRow, SideEffect, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("the policies do not validate against the store's schema")]
+    Diagnostics(Vec<Diagnostic>),
+    #[error("no policy version `{0}`")]
+    NotFound(String),
+    #[error("no policy store `{0}`")]
+    NoStore(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the version's policy tests failed ({} failures); it was not activated", .0.len())]
+    TestsFailed(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("stored version is unreadable: {0}")]
+    Corrupt(String),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> VersionError {
+    VersionError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A version as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PolicyVersion {
+    pub version: String,
+    pub store: String,
+    /// SHA-256 of the policy texts: what every decision names.
+    pub digest: String,
+    /// SHA-256 of the schema the version was validated against.
+    pub schema_digest: String,
+    pub author: String,
+    pub created_at: String,
+    /// `draft`, `active` or `retired`.
+    pub state: String,
+    pub files: Vec<String>,
+}
+
+/// A version with its texts.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PolicyVersionDetail {
+    #[serde(flatten)]
+    pub version: PolicyVersion,
+    pub sources: BTreeMap<String, String>,
+}
+
+/// What an activation did.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Activation {
+    #[serde(flatten)]
+    pub version: PolicyVersion,
+    /// The version it replaced.
+    pub previous: Option<String>,
+    /// Policy test files run and checks made before activating.
+    pub test_files: usize,
+    pub test_checks: usize,
+}
+
+/// Most files in one version.
+const MAX_FILES: usize = 200;
+
+pub struct Versions {
+    store: Store,
+    ledger: Arc<Ledger>,
+    /// Where each store's policy tests are (`<policy_dir>/tests`, `<store dir>/tests`).
+    tests: BTreeMap<String, PathBuf>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+fn store_key(store: Option<&StoreName>) -> String {
+    store.map_or_else(|| DEFAULT_STORE.to_owned(), |s| s.to_string())
+}
+
+fn selector(name: &str) -> Option<StoreName> {
+    name.parse::<StoreName>().ok().filter(|n| !n.is_default())
+}
+
+fn view(row: &PolicyVersionRow) -> Result<PolicyVersion, VersionError> {
+    let files: Vec<(String, String)> =
+        serde_json::from_str(&row.files).map_err(|e| VersionError::Corrupt(e.to_string()))?;
+    Ok(PolicyVersion {
+        version: row.id.clone(),
+        store: row.store.clone(),
+        digest: row.digest.clone(),
+        schema_digest: row.schema_digest.clone(),
+        author: row.author.clone(),
+        created_at: row.created_at.clone(),
+        state: row.state.clone(),
+        files: files.into_iter().map(|(n, _)| n).collect(),
+    })
+}
+
+fn sources(row: &PolicyVersionRow) -> Result<Vec<(String, String)>, VersionError> {
+    serde_json::from_str(&row.files).map_err(|e| VersionError::Corrupt(e.to_string()))
+}
+
+fn schema_digest(pack: &PolicyPack) -> String {
+    super::super::compliance::sha256_text(pack.schema_text())
+}
+
+impl Versions {
+    pub fn new(store: Store, ledger: Arc<Ledger>, tests: BTreeMap<String, PathBuf>) -> Self {
+        Self {
+            store,
+            ledger,
+            tests,
+            writes: Default::default(),
+        }
+    }
+
+    /// At start: the folder's pack becomes a new active version if its digest is new; otherwise
+    /// the store's active version (which an API activation may have changed) is the one loaded.
+    /// Returns the pack to serve instead of the folder's, if any.
+    pub async fn adopt(
+        &self,
+        store: Option<&StoreName>,
+        folder: &PolicyPack,
+    ) -> Result<Option<PolicyPack>, VersionError> {
+        let key = store_key(store);
+        let known = self
+            .store
+            .policy_version_by_digest(&key, folder.digest().as_str())
+            .await?;
+        let active = self.store.active_policy_version(&key).await?;
+        match (known, active) {
+            (None, active) => {
+                let row = self.row(&key, folder, "startup", "draft");
+                let previous = active.map(|a| a.id);
+                self.ledger
+                    .append(vec![
+                        self.created(&row, folder)?,
+                        self.activated(&row, "startup", previous)?,
+                    ])
+                    .await?;
+                Ok(None)
+            }
+            (Some(_), Some(active)) if active.digest != folder.digest().as_str() => {
+                let pack =
+                    PolicyPack::from_sources("schema", folder.schema_text(), sources(&active)?)
+                        .map_err(policy_error)?;
+                tracing::info!(store = %key, version = %active.id, digest = %active.digest, "serving the active policy version, not the folder's (activated through the API)");
+                Ok(Some(pack))
+            }
+            (Some(known), None) => {
+                self.ledger
+                    .append(vec![self.activated(&known, "startup", None)?])
+                    .await?;
+                Ok(None)
+            }
+            (Some(_), Some(_)) => Ok(None),
+        }
+    }
+
+    fn row(&self, store: &str, pack: &PolicyPack, author: &str, state: &str) -> PolicyVersionRow {
+        PolicyVersionRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            store: store.to_owned(),
+            digest: pack.digest().to_string(),
+            schema_digest: schema_digest(pack),
+            files: serde_json::to_string(pack.sources()).unwrap_or_else(|_| "[]".into()),
+            author: author.to_owned(),
+            created_at: crate::store::now(),
+            state: state.to_owned(),
+        }
+    }
+
+    fn entry(event: Event, side: SideEffect) -> Result<Append, VersionError> {
+        let entry = Entry {
+            time: crate::store::now(),
+            event,
+        };
+        Append::new(&entry, side).map_err(|e| invalid("files", e.to_string()))
+    }
+
+    fn created(&self, row: &PolicyVersionRow, pack: &PolicyPack) -> Result<Append, VersionError> {
+        Self::entry(
+            Event::PolicyVersionCreated(PolicyVersionEvent {
+                version: row.id.clone(),
+                store: row.store.clone(),
+                policy_digest: row.digest.clone(),
+                actor: row.author.clone(),
+                previous: None,
+            }),
+            SideEffect::PolicyVersion {
+                row: row.clone(),
+                schema_text: pack.schema_text().to_owned(),
+            },
+        )
+    }
+
+    fn activated(
+        &self,
+        row: &PolicyVersionRow,
+        actor: &str,
+        previous: Option<String>,
+    ) -> Result<Append, VersionError> {
+        Self::entry(
+            Event::PolicyActivated(PolicyVersionEvent {
+                version: row.id.clone(),
+                store: row.store.clone(),
+                policy_digest: row.digest.clone(),
+                actor: actor.to_owned(),
+                previous,
+            }),
+            SideEffect::PolicyActivation {
+                store: row.store.clone(),
+                version: row.id.clone(),
+            },
+        )
+    }
+
+    /// Validates and stores a draft. The same text uploaded again answers the existing version
+    /// (`false`).
+    pub async fn upload(
+        &self,
+        pipeline: &Pipeline,
+        store: &str,
+        files: BTreeMap<String, String>,
+        author: &str,
+    ) -> Result<(PolicyVersion, bool), VersionError> {
+        let selected = selector(store);
+        if store != DEFAULT_STORE && selected.is_none() {
+            return Err(VersionError::NoStore(store.to_owned()));
+        }
+        let current = pipeline
+            .pack_of(selected.as_ref())
+            .ok_or_else(|| VersionError::NoStore(store.to_owned()))?;
+        if files.is_empty() {
+            return Err(invalid("files", "must hold at least one `.cedar` file"));
+        }
+        if files.len() > MAX_FILES {
+            return Err(invalid("files", format!("at most {MAX_FILES} files")));
+        }
+        for name in files.keys() {
+            let plain = !name.contains(['/', '\\']) && !name.starts_with('.');
+            if !plain || !name.ends_with(".cedar") || name.len() > 128 {
+                return Err(invalid(
+                    &format!("files.{name}"),
+                    "a file name is a plain `<name>.cedar` (no folders)",
+                ));
+            }
+        }
+        let pack =
+            PolicyPack::from_sources("schema", current.schema_text(), files.into_iter().collect())
+                .map_err(policy_error)?;
+        let key = store_key(selected.as_ref());
+        let _serialised = self.writes.lock().await;
+        if let Some(existing) = self
+            .store
+            .policy_version_by_digest(&key, pack.digest().as_str())
+            .await?
+        {
+            return Ok((view(&existing)?, false));
+        }
+        let row = self.row(&key, &pack, author, "draft");
+        self.ledger.append(vec![self.created(&row, &pack)?]).await?;
+        Ok((view(&row)?, true))
+    }
+
+    pub async fn list(&self, store: &str) -> Result<Vec<PolicyVersion>, VersionError> {
+        self.store
+            .policy_versions(store)
+            .await?
+            .iter()
+            .map(view)
+            .collect()
+    }
+
+    pub async fn get(&self, id: &str) -> Result<PolicyVersionDetail, VersionError> {
+        let row = self
+            .store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        Ok(PolicyVersionDetail {
+            version: view(&row)?,
+            sources: sources(&row)?.into_iter().collect(),
+        })
+    }
+
+    /// Runs the store's policy tests against the version, records the run, and if it passed
+    /// makes the version active, all from the next decision on.
+    pub async fn activate(
+        &self,
+        pipeline: &Pipeline,
+        id: &str,
+        actor: &str,
+    ) -> Result<Activation, VersionError> {
+        let _serialised = self.writes.lock().await;
+        let row = self
+            .store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        if row.state == "retired" {
+            return Err(VersionError::Conflict(format!(
+                "version `{id}` is retired and cannot be activated"
+            )));
+        }
+        let selected = selector(&row.store);
+        let current = pipeline
+            .pack_of(selected.as_ref())
+            .ok_or_else(|| VersionError::NoStore(row.store.clone()))?;
+        let pack = PolicyPack::from_sources("schema", current.schema_text(), sources(&row)?)
+            .map_err(policy_error)?;
+
+        let (test_files, test_checks, failures) = self.run_tests(&row.store, &pack)?;
+        let tested = Self::entry(
+            Event::PolicyTested(PolicyTestEvent {
+                version: row.id.clone(),
+                store: row.store.clone(),
+                policy_digest: row.digest.clone(),
+                actor: actor.to_owned(),
+                passed: failures.is_empty(),
+                files: test_files,
+                checks: test_checks,
+                failures: failures.iter().take(20).cloned().collect(),
+            }),
+            SideEffect::None,
+        )?;
+        if !failures.is_empty() {
+            self.ledger.append(vec![tested]).await?;
+            return Err(VersionError::TestsFailed(failures));
+        }
+        let previous = self
+            .store
+            .active_policy_version(&row.store)
+            .await?
+            .map(|a| a.id)
+            .filter(|p| *p != row.id);
+        self.ledger
+            .append(vec![tested, self.activated(&row, actor, previous.clone())?])
+            .await?;
+        pipeline.set_pack(selected.as_ref(), pack);
+        let mut version = view(&row)?;
+        version.state = "active".into();
+        Ok(Activation {
+            version,
+            previous,
+            test_files,
+            test_checks,
+        })
+    }
+
+    /// The store's policy tests against `pack`: (files, checks, failures).
+    fn run_tests(
+        &self,
+        store: &str,
+        pack: &PolicyPack,
+    ) -> Result<(usize, usize, Vec<String>), VersionError> {
+        let Some(dir) = self.tests.get(store).filter(|d| d.is_dir()) else {
+            return Ok((0, 0, Vec::new()));
+        };
+        let files =
+            collect(std::slice::from_ref(dir)).map_err(|e| invalid("tests", e.to_string()))?;
+        let (mut checks, mut failures) = (0, Vec::new());
+        for file in &files {
+            let name = file.strip_prefix(dir).unwrap_or(file).display().to_string();
+            match run_file_with(file, Some(pack.policy_set())) {
+                Ok(report) => {
+                    checks += report.checks;
+                    failures.extend(report.mismatches.into_iter().map(|m| {
+                        format!(
+                            "{name}: {}: {}: expected {}, got {}",
+                            m.test, m.what, m.expected, m.got
+                        )
+                    }));
+                }
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        Ok((files.len(), checks, failures))
+    }
+
+    /// Withdraws a version for good; the active one cannot be.
+    pub async fn retire(&self, id: &str, actor: &str) -> Result<PolicyVersion, VersionError> {
+        let _serialised = self.writes.lock().await;
+        let row = self
+            .store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        if row.state == "active" {
+            return Err(VersionError::Conflict(format!(
+                "version `{id}` is active: activate another version first"
+            )));
+        }
+        if row.state != "retired" {
+            self.ledger
+                .append(vec![Self::entry(
+                    Event::PolicyRetired(PolicyVersionEvent {
+                        version: row.id.clone(),
+                        store: row.store.clone(),
+                        policy_digest: row.digest.clone(),
+                        actor: actor.to_owned(),
+                        previous: None,
+                    }),
+                    SideEffect::PolicyRetirement {
+                        version: row.id.clone(),
+                    },
+                )?])
+                .await?;
+        }
+        let mut version = view(&row)?;
+        version.state = "retired".into();
+        Ok(version)
+    }
+}
+
+fn policy_error(e: PolicyError) -> VersionError {
+    match e {
+        PolicyError::Invalid(diagnostics) => VersionError::Diagnostics(diagnostics),
+        PolicyError::Io { path, source } => {
+            invalid("files", format!("{}: {source}", path.display()))
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Policy versions: validated uploads, activation gated by the pack's own policy tests, rollback,
+//! retirement, restarts, and every step in the ledger.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestServer, codes, policy_ids, repo, test_config};
+
+fn pack_files(extra: &[(&str, &str)], without: &[&str]) -> Value {
+    let mut files = serde_json::Map::new();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.ends_with(".cedar") && !without.contains(&name.as_str()) {
+            files.insert(name, json!(std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    for (name, text) in extra {
+        files.insert(name.to_string(), json!(text));
+    }
+    Value::Object(files)
+}
+
+const NO_WEATHER: &str =
+    "@id(\"no-weather\")\nforbid (principal, action, resource == Tool::\"weather.get\");\n";
+
+fn admin(s: &TestServer) -> String {
+    s.token("pat", &["policy_admin"])
+}
+
+async fn fleet(s: &TestServer) {
+    s.tool("weather.get", "low").await;
+    s.agent("bot", "limited", &["weather.get"]).await;
+}
+
+async fn weather(s: &TestServer) -> Value {
+    s.invoke(&s.token("bot", &[]), "weather.get", json!({}))
+        .await
+        .1
+}
+
+async fn ledger_types(s: &TestServer) -> Vec<Value> {
+    let (_, page) = s
+        .get("/v1/ledger/entries?start=0&end=1000", &s.admin())
+        .await;
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upload_is_validated_and_a_draft_whose_tests_fail_cannot_be_activated() {
+    let s = TestServer::start().await;
+    let (_, before) = s.get("/v1/policies", &admin(&s)).await;
+    assert_eq!(
+        before["versions"].as_array().unwrap().len(),
+        1,
+        "the folder is version 1: {before}"
+    );
+    assert_eq!(before["versions"][0]["state"], "active");
+
+    // Does not parse: 422 with file, line and column.
+    let bad = pack_files(
+        &[(
+            "broken.cedar",
+            "permit (principal, action, resource)\nwhen { principal.nope == };\n",
+        )],
+        &[],
+    );
+    let (status, body) = s
+        .post("/v1/policies", &admin(&s), json!({"files": bad}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let diagnostic = &body["error"]["details"]["diagnostics"][0];
+    assert_eq!(
+        (diagnostic["file"].as_str(), diagnostic["line"].as_u64()),
+        (Some("broken.cedar"), Some(2)),
+        "{body}"
+    );
+    assert!(diagnostic["column"].as_u64().unwrap() > 1);
+    // Parses but does not validate against the schema.
+    let invalid = pack_files(
+        &[(
+            "typo.cedar",
+            "forbid (principal is Agent, action, resource) when { principal.risk_teir == \"high\" };\n",
+        )],
+        &[],
+    );
+    let (status, body) = s
+        .post("/v1/policies", &admin(&s), json!({"files": invalid}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["details"]["diagnostics"][0]["file"],
+        "typo.cedar"
+    );
+    // Bad names, no role, unknown store.
+    let (status, _) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": {"../x.cedar": "permit(principal, action, resource);"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = s
+        .post(
+            "/v1/policies",
+            &s.admin(),
+            json!({"files": pack_files(&[], &[])}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"store": "nope", "files": pack_files(&[], &[])}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, after) = s.get("/v1/policies", &admin(&s)).await;
+    assert_eq!(after, before, "refused uploads change nothing");
+
+    // Without the declared-tools permit the pack's tests fail: the draft is stored, not activated.
+    let (status, draft) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": pack_files(&[], &["declared_tools.cedar"])}),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    assert_eq!(draft["state"], "draft");
+    let id = draft["version"].as_str().unwrap();
+    let (status, refused) = s
+        .post(
+            &format!("/v1/policies/{id}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    let failures = refused["error"]["details"]["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("default_pack.json")),
+        "{refused}"
+    );
+    let entries = ledger_types(&s).await;
+    let tested = entries
+        .iter()
+        .rfind(|e| e["type"] == "policy_tested")
+        .unwrap();
+    assert_eq!(
+        (tested["version"].as_str(), tested["passed"].as_bool()),
+        (Some(id), Some(false))
+    );
+    let (_, list) = s.get("/v1/policies", &admin(&s)).await;
+    assert_eq!(list["versions"][0]["state"], "active");
+    assert_eq!(list["versions"][1]["state"], "draft");
+    // The same text again is the same version.
+    let (status, again) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": pack_files(&[], &["declared_tools.cedar"])}),
+        )
+        .await;
+    assert_eq!((status, again["version"].as_str()), (200, Some(id)));
+}
+
+#[tokio::test]
+async fn activation_changes_answers_at_once_rollback_restores_them_and_both_survive_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let config = test_config(data.path(), None);
+    let mut s = TestServer::with_config(data, config).await;
+    fleet(&s).await;
+    assert_eq!(weather(&s).await["decision"], "allow");
+    let (_, list) = s.get("/v1/policies", &admin(&s)).await;
+    let first = list["versions"][0]["version"].as_str().unwrap().to_owned();
+
+    let (status, draft) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    let second = draft["version"].as_str().unwrap().to_owned();
+    let (status, activated) = s
+        .post(
+            &format!("/v1/policies/{second}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    assert_eq!(activated["previous"], first.as_str());
+    assert!(
+        activated["test_checks"].as_u64().unwrap() > 1,
+        "the pack's tests ran: {activated}"
+    );
+    let denied = weather(&s).await;
+    assert_eq!(
+        (denied["decision"].as_str(), policy_ids(&denied)),
+        (Some("deny"), vec!["no-weather".to_owned()])
+    );
+    assert_eq!(denied["policy_digest"], draft["digest"]);
+
+    // The activation survives a restart: the folder did not change, so the active version stays.
+    s.restart().await;
+    assert_eq!(weather(&s).await["decision"], "deny");
+
+    // Rollback is one call.
+    let (status, rolled) = s
+        .post(
+            &format!("/v1/policies/{first}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rolled}");
+    assert_eq!(rolled["previous"], second.as_str());
+    assert_eq!(weather(&s).await["decision"], "allow");
+    s.restart().await;
+    assert_eq!(weather(&s).await["decision"], "allow");
+
+    // Retire: not the active one; a retired one cannot come back.
+    let (status, _) = s
+        .post(
+            &format!("/v1/policies/{first}/retire"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, retired) = s
+        .post(
+            &format!("/v1/policies/{second}/retire"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, retired["state"].as_str()), (200, Some("retired")));
+    let (status, _) = s
+        .post(
+            &format!("/v1/policies/{second}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (_, detail) = s
+        .get(
+            &format!("/v1/policies/{second}"),
+            &s.token("a", &["auditor"]),
+        )
+        .await;
+    assert_eq!(detail["sources"]["no_weather.cedar"], NO_WEATHER);
+
+    // Every step is in the ledger, which still verifies.
+    let kinds: Vec<String> = ledger_types(&s)
+        .await
+        .iter()
+        .filter(|e| {
+            e["type"].as_str().unwrap().starts_with("policy_") && e["type"] != "policy_loaded"
+        })
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["actor"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "policy_version_created startup",
+            "policy_activated startup",
+            "policy_version_created pat",
+            "policy_tested pat",
+            "policy_activated pat",
+            "policy_tested pat",
+            "policy_activated pat",
+            "policy_retired pat"
+        ]
+    );
+    assert_eq!(codes(&weather(&s).await), ["policy"]);
+    s.stop_and_verify_ledger().await;
+}
+
+#[tokio::test]
+async fn each_store_has_its_own_versions() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config
+        .stores
+        .insert("todo".into(), repo().join("examples/authzen-todo"));
+    let s = TestServer::with_config(data, config).await;
+    let (_, todo) = s.get("/v1/policies?store=todo", &admin(&s)).await;
+    assert_eq!(todo["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(todo["versions"][0]["store"], "todo");
+    // Validated against the todo schema, not the agent one.
+    let (status, body) = s
+        .post("/v1/policies", &admin(&s), json!({"store": "todo", "files": {"all.cedar": "permit (principal is user, action, resource);"}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = s
+        .post("/v1/policies", &admin(&s), json!({"store": "todo", "files": {"all.cedar": "permit (principal is Agent, action, resource);"}}))
+        .await;
+    assert_eq!(status, 422);
+    let (status, activated) = s
+        .post(
+            &format!(
+                "/v1/policies/{}/activate",
+                body["version"].as_str().unwrap()
+            ),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    let (_, answer) = s
+        .post("/stores/todo/access/v1/evaluation", &s.token("gw", &["pep"]),
+              json!({"subject": {"type": "user", "id": "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"}, "action": {"name": "can_delete_todo"}, "resource": {"type": "todo", "id": "t"}}))
+        .await;
+    assert_eq!(
+        answer["decision"], true,
+        "the new version decides in its store: {answer}"
+    );
+    let (_, default) = s.get("/v1/policies", &admin(&s)).await;
+    assert_eq!(
+        default["versions"].as_array().unwrap().len(),
+        1,
+        "the default store is untouched"
+    );
+}
