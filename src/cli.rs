@@ -229,6 +229,24 @@ pub struct MintArgs {
 pub enum PolicyCommand {
     /// Parse and validate the policy pack against the schema; print each problem as file:line:col.
     Check(LocalArgs),
+    /// What if: replay the decisions recorded in the data dir against a policy version (or a
+    /// folder of policies) and report the answers that would change. Reads the data dir only.
+    Replay {
+        /// A version id (`GET /v1/policies`).
+        #[arg(required_unless_present = "policies", conflicts_with = "policies")]
+        version: Option<String>,
+        /// A folder of `*.cedar` files instead of a stored version.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Start of the period (RFC 3339) [default: the first decision].
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period, exclusive (RFC 3339) [default: now].
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
     /// Run policy test files (Cedar integration-test format); exit non-zero on any mismatch.
     Test {
         /// Test files, or folders to search for them.
@@ -303,6 +321,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             verify_ledger(&config, args).await?;
         }
         Command::Policy(PolicyCommand::Test { paths, verbose }) => policy_test(&paths, verbose)?,
+        Command::Policy(PolicyCommand::Replay {
+            version,
+            policies,
+            from,
+            to,
+            local,
+        }) => {
+            let config = Config::load(config_file, &local.overrides())?;
+            policy_replay(&config, version, policies, from, to).await?;
+        }
         Command::Policy(PolicyCommand::Check(local)) => {
             let config = Config::load(config_file, &local.overrides())?;
             let pack = PolicyPack::load(&config.policy_dir, &config.schema_file)?;
@@ -512,6 +540,44 @@ async fn export_pack(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
         bytes,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+async fn policy_replay(
+    config: &Config,
+    version: Option<String>,
+    policies: Option<PathBuf>,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<()> {
+    let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
+    let pack = match (version, policies) {
+        (_, Some(dir)) => PolicyPack::load(&dir, &config.schema_file)?,
+        (Some(id), None) => {
+            let row = store.policy_version(&id).await?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no policy version `{id}` in {}",
+                    config.database_path().display()
+                )
+            })?;
+            let files: Vec<(String, String)> = serde_json::from_str(&row.files)?;
+            let schema = match store.policy_text(&row.digest).await? {
+                Some(t) if !t.schema_text.is_empty() => t.schema_text,
+                _ => std::fs::read_to_string(&config.schema_file)?,
+            };
+            PolicyPack::from_sources("schema", &schema, files)?
+        }
+        (None, None) => anyhow::bail!("name a version or --policies DIR"),
+    };
+    let whole = crate::compliance::pack::whole_history();
+    let period = crate::compliance::Period::parse(
+        from.as_deref()
+            .or(Some(&crate::compliance::rfc3339(whole.from))),
+        to.as_deref(),
+        Duration::ZERO,
+    )?;
+    let report = crate::policy::replay::replay(&store, &pack, &period).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

@@ -1065,6 +1065,22 @@ impl Pipeline {
         request: &DecisionRequest,
         approval: Option<&Approval>,
     ) -> Result<Context, RequestError> {
+        cedar_context(
+            caller.on_behalf_of.as_ref(),
+            request,
+            approval.map(|a| (a.id.as_str(), a.decided_by.as_deref().unwrap_or_default())),
+        )
+    }
+}
+
+/// The Cedar context of a request: the caller's, plus what Reins knows (delegating user, session,
+/// a granted approval as `(id, approver)`).
+fn cedar_context(
+    on_behalf_of: Option<&UserId>,
+    request: &DecisionRequest,
+    approval: Option<(&str, &str)>,
+) -> Result<Context, RequestError> {
+    {
         let mut context = request.context.clone().unwrap_or_default();
         if let Some(key) = RESERVED_CONTEXT.iter().find(|k| context.contains_key(**k)) {
             return Err(RequestError::new(
@@ -1075,7 +1091,7 @@ impl Pipeline {
         context
             .entry("args")
             .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(user) = &caller.on_behalf_of {
+        if let Some(user) = on_behalf_of {
             context.insert(
                 "user".into(),
                 serde_json::json!({ "__entity": { "type": "User", "id": user.as_str() } }),
@@ -1084,16 +1100,18 @@ impl Pipeline {
         if let Some(session) = &request.session_id {
             context.insert("session_id".into(), Value::String(session.clone()));
         }
-        if let Some(approval) = approval {
+        if let Some((id, approver)) = approval {
             context.insert(
                 "approval".into(),
-                serde_json::json!({ "id": approval.id, "approver": approval.decided_by.clone().unwrap_or_default() }),
+                serde_json::json!({ "id": id, "approver": approver }),
             );
         }
         Context::from_json_value(Value::Object(context), None)
             .map_err(|e| RequestError::new("context", e.to_string()))
     }
+}
 
+impl Pipeline {
     /// A resource entity built from the request's attributes, checked against the schema.
     fn resource_entity(
         &self,
@@ -1237,6 +1255,55 @@ fn decision_span(caller: &Caller, request: &DecisionRequest, target: &Target) ->
         reins.decision_id = tracing::field::Empty,
         reins.ledger.index = tracing::field::Empty,
     )
+}
+
+/// What `pack` answers to a recorded request of the default store, with the agent and tool entities
+/// as they were when it was decided (`tool` None for a non-tool resource, rebuilt from the
+/// request's attributes). A request that carried an approval is evaluated with one, as it was.
+pub fn replay_decision(
+    pack: &PolicyPack,
+    types: &EntityTypes,
+    agent: &Entity,
+    tool: Option<&Entity>,
+    on_behalf_of: Option<&UserId>,
+    request: &DecisionRequest,
+) -> Result<Decision, RequestError> {
+    let action = EntityUid::from_type_name_and_id(
+        EntityTypeName::from_str("Action")
+            .map_err(|e| RequestError::new("action", e.to_string()))?,
+        EntityId::new(&request.action),
+    );
+    let resource_type = EntityTypeName::from_str(&request.resource.kind)
+        .map_err(|e| RequestError::new("resource.type", e.to_string()))?;
+    let approval = request.approval_id.as_deref().map(|id| (id, "replay"));
+    let context = cedar_context(on_behalf_of, request, approval)?;
+    let resource_entity = match tool {
+        Some(t) => t.clone(),
+        None => {
+            let json = serde_json::json!({
+                "uid": { "type": resource_type.to_string(), "id": request.resource.id },
+                "attrs": request.resource.attributes.clone().unwrap_or_default(),
+                "parents": [],
+            });
+            Entity::from_json_value(json, Some(pack.schema()))
+                .map_err(|e| RequestError::new("resource.attributes", e.to_string()))?
+        }
+    };
+    let mut entities = vec![agent.clone(), resource_entity];
+    if let Some(user) = on_behalf_of {
+        entities.push(Entity::with_uid(types.uid(&types.user, user.as_str())));
+    }
+    let entities = Entities::from_entities(entities, None)
+        .map_err(|e| RequestError::new("resource", e.to_string()))?;
+    let request = Request::new(
+        agent.uid(),
+        action,
+        EntityUid::from_type_name_and_id(resource_type, EntityId::new(&request.resource.id)),
+        context,
+        None,
+    )
+    .map_err(|e| RequestError::new("action", e.to_string()))?;
+    Ok(decision_of(pack, &pack.is_authorized(&request, &entities)))
 }
 
 /// What the policies alone answer to `agent` invoking `tool` with empty arguments and no approval

@@ -601,7 +601,8 @@ fn string(s: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(s.to_owned())
 }
 
-fn agent_entity(types: &EntityTypes, agent: &Agent) -> Result<Entity, RegistryError> {
+/// An agent's Cedar entity (also used to rebuild past entities for replay).
+pub fn agent_entity(types: &EntityTypes, agent: &Agent) -> Result<Entity, RegistryError> {
     let r = &agent.record;
     let opt = |s: &Option<String>| string(s.as_deref().unwrap_or(""));
     let attrs =
@@ -630,7 +631,8 @@ fn agent_entity(types: &EntityTypes, agent: &Agent) -> Result<Entity, RegistryEr
     })
 }
 
-fn tool_entity(types: &EntityTypes, tool: &Tool) -> Result<Entity, RegistryError> {
+/// A tool's Cedar entity.
+pub fn tool_entity(types: &EntityTypes, tool: &Tool) -> Result<Entity, RegistryError> {
     let r = &tool.record;
     let attrs = HashMap::from([
         ("description".to_string(), string(&r.description)),

@@ -714,6 +714,21 @@ impl Store {
         })
     }
 
+    /// Every decision made in `[from, to)` (RFC 3339), in ledger order.
+    pub async fn decisions_in(&self, from: &str, to: &str) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, agent_id, on_behalf_of, action, resource_type, resource_id, decision, policy_digest,
+                    evaluated_at, request, response, ledger_index, leaf_hash
+             FROM decisions
+             WHERE julianday(evaluated_at) >= julianday($1) AND julianday(evaluated_at) < julianday($2)
+             ORDER BY ledger_index",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Indices of the decision entries in `[start, end)` concerning `agent`.
     pub async fn decision_indices(
         &self,

@@ -25,6 +25,48 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get))
         .routes(routes!(activate))
         .routes(routes!(retire))
+        .routes(routes!(replay))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// RFC 3339; default: the start of the ledger.
+    #[serde(default)]
+    from: Option<String>,
+    /// RFC 3339; default: now.
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// What if: evaluate a version against the decisions recorded over a period, with the requests as
+/// stored and the agents and tools as they were, and report the answers that would change.
+#[utoipa::path(post, path = "/v1/policies/{version}/replay", tag = "policies", params(("version" = String, Path)),
+    request_body = ReplayRequest, security(("bearer" = [])),
+    responses((status = 200, body = crate::policy::replay::ReplayReport), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+    ApiJson(request): ApiJson<ReplayRequest>,
+) -> Result<Json<crate::policy::replay::ReplayReport>, ApiError> {
+    caller.require_any_role(READERS)?;
+    let whole = crate::compliance::pack::whole_history();
+    let period = crate::compliance::Period::parse(
+        request
+            .from
+            .as_deref()
+            .or(Some(&crate::compliance::rfc3339(whole.from))),
+        request.to.as_deref(),
+        std::time::Duration::ZERO,
+    )?;
+    Ok(Json(
+        state
+            .versions
+            .replay(&state.pipeline, &version, &period)
+            .await?,
+    ))
 }
 
 const READERS: &[&str] = &[roles::POLICY_ADMIN, roles::ADMIN, roles::AUDITOR];

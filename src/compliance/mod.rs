@@ -172,7 +172,7 @@ pub fn parse_time(field: &str, text: &str) -> Result<OffsetDateTime, ComplianceE
         .map_err(|e| invalid(field, format!("`{text}` is not an RFC 3339 time: {e}")))
 }
 
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -403,6 +403,37 @@ impl Versions {
         Ok((files.len(), checks, failures))
     }
 
+    /// What `id` would have answered to the decisions recorded over `period` (default store).
+    pub async fn replay(
+        &self,
+        pipeline: &Pipeline,
+        id: &str,
+        period: &crate::compliance::Period,
+    ) -> Result<super::replay::ReplayReport, VersionError> {
+        let row = self
+            .store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        if row.store != DEFAULT_STORE {
+            return Err(invalid(
+                "version",
+                "replay covers the default store, whose decisions carry their registry state",
+            ));
+        }
+        let current = pipeline
+            .pack_of(None)
+            .ok_or_else(|| VersionError::NoStore(row.store.clone()))?;
+        let pack = PolicyPack::from_sources("schema", current.schema_text(), sources(&row)?)
+            .map_err(policy_error)?;
+        super::replay::replay(&self.store, &pack, period)
+            .await
+            .map_err(|e| match e {
+                super::replay::ReplayError::Store(e) => VersionError::Store(e),
+                super::replay::ReplayError::Corrupt(m) => VersionError::Corrupt(m),
+            })
+    }
+
     /// Withdraws a version for good; the active one cannot be.
     pub async fn retire(&self, id: &str, actor: &str) -> Result<PolicyVersion, VersionError> {
         let _serialised = self.writes.lock().await;
