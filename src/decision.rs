@@ -266,6 +266,98 @@ impl Target {
     }
 }
 
+/// A policy version evaluated beside the active one on live traffic, without affecting answers:
+/// it counts where the two disagree.
+pub struct Shadow {
+    pub version: String,
+    pub pack: PolicyPack,
+    pub since: String,
+    pub evaluated: std::sync::atomic::AtomicU64,
+    pub allow_to_deny: std::sync::atomic::AtomicU64,
+    pub deny_to_allow: std::sync::atomic::AtomicU64,
+    /// The first disagreements (at most 20).
+    pub examples: std::sync::Mutex<Vec<ShadowDisagreement>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ShadowDisagreement {
+    pub decision_id: String,
+    pub agent_id: String,
+    pub action: String,
+    pub resource: String,
+    /// The active version's answer (what was answered).
+    pub active: Outcome,
+    /// The shadow version's.
+    pub shadow: Outcome,
+    pub shadow_policy_ids: Vec<String>,
+}
+
+impl Shadow {
+    pub fn new(version: String, pack: PolicyPack) -> Self {
+        Self {
+            version,
+            pack,
+            since: store::now(),
+            evaluated: Default::default(),
+            allow_to_deny: Default::default(),
+            deny_to_allow: Default::default(),
+            examples: Default::default(),
+        }
+    }
+
+    /// Evaluates the same Cedar request under the shadow pack and counts a disagreement.
+    fn observe(
+        &self,
+        request: &Request,
+        entities: &Entities,
+        active: &Decision,
+        caller: &Caller,
+        asked: &DecisionRequest,
+        store: Option<&str>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shadow = tracing::debug_span!("cedar.shadow")
+            .in_scope(|| decision_of(&self.pack, &self.pack.is_authorized(request, entities)));
+        self.evaluated.fetch_add(1, Relaxed);
+        if shadow.decision == active.decision {
+            return;
+        }
+        match shadow.decision {
+            Outcome::Deny => self.allow_to_deny.fetch_add(1, Relaxed),
+            Outcome::Allow => self.deny_to_allow.fetch_add(1, Relaxed),
+        };
+        crate::telemetry::metrics().shadow_disagreements.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "store",
+                    store
+                        .unwrap_or(crate::policy::store::DEFAULT_STORE)
+                        .to_owned(),
+                ),
+                opentelemetry::KeyValue::new("version", self.version.clone()),
+            ],
+        );
+        if let Ok(mut examples) = self.examples.lock()
+            && examples.len() < 20
+        {
+            examples.push(ShadowDisagreement {
+                decision_id: active.decision_id.to_string(),
+                agent_id: caller.agent.to_string(),
+                action: asked.action.clone(),
+                resource: format!("{}::\"{}\"", asked.resource.kind, asked.resource.id),
+                active: active.decision,
+                shadow: shadow.decision,
+                shadow_policy_ids: shadow
+                    .reasons
+                    .into_iter()
+                    .filter_map(|r| r.policy_id)
+                    .collect(),
+            });
+        }
+    }
+}
+
 /// A request evaluated but not yet recorded.
 pub struct Evaluated {
     pub caller: Caller,
@@ -285,6 +377,8 @@ pub struct Pipeline {
     action_type: EntityTypeName,
     batch_max: usize,
     stores: BTreeMap<StoreName, Arc<PolicyStore>>,
+    /// The default store's shadow version, if any.
+    shadow: arc_swap::ArcSwapOption<Shadow>,
 }
 
 impl Pipeline {
@@ -309,7 +403,28 @@ impl Pipeline {
             action_type,
             batch_max,
             stores: BTreeMap::new(),
+            shadow: Default::default(),
         })
+    }
+
+    /// Starts (Some) or stops (None) shadowing a version in `store`.
+    pub fn set_shadow(&self, store: Option<&StoreName>, shadow: Option<Arc<Shadow>>) {
+        match store {
+            None => self.shadow.store(shadow),
+            Some(name) => {
+                if let Some(s) = self.stores.get(name) {
+                    s.shadow.store(shadow);
+                }
+            }
+        }
+    }
+
+    /// The shadow version of `store`, if any.
+    pub fn shadow_of(&self, store: Option<&StoreName>) -> Option<Arc<Shadow>> {
+        match store {
+            None => self.shadow.load_full(),
+            Some(name) => self.stores.get(name).and_then(|s| s.shadow.load_full()),
+        }
     }
 
     /// Adds folder-backed stores (before serving).
@@ -557,6 +672,16 @@ impl Pipeline {
         let response = tracing::debug_span!("cedar", policies = pack.policy_count())
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(pack, &response);
+        if let Some(shadow) = store.shadow.load().as_ref() {
+            shadow.observe(
+                &cedar_request,
+                &entities,
+                &decision,
+                caller,
+                request,
+                Some(store.name.as_str()),
+            );
+        }
         decision.store = Some(store.name.to_string());
         Ok(Evaluation {
             decision,
@@ -1022,6 +1147,9 @@ impl Pipeline {
         let response = tracing::debug_span!("cedar", policies = pack.policy_count())
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(&pack, &response);
+        if let Some(shadow) = self.shadow.load().as_ref() {
+            shadow.observe(&cedar_request, &entities, &decision, caller, request, None);
+        }
         let approval_requested = match (&approval_used, approval_group(&decision)) {
             (None, Some(group)) => {
                 let policy_ids = decision

@@ -169,6 +169,14 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     )?
     .with_stores(stores);
     record_self_check(&pipeline, &ledger).await?;
+    versions.resume_shadow(&pipeline, None).await?;
+    for s in pipeline
+        .stores()
+        .map(|s| s.name.clone())
+        .collect::<Vec<_>>()
+    {
+        versions.resume_shadow(&pipeline, Some(&s)).await?;
+    }
     let gauges =
         crate::telemetry::register_gauges(ledger.clone(), killswitches.clone(), approvals.clone());
     Ok(Services {

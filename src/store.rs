@@ -151,6 +151,11 @@ pub enum SideEffect {
     PolicyRetirement {
         version: String,
     },
+    /// `version` becomes its store's shadow; a previous shadow goes back to draft.
+    PolicyShadow {
+        store: String,
+        version: String,
+    },
 }
 
 /// A policy version as stored.
@@ -434,6 +439,16 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     sqlx::query("UPDATE policy_versions SET state = 'active' WHERE id = $1")
+                        .bind(version)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                SideEffect::PolicyShadow { store, version } => {
+                    sqlx::query("UPDATE policy_versions SET state = 'draft' WHERE store = $1 AND state = 'shadow'")
+                        .bind(store)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE policy_versions SET state = 'shadow' WHERE id = $1")
                         .bind(version)
                         .execute(&mut *tx)
                         .await?;
@@ -799,6 +814,19 @@ impl Store {
         )
         .bind(store)
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn shadow_policy_version(
+        &self,
+        store: &str,
+    ) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 AND state = 'shadow'",
+        )
+        .bind(store)
+        .fetch_optional(&self.pool)
         .await?)
     }
 

@@ -293,6 +293,7 @@ pub struct Metrics {
     pub decision_duration: Histogram<f64>,
     pub ledger_append_duration: Histogram<f64>,
     pub ledger_batch_size: Histogram<u64>,
+    pub shadow_disagreements: Counter<u64>,
     meter: Meter,
 }
 
@@ -317,6 +318,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             .u64_histogram("reins.ledger.batch.size")
             .with_unit("{entry}")
             .with_description("Entries per group commit")
+            .build(),
+        shadow_disagreements: meter
+            .u64_counter("reins.shadow.disagreements")
+            .with_description(
+                "Live requests a shadow policy version answers differently, by store and version",
+            )
             .build(),
         meter,
     }

@@ -26,6 +26,43 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(activate))
         .routes(routes!(retire))
         .routes(routes!(replay))
+        .routes(routes!(shadow, shadow_report))
+}
+
+/// Evaluate a draft beside the active version on live traffic, without affecting answers.
+#[utoipa::path(post, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PolicyVersion), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn shadow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<PolicyVersion>, ApiError> {
+    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    Ok(Json(
+        state
+            .versions
+            .shadow(&state.pipeline, &version, caller.agent.as_str())
+            .await?,
+    ))
+}
+
+/// How the shadow version compares with the active one: requests evaluated, disagreements (allow
+/// to deny, deny to allow) and examples.
+#[utoipa::path(get, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = crate::policy::versions::ShadowReport), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn shadow_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<crate::policy::versions::ShadowReport>, ApiError> {
+    caller.require_any_role(READERS)?;
+    let store = state.versions.store_of(&version).await?;
+    Ok(Json(state.versions.shadow_report(
+        &state.pipeline,
+        &store,
+        &version,
+    )?))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -189,7 +226,7 @@ async fn retire(
     Ok(Json(
         state
             .versions
-            .retire(&version, caller.agent.as_str())
+            .retire(&state.pipeline, &version, caller.agent.as_str())
             .await?,
     ))
 }

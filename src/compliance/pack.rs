@@ -185,7 +185,8 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
         | Event::PolicyVersionCreated(_)
         | Event::PolicyTested(_)
         | Event::PolicyActivated(_)
-        | Event::PolicyRetired(_) => true,
+        | Event::PolicyRetired(_)
+        | Event::PolicyShadowed(_) => true,
     }
 }
 

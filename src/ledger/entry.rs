@@ -48,6 +48,7 @@ pub enum Event {
     PolicyTested(PolicyTestEvent),
     PolicyActivated(PolicyVersionEvent),
     PolicyRetired(PolicyVersionEvent),
+    PolicyShadowed(PolicyVersionEvent),
 }
 
 /// A policy version created, activated or retired.
@@ -231,6 +232,7 @@ impl Event {
             Event::PolicyTested(_) => "policy_tested",
             Event::PolicyActivated(_) => "policy_activated",
             Event::PolicyRetired(_) => "policy_retired",
+            Event::PolicyShadowed(_) => "policy_shadowed",
         }
     }
 }

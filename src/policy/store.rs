@@ -63,6 +63,8 @@ pub struct PolicyStore {
     pub dir: PathBuf,
     /// The active version's pack, swapped on activation.
     pub pack: ArcSwap<PolicyPack>,
+    /// A version evaluated beside the active one, without affecting answers.
+    pub shadow: arc_swap::ArcSwapOption<crate::decision::Shadow>,
     pub entities: Entities,
 }
 
@@ -96,6 +98,7 @@ impl PolicyStore {
             name,
             dir: dir.to_path_buf(),
             pack: ArcSwap::from_pointee(pack),
+            shadow: Default::default(),
             entities,
         })
     }

@@ -75,6 +75,19 @@ pub struct PolicyVersionDetail {
     pub sources: BTreeMap<String, String>,
 }
 
+/// How a shadow version compares with the active one on live traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ShadowReport {
+    pub version: String,
+    pub since: String,
+    /// Live requests Cedar decided that the shadow version was evaluated on.
+    pub evaluated: u64,
+    pub disagreements: u64,
+    pub allow_to_deny: u64,
+    pub deny_to_allow: u64,
+    pub examples: Vec<crate::decision::ShadowDisagreement>,
+}
+
 /// What an activation did.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Activation {
@@ -363,6 +376,12 @@ impl Versions {
             .append(vec![tested, self.activated(&row, actor, previous.clone())?])
             .await?;
         pipeline.set_pack(selected.as_ref(), pack);
+        if pipeline
+            .shadow_of(selected.as_ref())
+            .is_some_and(|s| s.version == row.id)
+        {
+            pipeline.set_shadow(selected.as_ref(), None);
+        }
         let mut version = view(&row)?;
         version.state = "active".into();
         Ok(Activation {
@@ -434,8 +453,129 @@ impl Versions {
             })
     }
 
+    /// Evaluates `id` beside its store's active version on live traffic, without affecting
+    /// answers (one shadow per store; a previous one stops).
+    pub async fn shadow(
+        &self,
+        pipeline: &Pipeline,
+        id: &str,
+        actor: &str,
+    ) -> Result<PolicyVersion, VersionError> {
+        let _serialised = self.writes.lock().await;
+        let row = self
+            .store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        if row.state != "draft" && row.state != "shadow" {
+            return Err(VersionError::Conflict(format!(
+                "version `{id}` is {}: only a draft can be shadowed",
+                row.state
+            )));
+        }
+        let selected = selector(&row.store);
+        let pack = self.pack_of_row(pipeline, &row)?;
+        self.ledger
+            .append(vec![Self::entry(
+                Event::PolicyShadowed(PolicyVersionEvent {
+                    version: row.id.clone(),
+                    store: row.store.clone(),
+                    policy_digest: row.digest.clone(),
+                    actor: actor.to_owned(),
+                    previous: None,
+                }),
+                SideEffect::PolicyShadow {
+                    store: row.store.clone(),
+                    version: row.id.clone(),
+                },
+            )?])
+            .await?;
+        pipeline.set_shadow(
+            selected.as_ref(),
+            Some(Arc::new(crate::decision::Shadow::new(row.id.clone(), pack))),
+        );
+        let mut version = view(&row)?;
+        version.state = "shadow".into();
+        Ok(version)
+    }
+
+    /// How the shadow version has compared with the active one since it started (or since the
+    /// server started: counts are kept in memory).
+    pub fn shadow_report(
+        &self,
+        pipeline: &Pipeline,
+        store: &str,
+        id: &str,
+    ) -> Result<ShadowReport, VersionError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shadow = pipeline
+            .shadow_of(selector(store).as_ref())
+            .filter(|s| s.version == id)
+            .ok_or_else(|| {
+                VersionError::Conflict(format!("version `{id}` is not being shadowed"))
+            })?;
+        let allow_to_deny = shadow.allow_to_deny.load(Relaxed);
+        let deny_to_allow = shadow.deny_to_allow.load(Relaxed);
+        Ok(ShadowReport {
+            version: id.to_owned(),
+            since: shadow.since.clone(),
+            evaluated: shadow.evaluated.load(Relaxed),
+            disagreements: allow_to_deny + deny_to_allow,
+            allow_to_deny,
+            deny_to_allow,
+            examples: shadow
+                .examples
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The store a version belongs to.
+    pub async fn store_of(&self, id: &str) -> Result<String, VersionError> {
+        Ok(self
+            .store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?
+            .store)
+    }
+
+    /// At start: re-attach each store's shadow version (its counts start again at zero).
+    pub async fn resume_shadow(
+        &self,
+        pipeline: &Pipeline,
+        store: Option<&StoreName>,
+    ) -> Result<(), VersionError> {
+        if let Some(row) = self.store.shadow_policy_version(&store_key(store)).await? {
+            let pack = self.pack_of_row(pipeline, &row)?;
+            pipeline.set_shadow(
+                store,
+                Some(Arc::new(crate::decision::Shadow::new(row.id, pack))),
+            );
+        }
+        Ok(())
+    }
+
+    fn pack_of_row(
+        &self,
+        pipeline: &Pipeline,
+        row: &PolicyVersionRow,
+    ) -> Result<PolicyPack, VersionError> {
+        let current = pipeline
+            .pack_of(selector(&row.store).as_ref())
+            .ok_or_else(|| VersionError::NoStore(row.store.clone()))?;
+        PolicyPack::from_sources("schema", current.schema_text(), sources(row)?)
+            .map_err(policy_error)
+    }
+
     /// Withdraws a version for good; the active one cannot be.
-    pub async fn retire(&self, id: &str, actor: &str) -> Result<PolicyVersion, VersionError> {
+    pub async fn retire(
+        &self,
+        pipeline: &Pipeline,
+        id: &str,
+        actor: &str,
+    ) -> Result<PolicyVersion, VersionError> {
         let _serialised = self.writes.lock().await;
         let row = self
             .store
@@ -462,6 +602,13 @@ impl Versions {
                     },
                 )?])
                 .await?;
+        }
+        let selected = selector(&row.store);
+        if pipeline
+            .shadow_of(selected.as_ref())
+            .is_some_and(|s| s.version == row.id)
+        {
+            pipeline.set_shadow(selected.as_ref(), None);
         }
         let mut version = view(&row)?;
         version.state = "retired".into();

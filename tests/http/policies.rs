@@ -474,3 +474,94 @@ async fn replay_reports_exactly_the_decisions_a_policy_change_would_change() {
         (Some(3), Some(5))
     );
 }
+
+#[tokio::test]
+async fn shadow_counts_disagreements_on_live_traffic_while_answers_follow_the_active_version() {
+    let s = TestServer::start().await;
+    s.tool("weather.get", "low").await;
+    s.tool("crm.note", "medium").await;
+    s.agent("bot", "limited", &["weather.get", "crm.note"])
+        .await;
+    let (_, draft) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
+        )
+        .await;
+    let id = draft["version"].as_str().unwrap().to_owned();
+    let (status, _) = s
+        .get(&format!("/v1/policies/{id}/shadow"), &admin(&s))
+        .await;
+    assert_eq!(status, 409, "not shadowed yet");
+    let (status, shadowed) = s
+        .post(&format!("/v1/policies/{id}/shadow"), &admin(&s), json!({}))
+        .await;
+    assert_eq!(
+        (status, shadowed["state"].as_str()),
+        (200, Some("shadow")),
+        "{shadowed}"
+    );
+
+    let bot = s.token("bot", &[]);
+    let mut weather = Vec::new();
+    for _ in 0..3 {
+        let (_, d) = s.invoke(&bot, "weather.get", json!({})).await;
+        assert_eq!(d["decision"], "allow", "answers follow the active version");
+        weather.push(d["decision_id"].clone());
+    }
+    let (_, crm) = s.invoke(&bot, "crm.note", json!({})).await;
+    assert_eq!(crm["decision"], "allow");
+
+    let (status, report) = s
+        .get(
+            &format!("/v1/policies/{id}/shadow"),
+            &s.token("aud", &["auditor"]),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (
+            report["evaluated"].as_u64(),
+            report["disagreements"].as_u64(),
+            report["allow_to_deny"].as_u64()
+        ),
+        (Some(4), Some(3), Some(3)),
+        "{report}"
+    );
+    let examples: Vec<Value> = report["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["decision_id"].clone())
+        .collect();
+    assert_eq!(examples, weather);
+    assert_eq!(
+        report["examples"][0]["shadow_policy_ids"],
+        json!(["no-weather"])
+    );
+    assert!(
+        ledger_types(&s)
+            .await
+            .iter()
+            .any(|e| e["type"] == "policy_shadowed" && e["version"] == id.as_str())
+    );
+
+    // Activating the shadow ends the shadowing; its answers now decide.
+    let (status, _) = s
+        .post(
+            &format!("/v1/policies/{id}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .get(&format!("/v1/policies/{id}/shadow"), &admin(&s))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        s.invoke(&bot, "weather.get", json!({})).await.1["decision"],
+        "deny"
+    );
+}
