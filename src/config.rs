@@ -34,6 +34,9 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// The Cedar schema the policies and requests are checked against.
     pub schema_file: PathBuf,
+    /// The control plane's own policy set (schema.cedarschema + *.cedar). Default:
+    /// `<policy_dir>/control`, or the built-in set when that folder does not exist.
+    pub control_dir: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// A request still running after this long is answered 503.
@@ -208,6 +211,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             policy_dir: PathBuf::from("policies"),
             schema_file: PathBuf::from("schemas/reins.cedarschema"),
+            control_dir: None,
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             batch_max: 100,

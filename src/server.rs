@@ -31,6 +31,7 @@ pub struct Services {
     pub killswitches: Arc<KillSwitches>,
     pub approvals: Arc<Approvals>,
     pub versions: crate::policy::versions::Versions,
+    pub control: crate::policy::control::ControlPolicy,
     sweeper: tokio::task::JoinHandle<()>,
     _gauges: crate::telemetry::Gauges,
 }
@@ -100,6 +101,13 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     }
     tracing::info!(policies = pack.policy_count(), files = pack.files().len(), digest = %pack.digest(), "policy pack loaded");
 
+    let control_dir = config
+        .control_dir
+        .clone()
+        .unwrap_or_else(|| config.policy_dir.join("control"));
+    let control = crate::policy::control::ControlPolicy::load(&control_dir)?;
+    tracing::info!(dir = %control_dir.display(), builtin = !control_dir.is_dir(), digest = %control.digest(), "control policy loaded");
+
     let mut stores = Vec::new();
     for (name, dir) in &config.stores {
         let name = name
@@ -144,6 +152,9 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
             )?])
             .await?;
     }
+    ledger
+        .append(vec![policy_loaded(control.pack(), Some("control".into()))?])
+        .await?;
 
     let registry = Arc::new(Registry::load(&store, ledger.clone()).await?);
     let approvals = Arc::new(
@@ -182,6 +193,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     Ok(Services {
         _gauges: gauges,
         versions,
+        control,
         config,
         verifier,
         pipeline,
@@ -233,6 +245,15 @@ async fn record_self_check(pipeline: &Pipeline, ledger: &Ledger) -> Result<(), S
 }
 
 impl Services {
+    /// Asks the control policy whether `caller` may perform `action`.
+    pub fn authorize(
+        &self,
+        caller: &crate::identity::Caller,
+        action: crate::policy::control::ControlAction,
+    ) -> Result<(), crate::policy::control::ControlDenied> {
+        self.control.authorize(caller, action)
+    }
+
     /// A read-only view for the compliance documents, as of now.
     pub fn compliance_sources(&self) -> crate::compliance::Sources {
         let registry = self.pipeline.registry();

@@ -810,7 +810,7 @@ impl Store {
     pub async fn policy_versions(&self, store: &str) -> Result<Vec<PolicyVersionRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
-             WHERE store = $1 ORDER BY created_at, id",
+             WHERE store = $1 ORDER BY id",
         )
         .bind(store)
         .fetch_all(&self.pool)

@@ -12,4 +12,4 @@ CREATE TABLE policy_versions (
     UNIQUE (store, digest)
 );
 
-CREATE INDEX policy_versions_by_store ON policy_versions (store, created_at);
+CREATE INDEX policy_versions_by_store ON policy_versions (store, id);

@@ -85,7 +85,10 @@ async fn decide(
     grant: bool,
     verdict: Verdict,
 ) -> Result<Approval, ApiError> {
-    caller.require_any_role(&[roles::APPROVER])?;
+    state.authorize(
+        caller,
+        crate::policy::control::ControlAction::ApprovalDecide,
+    )?;
     let owner = match state.approvals.get(id).await? {
         Some(a) => a.agent_id.parse().ok().and_then(|agent| {
             state

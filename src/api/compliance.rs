@@ -110,7 +110,10 @@ async fn attest(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<AttestationRequest>,
 ) -> Result<(StatusCode, Json<Attestation>), ApiError> {
-    caller.require_any_role(&[roles::COMPLIANCE_OFFICER])?;
+    state.authorize(
+        &caller,
+        crate::policy::control::ControlAction::AttestationRecord,
+    )?;
     let agent: AgentId = path_id(&id)?;
     let (attestation, _) = checklist::attest(
         &state.ledger,
@@ -166,7 +169,7 @@ async fn audit_pack(
     caller: Caller,
     ApiQuery(q): ApiQuery<PackQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require_any_role(READERS)?;
+    state.authorize(&caller, crate::policy::control::ControlAction::AuditExport)?;
     let agent = match &q.agent {
         Some(a) => Some(a.parse::<AgentId>().map_err(|e| {
             ApiError::bad_request("invalid_query", format!("agent `{a}`: {e}")).with_field("agent")
@@ -191,13 +194,32 @@ async fn audit_pack(
         }
         .into());
     }
-    let (_, cursor) = pack::export(
+    let (manifest, cursor) = pack::export(
         &state.compliance_sources(),
         &ExportRequest { agent, period },
         std::io::Cursor::new(Vec::new()),
         &|_, _| {},
     )
     .await?;
+    // Handing out the ledger is itself an entry (the control plane's actions all are).
+    let entry = crate::ledger::entry::Entry {
+        time: crate::store::now(),
+        event: crate::ledger::entry::Event::AuditPackExported(
+            crate::ledger::entry::AuditExportEvent {
+                actor: caller.agent.to_string(),
+                agent_id: manifest.agent.clone(),
+                from: manifest.from.clone(),
+                to: manifest.to.clone(),
+                start: manifest.start,
+                end: manifest.end,
+                tree_size: manifest.tree_size,
+                entries: manifest.entries,
+            },
+        ),
+    };
+    let append = crate::ledger::Append::new(&entry, crate::store::SideEffect::None)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    state.ledger.append(vec![append]).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip"),

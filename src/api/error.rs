@@ -295,3 +295,9 @@ impl From<VersionError> for ApiError {
         }
     }
 }
+
+impl From<crate::policy::control::ControlDenied> for ApiError {
+    fn from(e: crate::policy::control::ControlDenied) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+    }
+}

@@ -12,6 +12,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::identity::{Caller, roles};
 use crate::killswitch::{EngageRequest, ReleaseRequest, Switch};
+use crate::policy::control::ControlAction;
 use crate::server::AppState;
 use crate::store;
 
@@ -29,7 +30,7 @@ async fn engage(
     caller: Caller,
     ApiJson(request): ApiJson<EngageRequest>,
 ) -> Result<(StatusCode, Json<Switch>), ApiError> {
-    caller.require_any_role(&[roles::OPERATOR])?;
+    state.authorize(&caller, ControlAction::KillswitchEngage)?;
     let switch = state
         .killswitches
         .engage(caller.agent.as_str(), request, &store::now())
@@ -47,7 +48,7 @@ async fn release(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ReleaseRequest>,
 ) -> Result<Json<Switch>, ApiError> {
-    caller.require_any_role(&[roles::OPERATOR])?;
+    state.authorize(&caller, ControlAction::KillswitchRelease)?;
     Ok(Json(
         state
             .killswitches

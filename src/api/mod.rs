@@ -466,7 +466,10 @@ async fn put_agent(
     Path(id): Path<String>,
     ApiJson(record): ApiJson<AgentRecord>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require_any_role(&[roles::ADMIN])?;
+    state.authorize(
+        &caller,
+        crate::policy::control::ControlAction::RegistryWrite,
+    )?;
     let id: AgentId = path_id(&id)?;
     let (agent, created) = state
         .pipeline
@@ -521,7 +524,10 @@ async fn put_tool(
     Path(id): Path<String>,
     ApiJson(record): ApiJson<ToolRecord>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require_any_role(&[roles::ADMIN])?;
+    state.authorize(
+        &caller,
+        crate::policy::control::ControlAction::RegistryWrite,
+    )?;
     let id: ToolId = path_id(&id)?;
     let (tool, created) = state
         .pipeline

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use crate::identity::{Caller, roles};
+use crate::policy::control::ControlAction;
 use crate::policy::store::DEFAULT_STORE;
 use crate::policy::versions::{Activation, PolicyVersion, PolicyVersionDetail};
 use crate::server::AppState;
@@ -37,7 +38,7 @@ async fn shadow(
     caller: Caller,
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
-    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    state.authorize(&caller, ControlAction::PolicyShadow)?;
     Ok(Json(
         state
             .versions
@@ -136,7 +137,7 @@ async fn upload(
     caller: Caller,
     ApiJson(request): ApiJson<UploadRequest>,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
-    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    state.authorize(&caller, ControlAction::PolicyUpload)?;
     let store = request.store.as_deref().unwrap_or(DEFAULT_STORE);
     let (version, created) = state
         .versions
@@ -205,7 +206,7 @@ async fn activate(
     caller: Caller,
     Path(version): Path<String>,
 ) -> Result<Json<Activation>, ApiError> {
-    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    state.authorize(&caller, ControlAction::PolicyActivate)?;
     Ok(Json(
         state
             .versions
@@ -222,7 +223,7 @@ async fn retire(
     caller: Caller,
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
-    caller.require_any_role(&[roles::POLICY_ADMIN])?;
+    state.authorize(&caller, ControlAction::PolicyRetire)?;
     Ok(Json(
         state
             .versions

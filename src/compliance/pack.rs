@@ -187,6 +187,7 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
         | Event::PolicyActivated(_)
         | Event::PolicyRetired(_)
         | Event::PolicyShadowed(_) => true,
+        Event::AuditPackExported(e) => e.agent_id.as_deref().is_none_or(|a| a == agent),
     }
 }
 

@@ -49,6 +49,21 @@ pub enum Event {
     PolicyActivated(PolicyVersionEvent),
     PolicyRetired(PolicyVersionEvent),
     PolicyShadowed(PolicyVersionEvent),
+    AuditPackExported(AuditExportEvent),
+}
+
+/// An audit pack handed out over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditExportEvent {
+    pub actor: String,
+    pub agent_id: Option<String>,
+    pub from: String,
+    pub to: String,
+    /// Ledger indices `[start, end)` and the checkpoint size the pack proves against.
+    pub start: u64,
+    pub end: u64,
+    pub tree_size: u64,
+    pub entries: u64,
 }
 
 /// A policy version created, activated or retired.
@@ -233,6 +248,7 @@ impl Event {
             Event::PolicyActivated(_) => "policy_activated",
             Event::PolicyRetired(_) => "policy_retired",
             Event::PolicyShadowed(_) => "policy_shadowed",
+            Event::AuditPackExported(_) => "audit_pack_exported",
         }
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub mod control;
 pub mod replay;
 pub mod store;
 pub mod testing;

@@ -121,9 +121,13 @@ pub fn run_file(path: &Path) -> Result<FileReport, TestError> {
     run_file_with(path, None)
 }
 
-/// Runs one test file against `policies` instead of the ones it names: how a draft policy version
-/// is tested before it may become active.
-pub fn run_file_with(path: &Path, policies: Option<&PolicySet>) -> Result<FileReport, TestError> {
+/// Runs one test file against `given` policies and schema instead of the ones it names: how a
+/// draft policy version is tested, against its store's schema, before it may become active.
+pub fn run_file_with(
+    path: &Path,
+    given: Option<(&PolicySet, &Schema)>,
+) -> Result<FileReport, TestError> {
+    let policies = given.map(|(p, _)| p);
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
     let test: TestFile = serde_json::from_str(&text)
         .map_err(|e| file_error(path, format!("not a policy test file: {e}")))?;
@@ -144,14 +148,19 @@ pub fn run_file_with(path: &Path, policies: Option<&PolicySet>) -> Result<FileRe
             parsed.map_err(|e| file_error(path, format!("policies: {e}")))?
         }
     };
-    let schema_text = read(path, &test.schema)?;
-    let schema = match test.schema_format.as_deref() {
-        Some("json") => Schema::from_json_str(&schema_text)
-            .map_err(|e| file_error(path, format!("schema: {e}")))?,
-        _ => {
-            Schema::from_cedarschema_str(&schema_text)
-                .map_err(|e| file_error(path, format!("schema: {e}")))?
-                .0
+    let schema = match given {
+        Some((_, schema)) => schema.clone(),
+        None => {
+            let schema_text = read(path, &test.schema)?;
+            match test.schema_format.as_deref() {
+                Some("json") => Schema::from_json_str(&schema_text)
+                    .map_err(|e| file_error(path, format!("schema: {e}")))?,
+                _ => {
+                    Schema::from_cedarschema_str(&schema_text)
+                        .map_err(|e| file_error(path, format!("schema: {e}")))?
+                        .0
+                }
+            }
         }
     };
     let entities = Entities::from_json_str(&read(path, &test.entities)?, Some(&schema))

@@ -406,7 +406,7 @@ impl Versions {
         let (mut checks, mut failures) = (0, Vec::new());
         for file in &files {
             let name = file.strip_prefix(dir).unwrap_or(file).display().to_string();
-            match run_file_with(file, Some(pack.policy_set())) {
+            match run_file_with(file, Some((pack.policy_set(), pack.schema()))) {
                 Ok(report) => {
                     checks += report.checks;
                     failures.extend(report.mismatches.into_iter().map(|m| {

@@ -200,6 +200,7 @@ async fn an_admin_change_that_cannot_be_stored_changes_nothing_and_the_ledger_ca
             "policy_version_created",
             "policy_activated",
             "policy_loaded",
+            "policy_loaded",
             "self_check",
             "tool_registered",
             "agent_registered",

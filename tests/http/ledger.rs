@@ -203,6 +203,7 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
             "policy_version_created",
             "policy_activated",
             "policy_loaded",
+            "policy_loaded",
             "self_check",
             "tool_registered",
             "tool_registered",
@@ -218,12 +219,14 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
         "sha256:".len() + 64
     );
     assert_eq!(entries[2]["policy_digest"], entries[0]["policy_digest"]);
-    assert_eq!(entries[7]["actor"], "ops-admin");
-    assert_eq!(entries[7]["version"], 2);
-    assert_eq!(entries[7]["record"]["risk_tier"], "high");
+    // Then the control plane's own policy.
+    assert_eq!(entries[3]["store"], "control");
+    assert_eq!(entries[8]["actor"], "ops-admin");
+    assert_eq!(entries[8]["version"], 2);
+    assert_eq!(entries[8]["record"]["risk_tier"], "high");
     // The start-up self-check probes the live pipeline and records that it failed closed.
-    assert_eq!(entries[3]["passed"], true, "{}", entries[3]);
-    assert_eq!(entries[3]["probes"][0]["got"], "deny/unknown_agent");
+    assert_eq!(entries[4]["passed"], true, "{}", entries[4]);
+    assert_eq!(entries[4]["probes"][0]["got"], "deny/unknown_agent");
 }
 
 #[tokio::test]

@@ -565,3 +565,143 @@ async fn shadow_counts_disagreements_on_live_traffic_while_answers_follow_the_ac
         "deny"
     );
 }
+
+#[tokio::test]
+async fn every_control_plane_action_needs_the_control_policys_permit() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let nobody = s.token("mallory", &["auditor", "agent"]);
+    let (_, list) = s.get("/v1/policies", &admin(&s)).await;
+    let version = list["versions"][0]["version"].as_str().unwrap().to_owned();
+    let size = s.ledger_size();
+    let attempts: Vec<(reqwest::Method, String, Value)> = vec![
+        (
+            reqwest::Method::POST,
+            "/v1/policies".into(),
+            json!({"files": pack_files(&[], &[])}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/policies/{version}/activate"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/policies/{version}/retire"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/policies/{version}/shadow"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/killswitch".into(),
+            json!({"scope": {}, "reason": "x"}),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/killswitch/k".into(),
+            json!({"reason": "x"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/approvals/a/grant".into(),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/approvals/a/deny".into(),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/agents/bot/attestations".into(),
+            json!({"item": "art4-ai-literacy", "statement": "x"}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/tools/t".into(),
+            json!({"description": "x", "risk": "low", "category": "c"}),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let (status, answer) = s
+            .send(method.clone(), &path, Some(&nobody), Some(&body))
+            .await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("control policy"),
+            "{answer}"
+        );
+    }
+    // An export needs auditor, compliance officer or admin: this caller is an auditor, an agent is not.
+    let (status, _) = s.get("/v1/audit-pack", &s.token("bot", &[])).await;
+    assert_eq!(status, 403);
+    assert_eq!(s.ledger_size(), size, "nothing refused was recorded");
+}
+
+#[tokio::test]
+async fn the_control_policy_not_hard_coded_roles_decides() {
+    // A deployment where operators run releases and policy admins only draft.
+    let policies = tempfile::tempdir().unwrap();
+    crate::harness::copy_dir(&repo().join("policies"), policies.path());
+    let control = policies.path().join("control/control.cedar");
+    let text = std::fs::read_to_string(&control).unwrap().replace(
+        "action in [Action::\"policy.upload\", Action::\"policy.activate\", Action::\"policy.retire\", Action::\"policy.shadow\"]",
+        "action in [Action::\"policy.upload\", Action::\"policy.shadow\"]",
+    ) + "\n@id(\"operators-release\")\npermit (principal in Role::\"operator\", action == Action::\"policy.activate\", resource);\n";
+    std::fs::write(&control, text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = test_config(data.path(), Some(policies.path()));
+    let s = TestServer::with_config(data, config).await;
+    fleet(&s).await;
+
+    let (status, draft) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    let id = draft["version"].as_str().unwrap();
+    let (status, refused) = s
+        .post(
+            &format!("/v1/policies/{id}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("policy.activate")
+    );
+    let (status, activated) = s
+        .post(
+            &format!("/v1/policies/{id}/activate"),
+            &s.token("olga", &["operator"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    let entries = ledger_types(&s).await;
+    let last = entries
+        .iter()
+        .rfind(|e| e["type"] == "policy_activated")
+        .unwrap();
+    assert_eq!(last["actor"], "olga");
+    // The control policy in force is recorded at start, with its digest.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["type"] == "policy_loaded" && e["store"] == "control")
+    );
+}

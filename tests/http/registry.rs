@@ -51,7 +51,12 @@ async fn only_admins_write_and_only_admins_or_auditors_read() {
             .put("/v1/tools/t", &s.token("someone", roles), tool.clone())
             .await;
         assert_eq!(status, 403, "{roles:?}: {e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains("admin"));
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("registry.write")
+        );
     }
     assert_eq!(s.get("/v1/tools", &s.token("someone", &[])).await.0, 403);
     assert_eq!(
