@@ -180,6 +180,9 @@ pub struct ServeArgs {
     /// `/stores/NAME/`. Repeatable.
     #[arg(long = "store", value_name = "NAME=DIR", value_parser = parse_store)]
     pub stores: Vec<(String, PathBuf)>,
+    /// Turn edits of the policy folders into new versions, through the same gate as an upload.
+    #[arg(long)]
+    pub watch: bool,
     /// How AuthZEN callers authenticate: `token` (role `pep`) or `none` (local testing only).
     #[arg(long, value_enum)]
     pub pep_auth: Option<PepAuthArg>,
@@ -277,6 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let overrides = Overrides {
                 listen: args.listen,
                 stores: args.stores.into_iter().collect(),
+                watch: args.watch.then_some(true),
                 authzen: args.pep_auth.map(|p| crate::config::AuthzenOverrides {
                     pep_auth: match p {
                         PepAuthArg::Token => crate::config::PepAuth::Token,

@@ -34,6 +34,12 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// The Cedar schema the policies and requests are checked against.
     pub schema_file: PathBuf,
+    /// Watch the policy folders (the pack and each store's) and turn every edit into a new version
+    /// through the same gate as an upload (validate, test, activate). `--watch`.
+    pub watch: bool,
+    /// How often watched folders are checked for edits.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
     /// The control plane's own policy set (schema.cedarschema + *.cedar). Default:
     /// `<policy_dir>/control`, or the built-in set when that folder does not exist.
     pub control_dir: Option<PathBuf>,
@@ -212,6 +218,8 @@ impl Default for Config {
             policy_dir: PathBuf::from("policies"),
             schema_file: PathBuf::from("schemas/reins.cedarschema"),
             control_dir: None,
+            watch: false,
+            watch_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             batch_max: 100,
@@ -261,6 +269,8 @@ pub struct Overrides {
     pub schema_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub stores: std::collections::BTreeMap<String, PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authzen: Option<AuthzenOverrides>,
 }
@@ -341,6 +351,9 @@ impl Config {
                     "`default` is the agent-governance store (policy_dir); choose another name",
                 ));
             }
+        }
+        if self.watch_interval < Duration::from_millis(50) {
+            return Err(invalid("watch_interval", "must be at least 50ms"));
         }
         if self.compliance.drill_window.is_zero() {
             return Err(invalid(

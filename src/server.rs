@@ -281,6 +281,25 @@ pub struct RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listen = config.listen;
     let state = Arc::new(bootstrap(config).await?);
+    if state.config.watch {
+        let mut folders = vec![(
+            crate::policy::store::DEFAULT_STORE.to_owned(),
+            state.config.policy_dir.clone(),
+        )];
+        folders.extend(
+            state
+                .config
+                .stores
+                .iter()
+                .map(|(n, d)| (n.clone(), d.clone())),
+        );
+        tracing::info!(folders = folders.len(), interval = ?state.config.watch_interval, "watching the policy folders");
+        crate::policy::versions::spawn_watcher(
+            Arc::downgrade(&state),
+            folders,
+            state.config.watch_interval,
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Bind {

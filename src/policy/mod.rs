@@ -297,7 +297,7 @@ pub fn policy_set_from_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
 }
 
 /// `(file name, text)` of every `*.cedar` file directly in `dir`, sorted by name.
-fn read_pack_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
+pub fn read_pack_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
     let io = |source| PolicyError::Io {
         path: dir.into(),
         source,

@@ -705,3 +705,79 @@ async fn the_control_policy_not_hard_coded_roles_decides() {
             .any(|e| e["type"] == "policy_loaded" && e["store"] == "control")
     );
 }
+
+/// Polls until `check` holds (the watcher runs every 100 ms here).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen");
+}
+
+#[tokio::test]
+async fn with_watch_an_edit_goes_through_the_gate_and_a_failing_edit_changes_nothing() {
+    let policies = tempfile::tempdir().unwrap();
+    crate::harness::copy_dir(&repo().join("policies"), policies.path());
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), Some(policies.path()));
+    config.watch = true;
+    config.watch_interval = std::time::Duration::from_millis(100);
+    let s = TestServer::with_config(data, config).await;
+    fleet(&s).await;
+    assert_eq!(weather(&s).await["decision"], "allow");
+    // Let the watcher take its first look.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A good edit: validated, tested, active, with no restart.
+    std::fs::write(policies.path().join("no_weather.cedar"), NO_WEATHER).unwrap();
+    eventually("the edit becoming active", async || {
+        weather(&s).await["decision"] == "deny"
+    })
+    .await;
+    let (_, list) = s.get("/v1/policies", &admin(&s)).await;
+    let versions = list["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(
+        (
+            versions[1]["author"].as_str(),
+            versions[1]["state"].as_str()
+        ),
+        (Some("watch"), Some("active"))
+    );
+
+    // An edit that does not parse: refused, nothing stored, the active version stays.
+    std::fs::write(
+        policies.path().join("broken.cedar"),
+        "permit (principal, action, resource) when {",
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    std::fs::remove_file(policies.path().join("broken.cedar")).unwrap();
+    // An edit whose tests fail (no declared-tools permit): tested, refused, the active version stays.
+    let declared = std::fs::read_to_string(policies.path().join("declared_tools.cedar")).unwrap();
+    std::fs::remove_file(policies.path().join("declared_tools.cedar")).unwrap();
+    eventually("the failing test run being recorded", async || {
+        ledger_types(&s)
+            .await
+            .iter()
+            .any(|e| e["type"] == "policy_tested" && e["passed"] == false)
+    })
+    .await;
+    assert_eq!(
+        weather(&s).await["decision"],
+        "deny",
+        "still the last good version"
+    );
+    let (_, list) = s.get("/v1/policies", &admin(&s)).await;
+    let states: Vec<&str> = list["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["draft", "active", "draft"], "{list}");
+    std::fs::write(policies.path().join("declared_tools.cedar"), declared).unwrap();
+}
