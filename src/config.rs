@@ -453,6 +453,8 @@ impl IssuerConfig {
 }
 
 #[cfg(test)]
+// figment's Jail dictates the closures' error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

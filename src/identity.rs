@@ -212,10 +212,10 @@ impl Verifier {
     /// Verifies `token` and maps its claims to a [`Caller`].
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(hit) = self.cache.get(token) {
-            if now < hit.valid_until {
-                return Ok(hit.caller);
-            }
+        if let Some(hit) = self.cache.get(token)
+            && now < hit.valid_until
+        {
+            return Ok(hit.caller);
         }
         let (caller, exp) = self.verify_uncached(token).await?;
         let valid_until = exp.min(now + CACHE_TTL.as_secs());

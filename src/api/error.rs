@@ -23,8 +23,9 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Structured detail: located diagnostics, failing test cases.
-    pub details: Option<serde_json::Value>,
+    /// Structured detail: located diagnostics, failing test cases. Boxed: errors travel in
+    /// `Result`s on every path and most have none.
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 /// The error body every failing endpoint answers with.
@@ -60,7 +61,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -88,7 +89,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 field: self.field,
-                details: self.details,
+                details: self.details.map(|d| *d),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

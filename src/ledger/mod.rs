@@ -666,12 +666,11 @@ async fn sequence(
                         .send(Err(LedgerError::Unavailable(error.to_string())));
                 }
                 // A failed commit leaves the database as it was; re-read it in case it did not.
-                if let Ok(size) = store.ledger_size().await {
-                    if let Ok(nodes) = store.nodes(&range_nodes(0, size)).await {
-                        if let Some(reloaded) = Frontier::from_nodes(size, nodes) {
-                            frontier = reloaded;
-                        }
-                    }
+                if let Ok(size) = store.ledger_size().await
+                    && let Ok(nodes) = store.nodes(&range_nodes(0, size)).await
+                    && let Some(reloaded) = Frontier::from_nodes(size, nodes)
+                {
+                    frontier = reloaded;
                 }
             }
         }
@@ -706,10 +705,10 @@ async fn sign_checkpoints(
         if head.changed().await.is_err() {
             // The sequencer stopped: sign what it committed last, once.
             let last_head = *head.borrow();
-            if last != Some(last_head.size) {
-                if let Err(error) = sign_checkpoint(&store, &signer, last_head).await {
-                    tracing::error!(%error, "cannot sign the final checkpoint");
-                }
+            if last != Some(last_head.size)
+                && let Err(error) = sign_checkpoint(&store, &signer, last_head).await
+            {
+                tracing::error!(%error, "cannot sign the final checkpoint");
             }
             return;
         }

@@ -163,7 +163,7 @@ pub async fn verify_store(
     loop {
         let rows = store.entries(next, next + PAGE).await?;
         let Some(last) = rows.last() else {
-            if store.entries(next, u64::MAX >> 1).await?.first().is_some() {
+            if !store.entries(next, u64::MAX >> 1).await?.is_empty() {
                 return Err(VerifyError::Entry {
                     index: next,
                     problem: "is missing".into(),

@@ -36,6 +36,9 @@ fn cedars_own_integration_tests_and_corpus_pass() {
     assert!(out.contains("324 passed, 0 failed"), "{out}");
 }
 
+/// A change to a test file's JSON.
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
 /// Edits one test file's JSON in a copy of a suite.
 fn alter(file: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut test: serde_json::Value =
@@ -52,7 +55,7 @@ fn an_altered_expectation_fails_and_is_named() {
     };
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&dir.join("cedar"), copy.path());
-    let cases: [(&str, &str, Box<dyn FnOnce(&mut serde_json::Value)>); 4] = [
+    let cases: [(&str, &str, Edit); 4] = [
         (
             "tests/example_use_cases/1a.json",
             "decision",
