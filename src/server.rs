@@ -59,13 +59,24 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     #[error("decision pipeline: {0}")]
     Pipeline(#[from] RequestError),
-    #[error("policy versions: {0}")]
-    Versions(#[from] crate::policy::versions::VersionError),
+    #[error("policy versions: {source}{}", failures_of(source))]
+    Versions {
+        #[from]
+        source: crate::policy::versions::VersionError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// The failing cases, one a line, when the policy tests refused the start.
+fn failures_of(e: &crate::policy::versions::VersionError) -> String {
+    match e {
+        crate::policy::versions::VersionError::TestsFailed(f) => format!(":\n  {}", f.join("\n  ")),
+        _ => String::new(),
+    }
 }
 
 /// Builds the services, creating missing local state.

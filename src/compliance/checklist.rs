@@ -69,6 +69,7 @@ pub enum Rule {
     FailClosed,
     LogRetention,
     DecisionExplanation,
+    PolicyTests,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
@@ -294,6 +295,7 @@ async fn evaluate(
         Rule::FailClosed => fail_closed(sources).await,
         Rule::LogRetention => log_retention(sources).await,
         Rule::DecisionExplanation => decision_explanation(sources, agent).await,
+        Rule::PolicyTests => policy_tests(sources).await,
     }
 }
 
@@ -745,6 +747,50 @@ async fn decision_explanation(
         ),
         evidence,
     ))
+}
+
+/// Art 9: the active policy version passed its store's policy tests before it became active.
+async fn policy_tests(sources: &Sources) -> Result<Finding, ComplianceError> {
+    let digest = sources.pack.digest().to_string();
+    let entries = sources
+        .entries_of(&["policy_tested", "policy_activated"])
+        .await?;
+    // The last activation of the default store's active digest, and the test run just before it.
+    let mut tested: Option<(u64, bool, usize)> = None;
+    let mut found: Option<(u64, Option<(u64, bool, usize)>)> = None;
+    for (index, entry) in entries {
+        match entry.event {
+            Event::PolicyTested(t) if t.store == crate::policy::store::DEFAULT_STORE => {
+                tested = (t.policy_digest == digest).then_some((index, t.passed, t.checks));
+            }
+            Event::PolicyActivated(a)
+                if a.store == crate::policy::store::DEFAULT_STORE && a.policy_digest == digest =>
+            {
+                found = Some((index, tested));
+            }
+            _ => {}
+        }
+    }
+    match found {
+        Some((activated, Some((run, true, checks)))) => Ok(Finding::new(
+            Status::Satisfied,
+            format!("the active policy version {digest} passed its policy tests before activation"),
+            vec![
+                Evidence::at(format!("policy tests passed ({checks} checks)"), run),
+                Evidence::at("activation", activated),
+            ],
+        )),
+        Some((activated, _)) => Ok(Finding::new(
+            Status::EvidenceMissing,
+            "the active policy version was activated without a passing test run",
+            vec![Evidence::at("activation", activated)],
+        )),
+        None => Ok(Finding::new(
+            Status::EvidenceMissing,
+            "no activation of the active policy version is recorded",
+            Vec::new(),
+        )),
+    }
 }
 
 /// Every attestation recorded for `agent`, oldest first.

@@ -168,11 +168,21 @@ impl Versions {
         let active = self.store.active_policy_version(&key).await?;
         match (known, active) {
             (None, active) => {
+                // A new folder passes the same gate as an upload: its tests must pass.
                 let row = self.row(&key, folder, "startup", "draft");
+                let (files, checks, failures) = self.run_tests(&key, folder)?;
+                let tested = self.tested(&row, "startup", files, checks, &failures)?;
+                if !failures.is_empty() {
+                    self.ledger
+                        .append(vec![self.created(&row, folder)?, tested])
+                        .await?;
+                    return Err(VersionError::TestsFailed(failures));
+                }
                 let previous = active.map(|a| a.id);
                 self.ledger
                     .append(vec![
                         self.created(&row, folder)?,
+                        tested,
                         self.activated(&row, "startup", previous)?,
                     ])
                     .await?;
@@ -186,8 +196,14 @@ impl Versions {
                 Ok(Some(pack))
             }
             (Some(known), None) => {
+                let (files, checks, failures) = self.run_tests(&key, folder)?;
+                let tested = self.tested(&known, "startup", files, checks, &failures)?;
+                if !failures.is_empty() {
+                    self.ledger.append(vec![tested]).await?;
+                    return Err(VersionError::TestsFailed(failures));
+                }
                 self.ledger
-                    .append(vec![self.activated(&known, "startup", None)?])
+                    .append(vec![tested, self.activated(&known, "startup", None)?])
                     .await?;
                 Ok(None)
             }
@@ -349,19 +365,7 @@ impl Versions {
             .map_err(policy_error)?;
 
         let (test_files, test_checks, failures) = self.run_tests(&row.store, &pack)?;
-        let tested = Self::entry(
-            Event::PolicyTested(PolicyTestEvent {
-                version: row.id.clone(),
-                store: row.store.clone(),
-                policy_digest: row.digest.clone(),
-                actor: actor.to_owned(),
-                passed: failures.is_empty(),
-                files: test_files,
-                checks: test_checks,
-                failures: failures.iter().take(20).cloned().collect(),
-            }),
-            SideEffect::None,
-        )?;
+        let tested = self.tested(&row, actor, test_files, test_checks, &failures)?;
         if !failures.is_empty() {
             self.ledger.append(vec![tested]).await?;
             return Err(VersionError::TestsFailed(failures));
@@ -390,6 +394,29 @@ impl Versions {
             test_files,
             test_checks,
         })
+    }
+
+    fn tested(
+        &self,
+        row: &PolicyVersionRow,
+        actor: &str,
+        files: usize,
+        checks: usize,
+        failures: &[String],
+    ) -> Result<Append, VersionError> {
+        Self::entry(
+            Event::PolicyTested(PolicyTestEvent {
+                version: row.id.clone(),
+                store: row.store.clone(),
+                policy_digest: row.digest.clone(),
+                actor: actor.to_owned(),
+                passed: failures.is_empty(),
+                files,
+                checks,
+                failures: failures.iter().take(20).cloned().collect(),
+            }),
+            SideEffect::None,
+        )
     }
 
     /// The store's policy tests against `pack`: (files, checks, failures).

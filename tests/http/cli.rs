@@ -342,3 +342,26 @@ fn bad_store_flags_stop_the_start_naming_the_problem() {
         );
     }
 }
+
+#[test]
+fn a_new_policy_folder_whose_tests_fail_stops_the_start() {
+    let policies = tempfile::tempdir().unwrap();
+    crate::harness::copy_dir(&repo().join("policies"), policies.path());
+    std::fs::remove_file(policies.path().join("declared_tools.cedar")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = run(&mut reins(&[
+        "serve",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--policy-dir",
+        policies.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("policy tests failed") && err.contains("default_pack.json"),
+        "{err}"
+    );
+}

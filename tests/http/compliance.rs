@@ -137,6 +137,10 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
     // Evidence that does not depend on traffic: start-up self-check, retention, approval gates.
     assert_eq!(status_of(&before, "art15-fail-closed"), "satisfied");
     assert_eq!(status_of(&before, "art19-log-retention"), "satisfied");
+    // The policy folder passed its tests when it became the active version at start.
+    let art9 = item(&before, "art9-risk-management");
+    assert_eq!(art9["status"], "satisfied", "{art9}");
+    assert!(art9["evidence"][0]["ledger_index"].is_u64());
     assert_eq!(status_of(&before, "art26-6-log-retention"), "satisfied");
     let gates = item(&before, "art14-4-d-override");
     assert_eq!(gates["status"], "satisfied", "{gates}");

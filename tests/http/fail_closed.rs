@@ -198,6 +198,7 @@ async fn an_admin_change_that_cannot_be_stored_changes_nothing_and_the_ledger_ca
         types,
         [
             "policy_version_created",
+            "policy_tested",
             "policy_activated",
             "policy_loaded",
             "policy_loaded",

@@ -201,6 +201,7 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
         types,
         [
             "policy_version_created",
+            "policy_tested",
             "policy_activated",
             "policy_loaded",
             "policy_loaded",
@@ -211,22 +212,24 @@ async fn registry_changes_and_policy_loads_are_entries_with_their_actor() {
             "agent_changed"
         ]
     );
-    // The policy folder became the first version, active, before it was loaded.
+    // The policy folder became the first version, tested and active, before it was loaded.
     assert_eq!(entries[0]["actor"], "startup");
-    assert_eq!(entries[1]["version"], entries[0]["version"]);
+    assert_eq!(entries[1]["passed"], true, "{}", entries[1]);
+    assert!(entries[1]["checks"].as_u64().unwrap() > 1);
+    assert_eq!(entries[2]["version"], entries[0]["version"]);
     assert_eq!(
-        entries[2]["policy_digest"].as_str().unwrap().len(),
+        entries[3]["policy_digest"].as_str().unwrap().len(),
         "sha256:".len() + 64
     );
-    assert_eq!(entries[2]["policy_digest"], entries[0]["policy_digest"]);
+    assert_eq!(entries[3]["policy_digest"], entries[0]["policy_digest"]);
     // Then the control plane's own policy.
-    assert_eq!(entries[3]["store"], "control");
-    assert_eq!(entries[8]["actor"], "ops-admin");
-    assert_eq!(entries[8]["version"], 2);
-    assert_eq!(entries[8]["record"]["risk_tier"], "high");
+    assert_eq!(entries[4]["store"], "control");
+    assert_eq!(entries[9]["actor"], "ops-admin");
+    assert_eq!(entries[9]["version"], 2);
+    assert_eq!(entries[9]["record"]["risk_tier"], "high");
     // The start-up self-check probes the live pipeline and records that it failed closed.
-    assert_eq!(entries[4]["passed"], true, "{}", entries[4]);
-    assert_eq!(entries[4]["probes"][0]["got"], "deny/unknown_agent");
+    assert_eq!(entries[5]["passed"], true, "{}", entries[5]);
+    assert_eq!(entries[5]["probes"][0]["got"], "deny/unknown_agent");
 }
 
 #[tokio::test]

@@ -282,6 +282,7 @@ async fn activation_changes_answers_at_once_rollback_restores_them_and_both_surv
         kinds,
         [
             "policy_version_created startup",
+            "policy_tested startup",
             "policy_activated startup",
             "policy_version_created pat",
             "policy_tested pat",
