@@ -756,8 +756,10 @@ async fn policy_tests(sources: &Sources) -> Result<Finding, ComplianceError> {
         .entries_of(&["policy_tested", "policy_activated"])
         .await?;
     // The last activation of the default store's active digest, and the test run just before it.
-    let mut tested: Option<(u64, bool, usize)> = None;
-    let mut found: Option<(u64, Option<(u64, bool, usize)>)> = None;
+    // (ledger index, passed, checks) of a test run.
+    type Run = (u64, bool, usize);
+    let mut tested: Option<Run> = None;
+    let mut found: Option<(u64, Option<Run>)> = None;
     for (index, entry) in entries {
         match entry.event {
             Event::PolicyTested(t) if t.store == crate::policy::store::DEFAULT_STORE => {
