@@ -317,6 +317,13 @@ impl Versions {
         Ok((view(&row)?, true))
     }
 
+    async fn version_row(&self, id: &str) -> Result<PolicyVersionRow, VersionError> {
+        self.store
+            .policy_version(id)
+            .await?
+            .ok_or_else(|| VersionError::NotFound(id.to_owned()))
+    }
+
     pub async fn list(&self, store: &str) -> Result<Vec<PolicyVersion>, VersionError> {
         self.store
             .policy_versions(store)
@@ -327,11 +334,7 @@ impl Versions {
     }
 
     pub async fn get(&self, id: &str) -> Result<PolicyVersionDetail, VersionError> {
-        let row = self
-            .store
-            .policy_version(id)
-            .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        let row = self.version_row(id).await?;
         Ok(PolicyVersionDetail {
             version: view(&row)?,
             sources: sources(&row)?.into_iter().collect(),
@@ -347,11 +350,7 @@ impl Versions {
         actor: &str,
     ) -> Result<Activation, VersionError> {
         let _serialised = self.writes.lock().await;
-        let row = self
-            .store
-            .policy_version(id)
-            .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        let row = self.version_row(id).await?;
         if row.state == "retired" {
             return Err(VersionError::Conflict(format!(
                 "version `{id}` is retired and cannot be activated"
@@ -456,11 +455,7 @@ impl Versions {
         id: &str,
         period: &crate::compliance::Period,
     ) -> Result<super::replay::ReplayReport, VersionError> {
-        let row = self
-            .store
-            .policy_version(id)
-            .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        let row = self.version_row(id).await?;
         if row.store != DEFAULT_STORE {
             return Err(invalid(
                 "version",
@@ -489,11 +484,7 @@ impl Versions {
         actor: &str,
     ) -> Result<PolicyVersion, VersionError> {
         let _serialised = self.writes.lock().await;
-        let row = self
-            .store
-            .policy_version(id)
-            .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        let row = self.version_row(id).await?;
         if row.state != "draft" && row.state != "shadow" {
             return Err(VersionError::Conflict(format!(
                 "version `{id}` is {}: only a draft can be shadowed",
@@ -560,12 +551,7 @@ impl Versions {
 
     /// The store a version belongs to.
     pub async fn store_of(&self, id: &str) -> Result<String, VersionError> {
-        Ok(self
-            .store
-            .policy_version(id)
-            .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?
-            .store)
+        Ok(self.version_row(id).await?.store)
     }
 
     /// At start: re-attach each store's shadow version (its counts start again at zero).
@@ -604,11 +590,7 @@ impl Versions {
         actor: &str,
     ) -> Result<PolicyVersion, VersionError> {
         let _serialised = self.writes.lock().await;
-        let row = self
-            .store
-            .policy_version(id)
-            .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))?;
+        let row = self.version_row(id).await?;
         if row.state == "active" {
             return Err(VersionError::Conflict(format!(
                 "version `{id}` is active: activate another version first"
