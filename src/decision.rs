@@ -34,7 +34,7 @@ use crate::ledger::entry::{
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
 use crate::policy::store::{PolicyStore, StoreName};
-use crate::registry::{AgentStatus, EntityTypes, Registry, Snapshot};
+use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, Snapshot};
 use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
 /// Context keys Reins fills in itself; a caller may not set them.
@@ -205,6 +205,10 @@ pub struct Evaluation {
     pub approval_requested: Option<Approval>,
     /// The granted approval this decision uses, to mark used with it.
     pub approval_used: Option<Approval>,
+    /// The agent's EU AI Act tier, when the registry knows it (for metrics and spans).
+    pub risk_tier: Option<RiskTier>,
+    /// When evaluation began: the decision's latency runs from here to the durable answer.
+    pub started: Instant,
 }
 
 /// A stored decision with who asked and exactly what: the basis of "explain this decision".
@@ -517,8 +521,6 @@ impl Pipeline {
         &self,
         items: Vec<Evaluated>,
     ) -> Vec<Result<Decision, RequestError>> {
-        let started = Instant::now();
-        let callers: Vec<Caller> = items.iter().map(|i| i.caller.clone()).collect();
         let mut results: Vec<Option<Result<Decision, RequestError>>> = Vec::new();
         let mut prepared = Vec::new();
         let mut slots = Vec::new();
@@ -543,17 +545,6 @@ impl Pipeline {
                 results[slot] = Some(Ok(decision));
             }
         }
-        for (caller, result) in callers.iter().zip(&results) {
-            if let Some(Ok(decision)) = result {
-                // A lone item is the current decision span (decide_in); a batch has none per item.
-                let span = if callers.len() == 1 {
-                    tracing::Span::current()
-                } else {
-                    tracing::Span::none()
-                };
-                self.observe(&span, caller, decision, started);
-            }
-        }
         results.into_iter().flatten().collect()
     }
 
@@ -567,6 +558,7 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
     ) -> Result<Evaluation, RequestError> {
+        let started = Instant::now();
         let pack = &*store.pack.load();
         let type_of = |field: &str, name: &str| {
             EntityTypeName::from_str(name).map_err(|_| {
@@ -600,6 +592,8 @@ impl Pipeline {
             agent_version: None,
             approval_requested: None,
             approval_used: None,
+            risk_tier: None,
+            started,
         };
         if let Some(switch) = self
             .killswitches
@@ -688,6 +682,8 @@ impl Pipeline {
             agent_version: None,
             approval_requested: None,
             approval_used: None,
+            risk_tier: None,
+            started,
         })
     }
 
@@ -723,7 +719,6 @@ impl Pipeline {
         caller: &Caller,
         request: DecisionRequest,
     ) -> Result<Decision, RequestError> {
-        let started = Instant::now();
         let span = decision_span(caller, &request, &Target::Default);
         let decision = async {
             let evaluation = self.evaluate(caller, &request)?;
@@ -731,9 +726,8 @@ impl Pipeline {
             let appends = self.prepare(caller, &request, &evaluation, &Target::Default)?;
             Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
         }
-        .instrument(span.clone())
+        .instrument(span)
         .await?;
-        self.observe(&span, caller, &decision, started);
         Ok(decision)
     }
 
@@ -741,18 +735,11 @@ impl Pipeline {
     fn observe(
         &self,
         span: &tracing::Span,
-        caller: &Caller,
+        tier: Option<RiskTier>,
         decision: &Decision,
         started: Instant,
     ) {
-        let tier = match &decision.store {
-            None => self
-                .registry
-                .snapshot()
-                .agent(&caller.agent)
-                .map(|a| a.agent.record.risk_tier.as_str()),
-            Some(_) => None,
-        };
+        let tier = tier.map(RiskTier::as_str);
         let outcome = match decision.decision {
             Outcome::Allow => "allow",
             Outcome::Deny => "deny",
@@ -795,7 +782,6 @@ impl Pipeline {
         caller: &Caller,
         requests: Vec<DecisionRequest>,
     ) -> Result<Vec<Decision>, RequestError> {
-        let started = Instant::now();
         if requests.is_empty() {
             return Err(RequestError::new(
                 "requests",
@@ -838,9 +824,6 @@ impl Pipeline {
                 size = requests.len()
             ))
             .await;
-        for decision in &decisions {
-            self.observe(&tracing::Span::none(), caller, decision, started);
-        }
         Ok(decisions)
     }
 
@@ -953,7 +936,11 @@ impl Pipeline {
             evaluations.push(evaluation);
         }
         let span = tracing::debug_span!("ledger.append", entries = appends.len());
-        match self.ledger.append(appends).instrument(span).await {
+        let observed: Vec<(Option<RiskTier>, Instant)> = evaluations
+            .iter()
+            .map(|e| (e.risk_tier, e.started))
+            .collect();
+        let decisions: Vec<Decision> = match self.ledger.append(appends).instrument(span).await {
             Ok(refs) => {
                 let requested = evaluations
                     .iter()
@@ -994,7 +981,17 @@ impl Pipeline {
                     })
                     .collect()
             }
+        };
+        // A lone decision's span is the current one (decide, decide_in); a batch has none per
+        // decision.
+        let span = match decisions.len() {
+            1 => tracing::Span::current(),
+            _ => tracing::Span::none(),
+        };
+        for (decision, (tier, started)) in decisions.iter().zip(observed) {
+            self.observe(&span, tier, decision, started);
         }
+        decisions
     }
 
     /// The decision for one request, without storing it.
@@ -1003,6 +1000,7 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
     ) -> Result<Evaluation, RequestError> {
+        let started = Instant::now();
         let pack = self.policies.load();
         let registry = self.registry.snapshot();
         let types = self.registry.types();
@@ -1052,12 +1050,15 @@ impl Pipeline {
         };
         let mut context = self.context(caller, request, None)?;
 
-        let deny = |code: ReasonCode, message: String, agent_version: Option<i64>| Evaluation {
-            decision: denial(&pack, code, message),
-            agent_version,
-            approval_requested: None,
-            approval_used: None,
-        };
+        let deny =
+            |code: ReasonCode, message: String, agent: Option<&Arc<AgentEntry>>| Evaluation {
+                decision: denial(&pack, code, message),
+                agent_version: agent.map(|a| a.agent.meta.version),
+                approval_requested: None,
+                approval_used: None,
+                risk_tier: agent.map(|a| a.agent.record.risk_tier),
+                started,
+            };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
         let switch = tracing::debug_span!("killswitch").in_scope(|| {
@@ -1068,7 +1069,7 @@ impl Pipeline {
             let mut evaluation = deny(
                 ReasonCode::KillSwitch,
                 switch.reason.clone(),
-                registry.agent(&caller.agent).map(|a| a.agent.meta.version),
+                registry.agent(&caller.agent),
             );
             evaluation.decision.reasons[0].killswitch_id = Some(switch.id.clone());
             return Ok(evaluation);
@@ -1083,12 +1084,12 @@ impl Pipeline {
                 None,
             ));
         };
-        let version = Some(agent.agent.meta.version);
+        let known = Some(agent);
         if agent.agent.record.status == AgentStatus::Suspended {
             return Ok(deny(
                 ReasonCode::AgentSuspended,
                 format!("agent `{}` is suspended", caller.agent),
-                version,
+                known,
             ));
         }
         let resource_entity = match &tool_id {
@@ -1098,7 +1099,7 @@ impl Pipeline {
                     return Ok(deny(
                         ReasonCode::UnknownTool,
                         format!("tool `{id}` is not registered"),
-                        version,
+                        known,
                     ));
                 }
             },
@@ -1108,7 +1109,7 @@ impl Pipeline {
             return Ok(deny(
                 ReasonCode::NoPolicy,
                 "the active policy pack has no policies".into(),
-                version,
+                known,
             ));
         }
 
@@ -1126,7 +1127,7 @@ impl Pipeline {
                     return Ok(deny(
                         ReasonCode::ApprovalInvalid,
                         problem.to_string(),
-                        version,
+                        known,
                     ));
                 }
             },
@@ -1180,9 +1181,11 @@ impl Pipeline {
         };
         Ok(Evaluation {
             decision,
-            agent_version: version,
+            agent_version: Some(agent.agent.meta.version),
             approval_requested,
             approval_used,
+            risk_tier: Some(agent.agent.record.risk_tier),
+            started,
         })
     }
 

@@ -381,12 +381,11 @@ pub fn decision_attributes(
         KeyValue::new("decision", outcome),
         KeyValue::new("reason", reason),
         KeyValue::new("risk_tier", tier.unwrap_or("unknown")),
-        KeyValue::new(
-            "store",
-            store
-                .unwrap_or(crate::policy::store::DEFAULT_STORE)
-                .to_owned(),
-        ),
+        // The default store's name is static: no allocation on the common path.
+        match store {
+            None => KeyValue::new("store", crate::policy::store::DEFAULT_STORE),
+            Some(name) => KeyValue::new("store", name.to_owned()),
+        },
     ]
 }
 

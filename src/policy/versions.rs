@@ -357,11 +357,7 @@ impl Versions {
             )));
         }
         let selected = selector(&row.store);
-        let current = pipeline
-            .pack_of(selected.as_ref())
-            .ok_or_else(|| VersionError::NoStore(row.store.clone()))?;
-        let pack = PolicyPack::from_sources("schema", current.schema_text(), sources(&row)?)
-            .map_err(policy_error)?;
+        let pack = self.pack_of_row(pipeline, &row)?;
 
         let (test_files, test_checks, failures) = self.run_tests(&row.store, &pack)?;
         let tested = self.tested(&row, actor, test_files, test_checks, &failures)?;
@@ -379,12 +375,7 @@ impl Versions {
             .append(vec![tested, self.activated(&row, actor, previous.clone())?])
             .await?;
         pipeline.set_pack(selected.as_ref(), pack);
-        if pipeline
-            .shadow_of(selected.as_ref())
-            .is_some_and(|s| s.version == row.id)
-        {
-            pipeline.set_shadow(selected.as_ref(), None);
-        }
+        end_shadow(pipeline, &row);
         let mut version = view(&row)?;
         version.state = "active".into();
         Ok(Activation {
@@ -462,11 +453,7 @@ impl Versions {
                 "replay covers the default store, whose decisions carry their registry state",
             ));
         }
-        let current = pipeline
-            .pack_of(None)
-            .ok_or_else(|| VersionError::NoStore(row.store.clone()))?;
-        let pack = PolicyPack::from_sources("schema", current.schema_text(), sources(&row)?)
-            .map_err(policy_error)?;
+        let pack = self.pack_of_row(pipeline, &row)?;
         super::replay::replay(&self.store, &pack, period)
             .await
             .map_err(|e| match e {
@@ -612,16 +599,21 @@ impl Versions {
                 )?])
                 .await?;
         }
-        let selected = selector(&row.store);
-        if pipeline
-            .shadow_of(selected.as_ref())
-            .is_some_and(|s| s.version == row.id)
-        {
-            pipeline.set_shadow(selected.as_ref(), None);
-        }
+        end_shadow(pipeline, &row);
         let mut version = view(&row)?;
         version.state = "retired".into();
         Ok(version)
+    }
+}
+
+/// Stops shadowing `row` if it is its store's shadow (it became active, or was retired).
+fn end_shadow(pipeline: &Pipeline, row: &PolicyVersionRow) {
+    let selected = selector(&row.store);
+    if pipeline
+        .shadow_of(selected.as_ref())
+        .is_some_and(|s| s.version == row.id)
+    {
+        pipeline.set_shadow(selected.as_ref(), None);
     }
 }
 
