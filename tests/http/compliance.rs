@@ -606,6 +606,14 @@ async fn audit_pack_exports_verifies_offline_and_names_what_was_tampered_with() 
         assert!(!ok, "tampering with {file} went unnoticed: {report}");
         assert!(report.contains(&format!("FAIL {file}")), "{file}: {report}");
     }
+    // Not a pack at all.
+    let junk = dir.path().join("junk.zip");
+    std::fs::write(&junk, b"not a zip").unwrap();
+    let (ok, report) = verify(&junk, &key);
+    assert!(
+        !ok && report.contains("FAIL (zip): not a readable zip"),
+        "{report}"
+    );
     // Another key: the manifest signature is what fails.
     let other = "reins.local/ledger+00000000+AXhS7cTPv2Tgm9fDcpeS6TpFKeF3Wp2dA0Fk7ZEgnPvA";
     let (ok, report) = verify(&pack, other);

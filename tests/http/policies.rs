@@ -23,6 +23,16 @@ fn pack_files(extra: &[(&str, &str)], without: &[&str]) -> Value {
 const NO_WEATHER: &str =
     "@id(\"no-weather\")\nforbid (principal, action, resource == Tool::\"weather.get\");\n";
 
+/// Uploads the default pack plus the `no-weather` forbid as a draft.
+async fn upload_no_weather(s: &TestServer) -> (u16, Value) {
+    s.post(
+        "/v1/policies",
+        &admin(s),
+        json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
+    )
+    .await
+}
+
 fn admin(s: &TestServer) -> String {
     s.token("pat", &["policy_admin"])
 }
@@ -183,13 +193,7 @@ async fn activation_changes_answers_at_once_rollback_restores_them_and_both_surv
     let (_, list) = s.get("/v1/policies", &admin(&s)).await;
     let first = list["versions"][0]["version"].as_str().unwrap().to_owned();
 
-    let (status, draft) = s
-        .post(
-            "/v1/policies",
-            &admin(&s),
-            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
-        )
-        .await;
+    let (status, draft) = upload_no_weather(&s).await;
     assert_eq!(status, 201, "{draft}");
     let second = draft["version"].as_str().unwrap().to_owned();
     let (status, activated) = s
@@ -389,13 +393,7 @@ async fn replay_reports_exactly_the_decisions_a_policy_change_would_change() {
     s.agent("bot2", "limited", &["weather.get", "crm.note"])
         .await;
 
-    let (_, draft) = s
-        .post(
-            "/v1/policies",
-            &admin(&s),
-            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
-        )
-        .await;
+    let (_, draft) = upload_no_weather(&s).await;
     let id = draft["version"].as_str().unwrap().to_owned();
     let (status, report) = s
         .post(&format!("/v1/policies/{id}/replay"), &admin(&s), json!({}))
@@ -483,13 +481,7 @@ async fn shadow_counts_disagreements_on_live_traffic_while_answers_follow_the_ac
     s.tool("crm.note", "medium").await;
     s.agent("bot", "limited", &["weather.get", "crm.note"])
         .await;
-    let (_, draft) = s
-        .post(
-            "/v1/policies",
-            &admin(&s),
-            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
-        )
-        .await;
+    let (_, draft) = upload_no_weather(&s).await;
     let id = draft["version"].as_str().unwrap().to_owned();
     let (status, _) = s
         .get(&format!("/v1/policies/{id}/shadow"), &admin(&s))
@@ -662,13 +654,7 @@ async fn the_control_policy_not_hard_coded_roles_decides() {
     let s = TestServer::with_config(data, config).await;
     fleet(&s).await;
 
-    let (status, draft) = s
-        .post(
-            "/v1/policies",
-            &admin(&s),
-            json!({"files": pack_files(&[("no_weather.cedar", NO_WEATHER)], &[])}),
-        )
-        .await;
+    let (status, draft) = upload_no_weather(&s).await;
     assert_eq!(status, 201, "{draft}");
     let id = draft["version"].as_str().unwrap();
     let (status, refused) = s
@@ -781,4 +767,54 @@ async fn with_watch_an_edit_goes_through_the_gate_and_a_failing_edit_changes_not
         .collect();
     assert_eq!(states, ["draft", "active", "draft"], "{list}");
     std::fs::write(policies.path().join("declared_tools.cedar"), declared).unwrap();
+}
+
+#[tokio::test]
+async fn an_activation_that_cannot_be_recorded_changes_nothing() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let (_, draft) = upload_no_weather(&s).await;
+    let id = draft["version"].as_str().unwrap();
+    // Storage refuses the state change (as a full disk would); reads still work.
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", s.config.database_path().display()))
+            .await
+            .unwrap();
+    sqlx::query("CREATE TRIGGER refuse BEFORE UPDATE ON policy_versions BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let size = s.ledger_size();
+    let (status, body) = s
+        .post(
+            &format!("/v1/policies/{id}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        weather(&s).await["decision"],
+        "allow",
+        "the active version still decides"
+    );
+    assert_eq!(
+        s.ledger_size(),
+        size + 1,
+        "only the decision above was recorded: neither the test run nor the activation"
+    );
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (status, _) = s
+        .post(
+            &format!("/v1/policies/{id}/activate"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "the ledger carries on");
+    assert_eq!(weather(&s).await["decision"], "deny");
 }

@@ -293,30 +293,20 @@ async fn a_decision_exports_its_spans_under_the_callers_trace_and_its_metrics() 
         );
     }
     assert_eq!(by_name("identity").parent_span_id, request.span_id);
-    assert_eq!(
-        attribute(decision_span, "gen_ai.agent.id").as_deref(),
-        Some("bot")
-    );
-    assert_eq!(
-        attribute(decision_span, "gen_ai.tool.name").as_deref(),
-        Some("search.web")
-    );
-    assert_eq!(
-        attribute(decision_span, "reins.decision").as_deref(),
-        Some("allow")
-    );
-    assert_eq!(
-        attribute(decision_span, "reins.policy_ids").as_deref(),
-        Some("declared-tools")
-    );
-    assert_eq!(
-        attribute(decision_span, "reins.risk_tier").as_deref(),
-        Some("limited")
-    );
-    assert_eq!(
-        attribute(decision_span, "reins.store").as_deref(),
-        Some("default")
-    );
+    for (key, value) in [
+        ("gen_ai.agent.id", "bot"),
+        ("gen_ai.tool.name", "search.web"),
+        ("reins.decision", "allow"),
+        ("reins.policy_ids", "declared-tools"),
+        ("reins.risk_tier", "limited"),
+        ("reins.store", "default"),
+    ] {
+        assert_eq!(
+            attribute(decision_span, key).as_deref(),
+            Some(value),
+            "{key}"
+        );
+    }
     assert_eq!(
         attribute(decision_span, "reins.ledger.index"),
         decision["ledger"]["index"].as_u64().map(|i| i.to_string())
