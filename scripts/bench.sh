@@ -69,25 +69,35 @@ run() {
   bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
   echo "$requests $rps $(ms "$p50") $(ms "$p99") ${bad:-0}"
 }
+# CPU seconds the server has used (user + system), from /proc.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$SERVER/stat"; }
+# Microseconds of server CPU per request between two cpu() readings.
+per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / n; else print "-" }'; }
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v + 0 } else { sub(/s/, "", v); print v * 1000 } }'; }
 
 ANSWERED=0
 INFLIGHT=0   # requests wrk abandons at its deadline: answered and recorded by Reins, not counted by wrk
-printf '\n%-30s %5s %11s %9s %9s %8s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio"
+printf '\n%-30s %5s %11s %9s %9s %8s %9s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio" "cpu us/r"
 for c in $CONCURRENCY; do
-  read -r _ base_rps base_p50 base_p99 _ < <(run "$c" "$BASE/healthz")
-  printf '%-30s %5s %11s %9s %9s %8s\n' "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00"
+  c0=$(cpu)
+  read -r base_n base_rps base_p50 base_p99 _ < <(run "$c" "$BASE/healthz")
+  c1=$(cpu)
+  printf '%-30s %5s %11s %9s %9s %8s %9s\n' "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00" "$(per "$c0" "$c1" "$base_n")"
+  c0=$(cpu)
   read -r n rps p50 p99 bad < <(run "$c" -s scripts/decisions.lua "$BASE")
+  c1=$(cpu)
   [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
   ANSWERED=$((ANSWERED + n - bad))
   INFLIGHT=$((INFLIGHT + c))
-  printf '%-30s %5s %11s %9s %9s %8s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')"
+  printf '%-30s %5s %11s %9s %9s %8s %9s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')" "$(per "$c0" "$c1" "$n")"
 done
 BATCH=10
+c0=$(cpu)
 read -r n rps p50 p99 bad < <(REINS_BENCH_BATCH=$BATCH run 16 -s scripts/decisions.lua "$BASE")
+c1=$(cpu)
 ANSWERED=$((ANSWERED + (n - bad) * BATCH))
 INFLIGHT=$((INFLIGHT + 16 * BATCH))
-printf '%-30s %5s %11s %9s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
+printf '%-30s %5s %11s %9s %9s %8s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "$(per "$c0" "$c1" $((n * BATCH)))" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER/status"; }
 ledger_size() { curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p; }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use cedar_policy::{
     Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Request,
+    Request, RestrictedExpression,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -360,6 +360,13 @@ impl Shadow {
             });
         }
     }
+}
+
+/// The resource of a default-store request: a registered tool, or an entity built from the
+/// request's attributes.
+enum ResourceEntity<'a> {
+    Registered(&'a Arc<crate::registry::ToolEntry>),
+    Built(Box<Entity>),
 }
 
 /// A request evaluated but not yet recorded.
@@ -1092,9 +1099,11 @@ impl Pipeline {
                 known,
             ));
         }
+        // A registered tool's entity comes from the registry; any other resource is built from
+        // the request's attributes.
         let resource_entity = match &tool_id {
             Some(id) => match registry.tool(id) {
-                Some(tool) => tool.entity.clone(),
+                Some(tool) => ResourceEntity::Registered(tool),
                 None => {
                     return Ok(deny(
                         ReasonCode::UnknownTool,
@@ -1103,7 +1112,11 @@ impl Pipeline {
                     ));
                 }
             },
-            None => self.resource_entity(&pack, request, &resource_type)?,
+            None => ResourceEntity::Built(Box::new(self.resource_entity(
+                &pack,
+                request,
+                &resource_type,
+            )?)),
         };
         if pack.policy_count() == 0 {
             return Ok(deny(
@@ -1133,12 +1146,27 @@ impl Pipeline {
             },
         };
 
-        let mut entities = vec![agent.entity.clone(), resource_entity];
-        if let Some(user) = &caller.on_behalf_of {
-            entities.push(Entity::with_uid(types.uid(&types.user, user.as_str())));
-        }
-        let entities = Entities::from_entities(entities, None)
-            .map_err(|e| RequestError::new("resource", e.to_string()))?;
+        let entities_error = |e: cedar_policy::entities_errors::EntitiesError| {
+            RequestError::new("resource", e.to_string())
+        };
+        let entities = match (resource_entity, &caller.on_behalf_of) {
+            // The common case: prebuilt, reused until the agent or the tool changes.
+            (ResourceEntity::Registered(tool), None) => self
+                .registry
+                .tool_entities(agent, tool)
+                .map_err(|e| RequestError::new("resource", e.to_string()))?,
+            (resource, user) => {
+                let resource = match resource {
+                    ResourceEntity::Registered(tool) => tool.entity.clone(),
+                    ResourceEntity::Built(entity) => *entity,
+                };
+                let mut entities = vec![agent.entity.clone(), resource];
+                if let Some(user) = user {
+                    entities.push(Entity::with_uid(types.uid(&types.user, user.as_str())));
+                }
+                Arc::new(Entities::from_entities(entities, None).map_err(entities_error)?)
+            }
+        };
         let principal = types.uid(&types.agent, caller.agent.as_str());
         let resource =
             EntityUid::from_type_name_and_id(resource_type, EntityId::new(&request.resource.id));
@@ -1196,8 +1224,12 @@ impl Pipeline {
         request: &DecisionRequest,
         approval: Option<&Approval>,
     ) -> Result<Context, RequestError> {
+        let types = self.registry.types();
         cedar_context(
-            caller.on_behalf_of.as_ref(),
+            caller
+                .on_behalf_of
+                .as_ref()
+                .map(|user| types.uid(&types.user, user.as_str())),
             request,
             approval.map(|a| (a.id.as_str(), a.decided_by.as_deref().unwrap_or_default())),
         )
@@ -1206,40 +1238,126 @@ impl Pipeline {
 
 /// The Cedar context of a request: the caller's, plus what Reins knows (delegating user, session,
 /// a granted approval as `(id, approver)`).
+///
+/// Built as Cedar expressions straight from the parsed JSON: going through Cedar's JSON parser
+/// instead re-reads every value through serde's untagged-enum probing (entity and extension
+/// escapes) and cost more than evaluating the policies. Values that need that parser (`__entity`
+/// or `__extn` escapes, and anything Cedar refuses, such as floats and nulls) still take it, so
+/// both paths accept and reject exactly the same contexts.
 fn cedar_context(
-    on_behalf_of: Option<&UserId>,
+    user: Option<EntityUid>,
     request: &DecisionRequest,
     approval: Option<(&str, &str)>,
 ) -> Result<Context, RequestError> {
+    let given = request.context.as_ref();
+    if let Some(key) = RESERVED_CONTEXT
+        .iter()
+        .find(|k| given.is_some_and(|c| c.contains_key(**k)))
     {
-        let mut context = request.context.clone().unwrap_or_default();
-        if let Some(key) = RESERVED_CONTEXT.iter().find(|k| context.contains_key(**k)) {
-            return Err(RequestError::new(
-                format!("context.{key}"),
-                "is set by Reins and cannot be sent",
-            ));
-        }
-        context
-            .entry("args")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(user) = on_behalf_of {
-            context.insert(
-                "user".into(),
-                serde_json::json!({ "__entity": { "type": "User", "id": user.as_str() } }),
-            );
-        }
-        if let Some(session) = &request.session_id {
-            context.insert("session_id".into(), Value::String(session.clone()));
-        }
-        if let Some((id, approver)) = approval {
-            context.insert(
-                "approval".into(),
-                serde_json::json!({ "id": id, "approver": approver }),
-            );
-        }
-        Context::from_json_value(Value::Object(context), None)
-            .map_err(|e| RequestError::new("context", e.to_string()))
+        return Err(RequestError::new(
+            format!("context.{key}"),
+            "is set by Reins and cannot be sent",
+        ));
     }
+    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(4);
+    if let Some(given) = given {
+        for (key, value) in given {
+            match restricted(value) {
+                Some(expression) => pairs.push((key.clone(), expression)),
+                None => return cedar_context_from_json(user, request, approval),
+            }
+        }
+    }
+    if !given.is_some_and(|c| c.contains_key("args")) {
+        pairs.push((
+            "args".into(),
+            RestrictedExpression::new_record([]).map_err(context_error)?,
+        ));
+    }
+    if let Some(user) = user {
+        pairs.push(("user".into(), RestrictedExpression::new_entity_uid(user)));
+    }
+    if let Some(session) = &request.session_id {
+        pairs.push((
+            "session_id".into(),
+            RestrictedExpression::new_string(session.clone()),
+        ));
+    }
+    if let Some((id, approver)) = approval {
+        let record = RestrictedExpression::new_record([
+            (
+                "id".to_owned(),
+                RestrictedExpression::new_string(id.to_owned()),
+            ),
+            (
+                "approver".to_owned(),
+                RestrictedExpression::new_string(approver.to_owned()),
+            ),
+        ])
+        .map_err(context_error)?;
+        pairs.push(("approval".into(), record));
+    }
+    Context::from_pairs(pairs).map_err(context_error)
+}
+
+fn context_error(e: impl std::fmt::Display) -> RequestError {
+    RequestError::new("context", e.to_string())
+}
+
+/// A JSON value as a Cedar expression, or None where only Cedar's JSON parser knows the answer
+/// (escapes, floats, nulls, integers outside i64).
+fn restricted(value: &Value) -> Option<RestrictedExpression> {
+    match value {
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::Array(items) => Some(RestrictedExpression::new_set(
+            items.iter().map(restricted).collect::<Option<Vec<_>>>()?,
+        )),
+        Value::Object(fields) => {
+            if fields.keys().any(|k| k.starts_with("__")) {
+                return None;
+            }
+            let fields = fields
+                .iter()
+                .map(|(k, v)| Some((k.clone(), restricted(v)?)))
+                .collect::<Option<Vec<_>>>()?;
+            RestrictedExpression::new_record(fields).ok()
+        }
+        Value::Null => None,
+    }
+}
+
+/// [`cedar_context`] through Cedar's JSON parser: for contexts with escapes, and for the errors
+/// Cedar reports on values it cannot take.
+fn cedar_context_from_json(
+    user: Option<EntityUid>,
+    request: &DecisionRequest,
+    approval: Option<(&str, &str)>,
+) -> Result<Context, RequestError> {
+    let mut context = request.context.clone().unwrap_or_default();
+    context
+        .entry("args")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(user) = user {
+        context.insert(
+            "user".into(),
+            serde_json::json!({ "__entity": {
+                "type": user.type_name().to_string(),
+                "id": user.id().unescaped(),
+            } }),
+        );
+    }
+    if let Some(session) = &request.session_id {
+        context.insert("session_id".into(), Value::String(session.clone()));
+    }
+    if let Some((id, approver)) = approval {
+        context.insert(
+            "approval".into(),
+            serde_json::json!({ "id": id, "approver": approver }),
+        );
+    }
+    Context::from_json_value(Value::Object(context), None).map_err(context_error)
 }
 
 impl Pipeline {
@@ -1407,7 +1525,11 @@ pub fn replay_decision(
     let resource_type = EntityTypeName::from_str(&request.resource.kind)
         .map_err(|e| RequestError::new("resource.type", e.to_string()))?;
     let approval = request.approval_id.as_deref().map(|id| (id, "replay"));
-    let context = cedar_context(on_behalf_of, request, approval)?;
+    let context = cedar_context(
+        on_behalf_of.map(|user| types.uid(&types.user, user.as_str())),
+        request,
+        approval,
+    )?;
     let resource_entity = match tool {
         Some(t) => t.clone(),
         None => {
@@ -1618,4 +1740,83 @@ fn record_of(row: DecisionRow) -> Result<DecisionRecord, StoreError> {
         agent_id: row.agent_id,
         on_behalf_of: row.on_behalf_of,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(context: Value) -> DecisionRequest {
+        DecisionRequest {
+            action: "invoke".into(),
+            resource: ResourceRef {
+                kind: "Tool".into(),
+                id: "search.web".into(),
+                attributes: None,
+            },
+            context: context.as_object().cloned(),
+            session_id: Some("s-1".into()),
+            approval_id: None,
+        }
+    }
+
+    fn user() -> Option<EntityUid> {
+        Some(EntityUid::from_type_name_and_id(
+            EntityTypeName::from_str("User").unwrap(),
+            EntityId::new("alice"),
+        ))
+    }
+
+    /// The direct build must give the very context Cedar's JSON parser gives.
+    #[test]
+    fn contexts_built_directly_equal_those_parsed_from_json() {
+        let contexts = [
+            json!({}),
+            json!({"args": {}}),
+            json!({"args": {"amount": 1200, "currency": "EUR", "neg": -7, "max": i64::MAX}}),
+            json!({"args": {"flags": ["a", "b", "a"], "nested": {"deep": {"ok": true}}}, "extra": false}),
+            json!({"args": {"list": [[1, 2], [], [{"k": "v"}]]}, "n": 0}),
+        ];
+        for context in contexts {
+            let request = request(context.clone());
+            for approval in [None, Some(("ap-1", "carol"))] {
+                let direct = cedar_context(user(), &request, approval).unwrap();
+                let parsed = cedar_context_from_json(user(), &request, approval).unwrap();
+                assert_eq!(direct, parsed, "{context}");
+            }
+        }
+    }
+
+    /// Escapes and values Cedar refuses take Cedar's parser: same answers, same errors.
+    #[test]
+    fn escapes_and_refused_values_go_through_cedars_parser() {
+        let escaped = request(json!({"args": {
+            "owner": {"__entity": {"type": "User", "id": "bob"}},
+            "limit": {"__extn": {"fn": "decimal", "arg": "1.50"}},
+        }}));
+        assert_eq!(
+            cedar_context(None, &escaped, None).unwrap(),
+            cedar_context_from_json(None, &escaped, None).unwrap()
+        );
+        for refused in [
+            json!({"args": {"amount": 1.5}}),
+            json!({"args": {"amount": null}}),
+            json!({"args": {"big": u64::MAX}}),
+            json!({"args": {"bad": {"__extn": {"fn": "decimal", "arg": "x"}}}}),
+        ] {
+            let request = request(refused.clone());
+            let direct = cedar_context(None, &request, None).unwrap_err();
+            let parsed = cedar_context_from_json(None, &request, None).unwrap_err();
+            assert_eq!(direct, parsed, "{refused}");
+            assert_eq!(direct.field, "context");
+        }
+        for reserved in ["user", "session_id", "approval"] {
+            let request = request(json!({ reserved: "x" }));
+            assert_eq!(
+                cedar_context(None, &request, None).unwrap_err().field,
+                format!("context.{reserved}")
+            );
+        }
+    }
 }

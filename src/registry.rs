@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -324,6 +324,20 @@ pub struct Registry {
     types: EntityTypes,
     snapshot: ArcSwap<Snapshot>,
     writes: tokio::sync::Mutex<()>,
+    pairs: quick_cache::sync::Cache<(AgentId, ToolId), PairEntities>,
+}
+
+/// Agent-tool pairs whose Cedar entities are kept built (about 1 KiB each). A fleet with more pairs
+/// in use still decides correctly: evicted pairs are built again.
+const PAIR_CACHE: usize = 8_192;
+
+/// The Cedar entities of one agent invoking one tool, with the registry entries they were built
+/// from: valid while the snapshot still holds those very entries.
+#[derive(Clone)]
+struct PairEntities {
+    agent: Arc<AgentEntry>,
+    tool: Arc<ToolEntry>,
+    entities: Arc<Entities>,
 }
 
 impl Registry {
@@ -336,7 +350,42 @@ impl Registry {
             types,
             snapshot: ArcSwap::from_pointee(snapshot),
             writes: Default::default(),
+            pairs: quick_cache::sync::Cache::new(PAIR_CACHE),
         })
+    }
+
+    /// The Cedar entities for `agent` invoking `tool`: the two entities, with Cedar's transitive
+    /// closure computed. Building them cost as much as evaluating the policies, so a pair is built
+    /// once and reused until either record changes. Entries are immutable and replaced on every
+    /// change, so a cached pair holding the snapshot's very entries (the cache keeps them alive,
+    /// so a pointer cannot be reused) holds exactly the entities a fresh build would.
+    pub fn tool_entities(
+        &self,
+        agent: &Arc<AgentEntry>,
+        tool: &Arc<ToolEntry>,
+    ) -> Result<Arc<Entities>, RegistryError> {
+        let key = (agent.agent.id.clone(), tool.tool.id.clone());
+        if let Some(pair) = self.pairs.get(&key)
+            && Arc::ptr_eq(&pair.agent, agent)
+            && Arc::ptr_eq(&pair.tool, tool)
+        {
+            return Ok(pair.entities);
+        }
+        let entities = Entities::from_entities([agent.entity.clone(), tool.entity.clone()], None)
+            .map_err(|e| RegistryError::Entity {
+            id: format!("{} -> {}", agent.agent.id, tool.tool.id),
+            message: e.to_string(),
+        })?;
+        let entities = Arc::new(entities);
+        self.pairs.insert(
+            key,
+            PairEntities {
+                agent: agent.clone(),
+                tool: tool.clone(),
+                entities: entities.clone(),
+            },
+        );
+        Ok(entities)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

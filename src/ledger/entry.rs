@@ -256,7 +256,8 @@ impl Event {
 impl Entry {
     /// The canonical bytes (RFC 8785) that the leaf hash covers.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EntryError> {
-        let bytes = serde_jcs::to_vec(self).map_err(|e| EntryError::Encode(e.to_string()))?;
+        let bytes =
+            super::canonical::to_vec(self).map_err(|e| EntryError::Encode(e.to_string()))?;
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::TooLarge(bytes.len()));
         }
@@ -267,7 +268,8 @@ impl Entry {
 /// A masked value in the ledger: `{"masked": "sha256:<hex>"}`, the SHA-256 of the salt followed by
 /// the value's canonical JSON.
 pub fn commitment(salt: &[u8], value: &Value) -> Result<Value, EntryError> {
-    let canonical = serde_jcs::to_vec(value).map_err(|e| EntryError::Encode(e.to_string()))?;
+    let canonical =
+        super::canonical::to_vec(value).map_err(|e| EntryError::Encode(e.to_string()))?;
     let mut h = Sha256::new();
     h.update(salt);
     h.update(&canonical);

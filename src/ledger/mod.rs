@@ -8,6 +8,7 @@
 //! one in-memory frontier that only grows, two signed checkpoints are always consistent.
 //! [`verify`] re-derives everything from the stored bytes.
 
+pub mod canonical;
 pub mod entry;
 pub mod merkle;
 pub mod note;
@@ -181,7 +182,7 @@ pub struct Ledger {
     head: watch::Receiver<TreeHead>,
     signer: Arc<NoteSigner>,
     mask: Vec<String>,
-    tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     /// When this process last signed a checkpoint.
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -257,13 +258,14 @@ impl Ledger {
             last_signed,
             signed_at.clone(),
         ));
+        let wal = tokio::spawn(checkpoint_wal(store.clone(), head_rx.clone()));
         Ok(Self {
             store,
             jobs,
             head: head_rx,
             signer,
             mask: config.mask.clone(),
-            tasks: Mutex::new(Some((writer, checkpointer))),
+            tasks: Mutex::new(vec![writer, checkpointer, wal]),
             signed_at,
         })
     }
@@ -282,9 +284,8 @@ impl Ledger {
     /// Stops taking entries, commits what is queued, signs a final checkpoint.
     pub async fn shutdown(&self) {
         let _ = self.jobs.send(Message::Shutdown).await;
-        if let Some((writer, checkpointer)) = self.tasks.lock().await.take() {
-            let _ = writer.await;
-            let _ = checkpointer.await;
+        for task in std::mem::take(&mut *self.tasks.lock().await) {
+            let _ = task.await;
         }
     }
 
@@ -673,6 +674,22 @@ async fn sequence(
                     frontier = reloaded;
                 }
             }
+        }
+    }
+}
+
+/// How often committed WAL frames are copied into the database file while entries arrive.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps the WAL short from outside the writer (which never checkpoints itself, see
+/// [`Store::open_sqlite`]): a passive checkpoint after new entries, at most every
+/// [`WAL_CHECKPOINT_EVERY`]. Stops with the sequencer; closing the store checkpoints the rest.
+async fn checkpoint_wal(store: Store, mut head: watch::Receiver<TreeHead>) {
+    while head.changed().await.is_ok() {
+        tokio::time::sleep(WAL_CHECKPOINT_EVERY).await;
+        head.borrow_and_update();
+        if let Err(error) = store.checkpoint_wal().await {
+            tracing::warn!(%error, "WAL checkpoint failed; retrying after the next commit");
         }
     }
 }

@@ -113,7 +113,7 @@ fn check_entry_bytes(index: u64, bytes: &[u8]) -> Result<(), VerifyError> {
             index,
             problem: format!("not JSON: {e}"),
         })?;
-    let canonical = serde_jcs::to_vec(&value).map_err(|e| VerifyError::Entry {
+    let canonical = crate::ledger::canonical::to_vec(&value).map_err(|e| VerifyError::Entry {
         index,
         problem: e.to_string(),
     })?;

@@ -100,6 +100,19 @@ async fn risk_tier_limits_what_a_declared_tool_may_do() {
         .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
         .await;
     assert_eq!(policy_ids(&d), ["tier-high-no-critical"], "{d}");
+
+    // So does changing the tool: Reins keeps the entities of an agent-tool pair built, and a
+    // change to either record must reach the next decision for that very pair.
+    s.tool("db.drop", "low").await;
+    let (_, d) = s
+        .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
+        .await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    s.tool("db.drop", "critical").await;
+    let (_, d) = s
+        .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
+        .await;
+    assert_eq!(policy_ids(&d), ["tier-high-no-critical"], "{d}");
 }
 
 #[tokio::test]
