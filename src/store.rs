@@ -213,9 +213,10 @@ pub struct Store {
     writer: SqlitePool,
 }
 
-/// Pages of the writer's cache (4 KiB each): 64 MiB, so the right edges of the tables and indexes
-/// every commit touches are never read back from the file.
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// The writer's page cache: 16 MiB holds the pages commits touch (the right edges of the tables
+/// and indexes, the per-agent index leaves), so they are not read back from the file. Larger
+/// costs more than it saves: SQLite scans the cache's hash table at the end of transactions.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 impl Store {
     /// Opens (creating if missing) the SQLite database at `path` and runs the migrations.
