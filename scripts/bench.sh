@@ -114,7 +114,7 @@ if [ "${MEMORY:-0}" = 1 ]; then
   sleep 1.5
   echo "resident memory with 10,000 agents registered ($(ledger_size) entries): $(rss)"
   while [ "$(ledger_size)" -lt 1000000 ]; do
-    REINS_BENCH_BATCH=100 REINS_BENCH_FLEET="$FLEET" wrk -t2 -c16 -d20s -s scripts/decisions.lua "$BASE" >/dev/null
+    REINS_BENCH_BATCH=100 REINS_BENCH_FLEET="$FLEET" wrk -t2 -c16 -d5s -s scripts/decisions.lua "$BASE" >/dev/null
     ANSWERED=-1
     sleep 1.5
     echo "resident memory at $(ledger_size) entries: $(rss)"
