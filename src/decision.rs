@@ -1146,15 +1146,12 @@ impl Pipeline {
             },
         };
 
-        let entities_error = |e: cedar_policy::entities_errors::EntitiesError| {
-            RequestError::new("resource", e.to_string())
-        };
         let entities = match (resource_entity, &caller.on_behalf_of) {
             // The common case: prebuilt, reused until the agent or the tool changes.
             (ResourceEntity::Registered(tool), None) => self
                 .registry
                 .tool_entities(agent, tool)
-                .map_err(|e| RequestError::new("resource", e.to_string()))?,
+                .map_err(resource_error)?,
             (resource, user) => {
                 let resource = match resource {
                     ResourceEntity::Registered(tool) => tool.entity.clone(),
@@ -1164,7 +1161,7 @@ impl Pipeline {
                 if let Some(user) = user {
                     entities.push(Entity::with_uid(types.uid(&types.user, user.as_str())));
                 }
-                Arc::new(Entities::from_entities(entities, None).map_err(entities_error)?)
+                Arc::new(Entities::from_entities(entities, None).map_err(resource_error)?)
             }
         };
         let principal = types.uid(&types.agent, caller.agent.as_str());
@@ -1302,6 +1299,10 @@ fn cedar_context(
 
 fn context_error(e: impl std::fmt::Display) -> RequestError {
     RequestError::new("context", e.to_string())
+}
+
+fn resource_error(e: impl std::fmt::Display) -> RequestError {
+    RequestError::new("resource", e.to_string())
 }
 
 /// A JSON value as a Cedar expression, or None where only Cedar's JSON parser knows the answer

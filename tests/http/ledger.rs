@@ -761,3 +761,32 @@ async fn tlog_tiles_authenticates_our_tiles_against_our_checkpoint() {
     assert_eq!(status("/ledger/tile/0/1").await, 400, "not a tile path");
     assert_eq!(status("/ledger/tile/0/000").await, 200);
 }
+
+/// The ledger's writer never checkpoints the WAL inside a commit (`wal_autocheckpoint = 0`, so no
+/// decision waits for one); a background task copies committed frames into the database file
+/// instead. Without it the file would not change until shutdown and the WAL would only grow.
+#[tokio::test]
+async fn committed_entries_reach_the_database_file_while_serving() {
+    let s = TestServer::start().await;
+    s.tool("search.web", "low").await;
+    s.agent("bot", "limited", &["search.web"]).await;
+    let db = s.data.path().join("reins.db");
+    let size = || std::fs::metadata(&db).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = size();
+    let token = s.token("bot", &[]);
+    for _ in 0..300 {
+        let (status, d) = s
+            .invoke(&token, "search.web", json!({"recipient": "x".repeat(300)}))
+            .await;
+        assert_eq!(status, 200, "{d}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {before} bytes: the WAL is not being checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
