@@ -254,13 +254,12 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database file without blocking the writer
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the frames still in the WAL.
-    pub async fn checkpoint_wal(&self) -> Result<i64, StoreError> {
-        let (_busy, log, copied): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(log - copied)
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`).
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Opens an existing database without writing to it (no migrations): for verification.
