@@ -151,6 +151,9 @@ pub struct LedgerConfig {
     pub mask: Vec<String>,
     /// Most entries committed in one transaction.
     pub max_batch: usize,
+    /// Size, in MiB, at which the SQLite write-ahead log is restarted from its beginning under
+    /// load (it cannot restart while commits keep arriving otherwise, and would grow without end).
+    pub wal_limit_mib: u64,
 }
 
 impl Default for LedgerConfig {
@@ -161,6 +164,7 @@ impl Default for LedgerConfig {
             checkpoint_interval: Duration::from_secs(1),
             mask: Vec::new(),
             max_batch: 1024,
+            wal_limit_mib: 64,
         }
     }
 }
@@ -369,6 +373,9 @@ impl Config {
         }
         if self.ledger.max_batch == 0 {
             return Err(invalid("ledger.max_batch", "must be at least 1"));
+        }
+        if self.ledger.wal_limit_mib == 0 {
+            return Err(invalid("ledger.wal_limit_mib", "must be at least 1"));
         }
         for (i, pointer) in self.ledger.mask.iter().enumerate() {
             if !pointer.starts_with('/') {

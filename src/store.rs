@@ -1,7 +1,9 @@
 //! Durable state in SQL through sqlx: the registry tables and the decisions.
 //!
-//! SQLite is the embedded default (WAL, `synchronous = FULL`, so a committed decision survives a
-//! crash or power loss). The SQL is kept portable for the PostgreSQL backend. This module knows rows,
+//! SQLite is the embedded default, in WAL mode. The writer commits with `synchronous = NORMAL`
+//! and the ledger makes each commit durable with [`Store::sync_wal`] (an fsync of the WAL file)
+//! before anyone is told about it, so a decision that was answered survives a crash or power loss;
+//! doing that fsync outside the writer lets the next commit proceed while the disk flushes. The SQL is kept portable for the PostgreSQL backend. This module knows rows,
 //! not rules: validation lives in [`crate::registry`] and [`crate::decision`].
 
 use std::path::Path;
@@ -21,6 +23,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    #[error("cannot flush the write-ahead log {path} to disk: {message}")]
+    Sync { path: String, message: String },
 }
 
 /// The two registry tables share one shape.
@@ -193,6 +197,17 @@ pub struct DecisionCounts {
     pub last_index: Option<u64>,
 }
 
+/// The write-ahead log after a checkpoint: frames in it, and how many of them are now in the
+/// database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalState {
+    pub frames: u64,
+    pub copied: u64,
+}
+
+/// SQLite's page size, which is also a WAL frame's payload.
+pub const PAGE_BYTES: u64 = 4096;
+
 /// One sequenced entry ready to commit.
 #[derive(Debug, Clone)]
 pub struct AppendRow {
@@ -211,6 +226,8 @@ pub struct Store {
     /// of its own keeps its page cache hot (the indexes it appends to stay in memory) and means a
     /// reader never holds the write lock the ledger's next commit waits for.
     writer: SqlitePool,
+    /// The WAL file whose fsync makes the writer's commits durable (None when read-only).
+    wal: Option<std::path::PathBuf>,
 }
 
 /// The writer's page cache: 16 MiB holds the pages commits touch (the right edges of the tables
@@ -224,6 +241,11 @@ impl Store {
     /// The writer does not checkpoint the WAL itself (`wal_autocheckpoint = 0`): a checkpoint
     /// copies and fsyncs megabytes, and inside a commit it would stall every decision waiting on
     /// that commit. [`Store::checkpoint_wal`] runs it from another connection instead.
+    ///
+    /// The writer commits with `synchronous = NORMAL`: SQLite writes the commit's WAL frames but
+    /// does not fsync them. A commit is durable only after [`Store::sync_wal`]; whoever writes
+    /// must call it before acting on the commit (the ledger does, before it answers). The readers
+    /// keep `FULL`, so their checkpoints fsync the WAL before copying it and the database after.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -241,6 +263,7 @@ impl Store {
             .connect_with(
                 options
                     .clone()
+                    .synchronous(SqliteSynchronous::Normal)
                     .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
                     .pragma("wal_autocheckpoint", "0"),
             )
@@ -250,16 +273,62 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, writer })
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let store = Self {
+            pool,
+            writer,
+            wal: Some(wal.into()),
+        };
+        // The migrations committed without an fsync, and the WAL file may be new: make both, and
+        // the WAL's directory entry, durable before anything else is written.
+        store.sync_wal().await?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_file(dir)?;
+        }
+        Ok(store)
+    }
+
+    /// Makes every commit the writer has finished durable: an fsync of the WAL file, which holds
+    /// their frames. Runs on a blocking thread; the writer keeps committing meanwhile, and what it
+    /// commits after this started may or may not be covered.
+    pub async fn sync_wal(&self) -> Result<(), StoreError> {
+        let Some(path) = self.wal.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || sync_file(&path))
+            .await
+            .map_err(|e| StoreError::Sync {
+                path: "(WAL)".into(),
+                message: e.to_string(),
+            })?
     }
 
     /// Copies committed WAL frames into the database file without blocking the writer
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`).
-    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`), and says how long the WAL is.
+    pub async fn checkpoint_wal(&self) -> Result<WalState, StoreError> {
+        Self::passive_checkpoint(&self.pool).await
+    }
+
+    /// The same checkpoint run by the writer itself, between two of its commits: nothing can be
+    /// appended meanwhile, so it copies the last frames too (few, when [`Store::checkpoint_wal`]
+    /// ran recently), and the next commit then starts the WAL over from its beginning. Only the
+    /// writer's task may call this.
+    pub async fn restart_wal(&self) -> Result<WalState, StoreError> {
+        Self::passive_checkpoint(&self.writer).await
+    }
+
+    async fn passive_checkpoint(pool: &SqlitePool) -> Result<WalState, StoreError> {
+        // fetch_all, not fetch_one: a statement left before its end keeps a read transaction
+        // open, and SQLite cannot start the WAL over while any connection reads from it.
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_all(pool)
             .await?;
-        Ok(())
+        let (_busy, frames, copied) = rows.first().copied().unwrap_or((0, 0, 0));
+        Ok(WalState {
+            frames: frames.max(0) as u64,
+            copied: copied.max(0) as u64,
+        })
     }
 
     /// Opens an existing database without writing to it (no migrations): for verification.
@@ -281,6 +350,7 @@ impl Store {
         Ok(Self {
             writer: pool.clone(),
             pool,
+            wal: None,
         })
     }
 
@@ -727,11 +797,12 @@ impl Store {
         .await?)
     }
 
-    /// Ledger entries of the given kinds, in index order (through the kind index: these kinds are
-    /// rare next to decisions).
+    /// Ledger entries of the given kinds, in index order, through the kind index. That index
+    /// leaves out decisions (they are most entries, and read through `decisions`), so asking for
+    /// the `decision` kind here finds nothing.
     pub async fn entries_of_kinds(&self, kinds: &[&str]) -> Result<Vec<EntryRow>, StoreError> {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT idx, kind, entry FROM ledger_entries WHERE kind IN (",
+            "SELECT idx, kind, entry FROM ledger_entries WHERE kind <> 'decision' AND kind IN (",
         );
         let mut list = q.separated(", ");
         for kind in kinds {
@@ -891,6 +962,17 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?)
     }
+}
+
+/// fsync of a file or directory. The file is opened anew each time, so that it is always the
+/// file now at `path` (SQLite may delete and recreate the WAL when the last connection closes).
+fn sync_file(path: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_data())
+        .map_err(|e| StoreError::Sync {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// Now, as stored and answered: RFC 3339 in UTC with millisecond precision.

@@ -210,9 +210,11 @@ struct Readiness {
     ready: bool,
     database: String,
     policies: String,
+    ledger: String,
 }
 
-/// Readiness: the database answers and a policy pack with policies is loaded.
+/// Readiness: the database answers, a policy pack with policies is loaded, and the ledger takes
+/// appends.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
@@ -230,11 +232,16 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         Err("no policies loaded".to_string())
     };
-    let ready = database.is_ok() && policies.is_ok();
+    let ledger = match state.ledger.failure() {
+        None => Ok("ok".to_string()),
+        Some(failure) => Err(failure.to_string()),
+    };
+    let ready = database.is_ok() && policies.is_ok() && ledger.is_ok();
     let body = Readiness {
         ready,
         database: database.unwrap_or_else(|e| e),
         policies: policies.unwrap_or_else(|e| e),
+        ledger: ledger.unwrap_or_else(|e| e),
     };
     (
         if ready {

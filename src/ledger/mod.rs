@@ -2,9 +2,11 @@
 //!
 //! Entries ([`entry`]) are appended by one sequencer task that batches whatever is queued into a
 //! single transaction (group commit): the entry rows, the tree nodes they complete ([`merkle`]) and
-//! the state they record (a decision row, a registry record) become durable together. Callers get
-//! their leaf index only after that commit. A second task signs a C2SP checkpoint ([`note`]) at
-//! most `checkpoint_interval` after new entries, and once more on shutdown; since both tasks follow
+//! the state they record (a decision row, a registry record) are committed together. A second
+//! task flushes the commits to disk (one fsync for all that are waiting) while the sequencer
+//! already commits the next batch; callers get their leaf index, and the tree head moves, only
+//! after that flush. A third task signs a C2SP checkpoint ([`note`]) at
+//! most `checkpoint_interval` after new entries, and once more on shutdown; since all tasks follow
 //! one in-memory frontier that only grows, two signed checkpoints are always consistent.
 //! [`verify`] re-derives everything from the stored bytes.
 
@@ -16,6 +18,7 @@ pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -166,9 +169,12 @@ pub struct ServedEntry {
     pub entry: serde_json::Value,
 }
 
+/// Where a job's outcome goes: its entries' positions, or why they were not recorded.
+type Reply = oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>;
+
 struct Job {
     appends: Vec<Append>,
-    reply: oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>,
+    reply: Reply,
 }
 
 enum Message {
@@ -183,6 +189,8 @@ pub struct Ledger {
     signer: Arc<NoteSigner>,
     mask: Vec<String>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set when a commit could not be flushed to disk: the ledger refuses appends from then on.
+    broken: Arc<AtomicBool>,
     /// When this process last signed a checkpoint.
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -242,12 +250,25 @@ impl Ledger {
 
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, rx) = mpsc::channel(4096);
+        let (synced_tx, synced_rx) = mpsc::unbounded_channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let wal_full = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn(sequence(
             store.clone(),
             frontier,
             rx,
-            head_tx,
+            synced_tx,
+            Flags {
+                broken: broken.clone(),
+                wal_full: wal_full.clone(),
+            },
             config.max_batch,
+        ));
+        let syncer = tokio::spawn(sync_commits(
+            store.clone(),
+            synced_rx,
+            head_tx,
+            broken.clone(),
         ));
         let signed_at = Arc::new(std::sync::Mutex::new(None));
         let checkpointer = tokio::spawn(sign_checkpoints(
@@ -258,14 +279,20 @@ impl Ledger {
             last_signed,
             signed_at.clone(),
         ));
-        let wal = tokio::spawn(checkpoint_wal(store.clone(), head_rx.clone()));
+        let wal = tokio::spawn(checkpoint_wal(
+            store.clone(),
+            head_rx.clone(),
+            config.wal_limit_mib.saturating_mul(1024 * 1024) / store::PAGE_BYTES,
+            wal_full,
+        ));
         Ok(Self {
             store,
             jobs,
             head: head_rx,
             signer,
             mask: config.mask.clone(),
-            tasks: Mutex::new(vec![writer, checkpointer, wal]),
+            tasks: Mutex::new(vec![writer, syncer, checkpointer, wal]),
+            broken,
             signed_at,
         })
     }
@@ -287,6 +314,11 @@ impl Ledger {
         for task in std::mem::take(&mut *self.tasks.lock().await) {
             let _ = task.await;
         }
+    }
+
+    /// Why the ledger refuses appends, if it does (a failed flush; only a restart clears it).
+    pub fn failure(&self) -> Option<&'static str> {
+        self.broken.load(Ordering::Acquire).then_some(UNFLUSHED)
     }
 
     pub fn head(&self) -> TreeHead {
@@ -593,18 +625,46 @@ impl TilePath {
 
 /// The sequencer: one task, so indices are assigned in commit order; each loop commits every job
 /// queued at that moment (up to `max_batch` entries) in one transaction.
+/// Commits the sequencer may have made that are not yet durable. Two lets commit N+1 run while
+/// commit N is being flushed, and no more: waiting for the flush is also what lets the next
+/// batch grow (each commit rewrites whole pages, so many small ones cost more than a few large).
+const UNSYNCED_COMMITS: usize = 2;
+
+const UNFLUSHED: &str = "an earlier commit could not be flushed to disk; restart Reins";
+
+/// A commit made by the sequencer, waiting for [`sync_commits`] to make it durable.
+struct Committed {
+    head: TreeHead,
+    replies: Vec<(Reply, Vec<LedgerRef>)>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What the other tasks tell the sequencer.
+struct Flags {
+    /// A flush failed: refuse appends.
+    broken: Arc<AtomicBool>,
+    /// The WAL reached its limit: restart it after the next commit.
+    wal_full: Arc<AtomicBool>,
+}
+
 async fn sequence(
     store: Store,
     mut frontier: Frontier,
     mut rx: mpsc::Receiver<Message>,
-    head: watch::Sender<TreeHead>,
+    synced: mpsc::UnboundedSender<Committed>,
+    flags: Flags,
     max_batch: usize,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(UNSYNCED_COMMITS));
     let mut stopping = false;
     while !stopping {
         let mut jobs = match rx.recv().await {
             Some(Message::Append(job)) => vec![job],
             Some(Message::Shutdown) | None => break,
+        };
+        // Wait for a flush slot before draining the queue: what arrives meanwhile joins this batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
         };
         let mut count = jobs[0].appends.len();
         while count < max_batch {
@@ -619,6 +679,14 @@ async fn sequence(
                 }
                 Err(_) => break,
             }
+        }
+        if flags.broken.load(Ordering::Acquire) {
+            for job in jobs {
+                let _ = job
+                    .reply
+                    .send(Err(LedgerError::Unavailable(UNFLUSHED.into())));
+            }
+            continue;
         }
 
         let mut next = frontier.clone();
@@ -651,12 +719,28 @@ async fn sequence(
         match committed {
             Ok(()) => {
                 frontier = next;
-                head.send_replace(TreeHead {
-                    size: frontier.size(),
-                    root: frontier.root(),
-                });
-                for (job, refs) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(Ok(refs));
+                let commit = Committed {
+                    head: TreeHead {
+                        size: frontier.size(),
+                        root: frontier.root(),
+                    },
+                    replies: jobs.into_iter().map(|j| j.reply).zip(answers).collect(),
+                    _slot: slot,
+                };
+                if synced.send(commit).is_err() {
+                    break;
+                }
+                if flags.wal_full.swap(false, Ordering::AcqRel) {
+                    match store.restart_wal().await {
+                        Ok(wal) => tracing::debug!(
+                            frames = wal.frames,
+                            copied = wal.copied,
+                            "WAL checkpointed by the writer"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "the writer could not checkpoint the WAL")
+                        }
+                    }
                 }
             }
             Err(error) => {
@@ -678,18 +762,67 @@ async fn sequence(
     }
 }
 
+/// Makes the sequencer's commits durable, in order: one fsync of the WAL for every commit waiting
+/// when it starts. Only then does the tree head move (so a checkpoint never signs an entry a crash
+/// could lose) and do callers get their answers. If the fsync fails, no later commit is trusted:
+/// the ledger refuses appends until a restart re-reads what is on disk (fail closed).
+async fn sync_commits(
+    store: Store,
+    mut commits: mpsc::UnboundedReceiver<Committed>,
+    head: watch::Sender<TreeHead>,
+    broken: Arc<AtomicBool>,
+) {
+    let mut waiting = Vec::new();
+    while commits.recv_many(&mut waiting, usize::MAX).await > 0 {
+        let result = if broken.load(Ordering::Acquire) {
+            Err(UNFLUSHED.to_owned())
+        } else {
+            store.sync_wal().await.map_err(|error| {
+                tracing::error!(%error, "ledger commits could not be made durable; refusing appends");
+                broken.store(true, Ordering::Release);
+                error.to_string()
+            })
+        };
+        let last = waiting.last().map(|c| c.head);
+        if let (Ok(()), Some(last)) = (&result, last) {
+            head.send_replace(last);
+        }
+        for commit in waiting.drain(..) {
+            for (reply, refs) in commit.replies {
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(refs),
+                    Err(e) => Err(LedgerError::Unavailable(e.clone())),
+                });
+            }
+        }
+    }
+}
+
 /// How often committed WAL frames are copied into the database file while entries arrive.
 const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Keeps the WAL short from outside the writer (which never checkpoints itself, see
-/// [`Store::open_sqlite`]): a passive checkpoint after new entries, at most every
-/// [`WAL_CHECKPOINT_EVERY`]. Stops with the sequencer; closing the store checkpoints the rest.
-async fn checkpoint_wal(store: Store, mut head: watch::Receiver<TreeHead>) {
+/// Copies the WAL into the database from outside the writer (which does not checkpoint on its
+/// own, see [`Store::open_sqlite`]): a passive checkpoint after new entries, at most every
+/// [`WAL_CHECKPOINT_EVERY`]. Such a checkpoint never catches up with a writer that keeps
+/// committing, and SQLite starts the WAL over only once every frame is copied, so under steady
+/// load the file would grow forever: past `limit_frames` this asks the sequencer to finish the
+/// job between two commits ([`Store::restart_wal`]). Stops with the sequencer; closing the store
+/// checkpoints the rest.
+async fn checkpoint_wal(
+    store: Store,
+    mut head: watch::Receiver<TreeHead>,
+    limit_frames: u64,
+    wal_full: Arc<AtomicBool>,
+) {
     while head.changed().await.is_ok() {
         tokio::time::sleep(WAL_CHECKPOINT_EVERY).await;
         head.borrow_and_update();
-        if let Err(error) = store.checkpoint_wal().await {
-            tracing::warn!(%error, "WAL checkpoint failed; retrying after the next commit");
+        match store.checkpoint_wal().await {
+            Ok(wal) if wal.frames >= limit_frames => wal_full.store(true, Ordering::Release),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "WAL checkpoint failed; retrying after the next commit")
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use reins::ledger::merkle::leaf_hash;
 use serde_json::{Value, json};
 
 use crate::cli::{free_port, reins, run, text};
-use crate::harness::{TestServer, copy_dir, test_config};
+use crate::harness::{TestServer, codes, copy_dir, test_config};
 
 fn hash(b64: &str) -> tlog_tiles::Hash {
     tlog_tiles::Hash(B64.decode(b64).unwrap().try_into().unwrap())
@@ -789,4 +789,91 @@ async fn committed_entries_reach_the_database_file_while_serving() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Under steady load the background checkpoints never catch up with the writer, and SQLite starts
+/// the WAL over only once every frame is in the database file: without the writer finishing the
+/// checkpoint past `ledger.wal_limit_mib`, the WAL grows as long as decisions keep coming. The WAL
+/// header's checkpoint sequence number counts the restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_steady_load() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.ledger.wal_limit_mib = 1;
+    let s = std::sync::Arc::new(TestServer::with_config(data, config).await);
+    s.tool("search.web", "low").await;
+    s.agent("bot", "limited", &["search.web"]).await;
+    let wal = s.data.path().join("reins.db-wal");
+    let restarts = || {
+        let header = std::fs::read(&wal).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    };
+    let first = restarts();
+    let size = s.ledger_size();
+    let token = s.token("bot", &[]);
+    // Eight clients sending back to back: some commit is always in progress.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, token) = (s.clone(), token.clone());
+            tokio::spawn(async move {
+                for _ in 0..375 {
+                    let (status, d) = s
+                        .invoke(&token, "search.web", json!({"q": "x".repeat(4000)}))
+                        .await;
+                    assert_eq!(status, 200, "{d}");
+                }
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(s.ledger_size(), size + 3000);
+    // 3,000 decisions of 4 KB write about 35 MiB of WAL frames; checked every 250 ms, a 1 MiB
+    // limit lets the file reach what a quarter of a second of load writes, not all of it.
+    assert!(
+        largest < 24 << 20,
+        "the WAL reached {largest} bytes with a 1 MiB limit"
+    );
+    assert!(restarts() >= first + 2, "the WAL was not started over");
+}
+
+/// A decision is answered only once its commit is flushed to disk. If a flush fails, the ledger
+/// stops taking appends, every decision is a deny (fail closed), and readiness says why, until a
+/// restart re-reads the disk.
+/// Removing the WAL file while serving makes the next flush fail.
+#[tokio::test]
+async fn a_failed_flush_stops_decisions_and_readiness() {
+    let s = TestServer::start().await;
+    s.tool("search.web", "low").await;
+    s.agent("bot", "limited", &["search.web"]).await;
+    let token = s.token("bot", &[]);
+    let (status, d) = s.invoke(&token, "search.web", json!({})).await;
+    assert_eq!(status, 200, "{d}");
+    let (status, ready) = s.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!((status, &ready["ledger"]), (200, &json!("ok")), "{ready}");
+
+    std::fs::remove_file(s.data.path().join("reins.db-wal")).unwrap();
+    for _ in 0..3 {
+        let (status, d) = s.invoke(&token, "search.web", json!({})).await;
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(d["decision"], json!("deny"), "{d}");
+        assert_eq!(codes(&d), ["ledger_unavailable"], "{d}");
+        assert!(d.get("ledger").is_none_or(Value::is_null), "{d}");
+    }
+    let (status, ready) = s.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["ready"], json!(false));
+    assert!(
+        ready["ledger"]
+            .as_str()
+            .unwrap()
+            .contains("flushed to disk"),
+        "{ready}"
+    );
 }
