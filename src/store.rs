@@ -400,10 +400,11 @@ impl Store {
         let nodes: Vec<&(NodeId, Hash)> = rows.iter().flat_map(|r| &r.nodes).collect();
         for chunk in nodes.chunks(BULK_ROWS) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO ledger_nodes (level, idx, hash) ",
+                "INSERT INTO ledger_nodes (pos, level, idx, hash) ",
             );
             q.push_values(chunk, |mut b, (node, hash)| {
-                b.push_bind(i64::from(node.level))
+                b.push_bind(node.position() as i64)
+                    .push_bind(i64::from(node.level))
                     .push_bind(node.index as i64)
                     .push_bind(hash.to_vec());
             });
@@ -659,20 +660,19 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN (",
+            "SELECT pos, hash FROM ledger_nodes WHERE pos IN (",
         );
-        query.push_values(ids, |mut row, id| {
-            row.push_bind(i64::from(id.level))
-                .push_bind(id.index as i64);
-        });
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id.position() as i64);
+        }
         query.push(")");
-        let rows: Vec<(i64, i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.pool).await?;
-        let found: std::collections::HashMap<(i64, i64), Vec<u8>> =
-            rows.into_iter().map(|(l, i, h)| ((l, i), h)).collect();
+        let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.pool).await?;
+        let found: std::collections::HashMap<i64, Vec<u8>> = rows.into_iter().collect();
         ids.iter()
             .map(|id| {
                 found
-                    .get(&(i64::from(id.level), id.index as i64))
+                    .get(&(id.position() as i64))
                     .and_then(|h| Hash::try_from(h.as_slice()).ok())
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!(
@@ -691,12 +691,25 @@ impl Store {
         lo: u64,
         hi: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT idx, hash FROM ledger_nodes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx")
-            .bind(i64::from(level))
-            .bind(lo as i64)
-            .bind(hi as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        // Within a level, positions grow with the index: scan the positions from the first node
+        // to the last and keep that level's.
+        let first = NodeId { level, index: lo }.position();
+        let last = NodeId {
+            level,
+            index: hi - 1,
+        }
+        .position();
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, hash FROM ledger_nodes WHERE pos >= $1 AND pos <= $2 AND level = $3 ORDER BY pos",
+        )
+        .bind(first as i64)
+        .bind(last as i64)
+        .bind(i64::from(level))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(|(i, h)| (i as u64, h)).collect())
     }
 
@@ -983,4 +996,70 @@ pub fn now() -> String {
         .unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use crate::ledger::merkle::{Frontier, NodeId, leaf_hash};
+
+    /// Migration 0008 computes the positions of the nodes already stored in SQL, which has no
+    /// popcount: they must equal `NodeId::position`, for small trees and for far-out indices.
+    #[tokio::test]
+    async fn migration_0008_keys_stored_nodes_by_their_position() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE ledger_nodes (level INTEGER NOT NULL, idx BIGINT NOT NULL, hash BLOB NOT NULL,
+                                        PRIMARY KEY (level, idx)) WITHOUT ROWID",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let mut nodes = Vec::new();
+        let mut frontier = Frontier::default();
+        for i in 0..3000u64 {
+            nodes.extend(frontier.append(leaf_hash(&i.to_be_bytes())));
+        }
+        for (level, index) in [(0, (1 << 40) + 12_345), (5, 987_654_321), (39, 1)] {
+            nodes.push((NodeId { level, index }, [level; 32]));
+        }
+        for (node, hash) in &nodes {
+            sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                .bind(i64::from(node.level))
+                .bind(node.index as i64)
+                .bind(hash.to_vec())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(include_str!(
+            "../migrations/sqlite/0008_ledger_nodes_by_position.sql"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let mut expected: Vec<(i64, i64, i64, Vec<u8>)> = nodes
+            .iter()
+            .map(|(n, h)| {
+                (
+                    n.position() as i64,
+                    i64::from(n.level),
+                    n.index as i64,
+                    h.to_vec(),
+                )
+            })
+            .collect();
+        expected.sort();
+        let stored: Vec<(i64, i64, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT pos, level, idx, hash FROM ledger_nodes ORDER BY pos")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, expected);
+    }
 }

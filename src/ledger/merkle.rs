@@ -42,6 +42,20 @@ pub struct NodeId {
     pub index: u64,
 }
 
+impl NodeId {
+    /// The node's place in the order [`Frontier::append`] creates nodes in (post-order: a parent
+    /// right after its right child). Stored nodes are keyed by it, so that every append adds rows
+    /// at one end of one b-tree instead of at the end of each level's run.
+    ///
+    /// The node completes when the tree reaches `n = (index + 1) << level` leaves, and a tree of
+    /// `n` leaves has `2n - popcount(n)` nodes; the nodes completed with it are the `tz(n)` levels
+    /// above the leaf, this one `tz(n) - level` below the last.
+    pub fn position(self) -> u64 {
+        let k = self.index + 1;
+        (k << (self.level + 1)) - u64::from(k.count_ones()) - u64::from(k.trailing_zeros()) - 1
+    }
+}
+
 /// The maximal complete subtrees covering `[lo, hi)`, left to right. Their right fold is RFC 6962's
 /// MTH of the range whenever `lo` is aligned to the range's enclosing power of two, which holds for
 /// every range a proof or a root needs.
@@ -286,6 +300,18 @@ impl Frontier {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn positions_follow_the_order_nodes_are_created_in() {
+        let mut frontier = super::Frontier::default();
+        let mut next = 0;
+        for i in 0..5000u64 {
+            for (node, _) in frontier.append(super::leaf_hash(&i.to_be_bytes())) {
+                assert_eq!(node.position(), next, "{node:?}");
+                next += 1;
+            }
+        }
+    }
+
     use super::*;
     use std::collections::HashMap;
 

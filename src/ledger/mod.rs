@@ -443,7 +443,7 @@ pub struct ProofBuilder {
     cache: std::collections::HashMap<(u64, u64), Hash>,
 }
 
-/// Node ids per query: two bound values each, well under SQLite's 32,766.
+/// Node ids per query: one bound value each, well under SQLite's 32,766.
 const NODES_PER_QUERY: usize = 8_000;
 
 impl ProofBuilder {
