@@ -1380,7 +1380,12 @@ impl Pipeline {
 
     /// A stored decision with its request.
     pub async fn get(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
-        self.store.decision(id).await?.map(record_of).transpose()
+        self.store
+            .decision(id)
+            .await?
+            .as_ref()
+            .map(record_of)
+            .transpose()
     }
 
     /// Stored decisions, newest first.
@@ -1393,7 +1398,7 @@ impl Pipeline {
         self.store
             .decisions(agent, before, limit)
             .await?
-            .into_iter()
+            .iter()
             .map(record_of)
             .collect()
     }
@@ -1705,6 +1710,16 @@ fn row_of(
     request: &DecisionRequest,
     decision: &Decision,
 ) -> Result<DecisionRow, serde_json::Error> {
+    let extra = AnswerExtra {
+        trace_id: decision.trace_id.clone(),
+        evaluation_id: decision.evaluation_id.clone(),
+        access_request: decision.access_request.clone(),
+    };
+    let extra = if extra == AnswerExtra::default() {
+        None
+    } else {
+        Some(serde_json::to_string(&extra)?)
+    };
     Ok(DecisionRow {
         id: decision.decision_id.to_string(),
         agent_id: caller.agent.to_string(),
@@ -1718,28 +1733,96 @@ fn row_of(
         },
         policy_digest: decision.policy_digest.clone(),
         evaluated_at: decision.evaluated_at.clone(),
-        request: serde_json::to_string(request)?,
-        response: serde_json::to_string(decision)?,
         ledger_index: None,
         leaf_hash: None,
+        extra,
+        request: None,
+        response: None,
+        entry: None,
     })
 }
 
-fn record_of(row: DecisionRow) -> Result<DecisionRecord, StoreError> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("decision {}: {e}", row.id));
-    let mut decision: Decision = serde_json::from_str(&row.response).map_err(corrupt)?;
-    if let (Some(index), Some(leaf)) = (row.ledger_index, &row.leaf_hash) {
-        use base64::Engine;
-        decision.ledger = Some(LedgerRef {
-            index: index as u64,
-            leaf_hash: base64::engine::general_purpose::STANDARD.encode(leaf),
+/// The fields of an answer that its ledger entry does not hold, kept beside the decision row.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct AnswerExtra {
+    #[serde(default)]
+    trace_id: Option<String>,
+    #[serde(default)]
+    evaluation_id: Option<String>,
+    #[serde(default)]
+    access_request: Option<AccessRequest>,
+}
+
+/// A stored decision as answered and as asked, rebuilt from its ledger entry (which holds the
+/// request, its context masked as recorded, and the answer) and the row's extra fields.
+pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("decision {}: {e}", row.id));
+    let ledger = match (row.ledger_index, &row.leaf_hash) {
+        (Some(index), Some(leaf)) => {
+            use base64::Engine;
+            Some(LedgerRef {
+                index: index as u64,
+                leaf_hash: base64::engine::general_purpose::STANDARD.encode(leaf),
+            })
+        }
+        _ => None,
+    };
+    // Rows from before the ledger held every decision keep their own copies.
+    if let (Some(request), Some(response)) = (&row.request, &row.response) {
+        let decision: Decision = serde_json::from_str(response).map_err(|e| corrupt(&e))?;
+        return Ok(DecisionRecord {
+            decision: Decision { ledger, ..decision },
+            request: serde_json::from_str(request).map_err(|e| corrupt(&e))?,
+            agent_id: row.agent_id.clone(),
+            on_behalf_of: row.on_behalf_of.clone(),
         });
     }
+    let bytes = row
+        .entry
+        .as_deref()
+        .ok_or_else(|| corrupt(&"its ledger entry is missing"))?;
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
+    let Event::Decision(event) = entry.event else {
+        return Err(corrupt(&"its ledger entry records something else"));
+    };
+    let extra: AnswerExtra = match &row.extra {
+        Some(json) => serde_json::from_str(json).map_err(|e| corrupt(&e))?,
+        None => AnswerExtra::default(),
+    };
+    let decision = Decision {
+        decision_id: row.id.parse().map_err(|e| corrupt(&e))?,
+        decision: event.decision,
+        reasons: event.reasons,
+        errors: event.errors,
+        policy_digest: event.policy_digest,
+        evaluated_at: entry.time,
+        ledger,
+        evaluation_id: extra.evaluation_id,
+        access_request: extra.access_request,
+        store: event.store,
+        trace_id: extra.trace_id,
+    };
+    // The entry holds `{}` for a request sent without a context; both mean the same to Cedar.
+    let context = match event.context {
+        Value::Object(map) if !map.is_empty() => Some(map),
+        _ => None,
+    };
     Ok(DecisionRecord {
         decision,
-        request: serde_json::from_str(&row.request).map_err(corrupt)?,
-        agent_id: row.agent_id,
-        on_behalf_of: row.on_behalf_of,
+        request: DecisionRequest {
+            action: event.action,
+            resource: ResourceRef {
+                kind: event.resource.kind,
+                id: event.resource.id,
+                attributes: event.resource.attributes,
+            },
+            context,
+            session_id: event.session_id,
+            approval_id: event.approval_id,
+        },
+        agent_id: row.agent_id.clone(),
+        on_behalf_of: row.on_behalf_of.clone(),
     })
 }
 

@@ -44,7 +44,8 @@ pub struct RegistryRow {
     pub updated_at: String,
 }
 
-/// A decision as stored.
+/// A decision as stored: the columns lists and counts filter on. The request and the answer are
+/// read back from the decision's ledger entry (`entry`, joined in on reads).
 #[derive(Debug, Clone, FromRow)]
 pub struct DecisionRow {
     pub id: String,
@@ -56,10 +57,15 @@ pub struct DecisionRow {
     pub decision: String,
     pub policy_digest: Option<String>,
     pub evaluated_at: String,
-    pub request: String,
-    pub response: String,
     pub ledger_index: Option<i64>,
     pub leaf_hash: Option<Vec<u8>>,
+    /// JSON of the answer's fields that are not in the ledger entry, when it has any.
+    pub extra: Option<String>,
+    /// The request and answer as JSON, only on rows written before the ledger held them.
+    pub request: Option<String>,
+    pub response: Option<String>,
+    /// The ledger entry's bytes (reads only; never written through this row).
+    pub entry: Option<Vec<u8>>,
 }
 
 /// A ledger entry as stored.
@@ -119,6 +125,11 @@ pub struct ApprovalRow {
 
 /// Rows per multi-row INSERT: 13 columns x 500 stays far below SQLite's 32,766 bound values.
 const BULK_ROWS: usize = 500;
+
+/// A decision row with its ledger entry, which holds the request and the answer.
+const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_of, d.action, d.resource_type, d.resource_id,
+    d.decision, d.policy_digest, d.evaluated_at, d.ledger_index, d.leaf_hash, d.extra, d.request, d.response, e.entry
+    FROM decisions d LEFT JOIN ledger_entries e ON e.idx = d.ledger_index";
 
 const APPROVAL_COLUMNS: &str = "id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
     evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
@@ -420,7 +431,7 @@ impl Store {
         for chunk in decisions.chunks(BULK_ROWS) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
-                                        policy_digest, evaluated_at, request, response, ledger_index, leaf_hash) ",
+                                        policy_digest, evaluated_at, extra, ledger_index, leaf_hash) ",
             );
             q.push_values(chunk, |mut b, (r, d)| {
                 b.push_bind(d.id.clone())
@@ -432,8 +443,7 @@ impl Store {
                     .push_bind(d.decision.clone())
                     .push_bind(d.policy_digest.clone())
                     .push_bind(d.evaluated_at.clone())
-                    .push_bind(d.request.clone())
-                    .push_bind(d.response.clone())
+                    .push_bind(d.extra.clone())
                     .push_bind(r.index as i64)
                     .push_bind(r.nodes.first().map(|(_, h)| h.to_vec()));
             });
@@ -779,11 +789,9 @@ impl Store {
     }
 
     pub async fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, agent_id, on_behalf_of, action, resource_type, resource_id, decision, policy_digest,
-                    evaluated_at, request, response, ledger_index, leaf_hash
-             FROM decisions WHERE id = $1",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE d.id = $1"
+        )))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?)
@@ -796,13 +804,10 @@ impl Store {
         before: Option<&DecisionId>,
         limit: u32,
     ) -> Result<Vec<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, agent_id, on_behalf_of, action, resource_type, resource_id, decision, policy_digest,
-                    evaluated_at, request, response, ledger_index, leaf_hash
-             FROM decisions
-             WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR id < $2)
-             ORDER BY id DESC LIMIT $3",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE ($1 IS NULL OR d.agent_id = $1) AND ($2 IS NULL OR d.id < $2)
+             ORDER BY d.id DESC LIMIT $3"
+        )))
         .bind(agent.map(AgentId::as_str))
         .bind(before.map(DecisionId::to_string))
         .bind(i64::from(limit))
@@ -855,13 +860,11 @@ impl Store {
 
     /// Every decision made in `[from, to)` (RFC 3339), in ledger order.
     pub async fn decisions_in(&self, from: &str, to: &str) -> Result<Vec<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, agent_id, on_behalf_of, action, resource_type, resource_id, decision, policy_digest,
-                    evaluated_at, request, response, ledger_index, leaf_hash
-             FROM decisions
-             WHERE julianday(evaluated_at) >= julianday($1) AND julianday(evaluated_at) < julianday($2)
-             ORDER BY ledger_index",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT}
+             WHERE julianday(d.evaluated_at) >= julianday($1) AND julianday(d.evaluated_at) < julianday($2)
+             ORDER BY d.ledger_index"
+        )))
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)
@@ -1003,6 +1006,78 @@ mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
 
     use crate::ledger::merkle::{Frontier, NodeId, leaf_hash};
+
+    /// Migration 0009 drops the copies of request and answer that the ledger entry holds, keeping
+    /// what the entry lacks; a row without a ledger entry keeps its copies.
+    #[tokio::test]
+    async fn migration_0009_keeps_what_the_ledger_entry_lacks() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE decisions (id TEXT PRIMARY KEY NOT NULL, agent_id TEXT NOT NULL, on_behalf_of TEXT,
+                 action TEXT NOT NULL, resource_type TEXT NOT NULL, resource_id TEXT NOT NULL, decision TEXT NOT NULL,
+                 policy_digest TEXT, evaluated_at TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL,
+                 ledger_index BIGINT, leaf_hash BLOB);
+             CREATE INDEX decisions_by_agent ON decisions (agent_id, id);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let response = |extra: &str| {
+            format!(
+                r#"{{"decision_id":"x","decision":"deny","reasons":[],"errors":[],"policy_digest":null,"evaluated_at":"t"{extra}}}"#
+            )
+        };
+        let rows = [
+            (
+                "a",
+                Some(7),
+                response(
+                    r#","trace_id":"abc","evaluation_id":"e-1","access_request":{"approval_id":"p","endpoint":"/v1/approvals/p","expires_at":"u"}"#,
+                ),
+            ),
+            ("b", Some(8), response("")),
+            ("c", None, response(r#","trace_id":"old""#)),
+        ];
+        for (id, index, response) in &rows {
+            sqlx::query(
+                "INSERT INTO decisions VALUES ($1, 'bot', NULL, 'invoke', 'Tool', 't', 'deny', NULL, 't', '{}', $2, $3, x'00')",
+            )
+            .bind(id)
+            .bind(response)
+            .bind(index)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlx::raw_sql(include_str!(
+            "../migrations/sqlite/0009_decisions_from_the_ledger.sql"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        type Row = (String, Option<String>, Option<String>, Option<String>);
+        let stored: Vec<Row> =
+            sqlx::query_as("SELECT id, extra, request, response FROM decisions ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let extra: serde_json::Value =
+            serde_json::from_str(stored[0].1.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            extra,
+            serde_json::json!({"trace_id": "abc", "evaluation_id": "e-1",
+                "access_request": {"approval_id": "p", "endpoint": "/v1/approvals/p", "expires_at": "u"}})
+        );
+        assert_eq!((&stored[0].2, &stored[0].3), (&None, &None));
+        assert_eq!(stored[1], ("b".into(), None, None, None));
+        assert_eq!(stored[2].1, None);
+        assert_eq!(stored[2].2.as_deref(), Some("{}"));
+        assert_eq!(stored[2].3.as_deref(), Some(rows[2].2.as_str()));
+    }
 
     /// Migration 0008 computes the positions of the nodes already stored in SQL, which has no
     /// popcount: they must equal `NodeId::position`, for small trees and for far-out indices.

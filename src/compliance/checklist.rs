@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{ComplianceError, Sources, invalid, kill_switch_uses, parse_time, sha256};
-use crate::decision::{Decision, Outcome, ReasonCode, probe_tool};
+use crate::decision::{Decision, Outcome, ReasonCode, probe_tool, record_of};
 use crate::ids::AgentId;
 use crate::ledger::entry::{AttestationEvent, Entry, Event};
 use crate::ledger::merkle::{leaf_hash, verify_inclusion};
@@ -719,8 +719,9 @@ async fn decision_explanation(
     }
     let mut evidence = Vec::new();
     for row in &rows {
-        let decision: Result<Decision, _> = serde_json::from_str(&row.response);
-        let explained = decision.is_ok_and(|d| !d.reasons.is_empty() && d.policy_digest.is_some())
+        let record = record_of(row);
+        let explained = record
+            .is_ok_and(|r| !r.decision.reasons.is_empty() && r.decision.policy_digest.is_some())
             && row.ledger_index.is_some();
         if !explained {
             return Ok(Finding::new(

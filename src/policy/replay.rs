@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::PolicyPack;
 use crate::compliance::Period;
-use crate::decision::{Decision, DecisionRequest, Outcome, ReasonCode, replay_decision};
+use crate::decision::{Decision, DecisionRecord, Outcome, ReasonCode, record_of, replay_decision};
 use crate::ids::UserId;
 use crate::ledger::entry::{Entry, Event};
 use crate::registry::{Agent, EntityTypes, Meta, Tool, agent_entity, tool_entity};
@@ -155,12 +155,14 @@ pub async fn replay(
             }
             applied += 1;
         }
-        let recorded: Decision = serde_json::from_str(&row.response).map_err(|e| corrupt(&e))?;
+        let DecisionRecord {
+            decision: recorded,
+            request,
+            ..
+        } = record_of(&row).map_err(|e| corrupt(&e))?;
         if !decided_by_cedar(&recorded) {
             continue;
         }
-        let request: DecisionRequest =
-            serde_json::from_str(&row.request).map_err(|e| corrupt(&e))?;
         let Some(agent) = agents.get(&row.agent_id) else {
             continue;
         };

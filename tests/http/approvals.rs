@@ -55,6 +55,16 @@ async fn the_full_approval_flow() {
     let id = access["approval_id"].as_str().unwrap();
     assert_eq!(access["endpoint"], format!("/v1/approvals/{id}"));
     assert!(access["expires_at"].as_str().unwrap() > d["evaluated_at"].as_str().unwrap());
+    // The stored decision is the answer, field for field, with the access request.
+    let (_, stored) = s
+        .get(
+            &format!("/v1/decisions/{}", d["decision_id"].as_str().unwrap()),
+            &s.admin(),
+        )
+        .await;
+    for (key, value) in d.as_object().unwrap() {
+        assert_eq!(&stored[key], value, "{key}: {stored}");
+    }
 
     // The agent polls its own approval; it is pending, bound to the request.
     let (status, approval) = s.get(&format!("/v1/approvals/{id}"), &bot).await;
