@@ -131,11 +131,6 @@ const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_of, d.action
     d.decision, d.policy_digest, d.evaluated_at, d.ledger_index, d.leaf_hash, d.extra, d.request, d.response, e.entry
     FROM decisions d LEFT JOIN ledger_entries e ON e.idx = d.ledger_index";
 
-/// The ids of agent `$1`'s decisions: those `decision_agents` holds, and the few newer ones it does
-/// not hold yet ([`Store::index_decision_agents`] adds them a few times a second).
-const AGENT_DECISIONS: &str = "SELECT id FROM decisions WHERE rowid > (SELECT upto FROM decision_agents_upto) AND agent_id = $1
-    UNION ALL SELECT id FROM decision_agents WHERE agent_id = $1";
-
 const APPROVAL_COLUMNS: &str = "id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
     evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
 
@@ -332,28 +327,6 @@ impl Store {
     /// writer's task may call this.
     pub async fn restart_wal(&self) -> Result<WalState, StoreError> {
         Self::passive_checkpoint(&self.writer).await
-    }
-
-    /// Adds the decisions committed since the last call to the per-agent index, in one
-    /// transaction with the mark of how far it goes. The index is derived data, so this runs
-    /// outside the commits answers wait for, and is not flushed on its own: after a crash the
-    /// mark is back where the index is. Only the writer's task may call this.
-    pub async fn index_decision_agents(&self) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let added = sqlx::query(
-            "INSERT INTO decision_agents (agent_id, id)
-             SELECT agent_id, id FROM decisions WHERE rowid > (SELECT upto FROM decision_agents_upto)",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "UPDATE decision_agents_upto SET upto = (SELECT COALESCE(MAX(rowid), 0) FROM decisions)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(added)
     }
 
     async fn passive_checkpoint(pool: &SqlitePool) -> Result<WalState, StoreError> {
@@ -831,27 +804,15 @@ impl Store {
         before: Option<&DecisionId>,
         limit: u32,
     ) -> Result<Vec<DecisionRow>, StoreError> {
-        let sql = match agent {
-            None => format!(
-                "{DECISION_SELECT} WHERE $1 IS NULL AND ($2 IS NULL OR d.id < $2) ORDER BY d.id DESC LIMIT $3"
-            ),
-            // The agent's newest ids from each part of its index (see `AGENT_DECISIONS`).
-            Some(_) => format!(
-                "{DECISION_SELECT} WHERE d.id IN (
-                     SELECT id FROM decisions WHERE rowid > (SELECT upto FROM decision_agents_upto)
-                         AND agent_id = $1 AND ($2 IS NULL OR id < $2)
-                     UNION ALL
-                     SELECT id FROM (SELECT id FROM decision_agents WHERE agent_id = $1 AND ($2 IS NULL OR id < $2)
-                                     ORDER BY id DESC LIMIT $3))
-                 ORDER BY d.id DESC LIMIT $3"
-            ),
-        };
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(agent.map(AgentId::as_str))
-            .bind(before.map(DecisionId::to_string))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE ($1 IS NULL OR d.agent_id = $1) AND ($2 IS NULL OR d.id < $2)
+             ORDER BY d.id DESC LIMIT $3"
+        )))
+        .bind(agent.map(AgentId::as_str))
+        .bind(before.map(DecisionId::to_string))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Ledger entries of the given kinds, in index order, through the kind index. That index
@@ -877,12 +838,12 @@ impl Store {
         from: &str,
         to: &str,
     ) -> Result<DecisionCounts, StoreError> {
-        let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0),
                     COALESCE(SUM(ledger_index IS NULL), 0), MIN(ledger_index), MAX(ledger_index)
-             FROM decisions WHERE id IN ({AGENT_DECISIONS})
-               AND julianday(evaluated_at) >= julianday($2) AND julianday(evaluated_at) < julianday($3)"
-        )))
+             FROM decisions WHERE agent_id = $1
+               AND julianday(evaluated_at) >= julianday($2) AND julianday(evaluated_at) < julianday($3)",
+        )
         .bind(agent.as_str())
         .bind(from)
         .bind(to)
@@ -917,10 +878,10 @@ impl Store {
         start: u64,
         end: u64,
     ) -> Result<Vec<u64>, StoreError> {
-        let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT ledger_index FROM decisions
-             WHERE id IN ({AGENT_DECISIONS}) AND ledger_index >= $2 AND ledger_index < $3 ORDER BY ledger_index"
-        )))
+             WHERE agent_id = $1 AND ledger_index >= $2 AND ledger_index < $3 ORDER BY ledger_index",
+        )
         .bind(agent.as_str())
         .bind(start as i64)
         .bind(end as i64)

@@ -630,11 +630,6 @@ impl TilePath {
 /// batch grow (each commit rewrites whole pages, so many small ones cost more than a few large).
 const UNSYNCED_COMMITS: usize = 2;
 
-/// How often the sequencer adds new decisions to the per-agent index, between two commits
-/// ([`Store::index_decision_agents`]). Each time writes a page per agent that decided meanwhile,
-/// instead of a page per decision inside the commits answers wait for.
-const DECISION_INDEX_EVERY: Duration = Duration::from_millis(250);
-
 const UNFLUSHED: &str = "an earlier commit could not be flushed to disk; restart Reins";
 
 /// A commit made by the sequencer, waiting for [`sync_commits`] to make it durable.
@@ -661,7 +656,6 @@ async fn sequence(
     max_batch: usize,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(UNSYNCED_COMMITS));
-    let mut indexed = std::time::Instant::now();
     let mut stopping = false;
     while !stopping {
         let mut jobs = match rx.recv().await {
@@ -735,12 +729,6 @@ async fn sequence(
                 };
                 if synced.send(commit).is_err() {
                     break;
-                }
-                if indexed.elapsed() >= DECISION_INDEX_EVERY {
-                    indexed = std::time::Instant::now();
-                    if let Err(error) = store.index_decision_agents().await {
-                        tracing::warn!(%error, "the per-agent decision index could not be updated; retrying");
-                    }
                 }
                 if flags.wal_full.swap(false, Ordering::AcqRel) {
                     match store.restart_wal().await {
