@@ -123,8 +123,80 @@ pub struct ApprovalRow {
     pub used_decision_id: Option<String>,
 }
 
-/// Rows per multi-row INSERT: 13 columns x 500 stays far below SQLite's 32,766 bound values.
-const BULK_ROWS: usize = 500;
+/// Writes a commit's entries, nodes, decision rows and salts in one statement (the trigger of
+/// migration 0010), from the four JSON arrays of [`BulkRows`]. One text whatever the batch size,
+/// so SQLite prepares it once.
+const BULK_INSERTS: &str =
+    "INSERT INTO ledger_commit (entries, nodes, decisions, salts) VALUES ($1, $2, $3, $4)";
+
+/// The parameters of [`BULK_INSERTS`].
+struct BulkRows {
+    entries: String,
+    nodes: String,
+    decisions: String,
+    salts: String,
+}
+
+impl BulkRows {
+    fn of(rows: &[AppendRow]) -> Result<Self, StoreError> {
+        let json = |e: serde_json::Error| StoreError::Corrupt(format!("commit rows: {e}"));
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut nodes = Vec::with_capacity(rows.len() * 2);
+        let mut decisions = Vec::with_capacity(rows.len());
+        let mut salts = Vec::new();
+        for r in rows {
+            // Canonical JSON is UTF-8; anything else must not be stored as if it were.
+            let text = std::str::from_utf8(&r.entry).map_err(|e| {
+                StoreError::Corrupt(format!("ledger entry {} is not UTF-8: {e}", r.index))
+            })?;
+            entries.push((r.index as i64, r.kind, text));
+            for (node, hash) in &r.nodes {
+                nodes.push((
+                    node.position() as i64,
+                    node.level,
+                    node.index as i64,
+                    hex::encode(hash),
+                ));
+            }
+            if let SideEffect::Decision { row: d, salts: s } = &r.side {
+                decisions.push((
+                    &d.id,
+                    &d.agent_id,
+                    &d.on_behalf_of,
+                    &d.action,
+                    &d.resource_type,
+                    &d.resource_id,
+                    &d.decision,
+                    &d.policy_digest,
+                    &d.evaluated_at,
+                    &d.extra,
+                    r.index as i64,
+                    r.nodes.first().map(|(_, h)| hex::encode(h)),
+                ));
+                for (pointer, salt) in s {
+                    salts.push((&d.id, pointer, hex::encode(salt)));
+                }
+            }
+        }
+        Ok(Self {
+            entries: serde_json::to_string(&entries).map_err(json)?,
+            nodes: serde_json::to_string(&nodes).map_err(json)?,
+            decisions: serde_json::to_string(&decisions).map_err(json)?,
+            salts: serde_json::to_string(&salts).map_err(json)?,
+        })
+    }
+
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+        query
+            .bind(self.entries)
+            .bind(self.nodes)
+            .bind(self.decisions)
+            .bind(self.salts)
+    }
+}
 
 /// A decision row with its ledger entry, which holds the request and the answer.
 const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_of, d.action, d.resource_type, d.resource_id,
@@ -392,77 +464,34 @@ impl Store {
     }
 
     /// Commits sequenced ledger entries, their tree nodes and their side effects in one
-    /// transaction: all are durable when this returns, or none is.
+    /// transaction: all are in the WAL when this returns, or none is (durable after
+    /// [`Store::sync_wal`]).
+    ///
+    /// sqlx runs SQLite on a worker thread, and each statement is a round trip to it; under load
+    /// the worker waits for a core at every one, which made a six-decision commit take a
+    /// millisecond. So the rows go as JSON arrays into one statement ([`BULK_INSERTS`]), and a
+    /// batch of decisions alone (the common case) is that statement and nothing else: a single
+    /// statement is its own transaction.
     pub async fn commit_appends(&self, rows: &[AppendRow]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        // One multi-row statement per table per chunk: with sqlx's SQLite worker thread, every
-        // statement is a cross-thread round trip, and those, not SQL, were the cost.
-        for chunk in rows.chunks(BULK_ROWS) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO ledger_entries (idx, kind, entry) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.index as i64)
-                    .push_bind(r.kind)
-                    .push_bind(r.entry.clone());
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        let nodes: Vec<&(NodeId, Hash)> = rows.iter().flat_map(|r| &r.nodes).collect();
-        for chunk in nodes.chunks(BULK_ROWS) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO ledger_nodes (pos, level, idx, hash) ",
-            );
-            q.push_values(chunk, |mut b, (node, hash)| {
-                b.push_bind(node.position() as i64)
-                    .push_bind(i64::from(node.level))
-                    .push_bind(node.index as i64)
-                    .push_bind(hash.to_vec());
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        let decisions: Vec<(&AppendRow, &DecisionRow)> = rows
+        let bulk = BulkRows::of(rows)?;
+        let rare = rows
             .iter()
-            .filter_map(|r| match &r.side {
-                SideEffect::Decision { row, .. } => Some((r, row)),
-                _ => None,
-            })
-            .collect();
-        for chunk in decisions.chunks(BULK_ROWS) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
-                                        policy_digest, evaluated_at, extra, ledger_index, leaf_hash) ",
-            );
-            q.push_values(chunk, |mut b, (r, d)| {
-                b.push_bind(d.id.clone())
-                    .push_bind(d.agent_id.clone())
-                    .push_bind(d.on_behalf_of.clone())
-                    .push_bind(d.action.clone())
-                    .push_bind(d.resource_type.clone())
-                    .push_bind(d.resource_id.clone())
-                    .push_bind(d.decision.clone())
-                    .push_bind(d.policy_digest.clone())
-                    .push_bind(d.evaluated_at.clone())
-                    .push_bind(d.extra.clone())
-                    .push_bind(r.index as i64)
-                    .push_bind(r.nodes.first().map(|(_, h)| h.to_vec()));
-            });
-            q.build().execute(&mut *tx).await?;
+            .any(|r| !matches!(r.side, SideEffect::None | SideEffect::Decision { .. }));
+        let mut conn = self.writer.acquire().await?;
+        if !rare {
+            bulk.bind(sqlx::query(BULK_INSERTS))
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
         }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        bulk.bind(sqlx::query(BULK_INSERTS))
+            .execute(&mut *tx)
+            .await?;
         // The rest are rare: one statement each.
         for row in rows {
             match &row.side {
-                SideEffect::None => {}
-                SideEffect::Decision { row: d, salts } => {
-                    for (pointer, salt) in salts {
-                        sqlx::query("INSERT INTO ledger_salts (decision_id, pointer, salt) VALUES ($1, $2, $3)")
-                            .bind(&d.id)
-                            .bind(pointer)
-                            .bind(salt)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                SideEffect::None | SideEffect::Decision { .. } => {}
                 SideEffect::Registry { table, row: r } => {
                     let sql = match table {
                         RegistryTable::Agents => {

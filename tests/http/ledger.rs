@@ -63,6 +63,10 @@ async fn every_answer_is_recorded_and_provable_by_independent_code() {
             .await;
         answers.push(d);
     }
+    // Text JSON escapes and text it does not: the bytes stored are the bytes hashed.
+    let memo = "naïve \"quoted\" back\\slash \u{1} tab\t 🦀 \u{2028} \u{7f}";
+    let (_, d) = s.invoke(&bot, "search.web", json!({"q": memo})).await;
+    answers.push(d);
     let (_, batch) = s.post("/v1/decisions/batch", &bot, json!({"requests": [{"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}}, {"action": "invoke", "resource": {"type": "Tool", "id": "nope"}}]})).await;
     answers.extend(batch["decisions"].as_array().unwrap().iter().cloned());
 
