@@ -474,6 +474,7 @@ mod tests {
             assert_eq!(c.data_dir, PathBuf::from("data"));
             assert_eq!(c.max_body_bytes, 1024 * 1024);
             assert_eq!(c.batch_max, 100);
+            assert_eq!(c.ledger.wal_limit_mib, 64);
             Ok(())
         });
     }
@@ -520,6 +521,12 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("batch_max"), "{err}");
+
+            jail.create_file("reins.toml", "[ledger]\nwal_limit_mib = 0\n")?;
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ledger.wal_limit_mib"), "{err}");
 
             jail.create_file(
                 "reins.toml",

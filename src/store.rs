@@ -2,8 +2,10 @@
 //!
 //! SQLite is the embedded default, in WAL mode. The writer commits with `synchronous = NORMAL`
 //! and the ledger makes each commit durable with [`Store::sync_wal`] (an fsync of the WAL file)
-//! before anyone is told about it, so a decision that was answered survives a crash or power loss;
-//! doing that fsync outside the writer lets the next commit proceed while the disk flushes. The SQL is kept portable for the PostgreSQL backend. This module knows rows,
+//! before anyone is told about it, so a decision that was answered survives a crash or power
+//! loss; doing that fsync outside the writer lets the next commit proceed while the disk flushes.
+//! Queries are kept portable for the PostgreSQL backend, except the bulk commit, which uses
+//! SQLite's JSON functions through a trigger (`migrations/sqlite/0010`). This module knows rows,
 //! not rules: validation lives in [`crate::registry`] and [`crate::decision`].
 
 use std::path::Path;
@@ -1036,25 +1038,34 @@ mod tests {
 
     use crate::ledger::merkle::{Frontier, NodeId, leaf_hash};
 
-    /// Migration 0009 drops the copies of request and answer that the ledger entry holds, keeping
-    /// what the entry lacks; a row without a ledger entry keeps its copies.
-    #[tokio::test]
-    async fn migration_0009_keeps_what_the_ledger_entry_lacks() {
+    /// A one-connection in-memory database with `schema`, the tables as they were before a
+    /// migration.
+    async fn database_with(schema: &'static str) -> sqlx::SqlitePool {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect("sqlite::memory:")
             .await
             .unwrap();
-        sqlx::raw_sql(
+        sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+        pool
+    }
+
+    async fn migrate(pool: &sqlx::SqlitePool, migration: &'static str) {
+        sqlx::raw_sql(migration).execute(pool).await.unwrap();
+    }
+
+    /// Migration 0009 drops the copies of request and answer that the ledger entry holds, keeping
+    /// what the entry lacks; a row without a ledger entry keeps its copies.
+    #[tokio::test]
+    async fn migration_0009_keeps_what_the_ledger_entry_lacks() {
+        let pool = database_with(
             "CREATE TABLE decisions (id TEXT PRIMARY KEY NOT NULL, agent_id TEXT NOT NULL, on_behalf_of TEXT,
                  action TEXT NOT NULL, resource_type TEXT NOT NULL, resource_id TEXT NOT NULL, decision TEXT NOT NULL,
                  policy_digest TEXT, evaluated_at TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL,
                  ledger_index BIGINT, leaf_hash BLOB);
              CREATE INDEX decisions_by_agent ON decisions (agent_id, id);",
         )
-        .execute(&pool)
-        .await
-        .unwrap();
+        .await;
         let response = |extra: &str| {
             format!(
                 r#"{{"decision_id":"x","decision":"deny","reasons":[],"errors":[],"policy_digest":null,"evaluated_at":"t"{extra}}}"#
@@ -1082,12 +1093,11 @@ mod tests {
             .await
             .unwrap();
         }
-        sqlx::raw_sql(include_str!(
-            "../migrations/sqlite/0009_decisions_from_the_ledger.sql"
-        ))
-        .execute(&pool)
-        .await
-        .unwrap();
+        migrate(
+            &pool,
+            include_str!("../migrations/sqlite/0009_decisions_from_the_ledger.sql"),
+        )
+        .await;
         type Row = (String, Option<String>, Option<String>, Option<String>);
         let stored: Vec<Row> =
             sqlx::query_as("SELECT id, extra, request, response FROM decisions ORDER BY id")
@@ -1112,18 +1122,11 @@ mod tests {
     /// popcount: they must equal `NodeId::position`, for small trees and for far-out indices.
     #[tokio::test]
     async fn migration_0008_keys_stored_nodes_by_their_position() {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .unwrap();
-        sqlx::raw_sql(
+        let pool = database_with(
             "CREATE TABLE ledger_nodes (level INTEGER NOT NULL, idx BIGINT NOT NULL, hash BLOB NOT NULL,
                                         PRIMARY KEY (level, idx)) WITHOUT ROWID",
         )
-        .execute(&pool)
-        .await
-        .unwrap();
+        .await;
         let mut nodes = Vec::new();
         let mut frontier = Frontier::default();
         for i in 0..3000u64 {
@@ -1141,12 +1144,11 @@ mod tests {
                 .await
                 .unwrap();
         }
-        sqlx::raw_sql(include_str!(
-            "../migrations/sqlite/0008_ledger_nodes_by_position.sql"
-        ))
-        .execute(&pool)
-        .await
-        .unwrap();
+        migrate(
+            &pool,
+            include_str!("../migrations/sqlite/0008_ledger_nodes_by_position.sql"),
+        )
+        .await;
         let mut expected: Vec<(i64, i64, i64, Vec<u8>)> = nodes
             .iter()
             .map(|(n, h)| {

@@ -623,8 +623,6 @@ impl TilePath {
     }
 }
 
-/// The sequencer: one task, so indices are assigned in commit order; each loop commits every job
-/// queued at that moment (up to `max_batch` entries) in one transaction.
 /// Commits the sequencer may have made that are not yet durable. Two lets commit N+1 run while
 /// commit N is being flushed, and no more: waiting for the flush is also what lets the next
 /// batch grow (each commit rewrites whole pages, so many small ones cost more than a few large).
@@ -647,6 +645,9 @@ struct Flags {
     wal_full: Arc<AtomicBool>,
 }
 
+/// The sequencer: one task, so indices are assigned in commit order; each loop commits every job
+/// queued at that moment (up to `max_batch` entries) in one transaction, and hands the commit to
+/// [`sync_commits`].
 async fn sequence(
     store: Store,
     mut frontier: Frontier,
