@@ -1903,4 +1903,60 @@ mod tests {
             );
         }
     }
+
+    fn stored_row() -> DecisionRow {
+        DecisionRow {
+            id: DecisionId::new().to_string(),
+            agent_id: "bot".into(),
+            on_behalf_of: None,
+            action: "invoke".into(),
+            resource_type: "Tool".into(),
+            resource_id: "search.web".into(),
+            decision: "deny".into(),
+            policy_digest: None,
+            evaluated_at: "2026-11-21T00:00:00Z".into(),
+            ledger_index: None,
+            leaf_hash: None,
+            extra: None,
+            request: None,
+            response: None,
+            entry: None,
+        }
+    }
+
+    /// Rows from before decision rows stopped copying request and answer are read from their
+    /// copies; a row with neither copies nor an entry is reported, not guessed at.
+    #[test]
+    fn old_rows_are_read_from_their_copies_and_rows_without_a_source_are_corrupt() {
+        let mut row = stored_row();
+        let answer = denial_answer(&row.id);
+        let asked = request(json!({"args": {"q": "x"}}));
+        row.request = Some(serde_json::to_string(&asked).unwrap());
+        row.response = Some(serde_json::to_string(&answer).unwrap());
+        let record = record_of(&row).unwrap();
+        assert_eq!(record.decision, answer);
+        assert_eq!(record.request, asked);
+
+        let error = record_of(&stored_row()).unwrap_err().to_string();
+        assert!(error.contains("ledger entry is missing"), "{error}");
+        let mut row = stored_row();
+        row.entry = Some(br#"{"type":"self_check"}"#.to_vec());
+        assert!(record_of(&row).is_err());
+    }
+
+    fn denial_answer(id: &str) -> Decision {
+        Decision {
+            decision_id: id.parse().unwrap(),
+            decision: Outcome::Deny,
+            reasons: vec![Reason::code(ReasonCode::UnknownTool, "no such tool")],
+            errors: Vec::new(),
+            policy_digest: None,
+            evaluated_at: "2026-11-21T00:00:00Z".into(),
+            ledger: None,
+            evaluation_id: None,
+            access_request: None,
+            store: None,
+            trace_id: Some("abc".into()),
+        }
+    }
 }

@@ -381,10 +381,11 @@ impl Store {
         let Some(path) = self.wal.clone() else {
             return Ok(());
         };
+        let shown = path.display().to_string();
         tokio::task::spawn_blocking(move || sync_file(&path))
             .await
             .map_err(|e| StoreError::Sync {
-                path: "(WAL)".into(),
+                path: shown,
                 message: e.to_string(),
             })?
     }
