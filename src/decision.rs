@@ -868,18 +868,8 @@ impl Pipeline {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
         let salts = entry::mask(&mut context, self.ledger.mask())
             .map_err(|e| RequestError::new("context", e.to_string()))?;
-        // The stored request is the masked one; without masked values it is the request itself.
-        let masked;
-        let stored = if salts.is_empty() {
-            request
-        } else {
-            masked = DecisionRequest {
-                context: context.as_object().cloned(),
-                ..request.clone()
-            };
-            &masked
-        };
-        let row = row_of(caller, stored, &evaluation.decision)
+        // The row holds no context: the request as recorded (masked) is the entry's.
+        let row = row_of(caller, request, &evaluation.decision)
             .map_err(|e| RequestError::new("request", e.to_string()))?;
         let d = &evaluation.decision;
         let entry = Entry {
@@ -1745,11 +1735,8 @@ fn row_of(
 /// The fields of an answer that its ledger entry does not hold, kept beside the decision row.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct AnswerExtra {
-    #[serde(default)]
     trace_id: Option<String>,
-    #[serde(default)]
     evaluation_id: Option<String>,
-    #[serde(default)]
     access_request: Option<AccessRequest>,
 }
 
