@@ -1,14 +1,17 @@
-//! Durable state in SQL through sqlx: the registry tables and the decisions.
+//! Durable state in SQL: the registry tables, the decisions, the ledger's rows.
 //!
-//! SQLite is the embedded default, in WAL mode. The writer commits with `synchronous = NORMAL`
-//! and the ledger makes each commit durable with [`Store::sync_wal`] (an fsync of the WAL file)
-//! before anyone is told about it, so a decision that was answered survives a crash or power
-//! loss; doing that fsync outside the writer lets the next commit proceed while the disk flushes.
-//! Queries are kept portable for the PostgreSQL backend, except the bulk commit, which uses
-//! SQLite's JSON functions through a trigger (`migrations/sqlite/0010`). This module knows rows,
-//! not rules: validation lives in [`crate::registry`] and [`crate::decision`].
+//! SQLite is the embedded default, in WAL mode. Reads go through sqlx's pool ([`Store`]); every
+//! write goes through the one [`Writer`], a synchronous connection that the ledger drives from its
+//! own thread. The writer commits with `synchronous = NORMAL`, and the ledger makes each commit
+//! durable with [`Wal::sync`] (an fsync of the WAL file) before anyone is told about it, so a
+//! decision that was answered survives a crash or power loss; doing that fsync outside the writer
+//! lets the next commit proceed while the disk flushes. Queries are kept portable for the planned
+//! PostgreSQL backend. This module knows rows, not rules: validation lives in [`crate::registry`]
+//! and [`crate::decision`].
 
-use std::path::Path;
+mod writer;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -17,10 +20,15 @@ use sqlx::{FromRow, SqlitePool};
 use crate::ids::{AgentId, DecisionId};
 use crate::ledger::merkle::{Hash, NodeId};
 
+pub use writer::{Wal, Writer};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the writing connection ([`Writer`]).
+    #[error("database: {0}")]
+    Write(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
@@ -123,81 +131,6 @@ pub struct ApprovalRow {
     pub comment: Option<String>,
     pub used_at: Option<String>,
     pub used_decision_id: Option<String>,
-}
-
-/// Writes a commit's entries, nodes, decision rows and salts in one statement (the trigger of
-/// migration 0010), from the four JSON arrays of [`BulkRows`]. One text whatever the batch size,
-/// so SQLite prepares it once.
-const BULK_INSERTS: &str =
-    "INSERT INTO ledger_commit (entries, nodes, decisions, salts) VALUES ($1, $2, $3, $4)";
-
-/// The parameters of [`BULK_INSERTS`].
-struct BulkRows {
-    entries: String,
-    nodes: String,
-    decisions: String,
-    salts: String,
-}
-
-impl BulkRows {
-    fn of(rows: &[AppendRow]) -> Result<Self, StoreError> {
-        let json = |e: serde_json::Error| StoreError::Corrupt(format!("commit rows: {e}"));
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut nodes = Vec::with_capacity(rows.len() * 2);
-        let mut decisions = Vec::with_capacity(rows.len());
-        let mut salts = Vec::new();
-        for r in rows {
-            // Canonical JSON is UTF-8; anything else must not be stored as if it were.
-            let text = std::str::from_utf8(&r.entry).map_err(|e| {
-                StoreError::Corrupt(format!("ledger entry {} is not UTF-8: {e}", r.index))
-            })?;
-            entries.push((r.index as i64, r.kind, text));
-            for (node, hash) in &r.nodes {
-                nodes.push((
-                    node.position() as i64,
-                    node.level,
-                    node.index as i64,
-                    hex::encode(hash),
-                ));
-            }
-            if let SideEffect::Decision { row: d, salts: s } = &r.side {
-                decisions.push((
-                    &d.id,
-                    &d.agent_id,
-                    &d.on_behalf_of,
-                    &d.action,
-                    &d.resource_type,
-                    &d.resource_id,
-                    &d.decision,
-                    &d.policy_digest,
-                    &d.evaluated_at,
-                    &d.extra,
-                    r.index as i64,
-                    r.nodes.first().map(|(_, h)| hex::encode(h)),
-                ));
-                for (pointer, salt) in s {
-                    salts.push((&d.id, pointer, hex::encode(salt)));
-                }
-            }
-        }
-        Ok(Self {
-            entries: serde_json::to_string(&entries).map_err(json)?,
-            nodes: serde_json::to_string(&nodes).map_err(json)?,
-            decisions: serde_json::to_string(&decisions).map_err(json)?,
-            salts: serde_json::to_string(&salts).map_err(json)?,
-        })
-    }
-
-    fn bind<'q>(
-        self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-        query
-            .bind(self.entries)
-            .bind(self.nodes)
-            .bind(self.decisions)
-            .bind(self.salts)
-    }
 }
 
 /// A decision row with its ledger entry, which holds the request and the answer.
@@ -305,32 +238,19 @@ pub struct AppendRow {
 
 #[derive(Clone)]
 pub struct Store {
-    /// Reads, from several connections.
+    /// Reads, from several connections. Writes go through the one [`Writer`].
     pool: SqlitePool,
-    /// The one connection that writes. SQLite has a single writer anyway; giving it a connection
-    /// of its own keeps its page cache hot (the indexes it appends to stay in memory) and means a
-    /// reader never holds the write lock the ledger's next commit waits for.
-    writer: SqlitePool,
-    /// The WAL file whose fsync makes the writer's commits durable (None when read-only).
-    wal: Option<std::path::PathBuf>,
+    /// The database file (None when read-only: there is no writer).
+    path: Option<PathBuf>,
 }
 
-/// The writer's page cache: 16 MiB holds the pages commits touch (the right edges of the tables
-/// and indexes, the per-agent index leaves), so they are not read back from the file. Larger
-/// costs more than it saves: SQLite scans the cache's hash table at the end of transactions.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
-
 impl Store {
-    /// Opens (creating if missing) the SQLite database at `path` and runs the migrations.
+    /// Opens (creating if missing) the SQLite database at `path` and runs the migrations. Writes
+    /// then go through [`Store::writer`].
     ///
-    /// The writer does not checkpoint the WAL itself (`wal_autocheckpoint = 0`): a checkpoint
-    /// copies and fsyncs megabytes, and inside a commit it would stall every decision waiting on
-    /// that commit. [`Store::checkpoint_wal`] runs it from another connection instead.
-    ///
-    /// The writer commits with `synchronous = NORMAL`: SQLite writes the commit's WAL frames but
-    /// does not fsync them. A commit is durable only after [`Store::sync_wal`]; whoever writes
-    /// must call it before acting on the commit (the ledger does, before it answers). The readers
-    /// keep `FULL`, so their checkpoints fsync the WAL before copying it and the database after.
+    /// The readers commit with `synchronous = FULL`, so the migrations are durable when this
+    /// returns, and their checkpoints ([`Store::checkpoint_wal`]) fsync the WAL before copying it
+    /// and the database after.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -340,75 +260,39 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             .pragma("temp_store", "memory");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(
-                options
-                    .clone()
-                    .synchronous(SqliteSynchronous::Normal)
-                    .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
-                    .pragma("wal_autocheckpoint", "0"),
-            )
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let store = Self {
-            pool,
-            writer,
-            wal: Some(wal.into()),
-        };
-        // The migrations committed without an fsync, and the WAL file may be new: make both, and
-        // the WAL's directory entry, durable before anything else is written.
-        store.sync_wal().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // The WAL file may be new: make its directory entry durable before anything is written.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             sync_file(dir)?;
         }
-        Ok(store)
+        Ok(Self {
+            pool,
+            path: Some(path.to_owned()),
+        })
     }
 
-    /// Makes every commit the writer has finished durable: an fsync of the WAL file, which holds
-    /// their frames. Runs on a blocking thread; the writer keeps committing meanwhile, and what it
-    /// commits after this started may or may not be covered.
-    pub async fn sync_wal(&self) -> Result<(), StoreError> {
-        let Some(path) = self.wal.clone() else {
-            return Ok(());
-        };
-        let shown = path.display().to_string();
-        tokio::task::spawn_blocking(move || sync_file(&path))
-            .await
-            .map_err(|e| StoreError::Sync {
-                path: shown,
-                message: e.to_string(),
-            })?
+    /// Opens the database's writing connection, for the ledger's thread: there must be only one
+    /// (SQLite has a single writer; a second would wait on the first's lock at every commit).
+    pub fn writer(&self) -> Result<Writer, StoreError> {
+        match &self.path {
+            Some(path) => Writer::open(path),
+            None => Err(StoreError::Corrupt(
+                "the database was opened read-only".into(),
+            )),
+        }
     }
 
     /// Copies committed WAL frames into the database file without blocking the writer
     /// (`PRAGMA wal_checkpoint(PASSIVE)`), and says how long the WAL is.
     pub async fn checkpoint_wal(&self) -> Result<WalState, StoreError> {
-        Self::passive_checkpoint(&self.pool).await
-    }
-
-    /// The same checkpoint run by the writer itself, between two of its commits: nothing can be
-    /// appended meanwhile, so it copies the last frames too (few, when [`Store::checkpoint_wal`]
-    /// ran recently), and the next commit then starts the WAL over from its beginning. Only the
-    /// writer's task may call this.
-    pub async fn restart_wal(&self) -> Result<WalState, StoreError> {
-        Self::passive_checkpoint(&self.writer).await
-    }
-
-    async fn passive_checkpoint(pool: &SqlitePool) -> Result<WalState, StoreError> {
         // fetch_all, not fetch_one: a statement left before its end keeps a read transaction
         // open, and SQLite cannot start the WAL over while any connection reads from it.
         let rows: Vec<(i64, i64, i64)> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_all(pool)
+            .fetch_all(&self.pool)
             .await?;
         let (_busy, frames, copied) = rows.first().copied().unwrap_or((0, 0, 0));
         Ok(WalState {
@@ -433,11 +317,7 @@ impl Store {
             .max_connections(2)
             .connect_with(options)
             .await?;
-        Ok(Self {
-            writer: pool.clone(),
-            pool,
-            wal: None,
-        })
+        Ok(Self { pool, path: None })
     }
 
     /// Whether the database answers.
@@ -448,7 +328,6 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
-        self.writer.close().await;
     }
 
     pub async fn registry_rows(
@@ -464,180 +343,6 @@ impl Store {
             }
         };
         Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
-    }
-
-    /// Commits sequenced ledger entries, their tree nodes and their side effects in one
-    /// transaction: all are in the WAL when this returns, or none is (durable after
-    /// [`Store::sync_wal`]).
-    ///
-    /// sqlx runs SQLite on a worker thread, and each statement is a round trip to it; under load
-    /// the worker waits for a core at every one, which made a six-decision commit take a
-    /// millisecond. So the rows go as JSON arrays into one statement ([`BULK_INSERTS`]), and a
-    /// batch of decisions alone (the common case) is that statement and nothing else: a single
-    /// statement is its own transaction.
-    pub async fn commit_appends(&self, rows: &[AppendRow]) -> Result<(), StoreError> {
-        let bulk = BulkRows::of(rows)?;
-        let rare = rows
-            .iter()
-            .any(|r| !matches!(r.side, SideEffect::None | SideEffect::Decision { .. }));
-        let mut conn = self.writer.acquire().await?;
-        if !rare {
-            bulk.bind(sqlx::query(BULK_INSERTS))
-                .execute(&mut *conn)
-                .await?;
-            return Ok(());
-        }
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        bulk.bind(sqlx::query(BULK_INSERTS))
-            .execute(&mut *tx)
-            .await?;
-        // The rest are rare: one statement each.
-        for row in rows {
-            match &row.side {
-                SideEffect::None | SideEffect::Decision { .. } => {}
-                SideEffect::Registry { table, row: r } => {
-                    let sql = match table {
-                        RegistryTable::Agents => {
-                            "INSERT INTO agents (id, version, record, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-                             ON CONFLICT (id) DO UPDATE SET version = excluded.version, record = excluded.record, updated_at = excluded.updated_at"
-                        }
-                        RegistryTable::Tools => {
-                            "INSERT INTO tools (id, version, record, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-                             ON CONFLICT (id) DO UPDATE SET version = excluded.version, record = excluded.record, updated_at = excluded.updated_at"
-                        }
-                    };
-                    sqlx::query(sql)
-                        .bind(&r.id)
-                        .bind(r.version)
-                        .bind(&r.record)
-                        .bind(&r.created_at)
-                        .bind(&r.updated_at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                SideEffect::Approval(a) => {
-                    sqlx::query(
-                        "INSERT INTO approvals (id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group,
-                                                policy_ids, evaluation_id, requested_at, expires_at, decided_by, decided_at, comment,
-                                                used_at, used_decision_id)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                         ON CONFLICT (id) DO UPDATE SET status = excluded.status, decided_by = excluded.decided_by,
-                             decided_at = excluded.decided_at, comment = excluded.comment, used_at = excluded.used_at,
-                             used_decision_id = excluded.used_decision_id",
-                    )
-                    .bind(&a.id)
-                    .bind(&a.status)
-                    .bind(&a.agent_id)
-                    .bind(&a.action)
-                    .bind(&a.resource_type)
-                    .bind(&a.resource_id)
-                    .bind(&a.context_digest)
-                    .bind(&a.approver_group)
-                    .bind(&a.policy_ids)
-                    .bind(&a.evaluation_id)
-                    .bind(&a.requested_at)
-                    .bind(&a.expires_at)
-                    .bind(&a.decided_by)
-                    .bind(&a.decided_at)
-                    .bind(&a.comment)
-                    .bind(&a.used_at)
-                    .bind(&a.used_decision_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                SideEffect::PolicyText(p) => {
-                    sqlx::query(
-                        "INSERT INTO policy_texts (digest, files, schema_text, first_seen) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (digest) DO NOTHING",
-                    )
-                    .bind(&p.digest)
-                    .bind(&p.files)
-                    .bind(&p.schema_text)
-                    .bind(&p.first_seen)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                SideEffect::PolicyVersion {
-                    row: v,
-                    schema_text,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO policy_versions (id, store, digest, schema_digest, files, author, created_at, state)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(&v.id)
-                    .bind(&v.store)
-                    .bind(&v.digest)
-                    .bind(&v.schema_digest)
-                    .bind(&v.files)
-                    .bind(&v.author)
-                    .bind(&v.created_at)
-                    .bind(&v.state)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO policy_texts (digest, files, schema_text, first_seen) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (digest) DO NOTHING",
-                    )
-                    .bind(&v.digest)
-                    .bind(&v.files)
-                    .bind(schema_text)
-                    .bind(&v.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                SideEffect::PolicyActivation { store, version } => {
-                    sqlx::query("UPDATE policy_versions SET state = 'draft' WHERE store = $1 AND state = 'active'")
-                        .bind(store)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("UPDATE policy_versions SET state = 'active' WHERE id = $1")
-                        .bind(version)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                SideEffect::PolicyShadow { store, version } => {
-                    sqlx::query("UPDATE policy_versions SET state = 'draft' WHERE store = $1 AND state = 'shadow'")
-                        .bind(store)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("UPDATE policy_versions SET state = 'shadow' WHERE id = $1")
-                        .bind(version)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                SideEffect::PolicyRetirement { version } => {
-                    sqlx::query("UPDATE policy_versions SET state = 'retired' WHERE id = $1")
-                        .bind(version)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                SideEffect::KillSwitch(k) => {
-                    sqlx::query(
-                        "INSERT INTO killswitches (id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at,
-                                                   released_by, released_at, release_reason)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                         ON CONFLICT (id) DO UPDATE SET released_by = excluded.released_by, released_at = excluded.released_at,
-                                                        release_reason = excluded.release_reason",
-                    )
-                    .bind(&k.id)
-                    .bind(&k.scope_agent)
-                    .bind(&k.scope_tool)
-                    .bind(&k.scope_action)
-                    .bind(&k.reason)
-                    .bind(k.drill)
-                    .bind(&k.engaged_by)
-                    .bind(&k.engaged_at)
-                    .bind(&k.released_by)
-                    .bind(&k.released_at)
-                    .bind(&k.release_reason)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
@@ -764,23 +469,6 @@ impl Store {
         .bind(end as i64)
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    pub async fn insert_checkpoint(
-        &self,
-        size: u64,
-        root: &Hash,
-        note: &str,
-        now: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO ledger_checkpoints (tree_size, root_hash, note, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING")
-            .bind(size as i64)
-            .bind(&root[..])
-            .bind(note)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
 use crate::config::LedgerConfig;
-use crate::store::{self, AppendRow, SideEffect, Store, StoreError};
+use crate::store::{self, AppendRow, CheckpointRow, SideEffect, Store, StoreError};
 use merkle::{
     Frontier, Hash, ProofError, consistency_ranges, fold, inclusion_ranges, leaf_hash, range_nodes,
 };
@@ -179,6 +179,8 @@ struct Job {
 
 enum Message {
     Append(Job),
+    /// A signed checkpoint to store; answered once it is durable.
+    Checkpoint(CheckpointRow, oneshot::Sender<Result<(), LedgerError>>),
     Shutdown,
 }
 
@@ -188,6 +190,8 @@ pub struct Ledger {
     head: watch::Receiver<TreeHead>,
     signer: Arc<NoteSigner>,
     mask: Vec<String>,
+    /// The sequencer's thread, and the tasks that follow the tree head.
+    sequencer: Mutex<Option<std::thread::JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set when a commit could not be flushed to disk: the ledger refuses appends from then on.
     broken: Arc<AtomicBool>,
@@ -246,33 +250,34 @@ impl Ledger {
             size,
             root: frontier.root(),
         };
+        let writer = store.writer()?;
         tracing::info!(entries = size, vkey = %signer.verifier_key(), "ledger opened");
 
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, rx) = mpsc::channel(4096);
-        let (synced_tx, synced_rx) = mpsc::unbounded_channel();
         let broken = Arc::new(AtomicBool::new(false));
         let wal_full = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(sequence(
-            store.clone(),
+        let sequencer = Sequencer {
+            writer,
             frontier,
-            rx,
-            synced_tx,
-            Flags {
+            jobs: rx,
+            flags: Flags {
                 broken: broken.clone(),
                 wal_full: wal_full.clone(),
             },
-            config.max_batch,
-        ));
-        let syncer = tokio::spawn(sync_commits(
-            store.clone(),
-            synced_rx,
-            head_tx,
-            broken.clone(),
-        ));
+            max_batch: config.max_batch,
+            signer: signer.clone(),
+            last_signed,
+        };
+        let sequencer = std::thread::Builder::new()
+            .name("reins-ledger".into())
+            .spawn(move || sequencer.run(head_tx))
+            .map_err(|e| {
+                LedgerError::Unavailable(format!("cannot start the ledger thread: {e}"))
+            })?;
         let signed_at = Arc::new(std::sync::Mutex::new(None));
         let checkpointer = tokio::spawn(sign_checkpoints(
-            store.clone(),
+            jobs.clone(),
             signer.clone(),
             head_rx.clone(),
             config.checkpoint_interval,
@@ -291,7 +296,8 @@ impl Ledger {
             head: head_rx,
             signer,
             mask: config.mask.clone(),
-            tasks: Mutex::new(vec![writer, syncer, checkpointer, wal]),
+            sequencer: Mutex::new(Some(sequencer)),
+            tasks: Mutex::new(vec![checkpointer, wal]),
             broken,
             signed_at,
         })
@@ -300,17 +306,19 @@ impl Ledger {
     /// Appends entries atomically, in order; returns once they are durable.
     pub async fn append(&self, appends: Vec<Append>) -> Result<Vec<LedgerRef>, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        let closed = || LedgerError::Unavailable("the ledger writer has stopped".into());
         self.jobs
             .send(Message::Append(Job { appends, reply }))
             .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Stops taking entries, commits what is queued, signs a final checkpoint.
     pub async fn shutdown(&self) {
         let _ = self.jobs.send(Message::Shutdown).await;
+        if let Some(thread) = self.sequencer.lock().await.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         for task in std::mem::take(&mut *self.tasks.lock().await) {
             let _ = task.await;
         }
@@ -630,11 +638,34 @@ const UNSYNCED_COMMITS: usize = 2;
 
 const UNFLUSHED: &str = "an earlier commit could not be flushed to disk; restart Reins";
 
+fn stopped() -> LedgerError {
+    LedgerError::Unavailable("the ledger writer has stopped".into())
+}
+
+/// Who waits on a commit, and what they get once it is durable.
+enum Waiter {
+    Append(Reply, Vec<LedgerRef>),
+    Checkpoint(oneshot::Sender<Result<(), LedgerError>>),
+}
+
+impl Waiter {
+    fn answer(self, result: &Result<(), String>) {
+        let failed = |e: &String| LedgerError::Unavailable(e.clone());
+        match self {
+            Waiter::Append(reply, refs) => {
+                let _ = reply.send(result.as_ref().map(|()| refs).map_err(failed));
+            }
+            Waiter::Checkpoint(reply) => {
+                let _ = reply.send(result.clone().map_err(|e| failed(&e)));
+            }
+        }
+    }
+}
+
 /// A commit made by the sequencer, waiting for [`sync_commits`] to make it durable.
 struct Committed {
     head: TreeHead,
-    replies: Vec<(Reply, Vec<LedgerRef>)>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    waiters: Vec<Waiter>,
 }
 
 /// What the other tasks tell the sequencer.
@@ -645,53 +676,161 @@ struct Flags {
     wal_full: Arc<AtomicBool>,
 }
 
-/// The sequencer: one task, so indices are assigned in commit order; each loop commits every job
-/// queued at that moment (up to `max_batch` entries) in one transaction, and hands the commit to
-/// [`sync_commits`].
-async fn sequence(
-    store: Store,
-    mut frontier: Frontier,
-    mut rx: mpsc::Receiver<Message>,
-    synced: mpsc::UnboundedSender<Committed>,
+/// The sequencer: one thread, the database's only writer, so indices are assigned in commit
+/// order. Each loop commits every message queued at that moment (up to `max_batch` entries) in
+/// one transaction, and hands the commit to [`sync_commits`] on a second thread.
+///
+/// Threads, not tasks: a commit is blocking work from start to end, and on a thread of its own
+/// the connection, the batch and the flush need no hand-off through the async runtime (each of
+/// which, under load, waits for a core).
+struct Sequencer {
+    writer: store::Writer,
+    frontier: Frontier,
+    jobs: mpsc::Receiver<Message>,
     flags: Flags,
     max_batch: usize,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(UNSYNCED_COMMITS));
-    let mut stopping = false;
-    while !stopping {
-        let mut jobs = match rx.recv().await {
-            Some(Message::Append(job)) => vec![job],
-            Some(Message::Shutdown) | None => break,
-        };
-        // Wait for a flush slot before draining the queue: what arrives meanwhile joins this batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let mut count = jobs[0].appends.len();
-        while count < max_batch {
-            match rx.try_recv() {
-                Ok(Message::Append(job)) => {
-                    count += job.appends.len();
-                    jobs.push(job);
-                }
-                Ok(Message::Shutdown) => {
-                    stopping = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if flags.broken.load(Ordering::Acquire) {
-            for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(LedgerError::Unavailable(UNFLUSHED.into())));
-            }
-            continue;
-        }
+    signer: Arc<NoteSigner>,
+    /// The largest tree a stored checkpoint covers.
+    last_signed: Option<u64>,
+}
 
-        let mut next = frontier.clone();
-        let mut rows = Vec::with_capacity(count);
+/// One loop's messages.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    checkpoints: Vec<(CheckpointRow, oneshot::Sender<Result<(), LedgerError>>)>,
+    entries: usize,
+}
+
+impl Batch {
+    /// Adds a message; false if it was the one that says to stop.
+    fn add(&mut self, message: Message) -> bool {
+        match message {
+            Message::Append(job) => {
+                self.entries += job.appends.len();
+                self.jobs.push(job);
+            }
+            Message::Checkpoint(row, reply) => self.checkpoints.push((row, reply)),
+            Message::Shutdown => return false,
+        }
+        true
+    }
+
+    fn refuse(self, why: &str) {
+        for job in self.jobs {
+            let _ = job.reply.send(Err(LedgerError::Unavailable(why.into())));
+        }
+        for (_, reply) in self.checkpoints {
+            let _ = reply.send(Err(LedgerError::Unavailable(why.into())));
+        }
+    }
+}
+
+impl Sequencer {
+    fn run(mut self, head: watch::Sender<TreeHead>) {
+        let (synced, commits) = std::sync::mpsc::channel();
+        // Flush slots, as tokens: the sequencer takes one per commit, the syncer gives it back
+        // once that commit is durable.
+        let (slot_back, slots) = std::sync::mpsc::sync_channel(UNSYNCED_COMMITS);
+        for _ in 0..UNSYNCED_COMMITS {
+            let _ = slot_back.send(());
+        }
+        let syncer = {
+            let (wal, broken, slot_back) = (
+                self.writer.wal().clone(),
+                self.flags.broken.clone(),
+                slot_back.clone(),
+            );
+            std::thread::Builder::new()
+                .name("reins-ledger-sync".into())
+                .spawn(move || sync_commits(wal, commits, slot_back, head, broken))
+        };
+        let syncer = match syncer {
+            Ok(thread) => thread,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the ledger's flush thread; refusing appends");
+                self.flags.broken.store(true, Ordering::Release);
+                while let Some(message) = self.jobs.blocking_recv() {
+                    let mut batch = Batch::default();
+                    if !batch.add(message) {
+                        break;
+                    }
+                    batch.refuse(UNFLUSHED);
+                }
+                return;
+            }
+        };
+
+        let mut stopping = false;
+        while !stopping {
+            let mut batch = Batch::default();
+            let Some(message) = self.jobs.blocking_recv() else {
+                break;
+            };
+            if !batch.add(message) {
+                break;
+            }
+            if self.flags.broken.load(Ordering::Acquire) {
+                batch.refuse(UNFLUSHED);
+                continue;
+            }
+            // Wait for a flush slot before draining the queue: what arrives meanwhile joins
+            // this batch.
+            if slots.recv().is_err() {
+                batch.refuse(UNFLUSHED);
+                break;
+            }
+            while batch.entries < self.max_batch {
+                match self.jobs.try_recv() {
+                    Ok(message) => {
+                        if !batch.add(message) {
+                            stopping = true;
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit(batch) {
+                Some(commit) => {
+                    if synced.send(commit).is_err() {
+                        break;
+                    }
+                    if self.flags.wal_full.swap(false, Ordering::AcqRel) {
+                        match self.writer.restart_wal() {
+                            Ok(wal) => tracing::debug!(
+                                frames = wal.frames,
+                                copied = wal.copied,
+                                "WAL checkpointed by the writer"
+                            ),
+                            Err(error) => {
+                                tracing::warn!(%error, "the writer could not checkpoint the WAL")
+                            }
+                        }
+                    }
+                }
+                // Nothing to flush: the slot is free again.
+                None => {
+                    let _ = slot_back.send(());
+                }
+            }
+        }
+        // Let the syncer flush and answer what was committed, then sign the final tree.
+        drop(synced);
+        let _ = syncer.join();
+        self.sign_final_checkpoint();
+    }
+
+    /// Sequences and commits one batch; the commit to flush, or None if it failed (its callers
+    /// are answered here).
+    fn commit(&mut self, batch: Batch) -> Option<Committed> {
+        let Batch {
+            mut jobs,
+            checkpoints,
+            entries,
+        } = batch;
+        let mut next = self.frontier.clone();
+        let mut rows = Vec::with_capacity(entries);
         let mut answers = Vec::with_capacity(jobs.len());
         for job in &mut jobs {
             let mut refs = Vec::with_capacity(job.appends.len());
@@ -710,8 +849,10 @@ async fn sequence(
             }
             answers.push(refs);
         }
+        let (checkpoint_rows, checkpoint_replies): (Vec<_>, Vec<_>) =
+            checkpoints.into_iter().unzip();
         let started = std::time::Instant::now();
-        let committed = store.commit_appends(&rows).await;
+        let committed = self.writer.commit(&rows, &checkpoint_rows);
         let metrics = crate::telemetry::metrics();
         metrics
             .ledger_append_duration
@@ -719,46 +860,62 @@ async fn sequence(
         metrics.ledger_batch_size.record(rows.len() as u64, &[]);
         match committed {
             Ok(()) => {
-                frontier = next;
-                let commit = Committed {
+                self.frontier = next;
+                if let Some(largest) = checkpoint_rows.iter().map(|c| c.tree_size as u64).max() {
+                    self.last_signed = self.last_signed.max(Some(largest));
+                }
+                let waiters = jobs
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(job, refs)| Waiter::Append(job.reply, refs))
+                    .chain(checkpoint_replies.into_iter().map(Waiter::Checkpoint))
+                    .collect();
+                Some(Committed {
                     head: TreeHead {
-                        size: frontier.size(),
-                        root: frontier.root(),
+                        size: self.frontier.size(),
+                        root: self.frontier.root(),
                     },
-                    replies: jobs.into_iter().map(|j| j.reply).zip(answers).collect(),
-                    _slot: slot,
-                };
-                if synced.send(commit).is_err() {
-                    break;
-                }
-                if flags.wal_full.swap(false, Ordering::AcqRel) {
-                    match store.restart_wal().await {
-                        Ok(wal) => tracing::debug!(
-                            frames = wal.frames,
-                            copied = wal.copied,
-                            "WAL checkpointed by the writer"
-                        ),
-                        Err(error) => {
-                            tracing::warn!(%error, "the writer could not checkpoint the WAL")
-                        }
-                    }
-                }
+                    waiters,
+                })
             }
             Err(error) => {
                 tracing::error!(%error, entries = rows.len(), "ledger commit failed");
+                let why = error.to_string();
                 for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(LedgerError::Unavailable(error.to_string())));
+                    let _ = job.reply.send(Err(LedgerError::Unavailable(why.clone())));
+                }
+                for reply in checkpoint_replies {
+                    let _ = reply.send(Err(LedgerError::Unavailable(why.clone())));
                 }
                 // A failed commit leaves the database as it was; re-read it in case it did not.
-                if let Ok(size) = store.ledger_size().await
-                    && let Ok(nodes) = store.nodes(&range_nodes(0, size)).await
+                if let Ok(size) = self.writer.ledger_size()
+                    && let Ok(nodes) = self.writer.nodes(&range_nodes(0, size))
                     && let Some(reloaded) = Frontier::from_nodes(size, nodes)
                 {
-                    frontier = reloaded;
+                    self.frontier = reloaded;
                 }
+                None
             }
+        }
+    }
+
+    /// Signs and stores a checkpoint of the tree as the sequencer leaves it, unless one is
+    /// stored already. Runs after the syncer has stopped, so it flushes on its own.
+    fn sign_final_checkpoint(&mut self) {
+        let head = TreeHead {
+            size: self.frontier.size(),
+            root: self.frontier.root(),
+        };
+        if self.last_signed == Some(head.size) || self.flags.broken.load(Ordering::Acquire) {
+            return;
+        }
+        let stored = checkpoint_row(&self.signer, head).and_then(|row| {
+            self.writer.commit(&[], &[row])?;
+            self.writer.wal().sync()?;
+            Ok(())
+        });
+        if let Err(error) = stored {
+            tracing::error!(%error, "cannot sign the final checkpoint");
         }
     }
 }
@@ -767,34 +924,32 @@ async fn sequence(
 /// when it starts. Only then does the tree head move (so a checkpoint never signs an entry a crash
 /// could lose) and do callers get their answers. If the fsync fails, no later commit is trusted:
 /// the ledger refuses appends until a restart re-reads what is on disk (fail closed).
-async fn sync_commits(
-    store: Store,
-    mut commits: mpsc::UnboundedReceiver<Committed>,
+fn sync_commits(
+    wal: store::Wal,
+    commits: std::sync::mpsc::Receiver<Committed>,
+    slots: std::sync::mpsc::SyncSender<()>,
     head: watch::Sender<TreeHead>,
     broken: Arc<AtomicBool>,
 ) {
-    let mut waiting = Vec::new();
-    while commits.recv_many(&mut waiting, usize::MAX).await > 0 {
+    while let Ok(first) = commits.recv() {
+        let waiting: Vec<Committed> = std::iter::once(first).chain(commits.try_iter()).collect();
         let result = if broken.load(Ordering::Acquire) {
             Err(UNFLUSHED.to_owned())
         } else {
-            store.sync_wal().await.map_err(|error| {
+            wal.sync().map_err(|error| {
                 tracing::error!(%error, "ledger commits could not be made durable; refusing appends");
                 broken.store(true, Ordering::Release);
                 error.to_string()
             })
         };
-        let last = waiting.last().map(|c| c.head);
-        if let (Ok(()), Some(last)) = (&result, last) {
-            head.send_replace(last);
+        if let (Ok(()), Some(last)) = (&result, waiting.last()) {
+            head.send_replace(last.head);
         }
-        for commit in waiting.drain(..) {
-            for (reply, refs) in commit.replies {
-                let _ = reply.send(match &result {
-                    Ok(()) => Ok(refs),
-                    Err(e) => Err(LedgerError::Unavailable(e.clone())),
-                });
+        for commit in waiting {
+            for waiter in commit.waiters {
+                waiter.answer(&result);
             }
+            let _ = slots.send(());
         }
     }
 }
@@ -828,9 +983,10 @@ async fn checkpoint_wal(
     }
 }
 
-/// Signs a checkpoint at most `interval` after new entries, and a last one when the sequencer stops.
+/// Signs a checkpoint at most `interval` after new entries and has the sequencer store it. The
+/// sequencer signs the last one itself when it stops.
 async fn sign_checkpoints(
-    store: Store,
+    jobs: mpsc::Sender<Message>,
     signer: Arc<NoteSigner>,
     mut head: watch::Receiver<TreeHead>,
     interval: Duration,
@@ -840,47 +996,46 @@ async fn sign_checkpoints(
     loop {
         let current = *head.borrow_and_update();
         if last != Some(current.size) {
-            match sign_checkpoint(&store, &signer, current).await {
+            let stored = async {
+                let row = checkpoint_row(&signer, current)?;
+                let (reply, answer) = oneshot::channel();
+                jobs.send(Message::Checkpoint(row, reply))
+                    .await
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            };
+            match stored.await {
                 Ok(()) => {
                     last = Some(current.size);
                     if let Ok(mut at) = signed_at.lock() {
                         *at = Some(std::time::Instant::now());
                     }
                 }
-                // Retried on the next change or at shutdown; entries are durable meanwhile.
+                // Retried on the next change; entries are durable meanwhile.
                 Err(error) => {
                     tracing::error!(%error, size = current.size, "cannot sign or store a checkpoint")
                 }
             }
         }
         if head.changed().await.is_err() {
-            // The sequencer stopped: sign what it committed last, once.
-            let last_head = *head.borrow();
-            if last != Some(last_head.size)
-                && let Err(error) = sign_checkpoint(&store, &signer, last_head).await
-            {
-                tracing::error!(%error, "cannot sign the final checkpoint");
-            }
             return;
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-async fn sign_checkpoint(
-    store: &Store,
-    signer: &NoteSigner,
-    head: TreeHead,
-) -> Result<(), LedgerError> {
+/// A signed checkpoint of `head`, as stored.
+fn checkpoint_row(signer: &NoteSigner, head: TreeHead) -> Result<CheckpointRow, LedgerError> {
     let text = Checkpoint {
         origin: signer.name().to_owned(),
         size: head.size,
         root: head.root,
     }
     .to_text();
-    let note = signer.sign(&text)?;
-    store
-        .insert_checkpoint(head.size, &head.root, &note, &store::now())
-        .await?;
-    Ok(())
+    Ok(CheckpointRow {
+        tree_size: head.size as i64,
+        root_hash: head.root.to_vec(),
+        note: signer.sign(&text)?,
+        created_at: store::now(),
+    })
 }
