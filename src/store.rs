@@ -857,4 +857,61 @@ mod tests {
                 .unwrap();
         assert_eq!(stored, expected);
     }
+
+    /// A commit is one transaction: when any row of it fails, none of it is written, and the
+    /// writer goes on committing after.
+    #[tokio::test]
+    async fn a_failed_commit_writes_nothing_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open_sqlite(&dir.path().join("reins.db"))
+            .await
+            .unwrap();
+        let mut writer = store.writer().unwrap();
+        let mut frontier = Frontier::default();
+        let mut row = |entry: &str| {
+            let leaf = leaf_hash(entry.as_bytes());
+            let index = frontier.size();
+            super::AppendRow {
+                index,
+                kind: "test",
+                entry: entry.as_bytes().to_vec(),
+                nodes: frontier.append(leaf),
+                side: super::SideEffect::None,
+            }
+        };
+        let first = row("{\"n\":0}");
+        writer.commit(&[first], &[]).unwrap();
+
+        // The second row reuses an index: the first row of the batch must not stay behind.
+        let ok = row("{\"n\":1}");
+        let mut clash = ok.clone();
+        clash.nodes.clear();
+        assert!(writer.commit(&[ok.clone(), clash], &[]).is_err());
+        assert_eq!(writer.ledger_size().unwrap(), 1);
+        assert_eq!(store.ledger_size().await.unwrap(), 1);
+        assert!(store.nodes(&[NodeId { level: 0, index: 1 }]).await.is_err());
+
+        writer.commit(&[ok], &[]).unwrap();
+        writer.wal().sync().unwrap();
+        assert_eq!(store.ledger_size().await.unwrap(), 2);
+        assert_eq!(
+            writer.nodes(&[NodeId { level: 1, index: 0 }]).unwrap(),
+            store.nodes(&[NodeId { level: 1, index: 0 }]).await.unwrap()
+        );
+    }
+
+    /// Only one writer: a store opened read-only has none to give.
+    #[tokio::test]
+    async fn a_read_only_store_has_no_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reins.db");
+        super::Store::open_sqlite(&path)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        let store = super::Store::open_sqlite_read_only(&path).await.unwrap();
+        let error = store.writer().err().expect("no writer").to_string();
+        assert!(error.contains("read-only"), "{error}");
+    }
 }

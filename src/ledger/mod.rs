@@ -1,13 +1,14 @@
 //! The signed append-only ledger: every decision and every administrative change, provable.
 //!
-//! Entries ([`entry`]) are appended by one sequencer task that batches whatever is queued into a
-//! single transaction (group commit): the entry rows, the tree nodes they complete ([`merkle`]) and
-//! the state they record (a decision row, a registry record) are committed together. A second
-//! task flushes the commits to disk (one fsync for all that are waiting) while the sequencer
-//! already commits the next batch; callers get their leaf index, and the tree head moves, only
-//! after that flush. A third task signs a C2SP checkpoint ([`note`]) at
-//! most `checkpoint_interval` after new entries, and once more on shutdown; since all tasks follow
-//! one in-memory frontier that only grows, two signed checkpoints are always consistent.
+//! Entries ([`entry`]) are appended by one sequencer thread, the database's only writer, which
+//! batches whatever is queued into a single transaction (group commit): the entry rows, the tree
+//! nodes they complete ([`merkle`]) and the state they record (a decision row, a registry record)
+//! are committed together. A second thread flushes the commits to disk (one fsync for all that are
+//! waiting) while the sequencer already commits the next batch; callers get their leaf index, and
+//! the tree head moves, only after that flush. A task signs a C2SP checkpoint ([`note`]) at most
+//! `checkpoint_interval` after new entries and has the sequencer store it; the sequencer signs a
+//! last one when it stops. Since all of them follow one in-memory frontier that only grows, two
+//! signed checkpoints are always consistent.
 //! [`verify`] re-derives everything from the stored bytes.
 
 pub mod canonical;
@@ -958,11 +959,11 @@ fn sync_commits(
 const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Copies the WAL into the database from outside the writer (which does not checkpoint on its
-/// own, see [`Store::open_sqlite`]): a passive checkpoint after new entries, at most every
+/// own, see [`store::Writer::open`]): a passive checkpoint after new entries, at most every
 /// [`WAL_CHECKPOINT_EVERY`]. Such a checkpoint never catches up with a writer that keeps
 /// committing, and SQLite starts the WAL over only once every frame is copied, so under steady
 /// load the file would grow forever: past `limit_frames` this asks the sequencer to finish the
-/// job between two commits ([`Store::restart_wal`]). Stops with the sequencer; closing the store
+/// job between two commits ([`store::Writer::restart_wal`]). Stops with the sequencer; closing the store
 /// checkpoints the rest.
 async fn checkpoint_wal(
     store: Store,
