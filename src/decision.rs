@@ -1006,7 +1006,7 @@ impl Pipeline {
             self.action_type.clone(),
             EntityId::new(&request.action),
         );
-        let resource_type = EntityTypeName::from_str(&request.resource.kind).map_err(|_| {
+        let resource_type = types.named(&request.resource.kind).ok_or_else(|| {
             RequestError::new(
                 "resource.type",
                 format!(

@@ -267,6 +267,17 @@ impl EntityTypes {
         })
     }
 
+    /// The type named `name`: one of these without parsing (Cedar's parser is a visible cost per
+    /// request), or any other type name Cedar accepts.
+    pub fn named(&self, name: &str) -> Option<EntityTypeName> {
+        match name {
+            "Tool" => Some(self.tool.clone()),
+            "Agent" => Some(self.agent.clone()),
+            "User" => Some(self.user.clone()),
+            _ => EntityTypeName::from_str(name).ok(),
+        }
+    }
+
     pub fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
         EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
     }
@@ -695,4 +706,26 @@ pub fn tool_entity(types: &EntityTypes, tool: &Tool) -> Result<Entity, RegistryE
             message: e.to_string(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use cedar_policy::EntityTypeName;
+
+    /// The shortcut for the registry's own types answers what Cedar's parser answers.
+    #[test]
+    fn named_types_are_what_cedar_parses() {
+        let types = super::EntityTypes::new().unwrap();
+        for name in ["Tool", "Agent", "User", "Owner", "Reins::Thing", "Document"] {
+            assert_eq!(
+                types.named(name),
+                Some(EntityTypeName::from_str(name).unwrap())
+            );
+        }
+        for bad in ["", "tool kind", "1Tool", "Tool::"] {
+            assert_eq!(types.named(bad), None, "{bad}");
+        }
+    }
 }
