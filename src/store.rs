@@ -33,6 +33,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    #[error("the database was opened read-only: it has no writer")]
+    ReadOnly,
     #[error("cannot flush the write-ahead log {path} to disk: {message}")]
     Sync { path: String, message: String },
 }
@@ -280,9 +282,7 @@ impl Store {
     pub fn writer(&self) -> Result<Writer, StoreError> {
         match &self.path {
             Some(path) => Writer::open(path),
-            None => Err(StoreError::Corrupt(
-                "the database was opened read-only".into(),
-            )),
+            None => Err(StoreError::ReadOnly),
         }
     }
 

@@ -776,8 +776,18 @@ impl Sequencer {
                 continue;
             }
             // Wait for a flush slot before draining the queue: what arrives meanwhile joins
-            // this batch.
-            if slots.recv().is_err() {
+            // this batch. The sequencer holds a sender of slots too, so a syncer that died
+            // (it should not) would not close the channel: look at it now and then.
+            let slot = loop {
+                match slots.recv_timeout(Duration::from_millis(100)) {
+                    Ok(()) => break true,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !syncer.is_finished() => {}
+                    Err(_) => break false,
+                }
+            };
+            if !slot {
+                tracing::error!("the ledger's flush thread stopped; refusing appends");
+                self.flags.broken.store(true, Ordering::Release);
                 batch.refuse(UNFLUSHED);
                 break;
             }

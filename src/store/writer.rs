@@ -42,10 +42,6 @@ impl Wal {
     pub fn sync(&self) -> Result<(), StoreError> {
         sync_file(&self.path)
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// The database's only writer (see the module docs).
