@@ -251,6 +251,12 @@ pub struct EntityTypes {
 }
 
 impl EntityTypes {
+    const AGENT: &str = "Agent";
+    const TOOL: &str = "Tool";
+    const USER: &str = "User";
+    const OWNER: &str = "Owner";
+    const TOOL_CATEGORY: &str = "ToolCategory";
+
     pub fn new() -> Result<Self, RegistryError> {
         let parse = |name: &str| {
             EntityTypeName::from_str(name).map_err(|e| RegistryError::Entity {
@@ -259,11 +265,11 @@ impl EntityTypes {
             })
         };
         Ok(Self {
-            agent: parse("Agent")?,
-            tool: parse("Tool")?,
-            user: parse("User")?,
-            owner: parse("Owner")?,
-            tool_category: parse("ToolCategory")?,
+            agent: parse(Self::AGENT)?,
+            tool: parse(Self::TOOL)?,
+            user: parse(Self::USER)?,
+            owner: parse(Self::OWNER)?,
+            tool_category: parse(Self::TOOL_CATEGORY)?,
         })
     }
 
@@ -271,9 +277,11 @@ impl EntityTypes {
     /// request), or any other type name Cedar accepts.
     pub fn named(&self, name: &str) -> Option<EntityTypeName> {
         match name {
-            "Tool" => Some(self.tool.clone()),
-            "Agent" => Some(self.agent.clone()),
-            "User" => Some(self.user.clone()),
+            Self::TOOL => Some(self.tool.clone()),
+            Self::AGENT => Some(self.agent.clone()),
+            Self::USER => Some(self.user.clone()),
+            Self::OWNER => Some(self.owner.clone()),
+            Self::TOOL_CATEGORY => Some(self.tool_category.clone()),
             _ => EntityTypeName::from_str(name).ok(),
         }
     }
@@ -718,7 +726,15 @@ mod tests {
     #[test]
     fn named_types_are_what_cedar_parses() {
         let types = super::EntityTypes::new().unwrap();
-        for name in ["Tool", "Agent", "User", "Owner", "Reins::Thing", "Document"] {
+        for name in [
+            "Tool",
+            "Agent",
+            "User",
+            "Owner",
+            "ToolCategory",
+            "Reins::Thing",
+            "Document",
+        ] {
             assert_eq!(
                 types.named(name),
                 Some(EntityTypeName::from_str(name).unwrap())

@@ -258,10 +258,35 @@ impl Ledger {
         let (jobs, rx) = mpsc::channel(4096);
         let broken = Arc::new(AtomicBool::new(false));
         let wal_full = Arc::new(AtomicBool::new(false));
+        let thread = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map_err(|e| LedgerError::Unavailable(format!("cannot start thread {name}: {e}")))
+        };
+        let (synced, commits) = std::sync::mpsc::channel();
+        // Flush slots, as tokens: the sequencer takes one per commit, the syncer gives it back
+        // once that commit is durable.
+        let (slot_back, slots) = std::sync::mpsc::sync_channel(UNSYNCED_COMMITS);
+        for _ in 0..UNSYNCED_COMMITS {
+            let _ = slot_back.send(());
+        }
+        let syncer = {
+            let (wal, broken, slot_back) =
+                (writer.wal().clone(), broken.clone(), slot_back.clone());
+            thread(
+                "reins-ledger-sync",
+                Box::new(move || sync_commits(wal, commits, slot_back, head_tx, broken)),
+            )?
+        };
         let sequencer = Sequencer {
             writer,
             frontier,
             jobs: rx,
+            synced,
+            syncer,
+            slots,
+            slot_back,
             flags: Flags {
                 broken: broken.clone(),
                 wal_full: wal_full.clone(),
@@ -270,12 +295,7 @@ impl Ledger {
             signer: signer.clone(),
             last_signed,
         };
-        let sequencer = std::thread::Builder::new()
-            .name("reins-ledger".into())
-            .spawn(move || sequencer.run(head_tx))
-            .map_err(|e| {
-                LedgerError::Unavailable(format!("cannot start the ledger thread: {e}"))
-            })?;
+        let sequencer = thread("reins-ledger", Box::new(move || sequencer.run()))?;
         let signed_at = Arc::new(std::sync::Mutex::new(None));
         let checkpointer = tokio::spawn(sign_checkpoints(
             jobs.clone(),
@@ -688,6 +708,13 @@ struct Sequencer {
     writer: store::Writer,
     frontier: Frontier,
     jobs: mpsc::Receiver<Message>,
+    /// Commits to [`sync_commits`], on its thread.
+    synced: std::sync::mpsc::Sender<Committed>,
+    syncer: std::thread::JoinHandle<()>,
+    /// Flush slots (see [`UNSYNCED_COMMITS`]): taken per commit, given back by the syncer once the
+    /// commit is durable, or here when a commit fails.
+    slots: std::sync::mpsc::Receiver<()>,
+    slot_back: std::sync::mpsc::SyncSender<()>,
     flags: Flags,
     max_batch: usize,
     signer: Arc<NoteSigner>,
@@ -728,40 +755,7 @@ impl Batch {
 }
 
 impl Sequencer {
-    fn run(mut self, head: watch::Sender<TreeHead>) {
-        let (synced, commits) = std::sync::mpsc::channel();
-        // Flush slots, as tokens: the sequencer takes one per commit, the syncer gives it back
-        // once that commit is durable.
-        let (slot_back, slots) = std::sync::mpsc::sync_channel(UNSYNCED_COMMITS);
-        for _ in 0..UNSYNCED_COMMITS {
-            let _ = slot_back.send(());
-        }
-        let syncer = {
-            let (wal, broken, slot_back) = (
-                self.writer.wal().clone(),
-                self.flags.broken.clone(),
-                slot_back.clone(),
-            );
-            std::thread::Builder::new()
-                .name("reins-ledger-sync".into())
-                .spawn(move || sync_commits(wal, commits, slot_back, head, broken))
-        };
-        let syncer = match syncer {
-            Ok(thread) => thread,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the ledger's flush thread; refusing appends");
-                self.flags.broken.store(true, Ordering::Release);
-                while let Some(message) = self.jobs.blocking_recv() {
-                    let mut batch = Batch::default();
-                    if !batch.add(message) {
-                        break;
-                    }
-                    batch.refuse(UNFLUSHED);
-                }
-                return;
-            }
-        };
-
+    fn run(mut self) {
         let mut stopping = false;
         while !stopping {
             let mut batch = Batch::default();
@@ -779,9 +773,10 @@ impl Sequencer {
             // this batch. The sequencer holds a sender of slots too, so a syncer that died
             // (it should not) would not close the channel: look at it now and then.
             let slot = loop {
-                match slots.recv_timeout(Duration::from_millis(100)) {
+                match self.slots.recv_timeout(Duration::from_millis(100)) {
                     Ok(()) => break true,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !syncer.is_finished() => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                        if !self.syncer.is_finished() => {}
                     Err(_) => break false,
                 }
             };
@@ -804,7 +799,7 @@ impl Sequencer {
             }
             match self.commit(batch) {
                 Some(commit) => {
-                    if synced.send(commit).is_err() {
+                    if self.synced.send(commit).is_err() {
                         break;
                     }
                     if self.flags.wal_full.swap(false, Ordering::AcqRel) {
@@ -822,14 +817,26 @@ impl Sequencer {
                 }
                 // Nothing to flush: the slot is free again.
                 None => {
-                    let _ = slot_back.send(());
+                    let _ = self.slot_back.send(());
                 }
             }
         }
         // Let the syncer flush and answer what was committed, then sign the final tree.
+        let Self {
+            writer,
+            frontier,
+            synced,
+            syncer,
+            flags,
+            signer,
+            last_signed,
+            ..
+        } = self;
         drop(synced);
         let _ = syncer.join();
-        self.sign_final_checkpoint();
+        if !flags.broken.load(Ordering::Acquire) {
+            sign_final_checkpoint(writer, &frontier, &signer, last_signed);
+        }
     }
 
     /// Sequences and commits one batch; the commit to flush, or None if it failed (its callers
@@ -862,6 +869,12 @@ impl Sequencer {
         }
         let (checkpoint_rows, checkpoint_replies): (Vec<_>, Vec<_>) =
             checkpoints.into_iter().unzip();
+        let waiters: Vec<Waiter> = jobs
+            .into_iter()
+            .zip(answers)
+            .map(|(job, refs)| Waiter::Append(job.reply, refs))
+            .chain(checkpoint_replies.into_iter().map(Waiter::Checkpoint))
+            .collect();
         let started = std::time::Instant::now();
         let committed = self.writer.commit(&rows, &checkpoint_rows);
         let metrics = crate::telemetry::metrics();
@@ -875,12 +888,6 @@ impl Sequencer {
                 if let Some(largest) = checkpoint_rows.iter().map(|c| c.tree_size as u64).max() {
                     self.last_signed = self.last_signed.max(Some(largest));
                 }
-                let waiters = jobs
-                    .into_iter()
-                    .zip(answers)
-                    .map(|(job, refs)| Waiter::Append(job.reply, refs))
-                    .chain(checkpoint_replies.into_iter().map(Waiter::Checkpoint))
-                    .collect();
                 Some(Committed {
                     head: TreeHead {
                         size: self.frontier.size(),
@@ -889,45 +896,41 @@ impl Sequencer {
                     waiters,
                 })
             }
+            // The transaction rolled back, so the stored tree is still `self.frontier`.
             Err(error) => {
                 tracing::error!(%error, entries = rows.len(), "ledger commit failed");
-                let why = error.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(LedgerError::Unavailable(why.clone())));
-                }
-                for reply in checkpoint_replies {
-                    let _ = reply.send(Err(LedgerError::Unavailable(why.clone())));
-                }
-                // A failed commit leaves the database as it was; re-read it in case it did not.
-                if let Ok(size) = self.writer.ledger_size()
-                    && let Ok(nodes) = self.writer.nodes(&range_nodes(0, size))
-                    && let Some(reloaded) = Frontier::from_nodes(size, nodes)
-                {
-                    self.frontier = reloaded;
+                let failed = Err(error.to_string());
+                for waiter in waiters {
+                    waiter.answer(&failed);
                 }
                 None
             }
         }
     }
+}
 
-    /// Signs and stores a checkpoint of the tree as the sequencer leaves it, unless one is
-    /// stored already. Runs after the syncer has stopped, so it flushes on its own.
-    fn sign_final_checkpoint(&mut self) {
-        let head = TreeHead {
-            size: self.frontier.size(),
-            root: self.frontier.root(),
-        };
-        if self.last_signed == Some(head.size) || self.flags.broken.load(Ordering::Acquire) {
-            return;
-        }
-        let stored = checkpoint_row(&self.signer, head).and_then(|row| {
-            self.writer.commit(&[], &[row])?;
-            self.writer.wal().sync()?;
-            Ok(())
-        });
-        if let Err(error) = stored {
-            tracing::error!(%error, "cannot sign the final checkpoint");
-        }
+/// Signs and stores a checkpoint of the tree as the sequencer leaves it, unless one is stored
+/// already. Runs after the syncer has stopped, so it flushes on its own.
+fn sign_final_checkpoint(
+    mut writer: store::Writer,
+    frontier: &Frontier,
+    signer: &NoteSigner,
+    last_signed: Option<u64>,
+) {
+    let head = TreeHead {
+        size: frontier.size(),
+        root: frontier.root(),
+    };
+    if last_signed == Some(head.size) {
+        return;
+    }
+    let stored = checkpoint_row(signer, head).and_then(|row| {
+        writer.commit(&[], &[row])?;
+        writer.wal().sync()?;
+        Ok(())
+    });
+    if let Err(error) = stored {
+        tracing::error!(%error, "cannot sign the final checkpoint");
     }
 }
 

@@ -17,7 +17,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{AppendRow, CheckpointRow, RegistryTable, SideEffect, StoreError, WalState, sync_file};
-use crate::ledger::merkle::{Hash, NodeId};
 
 /// The writer's page cache: 16 MiB holds the pages commits touch (the right edges of the tables
 /// and indexes, the per-agent index leaves), so they are not read back from the file. Larger
@@ -136,41 +135,6 @@ impl Writer {
             frames: frames.max(0) as u64,
             copied: copied.max(0) as u64,
         })
-    }
-
-    /// Number of entries in the ledger, as committed.
-    pub fn ledger_size(&self) -> Result<u64, StoreError> {
-        let size: i64 = self.conn.query_row(
-            "SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(size as u64)
-    }
-
-    /// Stored node hashes, in the order asked; a missing node means the tree is damaged.
-    pub fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
-        let mut select = self
-            .conn
-            .prepare_cached("SELECT hash FROM ledger_nodes WHERE pos = ?1")?;
-        ids.iter()
-            .map(|id| {
-                let hash: Option<Vec<u8>> = select
-                    .query_row([id.position() as i64], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
-                hash.and_then(|h| Hash::try_from(h.as_slice()).ok())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "ledger node level {} index {} is missing or malformed",
-                            id.level, id.index
-                        ))
-                    })
-            })
-            .collect()
     }
 }
 
