@@ -3,9 +3,11 @@
 #
 # Builds in release mode, starts Reins on a fresh SQLite data dir, registers a fleet (300 agents,
 # 40 tools, the default policy pack), mints a token per agent, and drives POST /v1/decisions with
-# wrk at several concurrencies; GET /healthz at the same concurrency is the baseline. Then a batch
-# run, a clean stop, and `reins ledger verify`: the ledger must hold exactly one entry per answered
-# decision. Prints decisions/s, p50/p99 and the ratio to the baseline.
+# wrk at several concurrencies. Two baselines run at the same concurrency in the same run: GET /healthz
+# (axum's floor) and examples/cedar_baseline.rs, a bare axum + cedar-policy service answering the same
+# requests from the same policies and fleet (no token check, no registry, no ledger, no storage).
+# Then a batch run, a clean stop, and `reins ledger verify`: the ledger must hold exactly one entry
+# per answered decision. Prints decisions/s, p50/p99 and the ratios to both baselines.
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and at 1,000,000 entries
@@ -25,11 +27,13 @@ if ! command -v wrk >/dev/null; then
   command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 fi
 
-cargo build --release --quiet
+cargo build --release --quiet --bin reins --example cedar_baseline
 REINS=./target/release/reins
+CEDAR_PORT=$((PORT + 1))
+CEDAR_BASE="http://127.0.0.1:$CEDAR_PORT"
 WORK=$(mktemp -d)
 DATA="$WORK/data"
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $SERVER ${CEDAR:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # Default settings, logging included: what an operator runs.
 $REINS serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
@@ -55,6 +59,25 @@ for a in $(seq 0 $((AGENTS - 1))); do
   put "/v1/agents/agent-$a" "{\"name\":\"agent $a\",\"owner\":\"team-$((a % 12))\",\"risk_tier\":\"${TIERS[$((a % 4))]}\",\"tools\":[$json_tools]}"
   echo "$($REINS token mint --agent "agent-$a" --data-dir "$DATA" --ttl 2h) $tools" >> "$FLEET"
 done
+# The bare Cedar service reads the fleet once, read-only, from the same database.
+./target/release/examples/cedar_baseline --data-dir "$DATA" --fleet "$FLEET" --listen "127.0.0.1:$CEDAR_PORT" \
+  >"$WORK/cedar.log" 2>&1 &
+CEDAR=$!
+for _ in $(seq 1 200); do
+  curl -fs -o /dev/null -X POST "$CEDAR_BASE/v1/decisions" -H "Authorization: Bearer $(head -1 "$FLEET" | cut -d' ' -f1)" \
+    -H 'Content-Type: application/json' -d '{"action":"invoke","resource":{"type":"Tool","id":"tool-0"}}' && break
+  sleep 0.05
+done
+# A floor that answered differently would measure something else: both must agree on a sample.
+read -r TOKEN0 TOOLS0 < "$FLEET"
+for tool in "${TOOLS0%%,*}" "tool-$((TOOLS - 1))" "${TOOLS0##*,}"; do
+  for amount in 5 500000; do
+    body="{\"action\":\"invoke\",\"resource\":{\"type\":\"Tool\",\"id\":\"$tool\"},\"context\":{\"args\":{\"amount\":$amount}}}"
+    ours=$(curl -s -X POST "$BASE/v1/decisions" -H "Authorization: Bearer $TOKEN0" -H 'Content-Type: application/json' -d "$body" | grep -o '"decision":"[a-z_]*"')
+    bare=$(curl -s -X POST "$CEDAR_BASE/v1/decisions" -H "Authorization: Bearer $TOKEN0" -H 'Content-Type: application/json' -d "$body" | grep -o '"decision":"[a-z_]*"')
+    [ -n "$ours" ] && [ "$ours" = "$bare" ] || { echo "Reins ($ours) and the bare Cedar service ($bare) disagree on $body" >&2; exit 1; }
+  done
+done
 START_SIZE=$(curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" >/dev/null; \
   sleep 1.2; curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p)
 
@@ -70,20 +93,26 @@ run() {
   bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
   echo "$requests $rps $(ms "$p50") $(ms "$p99") ${bad:-0}"
 }
-# CPU seconds the server has used (user + system), from /proc.
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$SERVER/stat"; }
+# CPU seconds a server (Reins unless named) has used (user + system), from /proc.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/${1:-$SERVER}/stat"; }
 # Microseconds of server CPU per request between two cpu() readings.
 per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / n; else print "-" }'; }
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v + 0 } else { sub(/s/, "", v); print v * 1000 } }'; }
 
 ANSWERED=0
 INFLIGHT=0   # requests wrk abandons at its deadline: answered and recorded by Reins, not counted by wrk
-printf '\n%-30s %5s %11s %9s %9s %8s %9s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio" "cpu us/r"
+printf '\n%-30s %5s %11s %9s %9s %8s %8s %9s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio" "÷ cedar" "cpu us/r"
 for c in $CONCURRENCY; do
   c0=$(cpu)
   read -r base_n base_rps base_p50 base_p99 _ < <(run "$c" "$BASE/healthz")
   c1=$(cpu)
-  printf '%-30s %5s %11s %9s %9s %8s %9s\n' "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00" "$(per "$c0" "$c1" "$base_n")"
+  printf '%-30s %5s %11s %9s %9s %8s %8s %9s\n' "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00" "" "$(per "$c0" "$c1" "$base_n")"
+  c0=$(cpu "$CEDAR")
+  read -r cedar_n cedar_rps cedar_p50 cedar_p99 cedar_bad < <(run "$c" -s scripts/decisions.lua "$CEDAR_BASE")
+  c1=$(cpu "$CEDAR")
+  [ "$cedar_bad" = 0 ] || { echo "the bare Cedar service gave $cedar_bad non-2xx answers; see $WORK/cedar.log" >&2; exit 1; }
+  ratio=$(awk -v a="$cedar_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')
+  printf '%-30s %5s %11s %9s %9s %8s %8s %9s\n' "bare axum + Cedar (baseline)" "$c" "$cedar_rps" "$cedar_p50" "$cedar_p99" "$ratio" "1.00" "$(per "$c0" "$c1" "$cedar_n")"
   c0=$(cpu)
   read -r n rps p50 p99 bad < <(run "$c" -s scripts/decisions.lua "$BASE")
   c1=$(cpu)
@@ -91,17 +120,19 @@ for c in $CONCURRENCY; do
   ANSWERED=$((ANSWERED + n - bad))
   INFLIGHT=$((INFLIGHT + c))
   ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')
-  printf '%-30s %5s %11s %9s %9s %8s %9s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$(per "$c0" "$c1" "$n")"
-  if [ "$c" = 16 ]; then T_RPS=$rps; T_P99=$p99; T_RATIO=$ratio; fi
+  vs_cedar=$(awk -v a="$rps" -v b="$cedar_rps" 'BEGIN {printf "%.2f", a / b}')
+  printf '%-30s %5s %11s %9s %9s %8s %8s %9s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$vs_cedar" "$(per "$c0" "$c1" "$n")"
+  if [ "$c" = 16 ]; then T_RPS=$rps; T_P99=$p99; T_RATIO=$ratio; T_CEDAR=$vs_cedar; fi
   BEST_RPS=$(awk -v a="$rps" -v b="${BEST_RPS:-0}" 'BEGIN {print (a > b ? a : b)}')
 done
+kill "$CEDAR"; wait "$CEDAR" 2>/dev/null || true
 BATCH=10
 c0=$(cpu)
 read -r n rps p50 p99 bad < <(REINS_BENCH_BATCH=$BATCH run 16 -s scripts/decisions.lua "$BASE")
 c1=$(cpu)
 ANSWERED=$((ANSWERED + (n - bad) * BATCH))
 INFLIGHT=$((INFLIGHT + 16 * BATCH))
-printf '%-30s %5s %11s %9s %9s %8s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "$(per "$c0" "$c1" $((n * BATCH)))" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
+printf '%-30s %5s %11s %9s %9s %8s %8s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "" "$(per "$c0" "$c1" $((n * BATCH)))" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER/status"; }
 ledger_size() { curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p; }
@@ -144,5 +175,6 @@ if [ -n "${T_RPS:-}" ]; then
   echo "  >= 15,000 decisions/s at 16 connections: ${T_RPS}/s, $(verdict "$T_RPS >= 15000") (best of all runs: ${BEST_RPS}/s)"
   echo "  p99 < 5 ms at 16 connections:            ${T_P99} ms, $(verdict "$T_P99 < 5")"
   echo "  >= 35% of the /healthz baseline:         ${T_RATIO}, $(verdict "$T_RATIO >= 0.35")"
+  echo "  above the bare axum + Cedar service:     ${T_CEDAR}x its decisions/s, $(verdict "$T_CEDAR > 1")"
 fi
 echo "  no decision lost:                        met (checked above)"

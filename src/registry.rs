@@ -336,6 +336,12 @@ impl Snapshot {
     pub fn tool(&self, id: &ToolId) -> Option<&Arc<ToolEntry>> {
         self.tools.get(id)
     }
+
+    /// The Cedar entity of every agent and tool, in no particular order.
+    pub fn entities(&self) -> impl Iterator<Item = &Entity> {
+        let agents = self.agents.values().map(|e| &e.entity);
+        agents.chain(self.tools.values().map(|e| &e.entity))
+    }
 }
 
 pub struct Registry {
