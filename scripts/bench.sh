@@ -10,7 +10,7 @@
 # per answered decision. Prints decisions/s, p50/p99 and the ratios to both baselines.
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
-#   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and at 1,000,000 entries
+#   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
 # Traffic goes only to 127.0.0.1. Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -144,7 +144,10 @@ if [ "${MEMORY:-0}" = 1 ]; then
     -d '{"name":"agent {}","owner":"team-x","risk_tier":"limited","tools":["tool-0","tool-1","tool-2"]}'
   sleep 1.5
   echo "resident memory with 10,000 agents registered ($(ledger_size) entries): $(rss)"
-  while [ "$(ledger_size)" -lt 1000000 ]; do
+  # A million entries more than the load runs left, read every 5 s of load: the readings show
+  # whether memory follows the ledger's size.
+  TARGET=$(( $(ledger_size) + 1000000 ))
+  while [ "$(ledger_size)" -lt "$TARGET" ]; do
     REINS_BENCH_BATCH=100 REINS_BENCH_FLEET="$FLEET" wrk -t2 -c16 -d5s -s scripts/decisions.lua "$BASE" >/dev/null
     ANSWERED=-1
     sleep 1.5
