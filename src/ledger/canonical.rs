@@ -46,6 +46,16 @@ fn string(s: &str, out: &mut Vec<u8>) -> Result<(), Error> {
     serde_json::to_writer(&mut *out, s)
 }
 
+/// `serialize_i8` and its kin for [`Canonical`]: each number as an f64 (`as` is exact up to 2^53
+/// and rounds to nearest beyond, as JavaScript's `Number` does).
+macro_rules! numbers {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, v: $ty) -> Result<(), Error> {
+            number(v as f64, self.out)
+        }
+    )*};
+}
+
 /// Writes one value at the end of `out`.
 struct Canonical<'a> {
     out: &'a mut Vec<u8>,
@@ -115,37 +125,19 @@ impl<'a> ser::Serializer for Canonical<'a> {
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    // As JavaScript reads them: integers beyond 2^53 round to the nearest f64.
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        number(v as f64, self.out)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        number(v as f64, self.out)
-    }
-    fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        number(f64::from(v), self.out)
-    }
-    fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        number(v, self.out)
-    }
+    // Every number is written as the f64 JavaScript would read: integers beyond 2^53 round.
+    numbers!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64
+    );
     fn serialize_char(self, v: char) -> Result<(), Error> {
         string(v.encode_utf8(&mut [0; 4]), self.out)
     }
@@ -253,49 +245,28 @@ impl Array<'_> {
     }
 }
 
-impl ser::SerializeSeq for Array<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close()
-    }
+/// Serde's four array-like traits differ only in their method's name.
+macro_rules! array_like {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Array<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+                self.item(value)
+            }
+            fn end(self) -> Result<(), Error> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Array<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Array<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Array<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close()
-    }
-}
+array_like!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl Object<'_> {
     fn member<T: Serialize + ?Sized>(
@@ -350,38 +321,39 @@ impl ser::SerializeMap for Object<'_> {
     }
 }
 
-impl ser::SerializeStruct for Object<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        self.member(Cow::Borrowed(key), value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close()
-    }
+/// A struct and a struct variant both name their fields with `&'static str`.
+macro_rules! struct_like {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Object<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), Error> {
+                self.member(Cow::Borrowed(key), value)
+            }
+            fn end(self) -> Result<(), Error> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Object<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        self.member(Cow::Borrowed(key), value)
-    }
-    fn end(self) -> Result<(), Error> {
-        self.close()
-    }
-}
+struct_like!(SerializeStruct, SerializeStructVariant);
 
 /// A map's member name: a string, or an integer written as one (what `serde_json` accepts).
 struct MemberName;
+
+/// `serialize_i8` and its kin for [`MemberName`]: the integer's decimal digits.
+macro_rules! integer_names {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, v: $ty) -> Result<String, Error> {
+            Ok(v.to_string())
+        }
+    )*};
+}
 
 fn not_a_name() -> Error {
     Error::custom("a map key must be a string or an integer")
@@ -404,30 +376,16 @@ impl ser::Serializer for MemberName {
     fn serialize_char(self, v: char) -> Result<String, Error> {
         Ok(v.to_string())
     }
-    fn serialize_i8(self, v: i8) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
+    integer_names!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64
+    );
     fn serialize_unit_variant(
         self,
         _name: &'static str,
