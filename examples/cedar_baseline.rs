@@ -79,12 +79,12 @@ async fn main() -> anyhow::Result<()> {
     let snapshot = Snapshot::load(&store, &types).await?;
     let entities = Entities::from_entities(snapshot.entities().cloned(), None)?;
     let policies = PolicyPack::load(&args.policy_dir, &args.schema_file)?;
+    let agent = types
+        .named("Agent")
+        .ok_or_else(|| anyhow::anyhow!("no Agent type"))?;
     let mut principals = HashMap::new();
     for (n, line) in std::fs::read_to_string(&args.fleet)?.lines().enumerate() {
         let token = line.split_whitespace().next().unwrap_or_default();
-        let agent = types
-            .named("Agent")
-            .ok_or_else(|| anyhow::anyhow!("no Agent type"))?;
         principals.insert(token.to_owned(), types.uid(&agent, &format!("agent-{n}")));
     }
     let action = r#"Action::"invoke""#.parse()?;

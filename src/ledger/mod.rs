@@ -127,6 +127,15 @@ pub struct TreeHead {
     pub root: Hash,
 }
 
+impl TreeHead {
+    fn of(frontier: &Frontier) -> Self {
+        Self {
+            size: frontier.size(),
+            root: frontier.root(),
+        }
+    }
+}
+
 /// One entry to append, with what must be committed with it.
 pub struct Append {
     pub kind: &'static str,
@@ -247,10 +256,7 @@ impl Ledger {
             }
             None => None,
         };
-        let head = TreeHead {
-            size,
-            root: frontier.root(),
-        };
+        let head = TreeHead::of(&frontier);
         let writer = store.writer()?;
         tracing::info!(entries = size, vkey = %signer.verifier_key(), "ledger opened");
 
@@ -889,10 +895,7 @@ impl Sequencer {
                     self.last_signed = self.last_signed.max(Some(largest));
                 }
                 Some(Committed {
-                    head: TreeHead {
-                        size: self.frontier.size(),
-                        root: self.frontier.root(),
-                    },
+                    head: TreeHead::of(&self.frontier),
                     waiters,
                 })
             }
@@ -917,10 +920,7 @@ fn sign_final_checkpoint(
     signer: &NoteSigner,
     last_signed: Option<u64>,
 ) {
-    let head = TreeHead {
-        size: frontier.size(),
-        root: frontier.root(),
-    };
+    let head = TreeHead::of(frontier);
     if last_signed == Some(head.size) {
         return;
     }
