@@ -63,18 +63,22 @@ done
 ./target/release/examples/cedar_baseline --data-dir "$DATA" --fleet "$FLEET" --listen "127.0.0.1:$CEDAR_PORT" \
   >"$WORK/cedar.log" 2>&1 &
 CEDAR=$!
+read -r TOKEN0 TOOLS0 < "$FLEET"
+# `"decision":"..."` from a service at $1 for the body $2, as agent-0.
+decision() {
+  curl -fs -X POST "$1/v1/decisions" -H "Authorization: Bearer $TOKEN0" -H 'Content-Type: application/json' -d "$2" |
+    grep -o '"decision":"[a-z_]*"'
+}
 for _ in $(seq 1 200); do
-  curl -fs -o /dev/null -X POST "$CEDAR_BASE/v1/decisions" -H "Authorization: Bearer $(head -1 "$FLEET" | cut -d' ' -f1)" \
-    -H 'Content-Type: application/json' -d '{"action":"invoke","resource":{"type":"Tool","id":"tool-0"}}' && break
+  decision "$CEDAR_BASE" '{"action":"invoke","resource":{"type":"Tool","id":"tool-0"}}' >/dev/null && break
   sleep 0.05
 done
 # A floor that answered differently would measure something else: both must agree on a sample.
-read -r TOKEN0 TOOLS0 < "$FLEET"
 for tool in "${TOOLS0%%,*}" "tool-$((TOOLS - 1))" "${TOOLS0##*,}"; do
   for amount in 5 500000; do
     body="{\"action\":\"invoke\",\"resource\":{\"type\":\"Tool\",\"id\":\"$tool\"},\"context\":{\"args\":{\"amount\":$amount}}}"
-    ours=$(curl -s -X POST "$BASE/v1/decisions" -H "Authorization: Bearer $TOKEN0" -H 'Content-Type: application/json' -d "$body" | grep -o '"decision":"[a-z_]*"')
-    bare=$(curl -s -X POST "$CEDAR_BASE/v1/decisions" -H "Authorization: Bearer $TOKEN0" -H 'Content-Type: application/json' -d "$body" | grep -o '"decision":"[a-z_]*"')
+    ours=$(decision "$BASE" "$body" || true)
+    bare=$(decision "$CEDAR_BASE" "$body" || true)
     [ -n "$ours" ] && [ "$ours" = "$bare" ] || { echo "Reins ($ours) and the bare Cedar service ($bare) disagree on $body" >&2; exit 1; }
   done
 done
@@ -97,31 +101,36 @@ run() {
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/${1:-$SERVER}/stat"; }
 # Microseconds of server CPU per request between two cpu() readings.
 per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / n; else print "-" }'; }
+# One line of the table: run, conns, req/s, p50, p99, ratio, share of bare Cedar, CPU, [note].
+row() { printf '%-30s %5s %11s %9s %9s %8s %8s %9s%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "${9:-}"; }
+# $1 / $2 to two decimals.
+div() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v + 0 } else { sub(/s/, "", v); print v * 1000 } }'; }
 
 ANSWERED=0
 INFLIGHT=0   # requests wrk abandons at its deadline: answered and recorded by Reins, not counted by wrk
-printf '\n%-30s %5s %11s %9s %9s %8s %8s %9s\n' "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio" "÷ cedar" "cpu us/r"
+echo
+row "run" "conns" "req/s" "p50 ms" "p99 ms" "ratio" "÷ cedar" "cpu us/r"
 for c in $CONCURRENCY; do
   c0=$(cpu)
   read -r base_n base_rps base_p50 base_p99 _ < <(run "$c" "$BASE/healthz")
   c1=$(cpu)
-  printf '%-30s %5s %11s %9s %9s %8s %8s %9s\n' "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00" "" "$(per "$c0" "$c1" "$base_n")"
+  row "GET /healthz (baseline)" "$c" "$base_rps" "$base_p50" "$base_p99" "1.00" "" "$(per "$c0" "$c1" "$base_n")"
   c0=$(cpu "$CEDAR")
   read -r cedar_n cedar_rps cedar_p50 cedar_p99 cedar_bad < <(run "$c" -s scripts/decisions.lua "$CEDAR_BASE")
   c1=$(cpu "$CEDAR")
   [ "$cedar_bad" = 0 ] || { echo "the bare Cedar service gave $cedar_bad non-2xx answers; see $WORK/cedar.log" >&2; exit 1; }
-  ratio=$(awk -v a="$cedar_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')
-  printf '%-30s %5s %11s %9s %9s %8s %8s %9s\n' "bare axum + Cedar (baseline)" "$c" "$cedar_rps" "$cedar_p50" "$cedar_p99" "$ratio" "1.00" "$(per "$c0" "$c1" "$cedar_n")"
+  ratio=$(div "$cedar_rps" "$base_rps")
+  row "bare axum + Cedar (baseline)" "$c" "$cedar_rps" "$cedar_p50" "$cedar_p99" "$ratio" "1.00" "$(per "$c0" "$c1" "$cedar_n")"
   c0=$(cpu)
   read -r n rps p50 p99 bad < <(run "$c" -s scripts/decisions.lua "$BASE")
   c1=$(cpu)
   [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
   ANSWERED=$((ANSWERED + n - bad))
   INFLIGHT=$((INFLIGHT + c))
-  ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a / b}')
-  vs_cedar=$(awk -v a="$rps" -v b="$cedar_rps" 'BEGIN {printf "%.2f", a / b}')
-  printf '%-30s %5s %11s %9s %9s %8s %8s %9s\n' "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$vs_cedar" "$(per "$c0" "$c1" "$n")"
+  ratio=$(div "$rps" "$base_rps")
+  vs_cedar=$(div "$rps" "$cedar_rps")
+  row "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$vs_cedar" "$(per "$c0" "$c1" "$n")"
   if [ "$c" = 16 ]; then T_RPS=$rps; T_P99=$p99; T_RATIO=$ratio; T_CEDAR=$vs_cedar; fi
   BEST_RPS=$(awk -v a="$rps" -v b="${BEST_RPS:-0}" 'BEGIN {print (a > b ? a : b)}')
 done
@@ -132,7 +141,7 @@ read -r n rps p50 p99 bad < <(REINS_BENCH_BATCH=$BATCH run 16 -s scripts/decisio
 c1=$(cpu)
 ANSWERED=$((ANSWERED + (n - bad) * BATCH))
 INFLIGHT=$((INFLIGHT + 16 * BATCH))
-printf '%-30s %5s %11s %9s %9s %8s %8s %9s   %s\n' "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "" "$(per "$c0" "$c1" $((n * BATCH)))" "= $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
+row "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "" "$(per "$c0" "$c1" $((n * BATCH)))" "   = $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER/status"; }
 ledger_size() { curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p; }

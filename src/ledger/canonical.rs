@@ -46,6 +46,23 @@ fn string(s: &str, out: &mut Vec<u8>) -> Result<(), Error> {
     serde_json::to_writer(&mut *out, s)
 }
 
+/// Invokes the macro `$then` with serde's integer methods and their types, for the two serializers
+/// that write integers.
+macro_rules! integers {
+    ($then:ident) => {
+        $then!(
+            serialize_i8: i8,
+            serialize_i16: i16,
+            serialize_i32: i32,
+            serialize_i64: i64,
+            serialize_u8: u8,
+            serialize_u16: u16,
+            serialize_u32: u32,
+            serialize_u64: u64
+        );
+    };
+}
+
 /// `serialize_i8` and its kin for [`Canonical`]: each number as an f64 (`as` is exact up to 2^53
 /// and rounds to nearest beyond, as JavaScript's `Number` does).
 macro_rules! numbers {
@@ -126,18 +143,8 @@ impl<'a> ser::Serializer for Canonical<'a> {
         Ok(())
     }
     // Every number is written as the f64 JavaScript would read: integers beyond 2^53 round.
-    numbers!(
-        serialize_i8: i8,
-        serialize_i16: i16,
-        serialize_i32: i32,
-        serialize_i64: i64,
-        serialize_u8: u8,
-        serialize_u16: u16,
-        serialize_u32: u32,
-        serialize_u64: u64,
-        serialize_f32: f32,
-        serialize_f64: f64
-    );
+    integers!(numbers);
+    numbers!(serialize_f32: f32, serialize_f64: f64);
     fn serialize_char(self, v: char) -> Result<(), Error> {
         string(v.encode_utf8(&mut [0; 4]), self.out)
     }
@@ -376,16 +383,7 @@ impl ser::Serializer for MemberName {
     fn serialize_char(self, v: char) -> Result<String, Error> {
         Ok(v.to_string())
     }
-    integer_names!(
-        serialize_i8: i8,
-        serialize_i16: i16,
-        serialize_i32: i32,
-        serialize_i64: i64,
-        serialize_u8: u8,
-        serialize_u16: u16,
-        serialize_u32: u32,
-        serialize_u64: u64
-    );
+    integers!(integer_names);
     fn serialize_unit_variant(
         self,
         _name: &'static str,

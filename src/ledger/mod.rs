@@ -1006,7 +1006,12 @@ async fn checkpoint_wal(
                         Ok(pass) if pass.frames.saturating_sub(copied) > WAL_TAIL_FRAMES => {
                             copied = pass.frames;
                         }
-                        _ => break,
+                        Ok(_) => break,
+                        // The sequencer's own pass still runs; it just copies more.
+                        Err(error) => {
+                            tracing::warn!(%error, "WAL catch-up checkpoint failed");
+                            break;
+                        }
                     }
                 }
                 wal_full.store(true, Ordering::Release);
