@@ -3,8 +3,9 @@
 //! A `forbid` policy annotated `@approval("<group>")` whose condition excludes requests carrying
 //! `context.approval` marks what needs a human. When every policy that denied a request is such a
 //! policy, [`crate::decision::Pipeline`] answers deny with `approval_required` and records a
-//! pending [`Approval`] bound to the exact request: agent, action, resource and the SHA-256 of its
-//! canonical context. An approver (never the requesting agent, and by default not its owner)
+//! pending [`Approval`] bound to the exact request: agent, the user it acts for (`on_behalf_of`,
+//! or none), action, resource and the SHA-256 of its canonical context. An approver (never the
+//! requesting agent, never the user the request is made for, and by default not the agent's owner)
 //! grants or denies it. The agent re-submits the same request with `approval_id`; Reins checks
 //! binding, status, expiry and single use, then lets Cedar decide with the approval in context.
 //!
@@ -83,6 +84,9 @@ pub struct Approval {
     pub id: String,
     pub status: Status,
     pub agent_id: String,
+    /// The user the agent asked for (the token's delegation), if any: part of the binding.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
     pub action: String,
     pub resource: BoundResource,
     /// `sha256:<hex>` of the request's context in RFC 8785 form.
@@ -117,6 +121,15 @@ pub enum Unusable {
         "approval `{0}` was granted for a different request (agent, action, resource or context)"
     )]
     OtherRequest(String),
+    #[error(
+        "approval `{id}` was granted for a request on behalf of {granted}, not {asked}",
+        granted = user_or_none(.granted), asked = user_or_none(.asked)
+    )]
+    OtherUser {
+        id: String,
+        granted: Option<String>,
+        asked: Option<String>,
+    },
     #[error("approval `{0}` has already been used")]
     AlreadyUsed(String),
 }
@@ -153,6 +166,13 @@ pub fn context_digest(request: &DecisionRequest) -> String {
     let context = Value::Object(request.context.clone().unwrap_or_default());
     let canonical = crate::ledger::canonical::to_vec(&context).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(canonical)))
+}
+
+fn user_or_none(user: &Option<String>) -> String {
+    match user {
+        Some(u) => format!("`{u}`"),
+        None => "no user".into(),
+    }
 }
 
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
@@ -230,6 +250,7 @@ impl Approvals {
             id: uuid::Uuid::now_v7().to_string(),
             status: Status::Pending,
             agent_id: caller.agent.to_string(),
+            on_behalf_of: caller.on_behalf_of.as_ref().map(ToString::to_string),
             action: request.action.clone(),
             resource: BoundResource {
                 kind: request.resource.kind.clone(),
@@ -280,6 +301,14 @@ impl Approvals {
             && approval.context_digest == context_digest(request);
         if !bound {
             return Err(Unusable::OtherRequest(id.to_owned()));
+        }
+        let asked = caller.on_behalf_of.as_ref().map(ToString::to_string);
+        if approval.on_behalf_of != asked {
+            return Err(Unusable::OtherUser {
+                id: id.to_owned(),
+                granted: approval.on_behalf_of.clone(),
+                asked,
+            });
         }
         Ok(approval.clone())
     }
@@ -386,6 +415,12 @@ impl Approvals {
             return Err(ApprovalError::NotAllowed(
                 "the requesting agent cannot approve its own request".into(),
             ));
+        }
+        if current.on_behalf_of.as_deref() == Some(approver.agent.as_str()) {
+            return Err(ApprovalError::NotAllowed(format!(
+                "`{}` cannot approve a request made on their own behalf",
+                approver.agent
+            )));
         }
         if !self.owner_may_approve && owner == Some(approver.agent.as_str()) {
             return Err(ApprovalError::NotAllowed("the agent's owner cannot approve its requests (approvals.owner_may_approve = false)".into()));
@@ -525,6 +560,7 @@ fn event_of(a: &Approval, actor: Option<&Caller>) -> ApprovalEvent {
         approval_id: a.id.clone(),
         status: a.status.as_str().to_owned(),
         agent_id: a.agent_id.clone(),
+        on_behalf_of: a.on_behalf_of.clone(),
         action: a.action.clone(),
         resource: serde_json::json!({ "type": a.resource.kind, "id": a.resource.id }),
         context_digest: a.context_digest.clone(),
@@ -542,6 +578,7 @@ fn row_of(a: &Approval) -> ApprovalRow {
         id: a.id.clone(),
         status: a.status.as_str().to_owned(),
         agent_id: a.agent_id.clone(),
+        on_behalf_of: a.on_behalf_of.clone(),
         action: a.action.clone(),
         resource_type: a.resource.kind.clone(),
         resource_id: a.resource.id.clone(),
@@ -571,6 +608,7 @@ fn approval_of(r: ApprovalRow) -> Result<Approval, StoreError> {
         },
         id: r.id,
         agent_id: r.agent_id,
+        on_behalf_of: r.on_behalf_of,
         action: r.action,
         context_digest: r.context_digest,
         approver_group: r.approver_group,

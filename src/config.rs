@@ -55,8 +55,39 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub compliance: ComplianceConfig,
     pub authzen: AuthzenConfig,
+    pub http: HttpConfig,
     /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
     pub stores: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// Connection limits of the HTTP listener: what keeps clients that connect and say little (or
+/// nothing) from holding the descriptors and memory that decisions need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A connection must send a whole request head (request line and headers) within this long
+    /// after it opens, or after the previous answer on a kept-alive HTTP/1 connection; otherwise
+    /// it is closed. So this also bounds how long an idle HTTP/1 connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing was read or written for this long, with no request being
+    /// answered, is closed (HTTP/2 connections, and HTTP/1 bodies that stall).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once. One more is answered `503` with `Connection: close` at once
+    /// instead of being accepted and starved. Lowered at start to leave
+    /// [`crate::server::RESERVED_FDS`] descriptors free under the process's open-file limit.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +263,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             compliance: ComplianceConfig::default(),
             authzen: AuthzenConfig::default(),
+            http: HttpConfig::default(),
             stores: Default::default(),
         }
     }
@@ -322,6 +354,18 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "must be greater than zero"));
+        }
+        if self.http.header_read_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be at least 100ms",
+            ));
+        }
+        if self.http.idle_timeout < Duration::from_millis(100) {
+            return Err(invalid("http.idle_timeout", "must be at least 100ms"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
         }
         if self.identity.audience.is_empty() {
             return Err(invalid("identity.audience", "must not be empty"));

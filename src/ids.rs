@@ -1,8 +1,13 @@
 //! Typed identifiers for the things Reins names: agents, tools, decisions.
 //!
 //! Ids arrive from URLs, tokens and JSON bodies; parsing them once here means the rest of the code
-//! never handles an unchecked string, and an id can always be used as a Cedar entity id, a SQL key
-//! and a URL segment without escaping surprises.
+//! never handles an unchecked string, and an id can always be used as a Cedar entity id, a SQL key,
+//! a URL segment, a file name and a log key without escaping surprises.
+//!
+//! The grammar, one for every registered id: 1 to [`MAX_ID_LEN`] ASCII letters, digits and
+//! `.` `-` `_` `:` `@`; no leading dot and no `..` anywhere, so no id is a relative path (`.`,
+//! `..`, `../x`) or a hidden file name. `/` and `+` are refused: a `/` splits a URL path and a
+//! file path, and `+` means a space in a query string.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,8 +24,12 @@ pub enum IdError {
     Empty,
     #[error("must be at most {MAX_ID_LEN} characters")]
     TooLong,
-    #[error("may contain only letters, digits and . _ - : @ / + (found {0:?})")]
+    #[error("may contain only ASCII letters, digits and . _ - : @ (found {0:?})")]
     BadChar(char),
+    #[error("must not start with a dot")]
+    LeadingDot,
+    #[error("must not contain `..`")]
+    DoubleDot,
 }
 
 fn check_id(s: &str) -> Result<(), IdError> {
@@ -30,12 +39,25 @@ fn check_id(s: &str) -> Result<(), IdError> {
     if s.len() > MAX_ID_LEN {
         return Err(IdError::TooLong);
     }
-    match s.chars().find(|c| {
-        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '/' | '+'))
-    }) {
-        Some(c) => Err(IdError::BadChar(c)),
-        None => Ok(()),
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
+    {
+        return Err(IdError::BadChar(c));
     }
+    if s.starts_with('.') {
+        return Err(IdError::LeadingDot);
+    }
+    if s.contains("..") {
+        return Err(IdError::DoubleDot);
+    }
+    Ok(())
+}
+
+/// Checks `s` against the id grammar without building an id: for records stored before the
+/// grammar was narrowed, which start-up reports instead of serving.
+pub fn is_valid_id(s: &str) -> bool {
+    check_id(s).is_ok()
 }
 
 macro_rules! string_id {
@@ -140,6 +162,22 @@ mod tests {
             "x".repeat(MAX_ID_LEN + 1).parse::<ToolId>(),
             Err(IdError::TooLong)
         );
+        assert!("x".repeat(MAX_ID_LEN).parse::<ToolId>().is_ok());
+    }
+
+    #[test]
+    fn ids_are_never_relative_paths() {
+        assert_eq!("..".parse::<ToolId>(), Err(IdError::LeadingDot));
+        assert_eq!(".".parse::<ToolId>(), Err(IdError::LeadingDot));
+        assert_eq!(".hidden".parse::<ToolId>(), Err(IdError::LeadingDot));
+        assert_eq!("../x".parse::<ToolId>(), Err(IdError::BadChar('/')));
+        assert_eq!("a..b".parse::<AgentId>(), Err(IdError::DoubleDot));
+        assert_eq!("a/b".parse::<AgentId>(), Err(IdError::BadChar('/')));
+        assert_eq!("a+b".parse::<UserId>(), Err(IdError::BadChar('+')));
+        assert_eq!("a%2fb".parse::<UserId>(), Err(IdError::BadChar('%')));
+        for ok in ["payments.refund", "a.b.c", "x-1_2:3@y.z", "A9", "trailing."] {
+            assert!(ok.parse::<ToolId>().is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -312,14 +312,17 @@ impl Snapshot {
     /// Every record in the store, with its entity; also used by offline tools (audit packs).
     pub async fn load(store: &Store, types: &EntityTypes) -> Result<Self, RegistryError> {
         let mut snapshot = Snapshot::default();
-        for row in store.registry_rows(RegistryTable::Tools).await? {
+        let tools = store.registry_rows(RegistryTable::Tools).await?;
+        let agents = store.registry_rows(RegistryTable::Agents).await?;
+        let (tools, agents) = set_aside_legacy_ids(tools, agents);
+        for row in tools {
             let tool = tool_from_row(row)?;
             let entity = tool_entity(types, &tool)?;
             snapshot
                 .tools
                 .insert(tool.id.clone(), Arc::new(ToolEntry { tool, entity }));
         }
-        for row in store.registry_rows(RegistryTable::Agents).await? {
+        for row in agents {
             let agent = agent_from_row(row)?;
             let entity = agent_entity(types, &agent)?;
             snapshot
@@ -639,6 +642,44 @@ fn meta_of(row: &RegistryRow) -> Meta {
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
     }
+}
+
+/// Sets aside the records whose ids (or, for an agent, whose declared tools' ids) do not follow
+/// today's id grammar ([`crate::ids`]): records written when `/` and `+`, a leading dot or `..`
+/// were allowed. They are not served, so a decision for such an agent is `unknown_agent` and one
+/// for such a tool `unknown_tool` (fail closed), and start-up names every one of them once, so an
+/// operator can re-register them under valid ids.
+fn set_aside_legacy_ids(
+    tools: Vec<RegistryRow>,
+    agents: Vec<RegistryRow>,
+) -> (Vec<RegistryRow>, Vec<RegistryRow>) {
+    let (tools, bad_tools): (Vec<_>, Vec<_>) = tools
+        .into_iter()
+        .partition(|r| crate::ids::is_valid_id(&r.id));
+    let declares_valid_tools = |row: &RegistryRow| {
+        serde_json::from_str::<serde_json::Value>(&row.record)
+            .ok()
+            .and_then(|v| v.get("tools").cloned())
+            .and_then(|t| t.as_array().cloned())
+            .is_none_or(|list| {
+                list.iter()
+                    .all(|t| t.as_str().is_none_or(crate::ids::is_valid_id))
+            })
+    };
+    let (agents, bad_agents): (Vec<_>, Vec<_>) = agents
+        .into_iter()
+        .partition(|r| crate::ids::is_valid_id(&r.id) && declares_valid_tools(r));
+    if !bad_tools.is_empty() || !bad_agents.is_empty() {
+        let ids = |rows: &[RegistryRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        tracing::error!(
+            tools = ?ids(&bad_tools),
+            agents = ?ids(&bad_agents),
+            "registry records whose ids (or declared tools' ids) no longer follow the id grammar \
+             (ASCII letters, digits, . - _ : @; no leading dot, no `..`) are not served; \
+             register them again under valid ids"
+        );
+    }
+    (tools, agents)
 }
 
 fn agent_from_row(row: RegistryRow) -> Result<Agent, RegistryError> {

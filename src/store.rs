@@ -20,7 +20,7 @@ use sqlx::{FromRow, SqlitePool};
 use crate::ids::{AgentId, DecisionId};
 use crate::ledger::merkle::{Hash, NodeId};
 
-pub use writer::{Wal, Writer};
+pub use writer::{FlushError, Wal, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -119,6 +119,7 @@ pub struct ApprovalRow {
     pub id: String,
     pub status: String,
     pub agent_id: String,
+    pub on_behalf_of: Option<String>,
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
@@ -140,7 +141,7 @@ const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_of, d.action
     d.decision, d.policy_digest, d.evaluated_at, d.ledger_index, d.leaf_hash, d.extra, d.request, d.response, e.entry
     FROM decisions d LEFT JOIN ledger_entries e ON e.idx = d.ledger_index";
 
-const APPROVAL_COLUMNS: &str = "id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
+const APPROVAL_COLUMNS: &str = "id, status, agent_id, on_behalf_of, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
     evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
 
 /// What is written in the same transaction as a ledger entry, so that the state it records and

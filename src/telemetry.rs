@@ -294,6 +294,7 @@ pub struct Metrics {
     pub ledger_append_duration: Histogram<f64>,
     pub ledger_batch_size: Histogram<u64>,
     pub shadow_disagreements: Counter<u64>,
+    pub http_connections_refused: Counter<u64>,
     meter: Meter,
 }
 
@@ -324,6 +325,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             .with_description(
                 "Live requests a shadow policy version answers differently, by store and version",
             )
+            .build(),
+        http_connections_refused: meter
+            .u64_counter("reins.http.connections.refused")
+            .with_description("Connections answered 503 and closed at the connection limit")
             .build(),
         meter,
     }

@@ -13,8 +13,6 @@ mod killswitch;
 mod ledger;
 mod policies;
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -205,52 +203,17 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-#[derive(Serialize, ToSchema)]
-struct Readiness {
-    ready: bool,
-    database: String,
-    policies: String,
-    ledger: String,
-}
-
 /// Readiness: the database answers, a policy pack with policies is loaded, and the ledger takes
-/// appends.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+/// appends (its last commit and flush succeeded).
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = crate::server::Readiness), (status = 503, body = crate::server::Readiness)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Ok("ok".to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2s".to_string()),
-    };
-    let pack = state.pipeline.policies();
-    let policies = if pack.policy_count() > 0 {
-        Ok(format!(
-            "{} policies, {}",
-            pack.policy_count(),
-            pack.digest()
-        ))
+    let body = state.readiness().await;
+    let status = if body.ready {
+        StatusCode::OK
     } else {
-        Err("no policies loaded".to_string())
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let ledger = match state.ledger.failure() {
-        None => Ok("ok".to_string()),
-        Some(failure) => Err(failure.to_string()),
-    };
-    let ready = database.is_ok() && policies.is_ok() && ledger.is_ok();
-    let body = Readiness {
-        ready,
-        database: database.unwrap_or_else(|e| e),
-        policies: policies.unwrap_or_else(|e| e),
-        ledger: ledger.unwrap_or_else(|e| e),
-    };
-    (
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        Json(body),
-    )
+    (status, Json(body))
 }
 
 /// Ask for a decision. The principal is the token's agent; the answer is stored before it is sent.

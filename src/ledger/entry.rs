@@ -126,6 +126,10 @@ pub struct ApprovalEvent {
     pub approval_id: String,
     pub status: String,
     pub agent_id: String,
+    /// The user the request was made for. Absent, not null, when there was none, so entries
+    /// written before the field existed keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     pub action: String,
     pub resource: Value,
     pub context_digest: String,

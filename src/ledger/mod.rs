@@ -13,6 +13,7 @@
 
 pub mod canonical;
 pub mod entry;
+pub mod health;
 pub mod merkle;
 pub mod note;
 pub mod verify;
@@ -191,6 +192,8 @@ enum Message {
     Append(Job),
     /// A signed checkpoint to store; answered once it is durable.
     Checkpoint(CheckpointRow, oneshot::Sender<Result<(), LedgerError>>),
+    /// Try a write, to learn whether the disk takes them again ([`probe_while_degraded`]).
+    Probe,
     Shutdown,
 }
 
@@ -203,8 +206,8 @@ pub struct Ledger {
     /// The sequencer's thread, and the tasks that follow the tree head.
     sequencer: Mutex<Option<std::thread::JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Set when a commit could not be flushed to disk: the ledger refuses appends from then on.
-    broken: Arc<AtomicBool>,
+    /// Whether appends are taken, and why not ([`health`]).
+    health: Arc<health::Health>,
     /// When this process last signed a checkpoint.
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -262,7 +265,7 @@ impl Ledger {
 
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, rx) = mpsc::channel(4096);
-        let broken = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(health::Health::default());
         let wal_full = Arc::new(AtomicBool::new(false));
         let thread = |name: &str, run: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -278,11 +281,11 @@ impl Ledger {
             let _ = slot_back.send(());
         }
         let syncer = {
-            let (wal, broken, slot_back) =
-                (writer.wal().clone(), broken.clone(), slot_back.clone());
+            let (wal, health, slot_back) =
+                (writer.wal().clone(), health.clone(), slot_back.clone());
             thread(
                 "reins-ledger-sync",
-                Box::new(move || sync_commits(wal, commits, slot_back, head_tx, broken)),
+                Box::new(move || sync_commits(wal, commits, slot_back, head_tx, health)),
             )?
         };
         let sequencer = Sequencer {
@@ -294,7 +297,7 @@ impl Ledger {
             slots,
             slot_back,
             flags: Flags {
-                broken: broken.clone(),
+                health: health.clone(),
                 wal_full: wal_full.clone(),
             },
             max_batch: config.max_batch,
@@ -311,6 +314,7 @@ impl Ledger {
             last_signed,
             signed_at.clone(),
         ));
+        let probe = tokio::spawn(probe_while_degraded(jobs.clone(), health.clone()));
         let wal = tokio::spawn(checkpoint_wal(
             store.clone(),
             head_rx.clone(),
@@ -324,8 +328,8 @@ impl Ledger {
             signer,
             mask: config.mask.clone(),
             sequencer: Mutex::new(Some(sequencer)),
-            tasks: Mutex::new(vec![checkpointer, wal]),
-            broken,
+            tasks: Mutex::new(vec![checkpointer, wal, probe]),
+            health,
             signed_at,
         })
     }
@@ -351,9 +355,9 @@ impl Ledger {
         }
     }
 
-    /// Why the ledger refuses appends, if it does (a failed flush; only a restart clears it).
-    pub fn failure(&self) -> Option<&'static str> {
-        self.broken.load(Ordering::Acquire).then_some(UNFLUSHED)
+    /// Why the ledger does not take appends now, if it does not (see [`health`]).
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
     }
 
     pub fn head(&self) -> TreeHead {
@@ -663,8 +667,6 @@ impl TilePath {
 /// batch grow (each commit rewrites whole pages, so many small ones cost more than a few large).
 const UNSYNCED_COMMITS: usize = 2;
 
-const UNFLUSHED: &str = "an earlier commit could not be flushed to disk; restart Reins";
-
 fn stopped() -> LedgerError {
     LedgerError::Unavailable("the ledger writer has stopped".into())
 }
@@ -697,8 +699,8 @@ struct Committed {
 
 /// What the other tasks tell the sequencer.
 struct Flags {
-    /// A flush failed: refuse appends.
-    broken: Arc<AtomicBool>,
+    /// Whether to refuse appends (a flush failed for good), and where commit failures go.
+    health: Arc<health::Health>,
     /// The WAL reached its limit: restart it after the next commit.
     wal_full: Arc<AtomicBool>,
 }
@@ -734,6 +736,7 @@ struct Batch {
     jobs: Vec<Job>,
     checkpoints: Vec<(CheckpointRow, oneshot::Sender<Result<(), LedgerError>>)>,
     entries: usize,
+    probe: bool,
 }
 
 impl Batch {
@@ -745,6 +748,7 @@ impl Batch {
                 self.jobs.push(job);
             }
             Message::Checkpoint(row, reply) => self.checkpoints.push((row, reply)),
+            Message::Probe => self.probe = true,
             Message::Shutdown => return false,
         }
         true
@@ -771,8 +775,13 @@ impl Sequencer {
             if !batch.add(message) {
                 break;
             }
-            if self.flags.broken.load(Ordering::Acquire) {
-                batch.refuse(UNFLUSHED);
+            if let Some(why) = self
+                .flags
+                .health
+                .failure()
+                .filter(|_| self.flags.health.is_broken())
+            {
+                batch.refuse(&why);
                 continue;
             }
             // Wait for a flush slot before draining the queue: what arrives meanwhile joins
@@ -788,8 +797,9 @@ impl Sequencer {
             };
             if !slot {
                 tracing::error!("the ledger's flush thread stopped; refusing appends");
-                self.flags.broken.store(true, Ordering::Release);
-                batch.refuse(UNFLUSHED);
+                let why = "the ledger's flush thread stopped; restart Reins";
+                self.flags.health.break_permanently(why.into());
+                batch.refuse(why);
                 break;
             }
             while batch.entries < self.max_batch {
@@ -840,7 +850,7 @@ impl Sequencer {
         } = self;
         drop(synced);
         let _ = syncer.join();
-        if !flags.broken.load(Ordering::Acquire) {
+        if !flags.health.is_broken() {
             sign_final_checkpoint(writer, &frontier, &signer, last_signed);
         }
     }
@@ -852,6 +862,7 @@ impl Sequencer {
             mut jobs,
             checkpoints,
             entries,
+            probe,
         } = batch;
         let mut next = self.frontier.clone();
         let mut rows = Vec::with_capacity(entries);
@@ -882,7 +893,12 @@ impl Sequencer {
             .chain(checkpoint_replies.into_iter().map(Waiter::Checkpoint))
             .collect();
         let started = std::time::Instant::now();
-        let committed = self.writer.commit(&rows, &checkpoint_rows);
+        // A probe alone writes its row; with anything else the batch's own commit is the test.
+        let committed = if probe && rows.is_empty() && checkpoint_rows.is_empty() {
+            self.writer.probe()
+        } else {
+            self.writer.commit(&rows, &checkpoint_rows)
+        };
         let metrics = crate::telemetry::metrics();
         metrics
             .ledger_append_duration
@@ -901,7 +917,8 @@ impl Sequencer {
             }
             // The transaction rolled back, so the stored tree is still `self.frontier`.
             Err(error) => {
-                tracing::error!(%error, entries = rows.len(), "ledger commit failed");
+                tracing::debug!(%error, entries = rows.len(), "ledger commit failed");
+                self.flags.health.commit_failed(&error.to_string());
                 let failed = Err(error.to_string());
                 for waiter in waiters {
                     waiter.answer(&failed);
@@ -926,7 +943,10 @@ fn sign_final_checkpoint(
     }
     let stored = checkpoint_row(signer, head).and_then(|row| {
         writer.commit(&[], &[row])?;
-        writer.wal().sync()?;
+        writer
+            .wal()
+            .sync()
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
         Ok(())
     });
     if let Err(error) = stored {
@@ -936,25 +956,30 @@ fn sign_final_checkpoint(
 
 /// Makes the sequencer's commits durable, in order: one fsync of the WAL for every commit waiting
 /// when it starts. Only then does the tree head move (so a checkpoint never signs an entry a crash
-/// could lose) and do callers get their answers. If the fsync fails, no later commit is trusted:
-/// the ledger refuses appends until a restart re-reads what is on disk (fail closed).
+/// could lose) and do callers get their answers. A failed flush answers its commits' callers
+/// deny; whether a later flush may vouch for them is [`health`]'s call (only a failure before the
+/// fsync ran is retried; after a failed fsync the ledger refuses appends until a restart).
 fn sync_commits(
     wal: store::Wal,
     commits: std::sync::mpsc::Receiver<Committed>,
     slots: std::sync::mpsc::SyncSender<()>,
     head: watch::Sender<TreeHead>,
-    broken: Arc<AtomicBool>,
+    health: Arc<health::Health>,
 ) {
     while let Ok(first) = commits.recv() {
         let waiting: Vec<Committed> = std::iter::once(first).chain(commits.try_iter()).collect();
-        let result = if broken.load(Ordering::Acquire) {
-            Err(UNFLUSHED.to_owned())
-        } else {
-            wal.sync().map_err(|error| {
-                tracing::error!(%error, "ledger commits could not be made durable; refusing appends");
-                broken.store(true, Ordering::Release);
-                error.to_string()
-            })
+        let result = match health.failure().filter(|_| health.is_broken()) {
+            Some(why) => Err(why),
+            None => match wal.sync() {
+                Ok(()) => {
+                    health.flushed();
+                    Ok(())
+                }
+                Err(error) => {
+                    health.flush_failed(&error);
+                    Err(error.to_string())
+                }
+            },
         };
         if let (Ok(()), Some(last)) = (&result, waiting.last()) {
             head.send_replace(last.head);
@@ -964,6 +989,26 @@ fn sync_commits(
                 waiter.answer(&result);
             }
             let _ = slots.send(());
+        }
+    }
+}
+
+/// How often a degraded ledger tries a write while no decision does.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// While the last commit or flush failed, asks the sequencer for a probe write every
+/// [`PROBE_EVERY`]: a server that `/readyz` takes out of a load balancer gets no decisions to try
+/// with, and must still learn when the disk takes writes again. Ends with the sequencer.
+async fn probe_while_degraded(jobs: mpsc::Sender<Message>, health: Arc<health::Health>) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = jobs.closed() => return,
+            _ = every.tick() => {}
+        }
+        if health.is_degraded() && !health.is_broken() && jobs.try_send(Message::Probe).is_err() {
+            // A full queue is as good a probe; a closed one ends the loop above.
         }
     }
 }

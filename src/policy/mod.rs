@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub mod control;
+pub mod limits;
 pub mod replay;
 pub mod store;
 pub mod testing;
@@ -126,8 +127,31 @@ impl PolicyPack {
         })
     }
 
-    /// Builds a pack from texts: `files` are `(file name, policy text)`.
+    /// Builds a pack from texts: `files` are `(file name, policy text)`. Each text must pass
+    /// [`limits::check_nesting`]; parsing and validation run on [`limits::on_parser_stack`].
     pub fn from_sources(
+        schema_name: &str,
+        schema_text: &str,
+        files: Vec<(String, String)>,
+    ) -> Result<Self, PolicyError> {
+        limits::check_nesting(schema_name, schema_text)
+            .map_err(|d| PolicyError::Invalid(vec![d]))?;
+        let too_deep: Vec<Diagnostic> = files
+            .iter()
+            .filter_map(|(name, text)| limits::check_nesting(name, text).err())
+            .collect();
+        if !too_deep.is_empty() {
+            return Err(PolicyError::Invalid(too_deep));
+        }
+        limits::on_parser_stack(|| Self::build(schema_name, schema_text, files)).map_err(
+            |source| PolicyError::Io {
+                path: schema_name.into(),
+                source,
+            },
+        )?
+    }
+
+    fn build(
         schema_name: &str,
         schema_text: &str,
         files: Vec<(String, String)>,
@@ -377,6 +401,7 @@ fn read(path: &Path) -> Result<String, PolicyError> {
 
 /// Parses one file and gives each policy its stable id.
 fn parse_file(name: &str, text: &str) -> Result<Vec<cedar_policy::Policy>, Vec<Diagnostic>> {
+    limits::check_nesting(name, text).map_err(|d| vec![d])?;
     let parsed = PolicySet::from_str(text).map_err(|e| diagnostics_of(&e, name, text))?;
     let mut problems = Vec::new();
     if parsed.templates().next().is_some() {

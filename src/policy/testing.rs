@@ -123,7 +123,18 @@ pub fn run_file(path: &Path) -> Result<FileReport, TestError> {
 
 /// Runs one test file against `given` policies and schema instead of the ones it names: how a
 /// draft policy version is tested, against its store's schema, before it may become active.
+///
+/// Runs on [`super::limits::on_parser_stack`]: the test's policies, schema and entities are
+/// parsed and evaluated there.
 pub fn run_file_with(
+    path: &Path,
+    given: Option<(&PolicySet, &Schema)>,
+) -> Result<FileReport, TestError> {
+    super::limits::on_parser_stack(|| run_file_here(path, given))
+        .map_err(|e| file_error(path, format!("cannot start the parser thread: {e}")))?
+}
+
+fn run_file_here(
     path: &Path,
     given: Option<(&PolicySet, &Schema)>,
 ) -> Result<FileReport, TestError> {
@@ -141,6 +152,8 @@ pub fn run_file_with(
             .map_err(|e| file_error(path, format!("policies: {e}")))?,
         (None, None) => {
             let text = read(path, &test.policies)?;
+            super::limits::check_nesting(&test.policies, &text)
+                .map_err(|d| file_error(path, format!("policies: {d}")))?;
             let parsed = match test.policy_format.as_deref() {
                 Some("json") => PolicySet::from_json_str(&text).map_err(|e| e.to_string()),
                 _ => PolicySet::from_str(&text).map_err(|e| e.to_string()),
@@ -152,6 +165,8 @@ pub fn run_file_with(
         Some((_, schema)) => schema.clone(),
         None => {
             let schema_text = read(path, &test.schema)?;
+            super::limits::check_nesting(&test.schema, &schema_text)
+                .map_err(|d| file_error(path, format!("schema: {d}")))?;
             match test.schema_format.as_deref() {
                 Some("json") => Schema::from_json_str(&schema_text)
                     .map_err(|e| file_error(path, format!("schema: {e}")))?,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use super::{AppendRow, CheckpointRow, RegistryTable, SideEffect, StoreError, WalState, sync_file};
+use super::{AppendRow, CheckpointRow, RegistryTable, SideEffect, StoreError, WalState};
 
 /// The writer's page cache: 16 MiB holds the pages commits touch (the right edges of the tables
 /// and indexes, the per-agent index leaves), so they are not read back from the file. Larger
@@ -24,28 +24,94 @@ use super::{AppendRow, CheckpointRow, RegistryTable, SideEffect, StoreError, Wal
 const CACHE_KIB: i64 = 16 * 1024;
 
 /// The write-ahead log file of a database, whose fsync makes the writer's commits durable.
+///
+/// The descriptor is opened once, with the writer, and kept: a flush must never fail for want of
+/// a descriptor when clients hold all the others. A kept descriptor alone would flush a WAL that
+/// was removed or replaced (SQLite's commits then go to a file no restart reads) and report
+/// success, so every flush first compares the path's device and inode with the descriptor's; a
+/// `stat` takes no descriptor.
 #[derive(Debug, Clone)]
 pub struct Wal {
     path: PathBuf,
+    file: std::sync::Arc<std::fs::File>,
+    identity: (u64, u64),
+}
+
+/// Why a flush failed, and so whether a later one can be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// The WAL at the path is not the one being written: removed or replaced. Commits go to a
+    /// file a restart will not read; only a restart (re-reading what is on disk) clears it.
+    #[error("the write-ahead log {path} was removed or replaced; restart Reins")]
+    Replaced { path: String },
+    /// The fsync itself failed. The kernel may have dropped the pages it could not write, and a
+    /// later fsync can succeed without them (what PostgreSQL learnt as "fsyncgate"), so no later
+    /// flush proves these commits durable: only a restart clears it.
+    #[error("cannot flush the write-ahead log {path} to disk: {source}; restart Reins")]
+    Fsync {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The check before the fsync failed; nothing was written or lost, a later flush can succeed.
+    #[error("cannot check the write-ahead log {path}: {source}")]
+    Check {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl FlushError {
+    /// Whether a later successful flush covers the commits this one did not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Check { .. })
+    }
+}
+
+fn identity_of(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 impl Wal {
-    pub fn of(database: &Path) -> Self {
+    /// Opens the WAL of `database`, which must exist (the writer's connection creates it).
+    pub fn open(database: &Path) -> Result<Self, StoreError> {
         let mut path = database.as_os_str().to_owned();
         path.push("-wal");
-        Self { path: path.into() }
+        let path = PathBuf::from(path);
+        let sync_error = |e: std::io::Error| StoreError::Sync {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let file = std::fs::File::open(&path).map_err(sync_error)?;
+        let identity = identity_of(&file.metadata().map_err(sync_error)?);
+        Ok(Self {
+            path,
+            file: std::sync::Arc::new(file),
+            identity,
+        })
     }
 
     /// Makes every commit finished before this call durable. Blocks on the disk; commits made
     /// while it runs may or may not be covered.
-    ///
-    /// Opens the file by its path each time rather than keeping a descriptor: if the WAL was
-    /// removed or replaced, SQLite's commits go to a file a restart will not read, and opening
-    /// the path is what notices (`a_failed_flush_stops_decisions_and_readiness`); a kept
-    /// descriptor would flush the orphan and report success. The open costs about 0.6% of the
-    /// server's CPU under load (one per flush, not per decision).
-    pub fn sync(&self) -> Result<(), StoreError> {
-        sync_file(&self.path)
+    pub fn sync(&self) -> Result<(), FlushError> {
+        let path = || self.path.display().to_string();
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if identity_of(&meta) == self.identity => {}
+            Ok(_) => return Err(FlushError::Replaced { path: path() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(FlushError::Replaced { path: path() });
+            }
+            Err(source) => {
+                return Err(FlushError::Check {
+                    path: path(),
+                    source,
+                });
+            }
+        }
+        self.file.sync_data().map_err(|source| FlushError::Fsync {
+            path: path(),
+            source,
+        })
     }
 }
 
@@ -56,6 +122,16 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Writes the probe row: a transaction that needs the disk to take a write, for the ledger to
+    /// learn that writes work again after a commit failed with no decision waiting to try.
+    pub fn probe(&mut self) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO ledger_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            params![super::now()],
+        )?;
+        Ok(())
+    }
+
     /// Opens the writing connection to an existing, migrated database.
     ///
     /// It does not checkpoint the WAL itself (`wal_autocheckpoint = 0`): a checkpoint copies and
@@ -75,10 +151,10 @@ impl Writer {
         // Statements are cached per text; these are all there are, and the rare ones are cheap to
         // keep too.
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Self {
-            conn,
-            wal: Wal::of(database),
-        })
+        // A read makes sure the WAL file exists before its descriptor is opened.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        let wal = Wal::open(database)?;
+        Ok(Self { conn, wal })
     }
 
     pub fn wal(&self) -> &Wal {
@@ -198,8 +274,8 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
             tx.execute(
                 "INSERT INTO approvals (id, status, agent_id, action, resource_type, resource_id, context_digest, approver_group,
                                         policy_ids, evaluation_id, requested_at, expires_at, decided_by, decided_at, comment,
-                                        used_at, used_decision_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                                        used_at, used_decision_id, on_behalf_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, decided_by = excluded.decided_by,
                      decided_at = excluded.decided_at, comment = excluded.comment, used_at = excluded.used_at,
                      used_decision_id = excluded.used_decision_id",
@@ -221,6 +297,7 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                     a.comment,
                     a.used_at,
                     a.used_decision_id,
+                    a.on_behalf_of,
                 ],
             )?;
         }

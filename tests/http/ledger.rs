@@ -877,7 +877,7 @@ async fn a_failed_flush_stops_decisions_and_readiness() {
         ready["ledger"]
             .as_str()
             .unwrap()
-            .contains("flushed to disk"),
+            .contains("removed or replaced; restart Reins"),
         "{ready}"
     );
 }

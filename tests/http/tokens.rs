@@ -191,8 +191,11 @@ async fn the_dev_issuer_can_be_turned_off() {
     let mut config = test_config(data.path(), None);
     config.identity.dev_issuer = true;
     // First start generates the key; the second, with the dev issuer off, must not trust it.
-    let s = TestServer::with_config(data, config.clone()).await;
+    let mut s = TestServer::with_config(data, config.clone()).await;
     let token = s.admin();
+    if let Some(server) = s.server.take() {
+        server.stop().await;
+    }
     let data = s.data;
     config.identity.dev_issuer = false;
     let s = TestServer::with_config(data, config).await;

@@ -2,6 +2,15 @@
 //!
 //! First start creates what is missing (data dir, database, dev issuer key) and logs each thing it
 //! created; an invalid policy pack or schema stops the start with located diagnostics.
+//!
+//! Order matters: the listener is bound first and the data dir locked second, both before anything
+//! is written, so a start that cannot serve (port taken, data dir held by another `reins serve`)
+//! leaves the ledger as it found it.
+
+pub mod listen;
+mod lock;
+
+pub use lock::{DataDirLock, LockError};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +43,10 @@ pub struct Services {
     pub control: crate::policy::control::ControlPolicy,
     sweeper: tokio::task::JoinHandle<()>,
     _gauges: crate::telemetry::Gauges,
+    /// Held until the server stops: no second server writes to this data dir meanwhile.
+    lock: std::sync::Mutex<Option<DataDirLock>>,
+    /// What `/readyz` last answered, to log changes once.
+    was_ready: std::sync::atomic::AtomicBool,
 }
 
 pub type AppState = Arc<Services>;
@@ -64,6 +77,8 @@ pub enum StartError {
         #[from]
         source: crate::policy::versions::VersionError,
     },
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -88,6 +103,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         })?;
         tracing::info!(path = %config.data_dir.display(), "created data dir");
     }
+    let lock = DataDirLock::acquire(&config.data_dir)?;
     let db_path = config.database_path();
     let new_database = !db_path.exists();
     let store = Store::open_sqlite(&db_path).await?;
@@ -202,6 +218,8 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     let gauges =
         crate::telemetry::register_gauges(ledger.clone(), killswitches.clone(), approvals.clone());
     Ok(Services {
+        lock: std::sync::Mutex::new(Some(lock)),
+        was_ready: std::sync::atomic::AtomicBool::new(true),
         _gauges: gauges,
         versions,
         control,
@@ -255,7 +273,61 @@ async fn record_self_check(pipeline: &Pipeline, ledger: &Ledger) -> Result<(), S
     Ok(())
 }
 
+/// What `/readyz` answers: each part's state, `ok` or why not.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub database: String,
+    pub policies: String,
+    pub ledger: String,
+}
+
 impl Services {
+    /// Whether this server should get traffic, and why not. A change from ready to not ready or
+    /// back is logged once, with the reasons.
+    pub async fn readiness(&self) -> Readiness {
+        let database = match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.store.ping(),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok("ok".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2s".to_string()),
+        };
+        let pack = self.pipeline.policies();
+        let policies = if pack.policy_count() > 0 {
+            Ok(format!(
+                "{} policies, {}",
+                pack.policy_count(),
+                pack.digest()
+            ))
+        } else {
+            Err("no policies loaded".to_string())
+        };
+        let ledger = self.ledger.failure().map_or(Ok("ok".to_string()), Err);
+        let ready = database.is_ok() && policies.is_ok() && ledger.is_ok();
+        let readiness = Readiness {
+            ready,
+            database: database.unwrap_or_else(|e| e),
+            policies: policies.unwrap_or_else(|e| e),
+            ledger: ledger.unwrap_or_else(|e| e),
+        };
+        let was_ready = self
+            .was_ready
+            .swap(ready, std::sync::atomic::Ordering::AcqRel);
+        if was_ready != ready {
+            if ready {
+                tracing::info!("ready again");
+            } else {
+                tracing::warn!(database = %readiness.database, policies = %readiness.policies,
+                    ledger = %readiness.ledger, "not ready");
+            }
+        }
+        readiness
+    }
+
     /// Asks the control policy whether `caller` may perform `action`.
     pub fn authorize(
         &self,
@@ -288,9 +360,44 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Bootstraps and starts listening.
+/// Descriptors kept free under the process's open-file limit for what is not a client
+/// connection: the database and its WAL for the writer and each reader, the listener, the log and
+/// telemetry exporters. `http.max_connections` is lowered to fit.
+pub const RESERVED_FDS: u64 = 128;
+
+/// Raises the soft open-file limit to the hard one and returns how many connections fit under it
+/// with [`RESERVED_FDS`] to spare.
+fn connection_limit(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit; keeping http.max_connections");
+            return configured;
+        }
+    };
+    let fits = limit.saturating_sub(RESERVED_FDS).max(1);
+    if (configured as u64) > fits {
+        tracing::warn!(
+            configured,
+            open_file_limit = limit,
+            max_connections = fits,
+            "http.max_connections lowered to leave {RESERVED_FDS} descriptors for the ledger and the database"
+        );
+        return fits as usize;
+    }
+    configured
+}
+
+/// Binds the listener, bootstraps and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listen = config.listen;
+    // Bound before anything is written: a start on a taken port changes nothing.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
     let state = Arc::new(bootstrap(config).await?);
     if state.config.watch {
         let mut folders = vec![(
@@ -311,25 +418,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             state.config.watch_interval,
         );
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: listen,
         source,
     })?;
     let app = crate::api::router(state.clone());
     let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = signal.await;
-            })
-            .await
-    });
+    let mut limits = state.config.http.clone();
+    limits.max_connections = connection_limit(limits.max_connections);
+    let task = tokio::spawn(listen::serve(listener, app, limits, async {
+        let _ = signal.await;
+    }));
     tracing::info!(%addr, "listening");
     Ok(RunningServer {
         addr,
@@ -352,6 +451,11 @@ impl RunningServer {
         self.state.sweeper.abort();
         self.state.ledger.shutdown().await;
         self.state.store.close().await;
+        // Released here rather than when the last handle to the services drops: a connection
+        // that outlived the drain may still hold one, and the data dir is closed already.
+        if let Ok(mut lock) = self.state.lock.lock() {
+            lock.take();
+        }
     }
 }
 
