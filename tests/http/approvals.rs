@@ -386,3 +386,90 @@ async fn the_kill_switch_cancels_approvals_and_every_step_is_in_the_verified_led
         "used"
     );
 }
+
+/// An approval binds the user the agent acts for: opened for alice, it is not usable for mallory
+/// nor with no user; opened with no user, it is not usable on behalf of alice. The approver sees
+/// the user, and that user cannot approve a request made on their own behalf.
+#[tokio::test]
+async fn approvals_bind_the_user_the_agent_acts_for() {
+    let s = TestServer::start().await;
+    s.tool("payments.refund", "high").await;
+    s.agent_with("bot-lim", json!({"name": "Bot", "owner": "team-lead", "risk_tier": "limited", "tools": ["payments.refund"]})).await;
+    let for_alice = s.mint("bot-lim", Some("alice"), &[]);
+    let for_mallory = s.mint("bot-lim", Some("mallory"), &[]);
+    let for_nobody = s.token("bot-lim", &[]);
+    let decide = |token: &str, id: &str| {
+        let token = token.to_owned();
+        let request = with_approval(refund(100), id);
+        let s = &s;
+        async move { s.post("/v1/decisions", &token, request).await.1 }
+    };
+
+    let (_, d) = s.post("/v1/decisions", &for_alice, refund(100)).await;
+    assert_eq!(codes(&d), ["approval_required"], "{d}");
+    let alices = d["access_request"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, approval) = s
+        .get(
+            &format!("/v1/approvals/{alices}"),
+            &s.token("bob", &["approver"]),
+        )
+        .await;
+    assert_eq!(status, 200, "{approval}");
+    assert_eq!(approval["on_behalf_of"], "alice", "{approval}");
+
+    // Alice cannot approve what is done in her name.
+    let (status, body) = s
+        .post(
+            &format!("/v1/approvals/{alices}/grant"),
+            &s.token("alice", &["approver"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on their own behalf"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            &format!("/v1/approvals/{alices}/grant"),
+            &s.token("bob", &["approver"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    for other in [&for_mallory, &for_nobody] {
+        let d = decide(other, &alices).await;
+        assert_eq!(d["decision"], "deny", "{d}");
+        assert_eq!(codes(&d), ["approval_invalid"], "{d}");
+        assert!(d.to_string().contains("on behalf of `alice`"), "{d}");
+    }
+    let d = decide(&for_alice, &alices).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+
+    // Opened with no user: not usable on behalf of anyone.
+    let (_, d) = s.post("/v1/decisions", &for_nobody, refund(100)).await;
+    let nobodys = d["access_request"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = s
+        .post(
+            &format!("/v1/approvals/{nobodys}/grant"),
+            &s.token("bob", &["approver"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let d = decide(&for_alice, &nobodys).await;
+    assert_eq!(codes(&d), ["approval_invalid"], "{d}");
+    let d = decide(&for_nobody, &nobodys).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+}

@@ -8,6 +8,7 @@ mod compliance;
 mod conformance;
 mod decisions;
 mod fail_closed;
+mod hardening;
 mod harness;
 mod interop;
 mod killswitch;
