@@ -36,6 +36,7 @@ pub const ANNOTATION: &str = "approval";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ApprovalStatus)]
 pub enum Status {
     Pending,
     Granted,

@@ -412,7 +412,7 @@ impl Store {
         );
         let mut list = query.separated(", ");
         for id in ids {
-            list.push_bind(id.position() as i64);
+            list.push_bind(sql_int(id.position()));
         }
         query.push(")");
         let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.pool).await?;
@@ -420,7 +420,7 @@ impl Store {
         ids.iter()
             .map(|id| {
                 found
-                    .get(&(id.position() as i64))
+                    .get(&sql_int(id.position()))
                     .and_then(|h| Hash::try_from(h.as_slice()).ok())
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!(
@@ -453,8 +453,8 @@ impl Store {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT idx, hash FROM ledger_nodes WHERE pos >= $1 AND pos <= $2 AND level = $3 ORDER BY pos",
         )
-        .bind(first as i64)
-        .bind(last as i64)
+        .bind(sql_int(first))
+        .bind(sql_int(last))
         .bind(i64::from(level))
         .fetch_all(&self.pool)
         .await?;
@@ -466,8 +466,8 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT idx, kind, entry FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
         )
-        .bind(start as i64)
-        .bind(end as i64)
+        .bind(sql_int(start))
+        .bind(sql_int(end))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -484,7 +484,7 @@ impl Store {
         size: u64,
     ) -> Result<Option<CheckpointRow>, StoreError> {
         Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 1")
-            .bind(size as i64)
+            .bind(sql_int(size))
             .fetch_optional(&self.pool)
             .await?)
     }
@@ -604,8 +604,8 @@ impl Store {
              WHERE agent_id = $1 AND ledger_index >= $2 AND ledger_index < $3 ORDER BY ledger_index",
         )
         .bind(agent.as_str())
-        .bind(start as i64)
-        .bind(end as i64)
+        .bind(sql_int(start))
+        .bind(sql_int(end))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|(i,)| i as u64).collect())
@@ -710,6 +710,14 @@ fn sync_file(path: &Path) -> Result<(), StoreError> {
             path: path.display().to_string(),
             message: e.to_string(),
         })
+}
+
+/// A ledger index, size or position as SQLite's signed integer. Stored values are all below
+/// 2^63, so one at or above it is clamped to `i64::MAX`: a range bound then still means "all of
+/// them" and a lookup finds nothing, where `as i64` wrapped 2^64-1 to -1 and found entry 0's
+/// neighbours.
+pub fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Now, as stored and answered: RFC 3339 in UTC with millisecond precision.

@@ -184,6 +184,16 @@ pub struct EvaluationsResponse {
     pub evaluations: Vec<EvaluationResponse>,
 }
 
+/// What `/access/v1/evaluations` answers: the list, or one evaluation when the request carries no
+/// `evaluations` (AuthZEN 1.0 treats such a request as a single evaluation). For the document.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EvaluationsAnswer {
+    Many(EvaluationsResponse),
+    One(EvaluationResponse),
+}
+
 /// Where a request is evaluated, from the path prefix.
 fn target_of(
     state: &AppState,
@@ -339,7 +349,7 @@ async fn evaluate_one(
 /// Access evaluations: many evaluations in one call, in request order.
 #[utoipa::path(post, path = "/access/v1/evaluations", tag = "authzen", request_body = EvaluationsRequest,
     security(("bearer" = [])),
-    responses((status = 200, body = EvaluationsResponse), (status = 400, description = "malformed request (plain text)"),
+    responses((status = 200, body = EvaluationsAnswer), (status = 400, description = "malformed request (plain text)"),
         (status = 401, description = "missing or bad PEP token"), (status = 403, description = "not a PEP")))]
 async fn evaluations(
     State(state): State<AppState>,

@@ -94,6 +94,14 @@ async fn entries(
         )
         .with_field("end"));
     }
+    let size = state.ledger.head().size;
+    if range.start > size {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("start is past the end of the ledger ({size} entries)"),
+        )
+        .with_field("start"));
+    }
     Ok(Json(EntryPage {
         entries: state.ledger.entries(range.start, range.end).await?,
     }))

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 mod killswitch;
 mod ledger;
+mod openapi;
 mod policies;
 
 use axum::Json;
@@ -150,12 +151,22 @@ fn routes(state: AppState) -> axum::Router {
         .merge(authzen::routes())
         .merge(policies::routes())
         .split_for_parts();
+    // Built once: the document is the same for every request.
+    let document = axum::body::Bytes::from(openapi::complete(&openapi).to_string());
     let timeout = state.config.request_timeout;
     let max_body = state.config.max_body_bytes;
     router
         .route(
             "/openapi.json",
-            axum::routing::get(move || async move { Json(openapi) }),
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document,
+                    )
+                }
+            }),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -46,6 +46,10 @@ pub struct Item {
     pub tiers: Vec<crate::registry::RiskTier>,
     pub title: String,
     pub satisfied_by: String,
+    /// The catalogue's `evidence` key; answered as `rule`, beside the item's evidence list (the
+    /// two used to share one name in a checklist's JSON).
+    #[serde(rename(serialize = "rule", deserialize = "evidence"))]
+    #[schema(rename = "rule")]
     pub evidence: Rule,
 }
 
@@ -74,6 +78,7 @@ pub enum Rule {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ChecklistStatus)]
 pub enum Status {
     Satisfied,
     EvidenceMissing,

@@ -918,3 +918,24 @@ async fn checkpoints_keep_up_with_decisions_under_steady_load() {
     }
     assert!(answered > 0);
 }
+
+/// Indices at or past 2^63 used to wrap at the store (`u64 as i64`): entry 2^64-1 answered
+/// entry 5's neighbour, and a range past 2^63 returned the whole ledger.
+#[tokio::test]
+async fn indices_past_i64_are_refused_not_wrapped() {
+    let s = TestServer::start().await;
+    let auditor = s.token("audrey", &["auditor"]);
+    let (status, body) = s
+        .get("/v1/ledger/entries/18446744073709551615", &auditor)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let big = 1u64 << 63;
+    let (status, body) = s
+        .get(
+            &format!("/v1/ledger/entries?start={big}&end={}", big + 10),
+            &auditor,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "start", "{body}");
+}

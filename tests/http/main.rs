@@ -8,6 +8,7 @@ mod compliance;
 mod conformance;
 mod decisions;
 mod fail_closed;
+mod fuzz;
 mod hardening;
 mod harness;
 mod interop;
