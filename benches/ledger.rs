@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reins::config::LedgerConfig;
-use reins::ledger::note::NoteSigner;
+use reins::tlog::note::NoteSigner;
 use reins::ledger::{Append, Ledger};
 use reins::store::{SideEffect, Store};
 

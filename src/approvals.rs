@@ -165,7 +165,7 @@ pub struct Verdict {
 /// Digest of a request's context, the part of the binding that carries the arguments.
 pub fn context_digest(request: &DecisionRequest) -> String {
     let context = Value::Object(request.context.clone().unwrap_or_default());
-    let canonical = crate::ledger::canonical::to_vec(&context).unwrap_or_default();
+    let canonical = crate::tlog::canonical::to_vec(&context).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(canonical)))
 }
 

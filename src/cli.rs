@@ -350,7 +350,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
-    use crate::ledger::note::NoteVerifier;
+    use crate::tlog::note::NoteVerifier;
     use crate::ledger::verify::{verify_remote, verify_store};
 
     let trusted = args
@@ -366,7 +366,7 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
             let vkey = match &args.key {
                 Some(k) => k.clone(),
                 None => {
-                    crate::identity::install_crypto_provider();
+                    crate::crypto::install_crypto_provider();
                     let vkey = reqwest::Client::new()
                         .get(format!("{}/v1/ledger/key", url.trim_end_matches('/')))
                         .bearer_auth(token)
@@ -421,15 +421,15 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
 }
 
 /// The ledger's signer from the data dir's key file (never generated here).
-fn ledger_signer(config: &Config) -> anyhow::Result<crate::ledger::note::NoteSigner> {
+fn ledger_signer(config: &Config) -> anyhow::Result<crate::tlog::note::NoteSigner> {
     let path = config
         .ledger
         .signing_key_file
         .clone()
         .unwrap_or_else(|| config.keys_dir().join(crate::ledger::LEDGER_KEY_FILE));
-    let (key, _) = crate::identity::ed25519_key_file(&path, false)
+    let (key, _) = crate::crypto::ed25519_key_file(&path, false)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(crate::ledger::note::NoteSigner::new(
+    Ok(crate::tlog::note::NoteSigner::new(
         &config.ledger.origin,
         key,
     )?)
@@ -626,7 +626,7 @@ fn verify_pack(path: &std::path::Path, key: Option<String>) -> anyhow::Result<()
 
 async fn kill(args: KillArgs) -> anyhow::Result<()> {
     use crate::killswitch::{EngageRequest, ReleaseRequest, Scope};
-    crate::identity::install_crypto_provider();
+    crate::crypto::install_crypto_provider();
     let token = args.token.ok_or_else(|| {
         anyhow::anyhow!("set REINS_TOKEN (or --token) to a token with role operator")
     })?;

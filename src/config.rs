@@ -390,10 +390,10 @@ impl Config {
             return Err(invalid("approvals.sweep_interval", "must be at least 10ms"));
         }
         for name in self.stores.keys() {
-            if let Err(e) = name.parse::<crate::policy::store::StoreName>() {
+            if let Err(e) = name.parse::<crate::ids::StoreName>() {
                 return Err(invalid(&format!("stores.{name}"), &e.to_string()));
             }
-            if name == crate::policy::store::DEFAULT_STORE {
+            if name == crate::ids::DEFAULT_STORE {
                 return Err(invalid(
                     "stores.default",
                     "`default` is the agent-governance store (policy_dir); choose another name",

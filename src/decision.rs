@@ -33,7 +33,8 @@ use crate::ledger::entry::{
 };
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::policy::PolicyPack;
-use crate::policy::store::{PolicyStore, StoreName};
+use crate::ids::StoreName;
+use crate::policy::store::PolicyStore;
 use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, Snapshot};
 use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
@@ -336,7 +337,7 @@ impl Shadow {
                 opentelemetry::KeyValue::new(
                     "store",
                     store
-                        .unwrap_or(crate::policy::store::DEFAULT_STORE)
+                        .unwrap_or(crate::ids::DEFAULT_STORE)
                         .to_owned(),
                 ),
                 opentelemetry::KeyValue::new("version", self.version.clone()),
@@ -1492,7 +1493,7 @@ fn decision_span(caller: &Caller, request: &DecisionRequest, target: &Target) ->
         gen_ai.tool.name = tool,
         reins.action = request.action.as_str(),
         reins.resource.type = request.resource.kind.as_str(),
-        reins.store = store.as_deref().unwrap_or(crate::policy::store::DEFAULT_STORE),
+        reins.store = store.as_deref().unwrap_or(crate::ids::DEFAULT_STORE),
         reins.decision = tracing::field::Empty,
         reins.reasons = tracing::field::Empty,
         reins.policy_ids = tracing::field::Empty,

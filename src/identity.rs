@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use sha2::Digest;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::config::{IdentityConfig, IssuerConfig};
+use crate::crypto::{ed25519_key_file, install_crypto_provider};
 use crate::ids::{AgentId, UserId};
 
 /// `iss` of tokens minted by `reins token mint`.
@@ -612,57 +613,6 @@ pub struct MintRequest<'a> {
     pub ttl: Duration,
     pub audience: &'a str,
     pub roles_claim: &'a str,
-}
-
-/// Loads an Ed25519 private key (PKCS#8 PEM) from `path`; if it is missing and `generate` is set,
-/// generates one and writes it with mode 0600. Returns the key and whether it was generated.
-pub fn ed25519_key_file(path: &Path, generate: bool) -> Result<(SigningKey, bool), String> {
-    if path.exists() || !generate {
-        let pem = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        let key = SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
-        return Ok((key, false));
-    }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
-    let key = SigningKey::from_bytes(&seed);
-    let pem = key
-        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .map_err(|e| e.to_string())?;
-    write_private_file(path, pem.as_bytes()).map_err(|e| e.to_string())?;
-    Ok((key, true))
-}
-
-/// Writes a secret file readable only by its owner, creating its folder (0700) if needed.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        builder.mode(0o700);
-        builder.create(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// Installs ring as the process's rustls provider, once. reqwest is built without a default TLS
-/// provider (the default, aws-lc, needs cmake and a C toolchain to build); every HTTP client this
-/// crate builds calls this first, so library users and tests need not know.
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Err means another provider is installed already, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// Extracts the token from an `Authorization` header value.

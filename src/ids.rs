@@ -1,4 +1,4 @@
-//! Typed identifiers for the things Reins names: agents, tools, decisions.
+//! Typed identifiers for the things Reins names: agents, tools, users, decisions, policy stores.
 //!
 //! Ids arrive from URLs, tokens and JSON bodies; parsing them once here means the rest of the code
 //! never handles an unchecked string, and an id can always be used as a Cedar entity id, a SQL key,
@@ -116,6 +116,48 @@ string_id!(
     /// The human (or service) an agent acts for, from the token's RFC 8693 `act` delegation.
     UserId
 );
+
+/// The policy store served without a prefix.
+pub const DEFAULT_STORE: &str = "default";
+
+/// A store's name: lowercase letters, digits, `-` and `_`, so it is always a safe path segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a store name is 1 to 64 of a-z, 0-9, `-` and `_` (got `{0}`)")]
+pub struct BadStoreName(String);
+
+impl FromStr for StoreName {
+    type Err = BadStoreName;
+    fn from_str(s: &str) -> Result<Self, BadStoreName> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BadStoreName(s.to_owned()))
+        }
+    }
+}
+
+impl StoreName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_STORE
+    }
+}
+
+impl fmt::Display for StoreName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A decision's id: a UUIDv7, so ids sort by time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     let cli = reins::cli::Cli::parse();
     // Before telemetry: an HTTPS collector's client needs the TLS provider.
-    reins::identity::install_crypto_provider();
+    reins::crypto::install_crypto_provider();
     let telemetry = match reins::telemetry::init(cli.log_format) {
         Ok(t) => t,
         Err(e) => {

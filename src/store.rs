@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, SqlitePool};
 
 use crate::ids::{AgentId, DecisionId};
-use crate::ledger::merkle::{Hash, NodeId};
+use crate::tlog::merkle::{Hash, NodeId};
 
 pub use writer::{FlushError, Wal, Writer};
 
@@ -734,7 +734,7 @@ pub fn now() -> String {
 mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
 
-    use crate::ledger::merkle::{Frontier, NodeId, leaf_hash};
+    use crate::tlog::merkle::{Frontier, NodeId, leaf_hash};
 
     /// A one-connection in-memory database with `schema`, the tables as they were before a
     /// migration.

@@ -343,19 +343,29 @@ pub struct Gauges {
     _instruments: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
+/// What the gauges read when metrics are collected: closures over live state, so this module
+/// needs none of the modules that own it.
+pub struct GaugeSources {
+    /// Time since the latest signed checkpoint, if one was signed.
+    pub checkpoint_age: Box<dyn Fn() -> Option<std::time::Duration> + Send + Sync>,
+    pub engaged_switches: Box<dyn Fn() -> usize + Send + Sync>,
+    pub pending_approvals: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
 /// Registers the observable gauges: checkpoint age, engaged kill switches, pending approvals.
-pub fn register_gauges(
-    ledger: Arc<crate::ledger::Ledger>,
-    killswitches: Arc<crate::killswitch::KillSwitches>,
-    approvals: Arc<crate::approvals::Approvals>,
-) -> Gauges {
+pub fn register_gauges(sources: GaugeSources) -> Gauges {
+    let GaugeSources {
+        checkpoint_age,
+        engaged_switches,
+        pending_approvals,
+    } = sources;
     let meter = &metrics().meter;
     let checkpoint = meter
         .f64_observable_gauge("reins.ledger.checkpoint.age")
         .with_unit("s")
         .with_description("Seconds since the latest signed checkpoint")
         .with_callback(move |o| {
-            if let Some(age) = ledger.checkpoint_age() {
+            if let Some(age) = checkpoint_age() {
                 o.observe(age.as_secs_f64(), &[]);
             }
         })
@@ -363,12 +373,12 @@ pub fn register_gauges(
     let switches = meter
         .u64_observable_gauge("reins.killswitch.engaged")
         .with_description("Kill switches engaged now")
-        .with_callback(move |o| o.observe(killswitches.engaged().len() as u64, &[]))
+        .with_callback(move |o| o.observe(engaged_switches() as u64, &[]))
         .build();
     let pending = meter
         .u64_observable_gauge("reins.approvals.pending")
         .with_description("Approvals waiting for a human")
-        .with_callback(move |o| o.observe(approvals.pending_count() as u64, &[]))
+        .with_callback(move |o| o.observe(pending_approvals() as u64, &[]))
         .build();
     Gauges {
         _instruments: vec![Box::new(checkpoint), Box::new(switches), Box::new(pending)],
@@ -388,7 +398,7 @@ pub fn decision_attributes(
         KeyValue::new("risk_tier", tier.unwrap_or("unknown")),
         // The default store's name is static: no allocation on the common path.
         match store {
-            None => KeyValue::new("store", crate::policy::store::DEFAULT_STORE),
+            None => KeyValue::new("store", crate::ids::DEFAULT_STORE),
             Some(name) => KeyValue::new("store", name.to_owned()),
         },
     ]

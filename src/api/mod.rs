@@ -68,7 +68,7 @@ impl Modify for BearerAuth {
 
 /// The policy store a request addresses: `/stores/{store}/...`, or none for the default store.
 #[derive(Debug, Clone, Default)]
-pub struct StoreSel(pub Option<crate::policy::store::StoreName>);
+pub struct StoreSel(pub Option<crate::ids::StoreName>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StoreSel {
     type Rejection = std::convert::Infallible;
@@ -103,7 +103,7 @@ fn select_store(mut request: axum::extract::Request) -> axum::extract::Request {
     let (name, rest) = rest.split_once('/').map_or((rest, ""), |(n, r)| (n, r));
     let rest = format!("/{rest}");
     let scoped = STORE_SCOPED.iter().any(|p| rest.starts_with(p));
-    let name = name.parse::<crate::policy::store::StoreName>().ok();
+    let name = name.parse::<crate::ids::StoreName>().ok();
     let new_path = match (&name, scoped) {
         (Some(_), true) => rest,
         _ => "/stores/-/not-served".to_owned(),

@@ -16,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use crate::identity::{Caller, roles};
 use crate::policy::control::ControlAction;
-use crate::policy::store::DEFAULT_STORE;
+use crate::ids::DEFAULT_STORE;
 use crate::policy::versions::{Activation, PolicyVersion, PolicyVersionDetail};
 use crate::server::AppState;
 

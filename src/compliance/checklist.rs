@@ -15,8 +15,8 @@ use super::{ComplianceError, Sources, invalid, kill_switch_uses, parse_time, sha
 use crate::decision::{Decision, Outcome, ReasonCode, probe_tool, record_of};
 use crate::ids::AgentId;
 use crate::ledger::entry::{AttestationEvent, Entry, Event};
-use crate::ledger::merkle::{leaf_hash, verify_inclusion};
-use crate::ledger::note::Checkpoint;
+use crate::tlog::merkle::{leaf_hash, verify_inclusion};
+use crate::tlog::note::Checkpoint;
 use crate::ledger::{Append, Ledger, LedgerRef, ProofBuilder};
 use crate::registry::{AgentEntry, ToolRisk};
 use crate::store::SideEffect;
@@ -768,11 +768,11 @@ async fn policy_tests(sources: &Sources) -> Result<Finding, ComplianceError> {
     let mut found: Option<(u64, Option<Run>)> = None;
     for (index, entry) in entries {
         match entry.event {
-            Event::PolicyTested(t) if t.store == crate::policy::store::DEFAULT_STORE => {
+            Event::PolicyTested(t) if t.store == crate::ids::DEFAULT_STORE => {
                 tested = (t.policy_digest == digest).then_some((index, t.passed, t.checks));
             }
             Event::PolicyActivated(a)
-                if a.store == crate::policy::store::DEFAULT_STORE && a.policy_digest == digest =>
+                if a.store == crate::ids::DEFAULT_STORE && a.policy_digest == digest =>
             {
                 found = Some((index, tested));
             }

@@ -30,8 +30,8 @@ use super::{ComplianceError, Period, Sources, card, checklist, invalid, rfc3339}
 use crate::ids::AgentId;
 use crate::ledger::ProofBuilder;
 use crate::ledger::entry::{Entry, Event};
-use crate::ledger::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
-use crate::ledger::note::{Checkpoint, NoteVerifier};
+use crate::tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use crate::tlog::note::{Checkpoint, NoteVerifier};
 use crate::policy::PolicyDigest;
 
 pub const FORMAT: &str = "reins-audit-pack/1";

@@ -261,7 +261,7 @@ impl Entry {
     /// The canonical bytes (RFC 8785) that the leaf hash covers.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EntryError> {
         let bytes =
-            super::canonical::to_vec(self).map_err(|e| EntryError::Encode(e.to_string()))?;
+            crate::tlog::canonical::to_vec(self).map_err(|e| EntryError::Encode(e.to_string()))?;
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(EntryError::TooLarge(bytes.len()));
         }
@@ -273,7 +273,7 @@ impl Entry {
 /// the value's canonical JSON.
 pub fn commitment(salt: &[u8], value: &Value) -> Result<Value, EntryError> {
     let canonical =
-        super::canonical::to_vec(value).map_err(|e| EntryError::Encode(e.to_string()))?;
+        crate::tlog::canonical::to_vec(value).map_err(|e| EntryError::Encode(e.to_string()))?;
     let mut h = Sha256::new();
     h.update(salt);
     h.update(&canonical);

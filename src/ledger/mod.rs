@@ -11,11 +11,8 @@
 //! signed checkpoints are always consistent.
 //! [`verify`] re-derives everything from the stored bytes.
 
-pub mod canonical;
 pub mod entry;
 pub mod health;
-pub mod merkle;
-pub mod note;
 pub mod verify;
 
 use std::path::Path;
@@ -32,10 +29,11 @@ use utoipa::ToSchema;
 
 use crate::config::LedgerConfig;
 use crate::store::{self, AppendRow, CheckpointRow, SideEffect, Store, StoreError};
-use merkle::{
-    Frontier, Hash, ProofError, consistency_ranges, fold, inclusion_ranges, leaf_hash, range_nodes,
+use crate::tlog::merkle::{
+    self, Frontier, Hash, ProofError, consistency_ranges, fold, inclusion_ranges, leaf_hash,
+    range_nodes,
 };
-use note::{Checkpoint, NoteError, NoteSigner};
+use crate::tlog::note::{Checkpoint, NoteError, NoteSigner};
 
 /// File name of the ledger's Ed25519 signing key in the keys folder, unless configured.
 pub const LEDGER_KEY_FILE: &str = "ledger.pem";
@@ -225,7 +223,7 @@ impl Ledger {
             .clone()
             .unwrap_or_else(|| keys_dir.join(LEDGER_KEY_FILE));
         let (key, generated) =
-            crate::identity::ed25519_key_file(&key_path, config.signing_key_file.is_none())
+            crate::crypto::ed25519_key_file(&key_path, config.signing_key_file.is_none())
                 .map_err(|message| LedgerError::Key {
                     path: key_path.display().to_string(),
                     message,

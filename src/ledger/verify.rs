@@ -11,11 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::merkle::{
+use crate::tlog::merkle::{
     Frontier, Hash, NodeId, consistency_ranges, fold, leaf_hash, range_nodes, verify_consistency,
 };
-use super::note::{Checkpoint, NoteVerifier};
-use super::{ServedEntry, merkle};
+use crate::tlog::note::{Checkpoint, NoteVerifier};
+use super::ServedEntry;
+use crate::tlog::merkle;
 use crate::store::{Store, StoreError};
 
 const PAGE: u64 = 10_000;
@@ -113,7 +114,7 @@ fn check_entry_bytes(index: u64, bytes: &[u8]) -> Result<(), VerifyError> {
             index,
             problem: format!("not JSON: {e}"),
         })?;
-    let canonical = crate::ledger::canonical::to_vec(&value).map_err(|e| VerifyError::Entry {
+    let canonical = crate::tlog::canonical::to_vec(&value).map_err(|e| VerifyError::Entry {
         index,
         problem: e.to_string(),
     })?;
@@ -290,7 +291,7 @@ pub async fn verify_remote(
     verifier: &NoteVerifier,
     trusted: Option<&str>,
 ) -> Result<Report, VerifyError> {
-    crate::identity::install_crypto_provider();
+    crate::crypto::install_crypto_provider();
     let client = reqwest::Client::new();
     let remote = |e: reqwest::Error| VerifyError::Remote(e.to_string());
     let get = |path: String| {

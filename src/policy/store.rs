@@ -6,56 +6,13 @@
 //! (Cedar's entity JSON), loaded with `reins serve --store NAME=DIR`. Its entities are fixed at
 //! load; a request adds only the resource (and subject) properties it carries.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use arc_swap::ArcSwap;
 use cedar_policy::Entities;
 
 use super::{Diagnostic, PolicyError, PolicyPack};
-
-/// The store served without a prefix.
-pub const DEFAULT_STORE: &str = "default";
-
-/// A store's name: lowercase letters, digits, `-` and `_`, so it is always a safe path segment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreName(String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a store name is 1 to 64 of a-z, 0-9, `-` and `_` (got `{0}`)")]
-pub struct BadStoreName(String);
-
-impl FromStr for StoreName {
-    type Err = BadStoreName;
-    fn from_str(s: &str) -> Result<Self, BadStoreName> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(BadStoreName(s.to_owned()))
-        }
-    }
-}
-
-impl StoreName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_default(&self) -> bool {
-        self.0 == DEFAULT_STORE
-    }
-}
-
-impl fmt::Display for StoreName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::ids::StoreName;
 
 /// A folder-backed store.
 pub struct PolicyStore {
@@ -83,14 +40,22 @@ impl PolicyStore {
                     path: entities_file.clone(),
                     source,
                 })?;
-            Entities::from_json_str(&text, Some(pack.schema())).map_err(|e| {
-                PolicyError::Invalid(vec![Diagnostic {
-                    file: entities_file.display().to_string(),
-                    line: 1,
-                    column: 1,
-                    message: e.to_string(),
-                }])
-            })?
+            // serde_json bounds the nesting (128 levels); Cedar's entity parser still recurses
+            // per level, so it runs where policies are parsed.
+            let schema = pack.schema();
+            super::limits::on_parser_stack(|| Entities::from_json_str(&text, Some(schema)))
+                .map_err(|source| PolicyError::Io {
+                    path: entities_file.clone(),
+                    source,
+                })?
+                .map_err(|e| {
+                    PolicyError::Invalid(vec![Diagnostic {
+                        file: entities_file.display().to_string(),
+                        line: 1,
+                        column: 1,
+                        message: e.to_string(),
+                    }])
+                })?
         } else {
             Entities::empty()
         };

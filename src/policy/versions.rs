@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::store::{DEFAULT_STORE, StoreName};
+use crate::ids::{DEFAULT_STORE, StoreName};
 use super::testing::{collect, run_file_with};
 use super::{Diagnostic, PolicyError, PolicyPack};
 use crate::decision::Pipeline;

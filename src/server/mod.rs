@@ -139,7 +139,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     for (name, dir) in &config.stores {
         let name = name
             .parse()
-            .map_err(|e: crate::policy::store::BadStoreName| {
+            .map_err(|e: crate::ids::BadStoreName| {
                 PolicyError::Invalid(vec![crate::policy::Diagnostic {
                     file: dir.display().to_string(),
                     line: 1,
@@ -156,7 +156,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     // active version (an API activation or rollback survives restarts) is served.
     let mut tests = std::collections::BTreeMap::new();
     tests.insert(
-        crate::policy::store::DEFAULT_STORE.to_owned(),
+        crate::ids::DEFAULT_STORE.to_owned(),
         config.policy_dir.join("tests"),
     );
     for (name, dir) in &config.stores {
@@ -216,7 +216,20 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         versions.resume_shadow(&pipeline, Some(&s)).await?;
     }
     let gauges =
-        crate::telemetry::register_gauges(ledger.clone(), killswitches.clone(), approvals.clone());
+        crate::telemetry::register_gauges(crate::telemetry::GaugeSources {
+            checkpoint_age: Box::new({
+                let ledger = ledger.clone();
+                move || ledger.checkpoint_age()
+            }),
+            engaged_switches: Box::new({
+                let killswitches = killswitches.clone();
+                move || killswitches.engaged().len()
+            }),
+            pending_approvals: Box::new({
+                let approvals = approvals.clone();
+                move || approvals.pending_count()
+            }),
+        });
     Ok(Services {
         lock: std::sync::Mutex::new(Some(lock)),
         was_ready: std::sync::atomic::AtomicBool::new(true),
@@ -401,7 +414,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let state = Arc::new(bootstrap(config).await?);
     if state.config.watch {
         let mut folders = vec![(
-            crate::policy::store::DEFAULT_STORE.to_owned(),
+            crate::ids::DEFAULT_STORE.to_owned(),
             state.config.policy_dir.clone(),
         )];
         folders.extend(

@@ -114,7 +114,7 @@ impl Drop for Serving {
 
 #[tokio::test]
 async fn quickstart_mint_serve_decide_restart() {
-    reins::identity::install_crypto_provider();
+    reins::crypto::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();

@@ -351,7 +351,7 @@ proptest! {
     #[test]
     fn canonical_json_matches_serde_jcs(value in json_value()) {
         prop_assert_eq!(
-            String::from_utf8(reins::ledger::canonical::to_vec(&value).unwrap()).unwrap(),
+            String::from_utf8(reins::tlog::canonical::to_vec(&value).unwrap()).unwrap(),
             serde_jcs::to_string(&value).unwrap()
         );
     }

@@ -51,7 +51,7 @@ impl TestServer {
     }
 
     pub async fn with_config(data: tempfile::TempDir, config: Config) -> Self {
-        reins::identity::install_crypto_provider();
+        reins::crypto::install_crypto_provider();
         let server = start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         Self {

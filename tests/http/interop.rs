@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use ct_merkle::{ConsistencyProof, InclusionProof, RootHash};
-use reins::ledger::merkle::{
+use reins::tlog::merkle::{
     Frontier, Hash, NodeId, consistency_ranges, fold, inclusion_ranges, leaf_hash, range_nodes,
 };
-use reins::ledger::note::{Checkpoint, NoteSigner};
+use reins::tlog::note::{Checkpoint, NoteSigner};
 use sha2::Sha256;
 
 pub struct Tree {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use reins::ledger::merkle::leaf_hash;
+use reins::tlog::merkle::leaf_hash;
 use serde_json::{Value, json};
 
 use crate::cli::{free_port, reins, run, text};
@@ -425,7 +425,7 @@ async fn ledger_verify_detects_every_kind_of_tampering() {
     );
 
     // A checkpoint whose signature is replaced by another key's.
-    let other = reins::ledger::note::NoteSigner::new(
+    let other = reins::tlog::note::NoteSigner::new(
         "reins.local/ledger",
         ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
     )
@@ -512,7 +512,7 @@ async fn verify_over_http_matches_offline_verify() {
 
 #[tokio::test]
 async fn after_kill_9_under_load_every_answered_decision_is_in_the_verified_ledger() {
-    reins::identity::install_crypto_provider();
+    reins::crypto::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
     let mint = |args: &[&str]| {

@@ -50,7 +50,7 @@ impl Server {
     }
 
     async fn start_with(endpoint: &str, protocol: &str) -> Self {
-        reins::identity::install_crypto_provider();
+        reins::crypto::install_crypto_provider();
         let data = tempfile::tempdir().unwrap();
         let log = data.path().join("stderr.log");
         let listen = format!("127.0.0.1:{}", free_port());
@@ -468,7 +468,7 @@ async fn export_over_grpc_works_too() {
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
-    reins::identity::install_crypto_provider();
+    reins::crypto::install_crypto_provider();
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("stderr.log");
     let listen = format!("127.0.0.1:{}", free_port());

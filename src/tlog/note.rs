@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use super::merkle::Hash;
+use crate::tlog::merkle::Hash;
 
 const ED25519_ALG: u8 = 0x01;
 const EM_DASH: &str = "\u{2014}";
