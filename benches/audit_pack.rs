@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use reins::compliance::pack::{ExportRequest, export, verify, whole_history};
-use reins::decision::{DecisionRequest, ResourceRef};
+use reins::model::{DecisionRequest, ResourceRef};
 use reins::identity::Caller;
 use reins::registry::{AgentRecord, AgentStatus, RiskTier, ToolRecord, ToolRisk};
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use reins::config::{Config, Overrides};
-use reins::decision::{DecisionRequest, ResourceRef};
+use reins::model::{DecisionRequest, ResourceRef};
 use reins::identity::{Caller, MintRequest};
 use reins::registry::{AgentRecord, AgentStatus, RiskTier, ToolRecord, ToolRisk};
 
@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
         approval_id: None,
     };
     let evaluated = services.pipeline.evaluate(&caller, &request).unwrap();
-    assert_eq!(evaluated.decision.decision, reins::decision::Outcome::Allow);
+    assert_eq!(evaluated.decision.decision, reins::model::Outcome::Allow);
 
     // The same evaluation, prebuilt, for Cedar alone.
     let pack = services.pipeline.policies();

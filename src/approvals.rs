@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
-use crate::decision::DecisionRequest;
+use crate::model::DecisionRequest;
 use crate::identity::Caller;
 use crate::killswitch::Scope;
 use crate::ledger::entry::{ApprovalEvent, Entry, Event};

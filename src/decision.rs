@@ -22,7 +22,6 @@ use cedar_policy::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::Instrument;
-use utoipa::ToSchema;
 
 use crate::approvals::{self, Approval, Approvals};
 use crate::identity::Caller;
@@ -32,7 +31,12 @@ use crate::ledger::entry::{
     self, DecisionEvent, Entry, EntryError, Event, Probe, ResourceEvent, SelfCheckEvent,
 };
 use crate::ledger::{Append, Ledger, LedgerRef};
+use crate::model::{
+    AccessRequest, Decision, DecisionRecord, DecisionRequest, EvaluationError, Outcome, Reason,
+    ReasonCode, ResourceRef,
+};
 use crate::policy::PolicyPack;
+use crate::policy::shadow::Shadow;
 use crate::ids::StoreName;
 use crate::policy::store::PolicyStore;
 use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, Snapshot};
@@ -40,161 +44,6 @@ use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
 
 /// Context keys Reins fills in itself; a caller may not set them.
 const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
-
-/// What an agent asks: may I do `action` on `resource`?
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionRequest {
-    /// A Cedar action id from the schema, e.g. `invoke`.
-    pub action: String,
-    pub resource: ResourceRef,
-    /// Cedar context. For `invoke`, the tool's arguments go in `args`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub context: Option<Map<String, Value>>,
-    /// The agent's session, passed to Cedar as `context.session_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    /// A granted approval for exactly this request (from an earlier `approval_required` answer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceRef {
-    /// A Cedar entity type from the schema, e.g. `Tool`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: String,
-    /// Attributes of a resource Reins does not register itself. Not allowed for `Tool`, whose
-    /// attributes come from the registry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Map<String, Value>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Allow,
-    Deny,
-}
-
-/// Why the answer is what it is, machine-readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReasonCode {
-    /// A policy determined the decision; see `policy_id`.
-    Policy,
-    /// An engaged kill switch covers the request; see `killswitch_id`. Checked before Cedar.
-    KillSwitch,
-    /// Only approval policies denied it: a human can approve it; see `access_request`.
-    ApprovalRequired,
-    /// The request's `approval_id` cannot be used: unknown, not granted, expired, bound to another
-    /// request, or used already.
-    ApprovalInvalid,
-    /// No permit policy matched (Cedar's default deny).
-    NoMatchingPermit,
-    /// A policy could not be evaluated on this request; Reins denies.
-    PolicyError,
-    UnknownAgent,
-    AgentSuspended,
-    UnknownTool,
-    /// The active policy pack holds no policies.
-    NoPolicy,
-    /// The decision could not be recorded in the ledger.
-    LedgerUnavailable,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Reason {
-    pub code: ReasonCode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub killswitch_id: Option<String>,
-}
-
-impl ReasonCode {
-    /// The wire name, for metrics and spans.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Policy => "policy",
-            Self::KillSwitch => "kill_switch",
-            Self::ApprovalRequired => "approval_required",
-            Self::ApprovalInvalid => "approval_invalid",
-            Self::NoMatchingPermit => "no_matching_permit",
-            Self::PolicyError => "policy_error",
-            Self::UnknownAgent => "unknown_agent",
-            Self::AgentSuspended => "agent_suspended",
-            Self::UnknownTool => "unknown_tool",
-            Self::NoPolicy => "no_policy",
-            Self::LedgerUnavailable => "ledger_unavailable",
-        }
-    }
-}
-
-impl Reason {
-    fn code(code: ReasonCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            policy_id: None,
-            annotations: None,
-            message: Some(message.into()),
-            killswitch_id: None,
-        }
-    }
-}
-
-/// A policy that failed to evaluate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct EvaluationError {
-    pub policy_id: String,
-    pub message: String,
-}
-
-/// The answer to one decision request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Decision {
-    #[schema(value_type = String, format = Uuid)]
-    pub decision_id: DecisionId,
-    pub decision: Outcome,
-    pub reasons: Vec<Reason>,
-    pub errors: Vec<EvaluationError>,
-    /// SHA-256 of the policy pack that decided; null when none was evaluated.
-    pub policy_digest: Option<String>,
-    /// RFC 3339, UTC.
-    pub evaluated_at: String,
-    /// Where the decision is recorded in the ledger. Present on every answer that was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ledger: Option<LedgerRef>,
-    /// With `approval_required`: this evaluation, as the AuthZEN access-request profile names it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evaluation_id: Option<String>,
-    /// With `approval_required`: where the approval waits and until when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_request: Option<AccessRequest>,
-    /// The policy store that decided; absent for the default (agent-governance) store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
-    /// The W3C trace the request belonged to (its `traceparent`, or the server's own trace when
-    /// tracing is exported): links this decision to the agent's trace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AccessRequest {
-    pub approval_id: String,
-    /// Poll it here (`GET`); re-submit the same request with `approval_id` once granted.
-    pub endpoint: String,
-    pub expires_at: String,
-}
 
 /// A decision before it is recorded, with what the record needs besides the answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,16 +59,6 @@ pub struct Evaluation {
     pub risk_tier: Option<RiskTier>,
     /// When evaluation began: the decision's latency runs from here to the durable answer.
     pub started: Instant,
-}
-
-/// A stored decision with who asked and exactly what: the basis of "explain this decision".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DecisionRecord {
-    #[serde(flatten)]
-    pub decision: Decision,
-    pub agent_id: String,
-    pub on_behalf_of: Option<String>,
-    pub request: DecisionRequest,
 }
 
 /// A request the schema cannot make sense of (HTTP 422). Nothing is stored for it.
@@ -271,97 +110,6 @@ impl Target {
     }
 }
 
-/// A policy version evaluated beside the active one on live traffic, without affecting answers:
-/// it counts where the two disagree.
-pub struct Shadow {
-    pub version: String,
-    pub pack: PolicyPack,
-    pub since: String,
-    pub evaluated: std::sync::atomic::AtomicU64,
-    pub allow_to_deny: std::sync::atomic::AtomicU64,
-    pub deny_to_allow: std::sync::atomic::AtomicU64,
-    /// The first disagreements (at most 20).
-    pub examples: std::sync::Mutex<Vec<ShadowDisagreement>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct ShadowDisagreement {
-    pub decision_id: String,
-    pub agent_id: String,
-    pub action: String,
-    pub resource: String,
-    /// The active version's answer (what was answered).
-    pub active: Outcome,
-    /// The shadow version's.
-    pub shadow: Outcome,
-    pub shadow_policy_ids: Vec<String>,
-}
-
-impl Shadow {
-    pub fn new(version: String, pack: PolicyPack) -> Self {
-        Self {
-            version,
-            pack,
-            since: store::now(),
-            evaluated: Default::default(),
-            allow_to_deny: Default::default(),
-            deny_to_allow: Default::default(),
-            examples: Default::default(),
-        }
-    }
-
-    /// Evaluates the same Cedar request under the shadow pack and counts a disagreement.
-    fn observe(
-        &self,
-        request: &Request,
-        entities: &Entities,
-        active: &Decision,
-        caller: &Caller,
-        asked: &DecisionRequest,
-        store: Option<&str>,
-    ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let shadow = tracing::debug_span!("cedar.shadow")
-            .in_scope(|| decision_of(&self.pack, &self.pack.is_authorized(request, entities)));
-        self.evaluated.fetch_add(1, Relaxed);
-        if shadow.decision == active.decision {
-            return;
-        }
-        match shadow.decision {
-            Outcome::Deny => self.allow_to_deny.fetch_add(1, Relaxed),
-            Outcome::Allow => self.deny_to_allow.fetch_add(1, Relaxed),
-        };
-        crate::telemetry::metrics().shadow_disagreements.add(
-            1,
-            &[
-                opentelemetry::KeyValue::new(
-                    "store",
-                    store
-                        .unwrap_or(crate::ids::DEFAULT_STORE)
-                        .to_owned(),
-                ),
-                opentelemetry::KeyValue::new("version", self.version.clone()),
-            ],
-        );
-        if let Ok(mut examples) = self.examples.lock()
-            && examples.len() < 20
-        {
-            examples.push(ShadowDisagreement {
-                decision_id: active.decision_id.to_string(),
-                agent_id: caller.agent.to_string(),
-                action: asked.action.clone(),
-                resource: format!("{}::\"{}\"", asked.resource.kind, asked.resource.id),
-                active: active.decision,
-                shadow: shadow.decision,
-                shadow_policy_ids: shadow
-                    .reasons
-                    .into_iter()
-                    .filter_map(|r| r.policy_id)
-                    .collect(),
-            });
-        }
-    }
-}
 
 /// The resource of a default-store request: a registered tool, or an entity built from the
 /// request's attributes.
@@ -675,11 +423,11 @@ impl Pipeline {
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(pack, &response);
         if let Some(shadow) = store.shadow.load().as_ref() {
+            let answer = evaluate_shadow(shadow, &cedar_request, &entities);
             shadow.observe(
-                &cedar_request,
-                &entities,
+                answer,
                 &decision,
-                caller,
+                caller.agent.as_str(),
                 request,
                 Some(store.name.as_str()),
             );
@@ -1165,7 +913,8 @@ impl Pipeline {
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(&pack, &response);
         if let Some(shadow) = self.shadow.load().as_ref() {
-            shadow.observe(&cedar_request, &entities, &decision, caller, request, None);
+            let answer = evaluate_shadow(shadow, &cedar_request, &entities);
+            shadow.observe(answer, &decision, caller.agent.as_str(), request, None);
         }
         let approval_requested = match (&approval_used, approval_group(&decision)) {
             (None, Some(group)) => {
@@ -1610,6 +1359,12 @@ fn denial(pack: &PolicyPack, code: ReasonCode, message: String) -> Decision {
         store: None,
         trace_id: None,
     }
+}
+
+/// The shadow pack's answer to the same Cedar request.
+fn evaluate_shadow(shadow: &Shadow, request: &Request, entities: &Entities) -> Decision {
+    tracing::debug_span!("cedar.shadow")
+        .in_scope(|| decision_of(&shadow.pack, &shadow.pack.is_authorized(request, entities)))
 }
 
 fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) -> Decision {

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ids;
 pub mod killswitch;
 pub mod ledger;
+pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod server;

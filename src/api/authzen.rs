@@ -23,9 +23,8 @@ use super::StoreSel;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use crate::config::PepAuth;
-use crate::decision::{
-    Decision, DecisionRequest, Evaluated, Outcome, ReasonCode, RequestError, ResourceRef, Target,
-};
+use crate::decision::{Evaluated, RequestError, Target};
+use crate::model::{Decision, DecisionRequest, Outcome, ReasonCode, ResourceRef};
 use crate::identity::{Caller, roles};
 use crate::ids::AgentId;
 use crate::server::AppState;

@@ -31,7 +31,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::decision::{Decision, DecisionRecord, DecisionRequest, Evaluated, RequestError, Target};
+use crate::decision::{Evaluated, RequestError, Target};
+use crate::model::{Decision, DecisionRecord, DecisionRequest};
 use crate::identity::{Caller, roles};
 use crate::ids::{AgentId, DecisionId, ToolId};
 use crate::registry::{Agent, AgentRecord, Tool, ToolRecord};

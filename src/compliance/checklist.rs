@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{ComplianceError, Sources, invalid, kill_switch_uses, parse_time, sha256};
-use crate::decision::{Decision, Outcome, ReasonCode, probe_tool, record_of};
+use crate::decision::{probe_tool, record_of};
+use crate::model::{Decision, Outcome, ReasonCode};
 use crate::ids::AgentId;
 use crate::ledger::entry::{AttestationEvent, Entry, Event};
 use crate::tlog::merkle::{leaf_hash, verify_inclusion};

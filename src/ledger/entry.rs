@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::decision::{EvaluationError, Outcome, Reason};
+use crate::model::{EvaluationError, Outcome, Reason};
 use crate::registry::{AgentRecord, ToolRecord};
 
 /// Entries larger than this cannot be served as C2SP tile entry bundles (16-bit length prefix).

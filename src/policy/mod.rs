@@ -14,6 +14,7 @@ use std::str::FromStr;
 pub mod control;
 pub mod limits;
 pub mod replay;
+pub mod shadow;
 pub mod store;
 pub mod testing;
 pub mod versions;

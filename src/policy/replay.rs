@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use super::PolicyPack;
 use crate::compliance::Period;
-use crate::decision::{Decision, DecisionRecord, Outcome, ReasonCode, record_of, replay_decision};
+use crate::decision::{record_of, replay_decision};
+use crate::model::{Decision, DecisionRecord, Outcome, ReasonCode};
 use crate::ids::UserId;
 use crate::ledger::entry::{Entry, Event};
 use crate::registry::{Agent, EntityTypes, Meta, Tool, agent_entity, tool_entity};

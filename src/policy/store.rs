@@ -21,7 +21,7 @@ pub struct PolicyStore {
     /// The active version's pack, swapped on activation.
     pub pack: ArcSwap<PolicyPack>,
     /// A version evaluated beside the active one, without affecting answers.
-    pub shadow: arc_swap::ArcSwapOption<crate::decision::Shadow>,
+    pub shadow: arc_swap::ArcSwapOption<crate::policy::shadow::Shadow>,
     pub entities: Entities,
 }
 

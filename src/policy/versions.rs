@@ -85,7 +85,7 @@ pub struct ShadowReport {
     pub disagreements: u64,
     pub allow_to_deny: u64,
     pub deny_to_allow: u64,
-    pub examples: Vec<crate::decision::ShadowDisagreement>,
+    pub examples: Vec<crate::policy::shadow::ShadowDisagreement>,
 }
 
 /// What an activation did.
@@ -497,7 +497,7 @@ impl Versions {
             .await?;
         pipeline.set_shadow(
             selected.as_ref(),
-            Some(Arc::new(crate::decision::Shadow::new(row.id.clone(), pack))),
+            Some(Arc::new(crate::policy::shadow::Shadow::new(row.id.clone(), pack))),
         );
         let mut version = view(&row)?;
         version.state = "shadow".into();
@@ -551,7 +551,7 @@ impl Versions {
             let pack = self.pack_of_row(pipeline, &row)?;
             pipeline.set_shadow(
                 store,
-                Some(Arc::new(crate::decision::Shadow::new(row.id, pack))),
+                Some(Arc::new(crate::policy::shadow::Shadow::new(row.id, pack))),
             );
         }
         Ok(())
