@@ -179,15 +179,15 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let entry = reins::ledger::entry::Entry {
+    let entry = reins::events::Entry {
         time: evaluated.decision.evaluated_at.clone(),
-        event: reins::ledger::entry::Event::Decision(reins::ledger::entry::DecisionEvent {
+        event: reins::events::Event::Decision(reins::events::DecisionEvent {
             decision_id: evaluated.decision.decision_id.to_string(),
             agent_id: "agent-1".into(),
             agent_version: Some(1),
             on_behalf_of: None,
             action: request.action.clone(),
-            resource: reins::ledger::entry::ResourceEvent {
+            resource: reins::events::ResourceEvent {
                 kind: "Tool".into(),
                 id: "tool-1".into(),
                 attributes: None,

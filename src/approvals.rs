@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 use crate::model::DecisionRequest;
 use crate::identity::Caller;
 use crate::killswitch::Scope;
-use crate::ledger::entry::{ApprovalEvent, Entry, Event};
+use crate::events::{ApprovalEvent, Entry, Event};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::store::{self, ApprovalRow, SideEffect, Store, StoreError};
 
@@ -378,11 +378,9 @@ impl Approvals {
             .clone()
             .or_else(|| approval.decided_at.clone())
             .unwrap_or_else(|| approval.requested_at.clone());
-        Append::new(
-            &Entry { time, event },
-            SideEffect::Approval(row_of(approval)),
-        )
-        .map_err(|e| ApprovalError::Invalid {
+        Entry { time, event }
+            .append(SideEffect::Approval(row_of(approval)))
+            .map_err(|e| ApprovalError::Invalid {
             field: "comment",
             message: e.to_string(),
         })

@@ -438,14 +438,14 @@ fn ledger_signer(config: &Config) -> anyhow::Result<crate::tlog::note::NoteSigne
 /// The compliance view of a data dir, read-only: the policies are the ones the ledger last
 /// recorded loading, from their stored texts (the configured folder only if those are missing).
 async fn offline_sources(config: &Config) -> anyhow::Result<crate::compliance::Sources> {
-    use crate::ledger::entry::Event;
+    use crate::events::Event;
     use crate::registry::{EntityTypes, Snapshot};
     let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
     let types = EntityTypes::new()?;
     let snapshot = Snapshot::load(&store, &types).await?;
     let mut pack = None;
     if let Some(row) = store.entries_of_kinds(&["policy_loaded"]).await?.pop() {
-        let entry: crate::ledger::entry::Entry = serde_json::from_slice(&row.entry)?;
+        let entry: crate::events::Entry = serde_json::from_slice(&row.entry)?;
         if let Event::PolicyLoaded(p) = entry.event
             && let Some(texts) = store.policy_text(&p.policy_digest).await?
         {

@@ -27,8 +27,8 @@ use crate::approvals::{self, Approval, Approvals};
 use crate::identity::Caller;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
 use crate::killswitch::KillSwitches;
-use crate::ledger::entry::{
-    self, DecisionEvent, Entry, EntryError, Event, Probe, ResourceEvent, SelfCheckEvent,
+use crate::events::{
+    DecisionEvent, Entry, EntryError, Event, Probe, ResourceEvent, SelfCheckEvent,
 };
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::model::{
@@ -615,7 +615,7 @@ impl Pipeline {
         target: &Target,
     ) -> Result<Vec<Append>, RequestError> {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
-        let salts = entry::mask(&mut context, self.ledger.mask())
+        let salts = crate::events::mask(&mut context, self.ledger.mask())
             .map_err(|e| RequestError::new("context", e.to_string()))?;
         // The row holds no context: the request as recorded (masked) is the entry's.
         let row = row_of(caller, request, &evaluation.decision)
@@ -653,7 +653,7 @@ impl Pipeline {
             EntryError::Encode(_) => RequestError::new("request", e.to_string()),
         };
         let mut appends =
-            vec![Append::new(&entry, SideEffect::Decision { row, salts }).map_err(too_large)?];
+            vec![entry.append(SideEffect::Decision { row, salts }).map_err(too_large)?];
         let approval_error =
             |e: approvals::ApprovalError| RequestError::new("approval_id", e.to_string());
         if let Some(approval) = &evaluation.approval_requested {

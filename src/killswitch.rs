@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 
 use crate::approvals::Approvals;
 use crate::ids::{AgentId, ToolId};
-use crate::ledger::entry::{Entry, Event, KillSwitchEvent};
-use crate::ledger::{Append, Ledger, LedgerError};
+use crate::events::{Entry, Event, KillSwitchEvent};
+use crate::ledger::{Ledger, LedgerError};
 use crate::store::{KillSwitchRow, SideEffect, Store, StoreError};
 
 /// What a switch stops. Every field given must match; an empty scope stops everything.
@@ -269,7 +269,7 @@ impl KillSwitches {
             .clone()
             .unwrap_or_else(|| switch.engaged_at.clone());
         let entry = Entry { time, event };
-        let append = Append::new(&entry, SideEffect::KillSwitch(row_of(switch))).map_err(|e| {
+        let append = entry.append(SideEffect::KillSwitch(row_of(switch))).map_err(|e| {
             KillSwitchError::Invalid {
                 field: "reason",
                 message: e.to_string(),

@@ -13,6 +13,7 @@ pub mod compliance;
 pub mod config;
 pub mod crypto;
 pub mod decision;
+pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod killswitch;

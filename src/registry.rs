@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{AgentId, ToolId};
-use crate::ledger::entry::{AgentEvent, Entry, Event, ToolEvent};
-use crate::ledger::{Append, Ledger, LedgerError};
+use crate::events::{AgentEvent, Entry, Event, ToolEvent};
+use crate::ledger::{Ledger, LedgerError};
 use crate::store::{RegistryRow, RegistryTable, SideEffect, Store, StoreError};
 
 /// EU AI Act risk category of an AI system.
@@ -456,7 +456,7 @@ impl Registry {
             actor: actor.to_owned(),
             agent_id: id.to_string(),
             version: meta.version,
-            record: record.clone(),
+            record: record_document(&record)?,
         };
         let event = if existing.is_none() {
             Event::AgentRegistered(event)
@@ -505,7 +505,7 @@ impl Registry {
             actor: actor.to_owned(),
             tool_id: id.to_string(),
             version: meta.version,
-            record: record.clone(),
+            record: record_document(&record)?,
         };
         let event = if existing.is_none() {
             Event::ToolRegistered(event)
@@ -556,7 +556,7 @@ impl Registry {
             time: meta.updated_at.clone(),
             event,
         };
-        let append = Append::new(&entry, SideEffect::Registry { table, row })
+        let append = entry.append(SideEffect::Registry { table, row })
             .map_err(|e| invalid("record", e.to_string()))?;
         self.ledger.append(vec![append]).await?;
         Ok(())
@@ -634,6 +634,11 @@ fn validate_documentation(doc: &Documentation) -> Result<(), RegistryError> {
         }
     }
     Ok(())
+}
+
+/// A record as the JSON document its ledger entry holds.
+fn record_document(record: &impl Serialize) -> Result<serde_json::Value, RegistryError> {
+    serde_json::to_value(record).map_err(|e| invalid("record", e.to_string()))
 }
 
 fn meta_of(row: &RegistryRow) -> Meta {

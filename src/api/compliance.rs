@@ -202,10 +202,10 @@ async fn audit_pack(
     )
     .await?;
     // Handing out the ledger is itself an entry (the control plane's actions all are).
-    let entry = crate::ledger::entry::Entry {
+    let entry = crate::events::Entry {
         time: crate::store::now(),
-        event: crate::ledger::entry::Event::AuditPackExported(
-            crate::ledger::entry::AuditExportEvent {
+        event: crate::events::Event::AuditPackExported(
+            crate::events::AuditExportEvent {
                 actor: caller.agent.to_string(),
                 agent_id: manifest.agent.clone(),
                 from: manifest.from.clone(),
@@ -217,7 +217,7 @@ async fn audit_pack(
             },
         ),
     };
-    let append = crate::ledger::Append::new(&entry, crate::store::SideEffect::None)
+    let append = entry.append(crate::store::SideEffect::None)
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     state.ledger.append(vec![append]).await?;
     Ok((

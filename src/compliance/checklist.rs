@@ -15,10 +15,10 @@ use super::{ComplianceError, Sources, invalid, kill_switch_uses, parse_time, sha
 use crate::decision::{probe_tool, record_of};
 use crate::model::{Decision, Outcome, ReasonCode};
 use crate::ids::AgentId;
-use crate::ledger::entry::{AttestationEvent, Entry, Event};
+use crate::events::{AttestationEvent, Entry, Event};
 use crate::tlog::merkle::{leaf_hash, verify_inclusion};
 use crate::tlog::note::Checkpoint;
-use crate::ledger::{Append, Ledger, LedgerRef, ProofBuilder};
+use crate::ledger::{Ledger, LedgerRef, ProofBuilder};
 use crate::registry::{AgentEntry, ToolRisk};
 use crate::store::SideEffect;
 
@@ -896,7 +896,7 @@ pub async fn attest(
         event: Event::AttestationRecorded(event.clone()),
     };
     let append =
-        Append::new(&entry, SideEffect::None).map_err(|e| invalid("statement", e.to_string()))?;
+        entry.append(SideEffect::None).map_err(|e| invalid("statement", e.to_string()))?;
     let reference = ledger.append(vec![append]).await?.remove(0);
     Ok((
         Attestation {

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::config::ComplianceConfig;
 use crate::ids::AgentId;
-use crate::ledger::entry::{Entry, Event, KillSwitchEvent};
+use crate::events::{Entry, Event, KillSwitchEvent};
 use crate::tlog::note::NoteSigner;
 use crate::ledger::LedgerError;
 use crate::tlog::merkle;

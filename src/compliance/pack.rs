@@ -29,7 +29,7 @@ use zip::write::SimpleFileOptions;
 use super::{ComplianceError, Period, Sources, card, checklist, invalid, rfc3339};
 use crate::ids::AgentId;
 use crate::ledger::ProofBuilder;
-use crate::ledger::entry::{Entry, Event};
+use crate::events::{Entry, Event};
 use crate::tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use crate::tlog::note::{Checkpoint, NoteVerifier};
 use crate::policy::PolicyDigest;

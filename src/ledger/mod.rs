@@ -11,7 +11,6 @@
 //! signed checkpoints are always consistent.
 //! [`verify`] re-derives everything from the stored bytes.
 
-pub mod entry;
 pub mod health;
 pub mod verify;
 
@@ -42,8 +41,6 @@ pub const LEDGER_KEY_FILE: &str = "ledger.pem";
 pub enum LedgerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Entry(#[from] entry::EntryError),
     #[error("ledger signing key {path}: {message}")]
     Key { path: String, message: String },
     #[error(transparent)]
@@ -135,22 +132,16 @@ impl TreeHead {
     }
 }
 
-/// One entry to append, with what must be committed with it.
+/// One entry to append, with what must be committed with it: its kind (for the store's index),
+/// the exact bytes its leaf hash covers, and the state it records. The ledger never looks inside
+/// the bytes; [`crate::events`] defines them.
 pub struct Append {
     pub kind: &'static str,
     pub bytes: Vec<u8>,
     pub side: SideEffect,
 }
 
-impl Append {
-    pub fn new(entry: &entry::Entry, side: SideEffect) -> Result<Self, entry::EntryError> {
-        Ok(Self {
-            kind: entry.event.kind(),
-            bytes: entry.to_bytes()?,
-            side,
-        })
-    }
-}
+
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InclusionProof {

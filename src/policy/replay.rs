@@ -17,7 +17,7 @@ use crate::compliance::Period;
 use crate::decision::{record_of, replay_decision};
 use crate::model::{Decision, DecisionRecord, Outcome, ReasonCode};
 use crate::ids::UserId;
-use crate::ledger::entry::{Entry, Event};
+use crate::events::{Entry, Event};
 use crate::registry::{Agent, EntityTypes, Meta, Tool, agent_entity, tool_entity};
 use crate::store::{Store, StoreError};
 
@@ -137,7 +137,8 @@ pub async fn replay(
                 Event::AgentRegistered(a) | Event::AgentChanged(a) => {
                     let agent = Agent {
                         id: a.agent_id.parse().map_err(|e| corrupt(&e))?,
-                        record: a.record.clone(),
+                        record: serde_json::from_value(a.record.clone())
+                            .map_err(|e| corrupt(&e))?,
                         meta: meta(a.version),
                     };
                     let entity = agent_entity(&types, &agent).map_err(|e| corrupt(&e))?;
@@ -146,7 +147,8 @@ pub async fn replay(
                 Event::ToolRegistered(t) | Event::ToolChanged(t) => {
                     let tool = Tool {
                         id: t.tool_id.parse().map_err(|e| corrupt(&e))?,
-                        record: t.record.clone(),
+                        record: serde_json::from_value(t.record.clone())
+                            .map_err(|e| corrupt(&e))?,
                         meta: meta(t.version),
                     };
                     let entity = tool_entity(&types, &tool).map_err(|e| corrupt(&e))?;

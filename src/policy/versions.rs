@@ -18,7 +18,7 @@ use crate::ids::{DEFAULT_STORE, StoreName};
 use super::testing::{collect, run_file_with};
 use super::{Diagnostic, PolicyError, PolicyPack};
 use crate::decision::Pipeline;
-use crate::ledger::entry::{Entry, Event, PolicyTestEvent, PolicyVersionEvent};
+use crate::events::{Entry, Event, PolicyTestEvent, PolicyVersionEvent};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::store::{PolicyVersionRow, SideEffect, Store, StoreError};
 
@@ -229,7 +229,7 @@ impl Versions {
             time: crate::store::now(),
             event,
         };
-        Append::new(&entry, side).map_err(|e| invalid("files", e.to_string()))
+        entry.append(side).map_err(|e| invalid("files", e.to_string()))
     }
 
     fn created(&self, row: &PolicyVersionRow, pack: &PolicyPack) -> Result<Append, VersionError> {

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::decision::{Pipeline, RequestError};
 use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
 use crate::killswitch::KillSwitches;
-use crate::ledger::entry::{Entry, EntryError, Event, PolicyEvent};
+use crate::events::{Entry, EntryError, Event, PolicyEvent};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::policy::{PolicyError, PolicyPack};
 use crate::registry::{Registry, RegistryError};
@@ -265,7 +265,7 @@ fn policy_loaded(pack: &PolicyPack, store: Option<String>) -> Result<Append, Sta
         schema_text: pack.schema_text().to_owned(),
         first_seen: loaded.time.clone(),
     };
-    Ok(Append::new(&loaded, SideEffect::PolicyText(texts))?)
+    Ok(loaded.append(SideEffect::PolicyText(texts))?)
 }
 
 /// Probes the live pipeline with requests that must be denied or refused, and records the result
@@ -281,7 +281,7 @@ async fn record_self_check(pipeline: &Pipeline, ledger: &Ledger) -> Result<(), S
         event: Event::SelfCheck(check),
     };
     ledger
-        .append(vec![Append::new(&entry, SideEffect::None)?])
+        .append(vec![entry.append(SideEffect::None)?])
         .await?;
     Ok(())
 }

@@ -281,13 +281,13 @@ async fn masked_context_values_never_reach_the_ledger_but_can_be_proven() {
         .await
         .unwrap()
         .unwrap();
-    let commitment = reins::ledger::entry::commitment(&salt, &json!("jane@example.com")).unwrap();
+    let commitment = reins::events::commitment(&salt, &json!("jane@example.com")).unwrap();
     assert_eq!(
         entry["entry"]["context"]["args"]["customer"]["email"],
         commitment
     );
     assert_ne!(
-        reins::ledger::entry::commitment(&salt, &json!("john@example.com")).unwrap(),
+        reins::events::commitment(&salt, &json!("john@example.com")).unwrap(),
         commitment
     );
 }

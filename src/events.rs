@@ -12,7 +12,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::model::{EvaluationError, Outcome, Reason};
-use crate::registry::{AgentRecord, ToolRecord};
 
 /// Entries larger than this cannot be served as C2SP tile entry bundles (16-bit length prefix).
 pub const MAX_ENTRY_BYTES: usize = 65_535;
@@ -192,7 +191,9 @@ pub struct AgentEvent {
     pub actor: String,
     pub agent_id: String,
     pub version: i64,
-    pub record: AgentRecord,
+    /// The record as registered (`registry::AgentRecord`), as a JSON document: the bytes this
+    /// entry covers must not change when the domain type does.
+    pub record: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,7 +201,8 @@ pub struct ToolEvent {
     pub actor: String,
     pub tool_id: String,
     pub version: i64,
-    pub record: ToolRecord,
+    /// The record as registered (`registry::ToolRecord`), as a JSON document.
+    pub record: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,6 +260,15 @@ impl Event {
 }
 
 impl Entry {
+    /// This entry as a ledger append, committed with `side`.
+    pub fn append(&self, side: crate::store::SideEffect) -> Result<crate::ledger::Append, EntryError> {
+        Ok(crate::ledger::Append {
+            kind: self.event.kind(),
+            bytes: self.to_bytes()?,
+            side,
+        })
+    }
+
     /// The canonical bytes (RFC 8785) that the leaf hash covers.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EntryError> {
         let bytes =
