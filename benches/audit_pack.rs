@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use reins::compliance::pack::{ExportRequest, export, verify, whole_history};
-use reins::model::{DecisionRequest, ResourceRef};
 use reins::identity::Caller;
+use reins::model::{DecisionRequest, ResourceRef};
 use reins::registry::{AgentRecord, AgentStatus, RiskTier, ToolRecord, ToolRisk};
 
 fn main() {

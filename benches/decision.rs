@@ -15,8 +15,8 @@ use std::time::Duration;
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use reins::config::{Config, Overrides};
-use reins::model::{DecisionRequest, ResourceRef};
 use reins::identity::{Caller, MintRequest};
+use reins::model::{DecisionRequest, ResourceRef};
 use reins::registry::{AgentRecord, AgentStatus, RiskTier, ToolRecord, ToolRisk};
 
 const AGENTS: usize = 1000;

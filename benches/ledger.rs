@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reins::config::LedgerConfig;
-use reins::tlog::note::NoteSigner;
 use reins::ledger::{Append, Ledger};
 use reins::store::{SideEffect, Store};
+use reins::tlog::note::NoteSigner;
 
 fn entry(i: u64) -> Append {
     // About the size of a decision entry with a small context.

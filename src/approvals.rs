@@ -24,11 +24,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
-use crate::model::DecisionRequest;
-use crate::identity::Caller;
-use crate::killswitch::Scope;
 use crate::events::{ApprovalEvent, Entry, Event};
+use crate::identity::Caller;
+use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Append, Ledger, LedgerError};
+use crate::model::DecisionRequest;
 use crate::store::{self, ApprovalRow, SideEffect, Store, StoreError};
 
 /// The policy annotation that marks an approval policy; its value names the approver group.
@@ -381,9 +381,9 @@ impl Approvals {
         Entry { time, event }
             .append(SideEffect::Approval(row_of(approval)))
             .map_err(|e| ApprovalError::Invalid {
-            field: "comment",
-            message: e.to_string(),
-        })
+                field: "comment",
+                message: e.to_string(),
+            })
     }
 
     /// Grants or denies a pending approval. `owner` is the requesting agent's owner.
@@ -528,14 +528,19 @@ impl Approvals {
             .await
     }
 
-    /// Cancels open approvals a kill switch now covers.
-    pub async fn cancel_in_scope(&self, scope: &Scope, now: &str) -> Result<usize, ApprovalError> {
+    /// Cancels the open approvals whose request `covers` (agent, tool if the resource is one,
+    /// action): how a kill switch takes the approvals in its scope with it.
+    pub async fn cancel_in_scope(
+        &self,
+        covers: impl Fn(&AgentId, Option<&ToolId>, &str) -> bool,
+        now: &str,
+    ) -> Result<usize, ApprovalError> {
         self.close_where(Status::Cancelled, now, |a| {
             let agent = a.agent_id.parse().ok();
             let tool = (a.resource.kind == "Tool")
                 .then(|| a.resource.id.parse().ok())
                 .flatten();
-            agent.is_some_and(|agent| scope.covers(&agent, tool.as_ref(), &a.action))
+            agent.is_some_and(|agent| covers(&agent, tool.as_ref(), &a.action))
         })
         .await
     }

@@ -350,8 +350,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
-    use crate::tlog::note::NoteVerifier;
     use crate::ledger::verify::{verify_remote, verify_store};
+    use crate::tlog::note::NoteVerifier;
 
     let trusted = args
         .trusted_checkpoint
@@ -580,7 +580,7 @@ async fn policy_replay(
         to.as_deref(),
         Duration::ZERO,
     )?;
-    let report = crate::policy::replay::replay(&store, &pack, &period).await?;
+    let report = crate::lifecycle::replay::replay(&store, &pack, &period).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -24,12 +24,13 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::approvals::{self, Approval, Approvals};
-use crate::identity::Caller;
-use crate::ids::{AgentId, DecisionId, ToolId, UserId};
-use crate::killswitch::KillSwitches;
 use crate::events::{
     DecisionEvent, Entry, EntryError, Event, Probe, ResourceEvent, SelfCheckEvent,
 };
+use crate::identity::Caller;
+use crate::ids::StoreName;
+use crate::ids::{AgentId, DecisionId, ToolId, UserId};
+use crate::killswitch::KillSwitches;
 use crate::ledger::{Append, Ledger, LedgerRef};
 use crate::model::{
     AccessRequest, Decision, DecisionRecord, DecisionRequest, EvaluationError, Outcome, Reason,
@@ -37,7 +38,6 @@ use crate::model::{
 };
 use crate::policy::PolicyPack;
 use crate::policy::shadow::Shadow;
-use crate::ids::StoreName;
 use crate::policy::store::PolicyStore;
 use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, Snapshot};
 use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
@@ -109,7 +109,6 @@ impl Target {
         }
     }
 }
-
 
 /// The resource of a default-store request: a registered tool, or an entity built from the
 /// request's attributes.
@@ -652,8 +651,11 @@ impl Pipeline {
             EntryError::TooLarge(_) => RequestError::new("context", e.to_string()),
             EntryError::Encode(_) => RequestError::new("request", e.to_string()),
         };
-        let mut appends =
-            vec![entry.append(SideEffect::Decision { row, salts }).map_err(too_large)?];
+        let mut appends = vec![
+            entry
+                .append(SideEffect::Decision { row, salts })
+                .map_err(too_large)?,
+        ];
         let approval_error =
             |e: approvals::ApprovalError| RequestError::new("approval_id", e.to_string());
         if let Some(approval) = &evaluation.approval_requested {

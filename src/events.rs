@@ -261,7 +261,10 @@ impl Event {
 
 impl Entry {
     /// This entry as a ledger append, committed with `side`.
-    pub fn append(&self, side: crate::store::SideEffect) -> Result<crate::ledger::Append, EntryError> {
+    pub fn append(
+        &self,
+        side: crate::store::SideEffect,
+    ) -> Result<crate::ledger::Append, EntryError> {
         Ok(crate::ledger::Append {
             kind: self.event.kind(),
             bytes: self.to_bytes()?,

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::approvals::Approvals;
-use crate::ids::{AgentId, ToolId};
 use crate::events::{Entry, Event, KillSwitchEvent};
+use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{KillSwitchRow, SideEffect, Store, StoreError};
 
@@ -195,7 +195,14 @@ impl KillSwitches {
         self.engaged.store(Arc::new(next));
         tracing::warn!(id = %switch.id, actor, drill = switch.drill, "kill switch engaged");
         // Approvals in scope die with the engagement: releasing the switch must not revive them.
-        match self.approvals.cancel_in_scope(&switch.scope, now).await {
+        match self
+            .approvals
+            .cancel_in_scope(
+                |agent, tool, action| switch.scope.covers(agent, tool, action),
+                now,
+            )
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::warn!(cancelled = n, "approvals cancelled by the kill switch"),
             Err(error) => {
@@ -269,12 +276,12 @@ impl KillSwitches {
             .clone()
             .unwrap_or_else(|| switch.engaged_at.clone());
         let entry = Entry { time, event };
-        let append = entry.append(SideEffect::KillSwitch(row_of(switch))).map_err(|e| {
-            KillSwitchError::Invalid {
+        let append = entry
+            .append(SideEffect::KillSwitch(row_of(switch)))
+            .map_err(|e| KillSwitchError::Invalid {
                 field: "reason",
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         self.ledger.append(vec![append]).await?;
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod api;
+pub mod app;
 pub mod approvals;
 pub mod cli;
 pub mod compliance;
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod ids;
 pub mod killswitch;
 pub mod ledger;
+pub mod lifecycle;
 pub mod model;
 pub mod policy;
 pub mod registry;

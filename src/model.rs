@@ -176,4 +176,3 @@ pub struct DecisionRecord {
     pub on_behalf_of: Option<String>,
     pub request: DecisionRequest,
 }
-

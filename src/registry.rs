@@ -13,8 +13,8 @@ use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Restri
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ids::{AgentId, ToolId};
 use crate::events::{AgentEvent, Entry, Event, ToolEvent};
+use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{RegistryRow, RegistryTable, SideEffect, Store, StoreError};
 
@@ -556,7 +556,8 @@ impl Registry {
             time: meta.updated_at.clone(),
             event,
         };
-        let append = entry.append(SideEffect::Registry { table, row })
+        let append = entry
+            .append(SideEffect::Registry { table, row })
             .map_err(|e| invalid("record", e.to_string()))?;
         self.ledger.append(vec![append]).await?;
         Ok(())

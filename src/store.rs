@@ -9,6 +9,7 @@
 //! PostgreSQL backend. This module knows rows, not rules: validation lives in [`crate::registry`]
 //! and [`crate::decision`].
 
+mod lock;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use sqlx::{FromRow, SqlitePool};
 use crate::ids::{AgentId, DecisionId};
 use crate::tlog::merkle::{Hash, NodeId};
 
+pub use lock::{DataDirLock, LockError};
 pub use writer::{FlushError, Wal, Writer};
 
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,11 @@ fn edges() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
             if path.extension().is_none_or(|e| e != "rs") {
                 continue;
             }
-            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let top = rel
                 .split('/')
                 .next()
@@ -46,7 +50,11 @@ fn edges() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
                             .map(|s| s.trim().split("::").next().unwrap_or(""))
                             .collect()
                     } else {
-                        vec![rest.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or("")]
+                        vec![
+                            rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                                .next()
+                                .unwrap_or(""),
+                        ]
                     };
                     for name in names {
                         if !name.is_empty() && name != top {
@@ -92,7 +100,10 @@ fn cycle_through(
 #[test]
 fn top_level_modules_form_a_dag() {
     let edges = edges();
-    assert!(edges.contains_key("decision"), "found no modules: {edges:?}");
+    assert!(
+        edges.contains_key("decision"),
+        "found no modules: {edges:?}"
+    );
     let mut cycles = Vec::new();
     for module in edges.keys() {
         if let Some(cycle) = cycle_through(module, &edges) {
@@ -100,8 +111,16 @@ fn top_level_modules_form_a_dag() {
                 .windows(2)
                 .map(|w| format!("{} -> {} (in {:?})", w[0], w[1], edges[&w[0]][&w[1]]))
                 .collect();
-            cycles.push(format!("{}:\n    {}", cycle.join(" -> "), steps.join("\n    ")));
+            cycles.push(format!(
+                "{}:\n    {}",
+                cycle.join(" -> "),
+                steps.join("\n    ")
+            ));
         }
     }
-    assert!(cycles.is_empty(), "import cycles:\n  {}", cycles.join("\n  "));
+    assert!(
+        cycles.is_empty(),
+        "import cycles:\n  {}",
+        cycles.join("\n  ")
+    );
 }

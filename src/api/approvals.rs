@@ -9,9 +9,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use crate::app::AppState;
 use crate::approvals::{Approval, Status, Verdict};
 use crate::identity::{Caller, roles};
-use crate::server::AppState;
 use crate::store;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -22,12 +22,12 @@ use utoipa_axum::routes;
 use super::StoreSel;
 use super::error::ApiError;
 use super::extract::ApiJson;
+use crate::app::AppState;
 use crate::config::PepAuth;
 use crate::decision::{Evaluated, RequestError, Target};
-use crate::model::{Decision, DecisionRequest, Outcome, ReasonCode, ResourceRef};
 use crate::identity::{Caller, roles};
 use crate::ids::AgentId;
-use crate::server::AppState;
+use crate::model::{Decision, DecisionRequest, Outcome, ReasonCode, ResourceRef};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -14,13 +14,13 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, path_id};
+use crate::app::AppState;
 use crate::compliance::card::{self, ModelCard};
 use crate::compliance::checklist::{self, Attestation, AttestationRequest, Checklist};
 use crate::compliance::pack::{self, ExportRequest};
 use crate::compliance::{ComplianceError, Period};
 use crate::identity::{Caller, roles};
 use crate::ids::AgentId;
-use crate::server::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -204,20 +204,19 @@ async fn audit_pack(
     // Handing out the ledger is itself an entry (the control plane's actions all are).
     let entry = crate::events::Entry {
         time: crate::store::now(),
-        event: crate::events::Event::AuditPackExported(
-            crate::events::AuditExportEvent {
-                actor: caller.agent.to_string(),
-                agent_id: manifest.agent.clone(),
-                from: manifest.from.clone(),
-                to: manifest.to.clone(),
-                start: manifest.start,
-                end: manifest.end,
-                tree_size: manifest.tree_size,
-                entries: manifest.entries,
-            },
-        ),
+        event: crate::events::Event::AuditPackExported(crate::events::AuditExportEvent {
+            actor: caller.agent.to_string(),
+            agent_id: manifest.agent.clone(),
+            from: manifest.from.clone(),
+            to: manifest.to.clone(),
+            start: manifest.start,
+            end: manifest.end,
+            tree_size: manifest.tree_size,
+            entries: manifest.entries,
+        }),
     };
-    let append = entry.append(crate::store::SideEffect::None)
+    let append = entry
+        .append(crate::store::SideEffect::None)
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     state.ledger.append(vec![append]).await?;
     Ok((

@@ -12,7 +12,7 @@ use crate::decision::RequestError;
 use crate::identity::{AuthError, MissingRole};
 use crate::killswitch::KillSwitchError;
 use crate::ledger::LedgerError;
-use crate::policy::versions::VersionError;
+use crate::lifecycle::VersionError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 

@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::app::AppState;
 use crate::identity::{Caller, bearer_token};
-use crate::server::AppState;
 
 /// A JSON body, deserialised with the failing field's path reported.
 pub struct ApiJson<T>(pub T);

@@ -10,10 +10,10 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
+use crate::app::AppState;
 use crate::identity::{Caller, roles};
 use crate::killswitch::{EngageRequest, ReleaseRequest, Switch};
 use crate::policy::control::ControlAction;
-use crate::server::AppState;
 use crate::store;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -11,9 +11,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, path_id};
+use crate::app::AppState;
 use crate::identity::{Caller, roles};
 use crate::ledger::{ConsistencyProof, InclusionProof, ServedEntry, TilePath};
-use crate::server::AppState;
 
 /// Most entries one `GET /v1/ledger/entries` returns.
 const MAX_PAGE: u64 = 1000;

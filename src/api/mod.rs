@@ -31,12 +31,12 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::app::AppState;
 use crate::decision::{Evaluated, RequestError, Target};
-use crate::model::{Decision, DecisionRecord, DecisionRequest};
 use crate::identity::{Caller, roles};
 use crate::ids::{AgentId, DecisionId, ToolId};
+use crate::model::{Decision, DecisionRecord, DecisionRequest};
 use crate::registry::{Agent, AgentRecord, Tool, ToolRecord};
-use crate::server::AppState;
 use crate::store;
 use error::{ApiError, ErrorBody};
 use extract::{ApiJson, ApiQuery, path_id};
@@ -217,7 +217,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Readiness: the database answers, a policy pack with policies is loaded, and the ledger takes
 /// appends (its last commit and flush succeeded).
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = crate::server::Readiness), (status = 503, body = crate::server::Readiness)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = crate::app::Readiness), (status = 503, body = crate::app::Readiness)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.readiness().await;
     let status = if body.ready {

@@ -14,11 +14,11 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use crate::app::AppState;
 use crate::identity::{Caller, roles};
-use crate::policy::control::ControlAction;
 use crate::ids::DEFAULT_STORE;
-use crate::policy::versions::{Activation, PolicyVersion, PolicyVersionDetail};
-use crate::server::AppState;
+use crate::lifecycle::{Activation, PolicyVersion, PolicyVersionDetail};
+use crate::policy::control::ControlAction;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,13 +50,13 @@ async fn shadow(
 /// How the shadow version compares with the active one: requests evaluated, disagreements (allow
 /// to deny, deny to allow) and examples.
 #[utoipa::path(get, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = crate::policy::versions::ShadowReport), (status = 403, body = ErrorBody),
+    responses((status = 200, body = crate::lifecycle::ShadowReport), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn shadow_report(
     State(state): State<AppState>,
     caller: Caller,
     Path(version): Path<String>,
-) -> Result<Json<crate::policy::versions::ShadowReport>, ApiError> {
+) -> Result<Json<crate::lifecycle::ShadowReport>, ApiError> {
     caller.require_any_role(READERS)?;
     let store = state.versions.store_of(&version).await?;
     Ok(Json(state.versions.shadow_report(
@@ -81,14 +81,14 @@ struct ReplayRequest {
 /// stored and the agents and tools as they were, and report the answers that would change.
 #[utoipa::path(post, path = "/v1/policies/{version}/replay", tag = "policies", params(("version" = String, Path)),
     request_body = ReplayRequest, security(("bearer" = [])),
-    responses((status = 200, body = crate::policy::replay::ReplayReport), (status = 403, body = ErrorBody),
+    responses((status = 200, body = crate::lifecycle::replay::ReplayReport), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn replay(
     State(state): State<AppState>,
     caller: Caller,
     Path(version): Path<String>,
     ApiJson(request): ApiJson<ReplayRequest>,
-) -> Result<Json<crate::policy::replay::ReplayReport>, ApiError> {
+) -> Result<Json<crate::lifecycle::replay::ReplayReport>, ApiError> {
     caller.require_any_role(READERS)?;
     let whole = crate::compliance::pack::whole_history();
     let period = crate::compliance::Period::parse(

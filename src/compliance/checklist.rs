@@ -13,14 +13,14 @@ use utoipa::ToSchema;
 
 use super::{ComplianceError, Sources, invalid, kill_switch_uses, parse_time, sha256};
 use crate::decision::{probe_tool, record_of};
-use crate::model::{Decision, Outcome, ReasonCode};
-use crate::ids::AgentId;
 use crate::events::{AttestationEvent, Entry, Event};
-use crate::tlog::merkle::{leaf_hash, verify_inclusion};
-use crate::tlog::note::Checkpoint;
+use crate::ids::AgentId;
 use crate::ledger::{Ledger, LedgerRef, ProofBuilder};
+use crate::model::{Decision, Outcome, ReasonCode};
 use crate::registry::{AgentEntry, ToolRisk};
 use crate::store::SideEffect;
+use crate::tlog::merkle::{leaf_hash, verify_inclusion};
+use crate::tlog::note::Checkpoint;
 
 const CATALOGUE: &str = include_str!("../../compliance/eu-ai-act.toml");
 const TEMPLATE: &str = include_str!("../../compliance/checklist.md.j2");
@@ -895,8 +895,9 @@ pub async fn attest(
         time: crate::store::now(),
         event: Event::AttestationRecorded(event.clone()),
     };
-    let append =
-        entry.append(SideEffect::None).map_err(|e| invalid("statement", e.to_string()))?;
+    let append = entry
+        .append(SideEffect::None)
+        .map_err(|e| invalid("statement", e.to_string()))?;
     let reference = ledger.append(vec![append]).await?.remove(0);
     Ok((
         Attestation {

@@ -18,14 +18,14 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use crate::config::ComplianceConfig;
-use crate::ids::AgentId;
 use crate::events::{Entry, Event, KillSwitchEvent};
-use crate::tlog::note::NoteSigner;
+use crate::ids::AgentId;
 use crate::ledger::LedgerError;
-use crate::tlog::merkle;
 use crate::policy::PolicyPack;
 use crate::registry::{AgentEntry, EntityTypes, Snapshot};
 use crate::store::{EntryRow, Store, StoreError};
+use crate::tlog::merkle;
+use crate::tlog::note::NoteSigner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComplianceError {

@@ -27,12 +27,12 @@ use time::OffsetDateTime;
 use zip::write::SimpleFileOptions;
 
 use super::{ComplianceError, Period, Sources, card, checklist, invalid, rfc3339};
+use crate::events::{Entry, Event};
 use crate::ids::AgentId;
 use crate::ledger::ProofBuilder;
-use crate::events::{Entry, Event};
+use crate::policy::PolicyDigest;
 use crate::tlog::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use crate::tlog::note::{Checkpoint, NoteVerifier};
-use crate::policy::PolicyDigest;
 
 pub const FORMAT: &str = "reins-audit-pack/1";
 const CHUNK: u64 = 10_000;

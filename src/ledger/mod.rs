@@ -141,8 +141,6 @@ pub struct Append {
     pub side: SideEffect,
 }
 
-
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InclusionProof {
     pub index: u64,
@@ -214,11 +212,12 @@ impl Ledger {
             .clone()
             .unwrap_or_else(|| keys_dir.join(LEDGER_KEY_FILE));
         let (key, generated) =
-            crate::crypto::ed25519_key_file(&key_path, config.signing_key_file.is_none())
-                .map_err(|message| LedgerError::Key {
+            crate::crypto::ed25519_key_file(&key_path, config.signing_key_file.is_none()).map_err(
+                |message| LedgerError::Key {
                     path: key_path.display().to_string(),
                     message,
-                })?;
+                },
+            )?;
         if generated {
             tracing::info!(path = %key_path.display(), "generated ledger signing key (mode 0600)");
         }

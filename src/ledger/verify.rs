@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::ServedEntry;
+use crate::store::{Store, StoreError};
+use crate::tlog::merkle;
 use crate::tlog::merkle::{
     Frontier, Hash, NodeId, consistency_ranges, fold, leaf_hash, range_nodes, verify_consistency,
 };
 use crate::tlog::note::{Checkpoint, NoteVerifier};
-use super::ServedEntry;
-use crate::tlog::merkle;
-use crate::store::{Store, StoreError};
 
 const PAGE: u64 = 10_000;
 

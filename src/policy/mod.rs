@@ -13,11 +13,9 @@ use std::str::FromStr;
 
 pub mod control;
 pub mod limits;
-pub mod replay;
 pub mod shadow;
 pub mod store;
 pub mod testing;
-pub mod versions;
 
 use cedar_policy::{
     Authorizer, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Response,

@@ -70,9 +70,7 @@ impl Shadow {
             &[
                 opentelemetry::KeyValue::new(
                     "store",
-                    store
-                        .unwrap_or(crate::ids::DEFAULT_STORE)
-                        .to_owned(),
+                    store.unwrap_or(crate::ids::DEFAULT_STORE).to_owned(),
                 ),
                 opentelemetry::KeyValue::new("version", self.version.clone()),
             ],

@@ -43,19 +43,21 @@ impl PolicyStore {
             // serde_json bounds the nesting (128 levels); Cedar's entity parser still recurses
             // per level, so it runs where policies are parsed.
             let schema = pack.schema();
-            super::limits::on_parser_stack(|| Entities::from_json_str(&text, Some(schema)))
-                .map_err(|source| PolicyError::Io {
-                    path: entities_file.clone(),
-                    source,
-                })?
-                .map_err(|e| {
-                    PolicyError::Invalid(vec![Diagnostic {
-                        file: entities_file.display().to_string(),
-                        line: 1,
-                        column: 1,
-                        message: e.to_string(),
-                    }])
-                })?
+            super::limits::on_parser_stack(|| {
+                Entities::from_json_str(&text, Some(schema)).map_err(|e| e.to_string())
+            })
+            .map_err(|source| PolicyError::Io {
+                path: entities_file.clone(),
+                source,
+            })?
+            .map_err(|e| {
+                PolicyError::Invalid(vec![Diagnostic {
+                    file: entities_file.display().to_string(),
+                    line: 1,
+                    column: 1,
+                    message: e.to_string(),
+                }])
+            })?
         } else {
             Entities::empty()
         };

@@ -8,9 +8,8 @@
 //! leaves the ledger as it found it.
 
 pub mod listen;
-mod lock;
 
-pub use lock::{DataDirLock, LockError};
+use crate::store::{DataDirLock, LockError};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,37 +18,17 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::app::{AppState, Services};
 use crate::approvals::Approvals;
 use crate::config::Config;
 use crate::decision::{Pipeline, RequestError};
+use crate::events::{Entry, EntryError, Event, PolicyEvent};
 use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
 use crate::killswitch::KillSwitches;
-use crate::events::{Entry, EntryError, Event, PolicyEvent};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::policy::{PolicyError, PolicyPack};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{PolicyTextRow, SideEffect, Store, StoreError};
-
-/// Everything a request handler needs.
-pub struct Services {
-    pub config: Config,
-    pub verifier: Verifier,
-    pub pipeline: Pipeline,
-    pub store: Store,
-    pub ledger: Arc<Ledger>,
-    pub killswitches: Arc<KillSwitches>,
-    pub approvals: Arc<Approvals>,
-    pub versions: crate::policy::versions::Versions,
-    pub control: crate::policy::control::ControlPolicy,
-    sweeper: tokio::task::JoinHandle<()>,
-    _gauges: crate::telemetry::Gauges,
-    /// Held until the server stops: no second server writes to this data dir meanwhile.
-    lock: std::sync::Mutex<Option<DataDirLock>>,
-    /// What `/readyz` last answered, to log changes once.
-    was_ready: std::sync::atomic::AtomicBool,
-}
-
-pub type AppState = Arc<Services>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -75,7 +54,7 @@ pub enum StartError {
     #[error("policy versions: {source}{}", failures_of(source))]
     Versions {
         #[from]
-        source: crate::policy::versions::VersionError,
+        source: crate::lifecycle::VersionError,
     },
     #[error(transparent)]
     Locked(#[from] LockError),
@@ -87,9 +66,9 @@ pub enum StartError {
 }
 
 /// The failing cases, one a line, when the policy tests refused the start.
-fn failures_of(e: &crate::policy::versions::VersionError) -> String {
+fn failures_of(e: &crate::lifecycle::VersionError) -> String {
     match e {
-        crate::policy::versions::VersionError::TestsFailed(f) => format!(":\n  {}", f.join("\n  ")),
+        crate::lifecycle::VersionError::TestsFailed(f) => format!(":\n  {}", f.join("\n  ")),
         _ => String::new(),
     }
 }
@@ -137,16 +116,14 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
 
     let mut stores = Vec::new();
     for (name, dir) in &config.stores {
-        let name = name
-            .parse()
-            .map_err(|e: crate::ids::BadStoreName| {
-                PolicyError::Invalid(vec![crate::policy::Diagnostic {
-                    file: dir.display().to_string(),
-                    line: 1,
-                    column: 1,
-                    message: e.to_string(),
-                }])
-            })?;
+        let name = name.parse().map_err(|e: crate::ids::BadStoreName| {
+            PolicyError::Invalid(vec![crate::policy::Diagnostic {
+                file: dir.display().to_string(),
+                line: 1,
+                column: 1,
+                message: e.to_string(),
+            }])
+        })?;
         let store = crate::policy::store::PolicyStore::load(name, dir)?;
         tracing::info!(store = %store.name, dir = %dir.display(), policies = store.pack.load().policy_count(), digest = %store.pack.load().digest(), "policy store loaded");
         stores.push(store);
@@ -162,7 +139,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     for (name, dir) in &config.stores {
         tests.insert(name.clone(), dir.join("tests"));
     }
-    let versions = crate::policy::versions::Versions::new(store.clone(), ledger.clone(), tests);
+    let versions = crate::lifecycle::Versions::new(store.clone(), ledger.clone(), tests);
     let pack = versions.adopt(None, &pack).await?.unwrap_or(pack);
     for s in &stores {
         if let Some(active) = versions.adopt(Some(&s.name), &s.pack.load()).await? {
@@ -215,21 +192,20 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     {
         versions.resume_shadow(&pipeline, Some(&s)).await?;
     }
-    let gauges =
-        crate::telemetry::register_gauges(crate::telemetry::GaugeSources {
-            checkpoint_age: Box::new({
-                let ledger = ledger.clone();
-                move || ledger.checkpoint_age()
-            }),
-            engaged_switches: Box::new({
-                let killswitches = killswitches.clone();
-                move || killswitches.engaged().len()
-            }),
-            pending_approvals: Box::new({
-                let approvals = approvals.clone();
-                move || approvals.pending_count()
-            }),
-        });
+    let gauges = crate::telemetry::register_gauges(crate::telemetry::GaugeSources {
+        checkpoint_age: Box::new({
+            let ledger = ledger.clone();
+            move || ledger.checkpoint_age()
+        }),
+        engaged_switches: Box::new({
+            let killswitches = killswitches.clone();
+            move || killswitches.engaged().len()
+        }),
+        pending_approvals: Box::new({
+            let approvals = approvals.clone();
+            move || approvals.pending_count()
+        }),
+    });
     Ok(Services {
         lock: std::sync::Mutex::new(Some(lock)),
         was_ready: std::sync::atomic::AtomicBool::new(true),
@@ -280,89 +256,8 @@ async fn record_self_check(pipeline: &Pipeline, ledger: &Ledger) -> Result<(), S
         time: crate::store::now(),
         event: Event::SelfCheck(check),
     };
-    ledger
-        .append(vec![entry.append(SideEffect::None)?])
-        .await?;
+    ledger.append(vec![entry.append(SideEffect::None)?]).await?;
     Ok(())
-}
-
-/// What `/readyz` answers: each part's state, `ok` or why not.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Readiness {
-    pub ready: bool,
-    pub database: String,
-    pub policies: String,
-    pub ledger: String,
-}
-
-impl Services {
-    /// Whether this server should get traffic, and why not. A change from ready to not ready or
-    /// back is logged once, with the reasons.
-    pub async fn readiness(&self) -> Readiness {
-        let database = match tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            self.store.ping(),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok("ok".to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("no answer within 2s".to_string()),
-        };
-        let pack = self.pipeline.policies();
-        let policies = if pack.policy_count() > 0 {
-            Ok(format!(
-                "{} policies, {}",
-                pack.policy_count(),
-                pack.digest()
-            ))
-        } else {
-            Err("no policies loaded".to_string())
-        };
-        let ledger = self.ledger.failure().map_or(Ok("ok".to_string()), Err);
-        let ready = database.is_ok() && policies.is_ok() && ledger.is_ok();
-        let readiness = Readiness {
-            ready,
-            database: database.unwrap_or_else(|e| e),
-            policies: policies.unwrap_or_else(|e| e),
-            ledger: ledger.unwrap_or_else(|e| e),
-        };
-        let was_ready = self
-            .was_ready
-            .swap(ready, std::sync::atomic::Ordering::AcqRel);
-        if was_ready != ready {
-            if ready {
-                tracing::info!("ready again");
-            } else {
-                tracing::warn!(database = %readiness.database, policies = %readiness.policies,
-                    ledger = %readiness.ledger, "not ready");
-            }
-        }
-        readiness
-    }
-
-    /// Asks the control policy whether `caller` may perform `action`.
-    pub fn authorize(
-        &self,
-        caller: &crate::identity::Caller,
-        action: crate::policy::control::ControlAction,
-    ) -> Result<(), crate::policy::control::ControlDenied> {
-        self.control.authorize(caller, action)
-    }
-
-    /// A read-only view for the compliance documents, as of now.
-    pub fn compliance_sources(&self) -> crate::compliance::Sources {
-        let registry = self.pipeline.registry();
-        crate::compliance::Sources {
-            store: self.store.clone(),
-            snapshot: registry.snapshot(),
-            types: registry.types().clone(),
-            pack: self.pipeline.policies(),
-            config: self.config.compliance.clone(),
-            signer: self.ledger.signer().clone(),
-            ledger_size: self.ledger.head().size,
-        }
-    }
 }
 
 /// A server running in the background; used by `reins serve` and by tests.
@@ -425,7 +320,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 .map(|(n, d)| (n.clone(), d.clone())),
         );
         tracing::info!(folders = folders.len(), interval = ?state.config.watch_interval, "watching the policy folders");
-        crate::policy::versions::spawn_watcher(
+        crate::lifecycle::spawn_watcher(
             Arc::downgrade(&state),
             folders,
             state.config.watch_interval,

@@ -4,6 +4,10 @@
 //! refused if any fails; every step (created, tested, activated, retired) is a ledger entry.
 //! Rolling back is activating an earlier version.
 //!
+//! [`replay`] runs a version against recorded decisions; `--watch` turns folder edits into
+//! versions ([`spawn_watcher`]). This module sits above the pipeline it swaps packs into, and
+//! [`crate::policy`] (packs, their limits, tests and stores) below it.
+//!
 //! This module owns the rules of the lifecycle; it reads and writes through [`Store`] and
 //! [`Ledger`] and swaps the active pack into the [`Pipeline`].
 
@@ -11,15 +15,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod replay;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::ids::{DEFAULT_STORE, StoreName};
-use super::testing::{collect, run_file_with};
-use super::{Diagnostic, PolicyError, PolicyPack};
 use crate::decision::Pipeline;
 use crate::events::{Entry, Event, PolicyTestEvent, PolicyVersionEvent};
+use crate::ids::{DEFAULT_STORE, StoreName};
 use crate::ledger::{Append, Ledger, LedgerError};
+use crate::policy::testing::{collect, run_file_with};
+use crate::policy::{Diagnostic, PolicyError, PolicyPack};
 use crate::store::{PolicyVersionRow, SideEffect, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +145,7 @@ fn sources(row: &PolicyVersionRow) -> Result<Vec<(String, String)>, VersionError
 }
 
 fn schema_digest(pack: &PolicyPack) -> String {
-    super::super::compliance::sha256_text(pack.schema_text())
+    crate::compliance::sha256_text(pack.schema_text())
 }
 
 impl Versions {
@@ -229,7 +235,9 @@ impl Versions {
             time: crate::store::now(),
             event,
         };
-        entry.append(side).map_err(|e| invalid("files", e.to_string()))
+        entry
+            .append(side)
+            .map_err(|e| invalid("files", e.to_string()))
     }
 
     fn created(&self, row: &PolicyVersionRow, pack: &PolicyPack) -> Result<Append, VersionError> {
@@ -445,7 +453,7 @@ impl Versions {
         pipeline: &Pipeline,
         id: &str,
         period: &crate::compliance::Period,
-    ) -> Result<super::replay::ReplayReport, VersionError> {
+    ) -> Result<replay::ReplayReport, VersionError> {
         let row = self.version_row(id).await?;
         if row.store != DEFAULT_STORE {
             return Err(invalid(
@@ -454,11 +462,11 @@ impl Versions {
             ));
         }
         let pack = self.pack_of_row(pipeline, &row)?;
-        super::replay::replay(&self.store, &pack, period)
+        replay::replay(&self.store, &pack, period)
             .await
             .map_err(|e| match e {
-                super::replay::ReplayError::Store(e) => VersionError::Store(e),
-                super::replay::ReplayError::Corrupt(m) => VersionError::Corrupt(m),
+                replay::ReplayError::Store(e) => VersionError::Store(e),
+                replay::ReplayError::Corrupt(m) => VersionError::Corrupt(m),
             })
     }
 
@@ -497,7 +505,10 @@ impl Versions {
             .await?;
         pipeline.set_shadow(
             selected.as_ref(),
-            Some(Arc::new(crate::policy::shadow::Shadow::new(row.id.clone(), pack))),
+            Some(Arc::new(crate::policy::shadow::Shadow::new(
+                row.id.clone(),
+                pack,
+            ))),
         );
         let mut version = view(&row)?;
         version.state = "shadow".into();
@@ -626,6 +637,13 @@ fn policy_error(e: PolicyError) -> VersionError {
     }
 }
 
+/// What the watcher acts through: the running services, which own it (held weakly, so the
+/// watcher ends with them).
+pub trait Watched {
+    fn pipeline(&self) -> &Pipeline;
+    fn versions(&self) -> &Versions;
+}
+
 /// `--watch`: checks the policy folders every `interval`; a folder whose texts changed becomes a
 /// new version through the same gate as an upload (validate, test, activate). A failing edit is
 /// logged and leaves the active version in place; it is not retried until the folder changes
@@ -634,8 +652,8 @@ fn policy_error(e: PolicyError) -> VersionError {
 /// Polling rather than file-system events: the whole folder's digest is what decides anyway, and
 /// polling behaves the same on every file system (bind mounts, network shares, editors that
 /// replace files) without event-queue limits.
-pub fn spawn_watcher(
-    services: std::sync::Weak<crate::server::Services>,
+pub fn spawn_watcher<S: Watched + Send + Sync + 'static>(
+    services: std::sync::Weak<S>,
     folders: Vec<(String, PathBuf)>,
     interval: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
@@ -647,12 +665,12 @@ pub fn spawn_watcher(
                 return;
             };
             for (store, dir) in &folders {
-                let Ok(files) = super::read_pack_files(dir) else {
+                let Ok(files) = crate::policy::read_pack_files(dir) else {
                     continue;
                 };
-                let digest = super::PolicyDigest::of_files(&files).to_string();
+                let digest = crate::policy::PolicyDigest::of_files(&files).to_string();
                 let active = services
-                    .pipeline
+                    .pipeline()
                     .pack_of(selector(store).as_ref())
                     .map(|p| p.digest().to_string());
                 let first = seen.insert(store.clone(), digest.clone());
@@ -666,17 +684,17 @@ pub fn spawn_watcher(
                 }
                 let result = async {
                     let (version, _) = services
-                        .versions
+                        .versions()
                         .upload(
-                            &services.pipeline,
+                            services.pipeline(),
                             store,
                             files.into_iter().collect(),
                             "watch",
                         )
                         .await?;
                     services
-                        .versions
-                        .activate(&services.pipeline, &version.version, "watch")
+                        .versions()
+                        .activate(services.pipeline(), &version.version, "watch")
                         .await
                 }
                 .await;

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::PolicyPack;
 use crate::compliance::Period;
 use crate::decision::{record_of, replay_decision};
-use crate::model::{Decision, DecisionRecord, Outcome, ReasonCode};
-use crate::ids::UserId;
 use crate::events::{Entry, Event};
+use crate::ids::UserId;
+use crate::model::{Decision, DecisionRecord, Outcome, ReasonCode};
+use crate::policy::PolicyPack;
 use crate::registry::{Agent, EntityTypes, Meta, Tool, agent_entity, tool_entity};
 use crate::store::{Store, StoreError};
 

@@ -1,0 +1,125 @@
+//! The running services: what every request handler gets ([`AppState`]), built by
+//! [`crate::server`] at start-up. Handlers reach the domain through these fields and the few
+//! questions answered here that span several services (readiness, the control policy, the view
+//! the compliance documents read).
+
+use std::sync::Arc;
+
+use crate::approvals::Approvals;
+use crate::config::Config;
+use crate::decision::Pipeline;
+use crate::identity::Verifier;
+use crate::killswitch::KillSwitches;
+use crate::ledger::Ledger;
+use crate::store::{DataDirLock, Store};
+
+/// Everything a request handler needs.
+pub struct Services {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub pipeline: Pipeline,
+    pub store: Store,
+    pub ledger: Arc<Ledger>,
+    pub killswitches: Arc<KillSwitches>,
+    pub approvals: Arc<Approvals>,
+    pub versions: crate::lifecycle::Versions,
+    pub control: crate::policy::control::ControlPolicy,
+    pub(crate) sweeper: tokio::task::JoinHandle<()>,
+    /// Kept alive for as long as the services: dropping it unregisters the gauges.
+    pub(crate) _gauges: crate::telemetry::Gauges,
+    /// Held until the server stops: no second server writes to this data dir meanwhile.
+    pub(crate) lock: std::sync::Mutex<Option<DataDirLock>>,
+    /// What `/readyz` last answered, to log changes once.
+    pub(crate) was_ready: std::sync::atomic::AtomicBool,
+}
+
+pub type AppState = Arc<Services>;
+
+/// What `/readyz` answers: each part's state, `ok` or why not.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub database: String,
+    pub policies: String,
+    pub ledger: String,
+}
+
+impl crate::lifecycle::Watched for Services {
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    fn versions(&self) -> &crate::lifecycle::Versions {
+        &self.versions
+    }
+}
+
+impl Services {
+    /// Whether this server should get traffic, and why not. A change from ready to not ready or
+    /// back is logged once, with the reasons.
+    pub async fn readiness(&self) -> Readiness {
+        let database = match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.store.ping(),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok("ok".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2s".to_string()),
+        };
+        let pack = self.pipeline.policies();
+        let policies = if pack.policy_count() > 0 {
+            Ok(format!(
+                "{} policies, {}",
+                pack.policy_count(),
+                pack.digest()
+            ))
+        } else {
+            Err("no policies loaded".to_string())
+        };
+        let ledger = self.ledger.failure().map_or(Ok("ok".to_string()), Err);
+        let ready = database.is_ok() && policies.is_ok() && ledger.is_ok();
+        let readiness = Readiness {
+            ready,
+            database: database.unwrap_or_else(|e| e),
+            policies: policies.unwrap_or_else(|e| e),
+            ledger: ledger.unwrap_or_else(|e| e),
+        };
+        let was_ready = self
+            .was_ready
+            .swap(ready, std::sync::atomic::Ordering::AcqRel);
+        if was_ready != ready {
+            if ready {
+                tracing::info!("ready again");
+            } else {
+                tracing::warn!(database = %readiness.database, policies = %readiness.policies,
+                    ledger = %readiness.ledger, "not ready");
+            }
+        }
+        readiness
+    }
+
+    /// Asks the control policy whether `caller` may perform `action`.
+    pub fn authorize(
+        &self,
+        caller: &crate::identity::Caller,
+        action: crate::policy::control::ControlAction,
+    ) -> Result<(), crate::policy::control::ControlDenied> {
+        self.control.authorize(caller, action)
+    }
+
+    /// A read-only view for the compliance documents, as of now.
+    pub fn compliance_sources(&self) -> crate::compliance::Sources {
+        let registry = self.pipeline.registry();
+        crate::compliance::Sources {
+            store: self.store.clone(),
+            snapshot: registry.snapshot(),
+            types: registry.types().clone(),
+            pack: self.pipeline.policies(),
+            config: self.config.compliance.clone(),
+            signer: self.ledger.signer().clone(),
+            ledger_size: self.ledger.head().size,
+        }
+    }
+}
