@@ -5,9 +5,18 @@ use std::path::{Path, PathBuf};
 use crate::cli::{reins, run, text};
 use crate::harness::{copy_dir, repo};
 
-fn conformance() -> Option<PathBuf> {
-    let dir = repo().join("../shared/conformance");
-    dir.join("cedar").is_dir().then_some(dir)
+/// The Cedar suites, vendored with their licences (tests/conformance/README.md). Missing data is
+/// a failure, not a skip: a test that cannot run must not pass.
+fn conformance() -> PathBuf {
+    let dir = repo().join("tests/conformance");
+    for suite in ["cedar", "cedar-corpus"] {
+        assert!(
+            dir.join(suite).join("LICENSE").is_file(),
+            "{} is missing: the Cedar conformance data must be vendored there",
+            dir.join(suite).display()
+        );
+    }
+    dir
 }
 
 fn policy_test(paths: &[&Path]) -> (bool, String) {
@@ -27,10 +36,7 @@ fn the_default_pack_passes_its_own_tests() {
 
 #[test]
 fn cedars_own_integration_tests_and_corpus_pass() {
-    let Some(dir) = conformance() else {
-        eprintln!("skipped: ../shared/conformance is not present");
-        return;
-    };
+    let dir = conformance();
     let (ok, out) = policy_test(&[&dir.join("cedar"), &dir.join("cedar-corpus")]);
     assert!(ok, "{out}");
     assert!(out.contains("324 passed, 0 failed"), "{out}");
@@ -49,10 +55,7 @@ fn alter(file: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 
 #[test]
 fn an_altered_expectation_fails_and_is_named() {
-    let Some(dir) = conformance() else {
-        eprintln!("skipped: ../shared/conformance is not present");
-        return;
-    };
+    let dir = conformance();
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&dir.join("cedar"), copy.path());
     let cases: [(&str, &str, Edit); 4] = [
