@@ -1,0 +1,213 @@
+//! The Cedar context of a request: the caller's JSON plus what Reins fills in itself (the
+//! delegating user, the session, a granted approval), built as Cedar expressions.
+use super::*;
+
+/// Context keys Reins fills in itself; a caller may not set them.
+const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
+
+/// The Cedar context of a request: the caller's, plus what Reins knows (delegating user, session,
+/// a granted approval as `(id, approver)`).
+///
+/// Built as Cedar expressions straight from the parsed JSON: going through Cedar's JSON parser
+/// instead re-reads every value through serde's untagged-enum probing (entity and extension
+/// escapes) and cost more than evaluating the policies. Values that need that parser (`__entity`
+/// or `__extn` escapes, and anything Cedar refuses, such as floats and nulls) still take it, so
+/// both paths accept and reject exactly the same contexts.
+pub(super) fn cedar_context(
+    user: Option<EntityUid>,
+    request: &DecisionRequest,
+    approval: Option<(&str, &str)>,
+) -> Result<Context, RequestError> {
+    let given = request.context.as_ref();
+    if let Some(key) = RESERVED_CONTEXT
+        .iter()
+        .find(|k| given.is_some_and(|c| c.contains_key(**k)))
+    {
+        return Err(RequestError::new(
+            format!("context.{key}"),
+            "is set by Reins and cannot be sent",
+        ));
+    }
+    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(4);
+    if let Some(given) = given {
+        for (key, value) in given {
+            match restricted(value) {
+                Some(expression) => pairs.push((key.clone(), expression)),
+                None => return cedar_context_from_json(user, request, approval),
+            }
+        }
+    }
+    if !given.is_some_and(|c| c.contains_key("args")) {
+        pairs.push((
+            "args".into(),
+            RestrictedExpression::new_record([]).map_err(context_error)?,
+        ));
+    }
+    if let Some(user) = user {
+        pairs.push(("user".into(), RestrictedExpression::new_entity_uid(user)));
+    }
+    if let Some(session) = &request.session_id {
+        pairs.push((
+            "session_id".into(),
+            RestrictedExpression::new_string(session.clone()),
+        ));
+    }
+    if let Some((id, approver)) = approval {
+        let record = RestrictedExpression::new_record([
+            (
+                "id".to_owned(),
+                RestrictedExpression::new_string(id.to_owned()),
+            ),
+            (
+                "approver".to_owned(),
+                RestrictedExpression::new_string(approver.to_owned()),
+            ),
+        ])
+        .map_err(context_error)?;
+        pairs.push(("approval".into(), record));
+    }
+    Context::from_pairs(pairs).map_err(context_error)
+}
+
+pub(super) fn context_error(e: impl std::fmt::Display) -> RequestError {
+    RequestError::new("context", e.to_string())
+}
+
+pub(super) fn resource_error(e: impl std::fmt::Display) -> RequestError {
+    RequestError::new("resource", e.to_string())
+}
+
+/// A JSON value as a Cedar expression, or None where only Cedar's JSON parser knows the answer
+/// (escapes, floats, nulls, integers outside i64).
+pub(super) fn restricted(value: &Value) -> Option<RestrictedExpression> {
+    match value {
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::Array(items) => Some(RestrictedExpression::new_set(
+            items.iter().map(restricted).collect::<Option<Vec<_>>>()?,
+        )),
+        Value::Object(fields) => {
+            if fields.keys().any(|k| k.starts_with("__")) {
+                return None;
+            }
+            let fields = fields
+                .iter()
+                .map(|(k, v)| Some((k.clone(), restricted(v)?)))
+                .collect::<Option<Vec<_>>>()?;
+            RestrictedExpression::new_record(fields).ok()
+        }
+        Value::Null => None,
+    }
+}
+
+/// [`cedar_context`] through Cedar's JSON parser: for contexts with escapes, and for the errors
+/// Cedar reports on values it cannot take.
+pub(super) fn cedar_context_from_json(
+    user: Option<EntityUid>,
+    request: &DecisionRequest,
+    approval: Option<(&str, &str)>,
+) -> Result<Context, RequestError> {
+    let mut context = request.context.clone().unwrap_or_default();
+    context
+        .entry("args")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(user) = user {
+        context.insert(
+            "user".into(),
+            serde_json::json!({ "__entity": {
+                "type": user.type_name().to_string(),
+                "id": user.id().unescaped(),
+            } }),
+        );
+    }
+    if let Some(session) = &request.session_id {
+        context.insert("session_id".into(), Value::String(session.clone()));
+    }
+    if let Some((id, approver)) = approval {
+        context.insert(
+            "approval".into(),
+            serde_json::json!({ "id": id, "approver": approver }),
+        );
+    }
+    Context::from_json_value(Value::Object(context), None).map_err(context_error)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(in crate::decision) fn request(context: Value) -> DecisionRequest {
+        DecisionRequest {
+            action: "invoke".into(),
+            resource: ResourceRef {
+                kind: "Tool".into(),
+                id: "search.web".into(),
+                attributes: None,
+            },
+            context: context.as_object().cloned(),
+            session_id: Some("s-1".into()),
+            approval_id: None,
+        }
+    }
+
+    fn user() -> Option<EntityUid> {
+        Some(EntityUid::from_type_name_and_id(
+            EntityTypeName::from_str("User").unwrap(),
+            EntityId::new("alice"),
+        ))
+    }
+
+    /// The direct build must give the very context Cedar's JSON parser gives.
+    #[test]
+    fn contexts_built_directly_equal_those_parsed_from_json() {
+        let contexts = [
+            json!({}),
+            json!({"args": {}}),
+            json!({"args": {"amount": 1200, "currency": "EUR", "neg": -7, "max": i64::MAX}}),
+            json!({"args": {"flags": ["a", "b", "a"], "nested": {"deep": {"ok": true}}}, "extra": false}),
+            json!({"args": {"list": [[1, 2], [], [{"k": "v"}]]}, "n": 0}),
+        ];
+        for context in contexts {
+            let request = request(context.clone());
+            for approval in [None, Some(("ap-1", "carol"))] {
+                let direct = cedar_context(user(), &request, approval).unwrap();
+                let parsed = cedar_context_from_json(user(), &request, approval).unwrap();
+                assert_eq!(direct, parsed, "{context}");
+            }
+        }
+    }
+
+    /// Escapes and values Cedar refuses take Cedar's parser: same answers, same errors.
+    #[test]
+    fn escapes_and_refused_values_go_through_cedars_parser() {
+        let escaped = request(json!({"args": {
+            "owner": {"__entity": {"type": "User", "id": "bob"}},
+            "limit": {"__extn": {"fn": "decimal", "arg": "1.50"}},
+        }}));
+        assert_eq!(
+            cedar_context(None, &escaped, None).unwrap(),
+            cedar_context_from_json(None, &escaped, None).unwrap()
+        );
+        for refused in [
+            json!({"args": {"amount": 1.5}}),
+            json!({"args": {"amount": null}}),
+            json!({"args": {"big": u64::MAX}}),
+            json!({"args": {"bad": {"__extn": {"fn": "decimal", "arg": "x"}}}}),
+        ] {
+            let request = request(refused.clone());
+            let direct = cedar_context(None, &request, None).unwrap_err();
+            let parsed = cedar_context_from_json(None, &request, None).unwrap_err();
+            assert_eq!(direct, parsed, "{refused}");
+            assert_eq!(direct.field, "context");
+        }
+        for reserved in ["user", "session_id", "approval"] {
+            let request = request(json!({ reserved: "x" }));
+            assert_eq!(
+                cedar_context(None, &request, None).unwrap_err().field,
+                format!("context.{reserved}")
+            );
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The decision pipeline: verified caller + request -> registry -> Cedar -> durable record -> answer.
+//!
+//! [`Pipeline::evaluate`] is pure (no I/O): it checks the request against the schema, applies the
+//! fail-closed rules and runs Cedar. [`Pipeline::decide`] adds the durable write; nothing is
+//! answered until its record is committed, and if it cannot be, the answer is a deny.
+//!
+//! Fail closed, in order: an unknown agent, a suspended agent, an unknown tool, an empty policy
+//! pack, a Cedar evaluation error in any policy, a storage failure: each is a deny whose reason
+//! code says which. Cedar ignores a policy that errors; Reins does not, because an erroring
+//! `forbid` would otherwise let a request through.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Request, RestrictedExpression,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use crate::approvals::{self, Approval, Approvals};
+use crate::events::{
+    DecisionEvent, Entry, EntryError, Event, Probe, ResourceEvent, SelfCheckEvent,
+};
+use crate::identity::Caller;
+use crate::ids::StoreName;
+use crate::ids::{AgentId, DecisionId, ToolId, UserId};
+use crate::killswitch::KillSwitches;
+use crate::ledger::{Append, Ledger, LedgerRef};
+use crate::model::{
+    AccessRequest, Decision, DecisionRecord, DecisionRequest, EvaluationError, Outcome, Reason,
+    ReasonCode, ResourceRef,
+};
+use crate::policy::PolicyPack;
+use crate::policy::shadow::Shadow;
+use crate::policy::store::PolicyStore;
+use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, Snapshot};
+use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
+
+mod cedar;
+mod evaluate;
+mod probe;
+mod record;
+
+use cedar::*;
+use evaluate::*;
+pub use probe::{probe_tool, replay_decision};
+pub use record::record_of;
+
+/// A decision before it is recorded, with what the record needs besides the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub decision: Decision,
+    /// Registry version of the agent the decision saw.
+    pub agent_version: Option<i64>,
+    /// A pending approval this decision asks for, to record with it.
+    pub approval_requested: Option<Approval>,
+    /// The granted approval this decision uses, to mark used with it.
+    pub approval_used: Option<Approval>,
+    /// The agent's EU AI Act tier, when the registry knows it (for metrics and spans).
+    pub risk_tier: Option<RiskTier>,
+    /// When evaluation began: the decision's latency runs from here to the durable answer.
+    pub started: Instant,
+}
+
+/// A request the schema cannot make sense of (HTTP 422). Nothing is stored for it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RequestError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error inside element `index` of a batch.
+    fn in_batch(self, index: usize) -> Self {
+        Self {
+            field: format!("requests[{index}].{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+/// Where a decision is made: the default (agent-governance) store, whose principal is the calling
+/// agent and whose entities come from the registry, or a folder-backed store, whose principal is
+/// whatever entity the request names.
+#[derive(Clone)]
+pub enum Target {
+    Default,
+    Store {
+        store: Arc<PolicyStore>,
+        /// The principal's Cedar entity type (AuthZEN `subject.type`).
+        subject_type: String,
+        /// Attributes of a principal the store's entities do not hold.
+        subject_properties: Option<Map<String, Value>>,
+    },
+}
+
+impl Target {
+    fn store_name(&self) -> Option<String> {
+        match self {
+            Target::Default => None,
+            Target::Store { store, .. } => Some(store.name.to_string()),
+        }
+    }
+}
+
+/// A request evaluated but not yet recorded.
+pub struct Evaluated {
+    pub caller: Caller,
+    pub target: Target,
+    pub request: DecisionRequest,
+    pub evaluation: Evaluation,
+}
+
+/// Evaluates and records decisions.
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    killswitches: Arc<KillSwitches>,
+    approvals: Arc<Approvals>,
+    policies: ArcSwap<PolicyPack>,
+    ledger: Arc<Ledger>,
+    store: Store,
+    action_type: EntityTypeName,
+    batch_max: usize,
+    stores: BTreeMap<StoreName, Arc<PolicyStore>>,
+    /// The default store's shadow version, if any.
+    shadow: arc_swap::ArcSwapOption<Shadow>,
+}
+
+impl Pipeline {
+    pub fn new(
+        registry: Arc<Registry>,
+        killswitches: Arc<KillSwitches>,
+        approvals: Arc<Approvals>,
+        policies: PolicyPack,
+        ledger: Arc<Ledger>,
+        store: Store,
+        batch_max: usize,
+    ) -> Result<Self, RequestError> {
+        let action_type = EntityTypeName::from_str("Action")
+            .map_err(|e| RequestError::new("action", e.to_string()))?;
+        Ok(Self {
+            registry,
+            killswitches,
+            approvals,
+            policies: ArcSwap::from_pointee(policies),
+            ledger,
+            store,
+            action_type,
+            batch_max,
+            stores: BTreeMap::new(),
+            shadow: Default::default(),
+        })
+    }
+
+    /// Starts (Some) or stops (None) shadowing a version in `store`.
+    pub fn set_shadow(&self, store: Option<&StoreName>, shadow: Option<Arc<Shadow>>) {
+        match store {
+            None => self.shadow.store(shadow),
+            Some(name) => {
+                if let Some(s) = self.stores.get(name) {
+                    s.shadow.store(shadow);
+                }
+            }
+        }
+    }
+
+    /// The shadow version of `store`, if any.
+    pub fn shadow_of(&self, store: Option<&StoreName>) -> Option<Arc<Shadow>> {
+        match store {
+            None => self.shadow.load_full(),
+            Some(name) => self.stores.get(name).and_then(|s| s.shadow.load_full()),
+        }
+    }
+
+    /// Adds folder-backed stores (before serving).
+    pub fn with_stores(mut self, stores: Vec<PolicyStore>) -> Self {
+        for store in stores {
+            self.stores.insert(store.name.clone(), Arc::new(store));
+        }
+        self
+    }
+
+    /// The active pack of a store (`None`: the default store).
+    pub fn pack_of(&self, store: Option<&StoreName>) -> Option<Arc<PolicyPack>> {
+        match store {
+            None => Some(self.policies.load_full()),
+            Some(name) => self.stores.get(name).map(|s| s.pack.load_full()),
+        }
+    }
+
+    /// Makes `pack` the one that decides in `store` from the next request on.
+    pub fn set_pack(&self, store: Option<&StoreName>, pack: PolicyPack) {
+        match store {
+            None => self.policies.store(Arc::new(pack)),
+            Some(name) => {
+                if let Some(s) = self.stores.get(name) {
+                    s.pack.store(Arc::new(pack));
+                }
+            }
+        }
+    }
+
+    /// A folder-backed store by name.
+    pub fn store(&self, name: &StoreName) -> Option<&Arc<PolicyStore>> {
+        self.stores.get(name)
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<PolicyStore>> {
+        self.stores.values()
+    }
+
+    /// Evaluates and records one request in `target`.
+    pub async fn decide_in(
+        &self,
+        target: Target,
+        caller: &Caller,
+        request: DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let span = decision_span(caller, &request, &target);
+        async {
+            let evaluation = self.evaluate_in(&target, caller, &request)?;
+            let mut recorded = self
+                .record_evaluated(vec![Evaluated {
+                    caller: caller.clone(),
+                    target,
+                    request,
+                    evaluation,
+                }])
+                .await;
+            recorded.remove(0)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Records evaluated requests together (one ledger append); an item that cannot be encoded is
+    /// an error of its own and the others are still recorded.
+    pub async fn record_evaluated(
+        &self,
+        items: Vec<Evaluated>,
+    ) -> Vec<Result<Decision, RequestError>> {
+        let mut results: Vec<Option<Result<Decision, RequestError>>> = Vec::new();
+        let mut prepared = Vec::new();
+        let mut slots = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let evaluation = self.claim(item.evaluation);
+            match self.prepare(&item.caller, &item.request, &evaluation, &item.target) {
+                Ok(appends) => {
+                    prepared.push((appends, evaluation));
+                    slots.push(i);
+                    results.push(None);
+                }
+                Err(e) => {
+                    if let Some(a) = &evaluation.approval_used {
+                        self.approvals.unclaim(&a.id);
+                    }
+                    results.push(Some(Err(e)));
+                }
+            }
+        }
+        if !prepared.is_empty() {
+            for (slot, decision) in slots.into_iter().zip(self.record(prepared).await) {
+                results[slot] = Some(Ok(decision));
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    pub fn policies(&self) -> Arc<PolicyPack> {
+        self.policies.load_full()
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Evaluates, records durably in the ledger, answers.
+    pub async fn decide(
+        &self,
+        caller: &Caller,
+        request: DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        let span = decision_span(caller, &request, &Target::Default);
+        let decision = async {
+            let evaluation = self.evaluate(caller, &request)?;
+            let evaluation = self.claim(evaluation);
+            let appends = self.prepare(caller, &request, &evaluation, &Target::Default)?;
+            Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
+        }
+        .instrument(span)
+        .await?;
+        Ok(decision)
+    }
+
+    /// Span attributes and metrics of an answered decision.
+    fn observe(
+        &self,
+        span: &tracing::Span,
+        tier: Option<RiskTier>,
+        decision: &Decision,
+        started: Instant,
+    ) {
+        let tier = tier.map(RiskTier::as_str);
+        let outcome = match decision.decision {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+        };
+        let reason = decision.reasons.first().map_or("none", |r| r.code.as_str());
+        if !span.is_disabled() {
+            let codes: Vec<&str> = decision.reasons.iter().map(|r| r.code.as_str()).collect();
+            let policies: Vec<&str> = decision
+                .reasons
+                .iter()
+                .filter_map(|r| r.policy_id.as_deref())
+                .collect();
+            span.record("reins.decision", outcome);
+            span.record("reins.reasons", codes.join(",").as_str());
+            span.record("reins.policy_ids", policies.join(",").as_str());
+            span.record(
+                "reins.decision_id",
+                decision.decision_id.to_string().as_str(),
+            );
+            if let Some(tier) = tier {
+                span.record("reins.risk_tier", tier);
+            }
+            if let Some(ledger) = &decision.ledger {
+                span.record("reins.ledger.index", ledger.index);
+            }
+        }
+        let metrics = crate::telemetry::metrics();
+        let attributes =
+            crate::telemetry::decision_attributes(outcome, reason, tier, decision.store.as_deref());
+        metrics.decisions.add(1, &attributes);
+        metrics
+            .decision_duration
+            .record(started.elapsed().as_secs_f64(), &attributes[2..]);
+    }
+
+    /// Evaluates every request first (any invalid one fails the whole batch, recording nothing),
+    /// then records all of them atomically.
+    pub async fn decide_batch(
+        &self,
+        caller: &Caller,
+        requests: Vec<DecisionRequest>,
+    ) -> Result<Vec<Decision>, RequestError> {
+        if requests.is_empty() {
+            return Err(RequestError::new(
+                "requests",
+                "must hold at least one request",
+            ));
+        }
+        if requests.len() > self.batch_max {
+            return Err(RequestError::new(
+                "requests",
+                format!(
+                    "at most {} requests per batch (got {})",
+                    self.batch_max,
+                    requests.len()
+                ),
+            ));
+        }
+        let mut evaluations = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            evaluations.push(self.evaluate(caller, request).map_err(|e| e.in_batch(i))?);
+        }
+        let mut prepared = Vec::with_capacity(requests.len());
+        for (i, (request, evaluation)) in requests.iter().zip(evaluations).enumerate() {
+            let evaluation = self.claim(evaluation);
+            match self.prepare(caller, request, &evaluation, &Target::Default) {
+                Ok(appends) => prepared.push((appends, evaluation)),
+                Err(e) => {
+                    for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter()) {
+                        if let Some(a) = &claimed.approval_used {
+                            self.approvals.unclaim(&a.id);
+                        }
+                    }
+                    return Err(e.in_batch(i));
+                }
+            }
+        }
+        let decisions = self
+            .record(prepared)
+            .instrument(tracing::debug_span!(
+                "decision.batch",
+                size = requests.len()
+            ))
+            .await;
+        Ok(decisions)
+    }
+
+    /// Claims the approval an evaluation uses; if another decision holds or used it, the
+    /// evaluation becomes a deny. Also stamps the request's trace id, as every path to the ledger
+    /// passes here.
+    fn claim(&self, mut evaluation: Evaluation) -> Evaluation {
+        evaluation.decision.trace_id = crate::telemetry::current_trace_id();
+        match &evaluation.approval_used {
+            Some(a) if !self.approvals.claim(&a.id) => Evaluation {
+                decision: Decision {
+                    decision: Outcome::Deny,
+                    reasons: vec![Reason::code(
+                        ReasonCode::ApprovalInvalid,
+                        approvals::Unusable::AlreadyUsed(a.id.clone()).to_string(),
+                    )],
+                    ..evaluation.decision
+                },
+                approval_used: None,
+                ..evaluation
+            },
+            _ => evaluation,
+        }
+    }
+}
+
+/// The span of one decision, with GenAI semantic-convention names where they exist. Debug level:
+/// disabled at the call site unless traces are exported. Context values never go in it.
+fn decision_span(caller: &Caller, request: &DecisionRequest, target: &Target) -> tracing::Span {
+    let store = target.store_name();
+    let tool = (request.resource.kind == "Tool").then_some(request.resource.id.as_str());
+    tracing::debug_span!(
+        "decision",
+        otel.name = "decision",
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.agent.id = caller.agent.as_str(),
+        gen_ai.tool.name = tool,
+        reins.action = request.action.as_str(),
+        reins.resource.type = request.resource.kind.as_str(),
+        reins.store = store.as_deref().unwrap_or(crate::ids::DEFAULT_STORE),
+        reins.decision = tracing::field::Empty,
+        reins.reasons = tracing::field::Empty,
+        reins.policy_ids = tracing::field::Empty,
+        reins.risk_tier = tracing::field::Empty,
+        reins.decision_id = tracing::field::Empty,
+        reins.ledger.index = tracing::field::Empty,
+    )
+}

@@ -1,0 +1,348 @@
+//! Recording: a decision's ledger entry (masked context) and row, committed together, and a stored
+//! decision rebuilt from its row and entry.
+use super::*;
+
+impl Pipeline {
+    /// The ledger entries for an evaluated request: the decision (with its decision row, context
+    /// values masked), then the approval it asks for or uses.
+    pub(super) fn prepare(
+        &self,
+        caller: &Caller,
+        request: &DecisionRequest,
+        evaluation: &Evaluation,
+        target: &Target,
+    ) -> Result<Vec<Append>, RequestError> {
+        let mut context = Value::Object(request.context.clone().unwrap_or_default());
+        let salts = crate::events::mask(&mut context, self.ledger.mask())
+            .map_err(|e| RequestError::new("context", e.to_string()))?;
+        // The row holds no context: the request as recorded (masked) is the entry's.
+        let row = row_of(caller, request, &evaluation.decision)
+            .map_err(|e| RequestError::new("request", e.to_string()))?;
+        let d = &evaluation.decision;
+        let entry = Entry {
+            time: d.evaluated_at.clone(),
+            event: Event::Decision(DecisionEvent {
+                decision_id: d.decision_id.to_string(),
+                agent_id: caller.agent.to_string(),
+                agent_version: evaluation.agent_version,
+                on_behalf_of: caller.on_behalf_of.as_ref().map(UserId::to_string),
+                action: request.action.clone(),
+                resource: ResourceEvent {
+                    kind: request.resource.kind.clone(),
+                    id: request.resource.id.clone(),
+                    attributes: request.resource.attributes.clone(),
+                },
+                context,
+                session_id: request.session_id.clone(),
+                approval_id: request.approval_id.clone(),
+                decision: d.decision,
+                reasons: d.reasons.clone(),
+                errors: d.errors.clone(),
+                policy_digest: d.policy_digest.clone(),
+                store: target.store_name(),
+                subject_type: match target {
+                    Target::Default => None,
+                    Target::Store { subject_type, .. } => Some(subject_type.clone()),
+                },
+            }),
+        };
+        let too_large = |e: EntryError| match e {
+            EntryError::TooLarge(_) => RequestError::new("context", e.to_string()),
+            EntryError::Encode(_) => RequestError::new("request", e.to_string()),
+        };
+        let mut appends = vec![
+            entry
+                .append(SideEffect::Decision { row, salts })
+                .map_err(too_large)?,
+        ];
+        let approval_error =
+            |e: approvals::ApprovalError| RequestError::new("approval_id", e.to_string());
+        if let Some(approval) = &evaluation.approval_requested {
+            appends.push(self.approvals.requested(approval).map_err(approval_error)?);
+        }
+        if let Some(approval) = &evaluation.approval_used {
+            appends.push(
+                self.approvals
+                    .used(approval, &d.decision_id.to_string(), &d.evaluated_at)
+                    .map_err(approval_error)?
+                    .1,
+            );
+        }
+        Ok(appends)
+    }
+
+    /// Appends the decisions to the ledger in one job; if that fails, every one of them becomes a
+    /// deny and the approvals they claimed are given back.
+    pub(super) async fn record(&self, prepared: Vec<(Vec<Append>, Evaluation)>) -> Vec<Decision> {
+        let mut appends = Vec::new();
+        let mut firsts = Vec::with_capacity(prepared.len());
+        let mut evaluations = Vec::with_capacity(prepared.len());
+        for (batch, evaluation) in prepared {
+            firsts.push(appends.len());
+            appends.extend(batch);
+            evaluations.push(evaluation);
+        }
+        let span = tracing::debug_span!("ledger.append", entries = appends.len());
+        let observed: Vec<(Option<RiskTier>, Instant)> = evaluations
+            .iter()
+            .map(|e| (e.risk_tier, e.started))
+            .collect();
+        let decisions: Vec<Decision> = match self.ledger.append(appends).instrument(span).await {
+            Ok(refs) => {
+                let requested = evaluations
+                    .iter()
+                    .filter_map(|e| e.approval_requested.clone())
+                    .collect();
+                let used = evaluations
+                    .iter()
+                    .filter_map(|e| e.approval_used.as_ref().map(|a| a.id.clone()))
+                    .collect();
+                self.approvals.recorded(requested, used);
+                evaluations
+                    .into_iter()
+                    .zip(firsts)
+                    .map(|(e, first)| Decision {
+                        ledger: refs.get(first).cloned(),
+                        ..e.decision
+                    })
+                    .collect()
+            }
+            Err(error) => {
+                tracing::error!(%error, "decision could not be recorded; denying");
+                evaluations
+                    .into_iter()
+                    .map(|e| {
+                        if let Some(a) = &e.approval_used {
+                            self.approvals.unclaim(&a.id);
+                        }
+                        Decision {
+                            decision: Outcome::Deny,
+                            reasons: vec![Reason::code(
+                                ReasonCode::LedgerUnavailable,
+                                "the decision could not be recorded in the ledger",
+                            )],
+                            evaluation_id: None,
+                            access_request: None,
+                            ..e.decision
+                        }
+                    })
+                    .collect()
+            }
+        };
+        // A lone decision's span is the current one (decide, decide_in); a batch has none per
+        // decision.
+        let span = match decisions.len() {
+            1 => tracing::Span::current(),
+            _ => tracing::Span::none(),
+        };
+        for (decision, (tier, started)) in decisions.iter().zip(observed) {
+            self.observe(&span, tier, decision, started);
+        }
+        decisions
+    }
+
+    /// A stored decision with its request.
+    pub async fn get(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
+        self.store
+            .decision(id)
+            .await?
+            .as_ref()
+            .map(record_of)
+            .transpose()
+    }
+
+    /// Stored decisions, newest first.
+    pub async fn list(
+        &self,
+        agent: Option<&AgentId>,
+        before: Option<&DecisionId>,
+        limit: u32,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        self.store
+            .decisions(agent, before, limit)
+            .await?
+            .iter()
+            .map(record_of)
+            .collect()
+    }
+}
+
+pub(super) fn row_of(
+    caller: &Caller,
+    request: &DecisionRequest,
+    decision: &Decision,
+) -> Result<DecisionRow, serde_json::Error> {
+    let extra = AnswerExtra {
+        trace_id: decision.trace_id.clone(),
+        evaluation_id: decision.evaluation_id.clone(),
+        access_request: decision.access_request.clone(),
+    };
+    let extra = if extra == AnswerExtra::default() {
+        None
+    } else {
+        Some(serde_json::to_string(&extra)?)
+    };
+    Ok(DecisionRow {
+        id: decision.decision_id.to_string(),
+        agent_id: caller.agent.to_string(),
+        on_behalf_of: caller.on_behalf_of.as_ref().map(UserId::to_string),
+        action: request.action.clone(),
+        resource_type: request.resource.kind.clone(),
+        resource_id: request.resource.id.clone(),
+        decision: match decision.decision {
+            Outcome::Allow => "allow".into(),
+            Outcome::Deny => "deny".into(),
+        },
+        policy_digest: decision.policy_digest.clone(),
+        evaluated_at: decision.evaluated_at.clone(),
+        ledger_index: None,
+        leaf_hash: None,
+        extra,
+        request: None,
+        response: None,
+        entry: None,
+    })
+}
+
+/// The fields of an answer that its ledger entry does not hold, kept beside the decision row.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct AnswerExtra {
+    trace_id: Option<String>,
+    evaluation_id: Option<String>,
+    access_request: Option<AccessRequest>,
+}
+
+/// A stored decision as answered and as asked, rebuilt from its ledger entry (which holds the
+/// request, its context masked as recorded, and the answer) and the row's extra fields.
+pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("decision {}: {e}", row.id));
+    let ledger = match (row.ledger_index, &row.leaf_hash) {
+        (Some(index), Some(leaf)) => {
+            use base64::Engine;
+            Some(LedgerRef {
+                index: index as u64,
+                leaf_hash: base64::engine::general_purpose::STANDARD.encode(leaf),
+            })
+        }
+        _ => None,
+    };
+    // Rows from before the ledger held every decision keep their own copies.
+    if let (Some(request), Some(response)) = (&row.request, &row.response) {
+        let decision: Decision = serde_json::from_str(response).map_err(|e| corrupt(&e))?;
+        return Ok(DecisionRecord {
+            decision: Decision { ledger, ..decision },
+            request: serde_json::from_str(request).map_err(|e| corrupt(&e))?,
+            agent_id: row.agent_id.clone(),
+            on_behalf_of: row.on_behalf_of.clone(),
+        });
+    }
+    let bytes = row
+        .entry
+        .as_deref()
+        .ok_or_else(|| corrupt(&"its ledger entry is missing"))?;
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
+    let Event::Decision(event) = entry.event else {
+        return Err(corrupt(&"its ledger entry records something else"));
+    };
+    let extra: AnswerExtra = match &row.extra {
+        Some(json) => serde_json::from_str(json).map_err(|e| corrupt(&e))?,
+        None => AnswerExtra::default(),
+    };
+    let decision = Decision {
+        decision_id: row.id.parse().map_err(|e| corrupt(&e))?,
+        decision: event.decision,
+        reasons: event.reasons,
+        errors: event.errors,
+        policy_digest: event.policy_digest,
+        evaluated_at: entry.time,
+        ledger,
+        evaluation_id: extra.evaluation_id,
+        access_request: extra.access_request,
+        store: event.store,
+        trace_id: extra.trace_id,
+    };
+    // The entry holds `{}` for a request sent without a context; both mean the same to Cedar.
+    let context = match event.context {
+        Value::Object(map) if !map.is_empty() => Some(map),
+        _ => None,
+    };
+    Ok(DecisionRecord {
+        decision,
+        request: DecisionRequest {
+            action: event.action,
+            resource: ResourceRef {
+                kind: event.resource.kind,
+                id: event.resource.id,
+                attributes: event.resource.attributes,
+            },
+            context,
+            session_id: event.session_id,
+            approval_id: event.approval_id,
+        },
+        agent_id: row.agent_id.clone(),
+        on_behalf_of: row.on_behalf_of.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored_row() -> DecisionRow {
+        DecisionRow {
+            id: DecisionId::new().to_string(),
+            agent_id: "bot".into(),
+            on_behalf_of: None,
+            action: "invoke".into(),
+            resource_type: "Tool".into(),
+            resource_id: "search.web".into(),
+            decision: "deny".into(),
+            policy_digest: None,
+            evaluated_at: "2026-11-21T00:00:00Z".into(),
+            ledger_index: None,
+            leaf_hash: None,
+            extra: None,
+            request: None,
+            response: None,
+            entry: None,
+        }
+    }
+
+    /// Rows from before decision rows stopped copying request and answer are read from their
+    /// copies; a row with neither copies nor an entry is reported, not guessed at.
+    #[test]
+    fn old_rows_are_read_from_their_copies_and_rows_without_a_source_are_corrupt() {
+        let mut row = stored_row();
+        let answer = denial_answer(&row.id);
+        let asked = super::super::cedar::tests::request(json!({"args": {"q": "x"}}));
+        row.request = Some(serde_json::to_string(&asked).unwrap());
+        row.response = Some(serde_json::to_string(&answer).unwrap());
+        let record = record_of(&row).unwrap();
+        assert_eq!(record.decision, answer);
+        assert_eq!(record.request, asked);
+
+        let error = record_of(&stored_row()).unwrap_err().to_string();
+        assert!(error.contains("ledger entry is missing"), "{error}");
+        let mut row = stored_row();
+        row.entry = Some(br#"{"type":"self_check"}"#.to_vec());
+        assert!(record_of(&row).is_err());
+    }
+
+    fn denial_answer(id: &str) -> Decision {
+        Decision {
+            decision_id: id.parse().unwrap(),
+            decision: Outcome::Deny,
+            reasons: vec![Reason::code(ReasonCode::UnknownTool, "no such tool")],
+            errors: Vec::new(),
+            policy_digest: None,
+            evaluated_at: "2026-11-21T00:00:00Z".into(),
+            ledger: None,
+            evaluation_id: None,
+            access_request: None,
+            store: None,
+            trace_id: Some("abc".into()),
+        }
+    }
+}
