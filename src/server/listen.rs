@@ -35,7 +35,7 @@ Content-Type: application/json\r\nContent-Length: 91\r\n\r\n\
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets requests in
-/// flight finish (at most [`DRAIN`]) and returns.
+/// flight finish (at most ten seconds) and returns.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
