@@ -1,0 +1,375 @@
+//! The store's queries: registry, approvals, kill switches, the ledger's entries, nodes and
+//! checkpoints, decisions and policy versions, read through the pool (never the writer).
+
+use super::*;
+
+impl Store {
+    pub async fn registry_rows(
+        &self,
+        table: RegistryTable,
+    ) -> Result<Vec<RegistryRow>, StoreError> {
+        let sql = match table {
+            RegistryTable::Agents => {
+                "SELECT id, version, record, created_at, updated_at FROM agents ORDER BY id"
+            }
+            RegistryTable::Tools => {
+                "SELECT id, version, record, created_at, updated_at FROM tools ORDER BY id"
+            }
+        };
+        Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+        ));
+        Ok(sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Approvals, newest first, optionally with one status.
+    pub async fn approvals(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) ORDER BY id DESC LIMIT $2"
+        ));
+        Ok(sqlx::query_as(sql)
+            .bind(status)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Every kill switch, oldest first.
+    pub async fn killswitches(&self) -> Result<Vec<KillSwitchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at, released_by, released_at, release_reason
+             FROM killswitches ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn killswitch(&self, id: &str) -> Result<Option<KillSwitchRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at, released_by, released_at, release_reason
+             FROM killswitches WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Number of entries in the ledger.
+    pub async fn ledger_size(&self) -> Result<u64, StoreError> {
+        let (size,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(size as u64)
+    }
+
+    /// Stored node hashes, in the order asked, read in one query. A missing node is an error: the
+    /// tree is damaged.
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT pos, hash FROM ledger_nodes WHERE pos IN (",
+        );
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(sql_int(id.position()));
+        }
+        query.push(")");
+        let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.pool).await?;
+        let found: std::collections::HashMap<i64, Vec<u8>> = rows.into_iter().collect();
+        ids.iter()
+            .map(|id| {
+                found
+                    .get(&sql_int(id.position()))
+                    .and_then(|h| Hash::try_from(h.as_slice()).ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "ledger node level {} index {} is missing or malformed",
+                            id.level, id.index
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// Stored nodes of one level with indices in `[lo, hi)`, in order.
+    pub async fn nodes_at_level(
+        &self,
+        level: u8,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        // Within a level, positions grow with the index: scan the positions from the first node
+        // to the last and keep that level's.
+        let first = NodeId { level, index: lo }.position();
+        let last = NodeId {
+            level,
+            index: hi - 1,
+        }
+        .position();
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, hash FROM ledger_nodes WHERE pos >= $1 AND pos <= $2 AND level = $3 ORDER BY pos",
+        )
+        .bind(sql_int(first))
+        .bind(sql_int(last))
+        .bind(i64::from(level))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(i, h)| (i as u64, h)).collect())
+    }
+
+    /// Entries with indices in `[start, end)`, in order.
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<EntryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT idx, kind, entry FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        )
+        .bind(sql_int(start))
+        .bind(sql_int(end))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The first checkpoint signed for a tree larger than `size`.
+    pub async fn first_checkpoint_above(
+        &self,
+        size: u64,
+    ) -> Result<Option<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 1")
+            .bind(sql_int(size))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Every checkpoint, smallest tree first.
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size").fetch_all(&self.pool).await?)
+    }
+
+    /// The salt that masked `pointer` in a decision's context.
+    pub async fn salt(
+        &self,
+        decision: &DecisionId,
+        pointer: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT salt FROM ledger_salts WHERE decision_id = $1 AND pointer = $2")
+                .bind(decision.to_string())
+                .bind(pointer)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    pub async fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE d.id = $1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Newest first; `before` pages backwards from a decision id.
+    pub async fn decisions(
+        &self,
+        agent: Option<&AgentId>,
+        before: Option<&DecisionId>,
+        limit: u32,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE ($1 IS NULL OR d.agent_id = $1) AND ($2 IS NULL OR d.id < $2)
+             ORDER BY d.id DESC LIMIT $3"
+        )))
+        .bind(agent.map(AgentId::as_str))
+        .bind(before.map(DecisionId::to_string))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ledger entries of the given kinds, in index order, through the kind index. That index
+    /// leaves out decisions (they are most entries, and read through `decisions`), so asking for
+    /// the `decision` kind here finds nothing.
+    pub async fn entries_of_kinds(&self, kinds: &[&str]) -> Result<Vec<EntryRow>, StoreError> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT idx, kind, entry FROM ledger_entries WHERE kind <> 'decision' AND kind IN (",
+        );
+        let mut list = q.separated(", ");
+        for kind in kinds {
+            list.push_bind(*kind);
+        }
+        q.push(") ORDER BY idx");
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// How many decisions `agent` got in `[from, to)` (RFC 3339; compared as times, since stored
+    /// times drop trailing fractional zeros and so do not sort as strings).
+    pub async fn decision_counts(
+        &self,
+        agent: &AgentId,
+        from: &str,
+        to: &str,
+    ) -> Result<DecisionCounts, StoreError> {
+        let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0),
+                    COALESCE(SUM(ledger_index IS NULL), 0), MIN(ledger_index), MAX(ledger_index)
+             FROM decisions WHERE agent_id = $1
+               AND julianday(evaluated_at) >= julianday($2) AND julianday(evaluated_at) < julianday($3)",
+        )
+        .bind(agent.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DecisionCounts {
+            allow: row.0 as u64,
+            deny: row.1 as u64,
+            unrecorded: row.2 as u64,
+            first_index: row.3.map(|i| i as u64),
+            last_index: row.4.map(|i| i as u64),
+        })
+    }
+
+    /// Every decision made in `[from, to)` (RFC 3339), in ledger order.
+    pub async fn decisions_in(&self, from: &str, to: &str) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT}
+             WHERE julianday(d.evaluated_at) >= julianday($1) AND julianday(d.evaluated_at) < julianday($2)
+             ORDER BY d.ledger_index"
+        )))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Indices of the decision entries in `[start, end)` concerning `agent`.
+    pub async fn decision_indices(
+        &self,
+        agent: &AgentId,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT ledger_index FROM decisions
+             WHERE agent_id = $1 AND ledger_index >= $2 AND ledger_index < $3 ORDER BY ledger_index",
+        )
+        .bind(agent.as_str())
+        .bind(sql_int(start))
+        .bind(sql_int(end))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(i,)| i as u64).collect())
+    }
+
+    /// Rows in the ledger table: equal to the tree size unless something was deleted.
+    pub async fn entry_count(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Every approval of `agent`, oldest first.
+    pub async fn approvals_of(&self, agent: &AgentId) -> Result<Vec<ApprovalRow>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE agent_id = $1 ORDER BY requested_at, id"
+        ));
+        Ok(sqlx::query_as(sql)
+            .bind(agent.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn policy_version(&self, id: &str) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn policy_version_by_digest(
+        &self,
+        store: &str,
+        digest: &str,
+    ) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 AND digest = $2",
+        )
+        .bind(store)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A store's versions, oldest first.
+    pub async fn policy_versions(&self, store: &str) -> Result<Vec<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 ORDER BY id",
+        )
+        .bind(store)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn shadow_policy_version(
+        &self,
+        store: &str,
+    ) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 AND state = 'shadow'",
+        )
+        .bind(store)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn active_policy_version(
+        &self,
+        store: &str,
+    ) -> Result<Option<PolicyVersionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
+             WHERE store = $1 AND state = 'active'",
+        )
+        .bind(store)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn policy_text(&self, digest: &str) -> Result<Option<PolicyTextRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT digest, files, schema_text, first_seen FROM policy_texts WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

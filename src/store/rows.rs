@@ -1,0 +1,206 @@
+//! What the store reads and writes: rows, as plain data. Validation and meaning live in the
+//! domain modules that own them.
+
+use sqlx::FromRow;
+
+use crate::tlog::merkle::{Hash, NodeId};
+
+/// The two registry tables share one shape.
+#[derive(Debug, Clone, Copy)]
+pub enum RegistryTable {
+    Agents,
+    Tools,
+}
+
+/// A registry row: the record as JSON plus bookkeeping.
+#[derive(Debug, Clone, FromRow)]
+pub struct RegistryRow {
+    pub id: String,
+    pub version: i64,
+    pub record: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A decision as stored: the columns lists and counts filter on. The request and the answer are
+/// read back from the decision's ledger entry (`entry`, joined in on reads).
+#[derive(Debug, Clone, FromRow)]
+pub struct DecisionRow {
+    pub id: String,
+    pub agent_id: String,
+    pub on_behalf_of: Option<String>,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub decision: String,
+    pub policy_digest: Option<String>,
+    pub evaluated_at: String,
+    pub ledger_index: Option<i64>,
+    pub leaf_hash: Option<Vec<u8>>,
+    /// JSON of the answer's fields that are not in the ledger entry, when it has any.
+    pub extra: Option<String>,
+    /// The request and answer as JSON, only on rows written before the ledger held them.
+    pub request: Option<String>,
+    pub response: Option<String>,
+    /// The ledger entry's bytes (reads only; never written through this row).
+    pub entry: Option<Vec<u8>>,
+}
+
+/// A ledger entry as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct EntryRow {
+    pub idx: i64,
+    pub kind: String,
+    pub entry: Vec<u8>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct CheckpointRow {
+    pub tree_size: i64,
+    pub root_hash: Vec<u8>,
+    pub note: String,
+    pub created_at: String,
+}
+
+/// A kill switch as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct KillSwitchRow {
+    pub id: String,
+    pub scope_agent: Option<String>,
+    pub scope_tool: Option<String>,
+    pub scope_action: Option<String>,
+    pub reason: String,
+    pub drill: bool,
+    pub engaged_by: String,
+    pub engaged_at: String,
+    pub released_by: Option<String>,
+    pub released_at: Option<String>,
+    pub release_reason: Option<String>,
+}
+
+/// An approval as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub status: String,
+    pub agent_id: String,
+    pub on_behalf_of: Option<String>,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub context_digest: String,
+    pub approver_group: String,
+    pub policy_ids: String,
+    pub evaluation_id: String,
+    pub requested_at: String,
+    pub expires_at: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub comment: Option<String>,
+    pub used_at: Option<String>,
+    pub used_decision_id: Option<String>,
+}
+
+/// A decision row with its ledger entry, which holds the request and the answer.
+pub(super) const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_of, d.action, d.resource_type, d.resource_id,
+    d.decision, d.policy_digest, d.evaluated_at, d.ledger_index, d.leaf_hash, d.extra, d.request, d.response, e.entry
+    FROM decisions d LEFT JOIN ledger_entries e ON e.idx = d.ledger_index";
+
+pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, on_behalf_of, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
+    evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
+
+/// What is written in the same transaction as a ledger entry, so that the state it records and
+/// the record itself are durable together or not at all.
+#[derive(Debug, Clone)]
+pub enum SideEffect {
+    None,
+    Decision {
+        row: DecisionRow,
+        salts: Vec<(String, Vec<u8>)>,
+    },
+    Registry {
+        table: RegistryTable,
+        row: RegistryRow,
+    },
+    KillSwitch(KillSwitchRow),
+    Approval(ApprovalRow),
+    /// A policy pack's texts, kept once per digest.
+    PolicyText(PolicyTextRow),
+    /// A new policy version (its texts are kept by digest too, with the schema they validated
+    /// against).
+    PolicyVersion {
+        row: PolicyVersionRow,
+        schema_text: String,
+    },
+    /// `version` becomes the active one of its store; the previously active one goes back to draft.
+    PolicyActivation {
+        store: String,
+        version: String,
+    },
+    /// `version` is retired.
+    PolicyRetirement {
+        version: String,
+    },
+    /// `version` becomes its store's shadow; a previous shadow goes back to draft.
+    PolicyShadow {
+        store: String,
+        version: String,
+    },
+}
+
+/// A policy version as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct PolicyVersionRow {
+    pub id: String,
+    pub store: String,
+    pub digest: String,
+    pub schema_digest: String,
+    /// JSON array of `[file name, text]`.
+    pub files: String,
+    pub author: String,
+    pub created_at: String,
+    pub state: String,
+}
+
+/// The texts of a loaded policy pack.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct PolicyTextRow {
+    pub digest: String,
+    /// JSON array of `[file name, text]`, in load order.
+    pub files: String,
+    pub schema_text: String,
+    pub first_seen: String,
+}
+
+/// Counts of one agent's decisions in a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecisionCounts {
+    pub allow: u64,
+    pub deny: u64,
+    /// Decisions stored without a ledger index (there should be none).
+    pub unrecorded: u64,
+    pub first_index: Option<u64>,
+    pub last_index: Option<u64>,
+}
+
+/// The write-ahead log after a checkpoint: frames in it, and how many of them are now in the
+/// database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalState {
+    pub frames: u64,
+    pub copied: u64,
+}
+
+/// SQLite's page size, which is also a WAL frame's payload.
+pub const PAGE_BYTES: u64 = 4096;
+
+/// One sequenced entry ready to commit.
+#[derive(Debug, Clone)]
+pub struct AppendRow {
+    pub index: u64,
+    pub kind: &'static str,
+    pub entry: Vec<u8>,
+    pub nodes: Vec<(NodeId, Hash)>,
+    pub side: SideEffect,
+}
