@@ -201,24 +201,7 @@ async fn audit_pack(
         &|_, _| {},
     )
     .await?;
-    // Handing out the ledger is itself an entry (the control plane's actions all are).
-    let entry = crate::events::Entry {
-        time: crate::store::now(),
-        event: crate::events::Event::AuditPackExported(crate::events::AuditExportEvent {
-            actor: caller.agent.to_string(),
-            agent_id: manifest.agent.clone(),
-            from: manifest.from.clone(),
-            to: manifest.to.clone(),
-            start: manifest.start,
-            end: manifest.end,
-            tree_size: manifest.tree_size,
-            entries: manifest.entries,
-        }),
-    };
-    let append = entry
-        .append(crate::store::SideEffect::None)
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    state.ledger.append(vec![append]).await?;
+    pack::record_export(&state.ledger, caller.agent.as_str(), &manifest).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip"),

@@ -32,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::decision::{Evaluated, RequestError, Target};
+use crate::decision::{RequestError, Target};
 use crate::identity::{Caller, roles};
 use crate::ids::{AgentId, DecisionId, ToolId};
 use crate::model::{Decision, DecisionRecord, DecisionRequest};
@@ -312,48 +312,12 @@ async fn create_decision_batch(
     caller: Caller,
     ApiJson(batch): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let Some(first) = batch.requests.first() else {
-        return Ok(Json(BatchResponse {
-            decisions: state.pipeline.decide_batch(&caller, batch.requests).await?,
-        }));
-    };
-    let decisions = match native_target(&state, &store, first)? {
-        Target::Default => state.pipeline.decide_batch(&caller, batch.requests).await?,
-        _ => {
-            // Every request is checked before any is recorded, as in the default store.
-            let mut evaluated = Vec::with_capacity(batch.requests.len());
-            if batch.requests.len() > state.config.batch_max {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    format!("at most {} requests per batch", state.config.batch_max),
-                )
-                .with_field("requests"));
-            }
-            for (i, request) in batch.requests.into_iter().enumerate() {
-                let in_batch = |e: RequestError| RequestError {
-                    field: format!("requests[{i}].{}", e.field),
-                    message: e.message,
-                };
-                let target = native_target(&state, &store, &request)?;
-                let evaluation = state
-                    .pipeline
-                    .evaluate_in(&target, &caller, &request)
-                    .map_err(in_batch)?;
-                evaluated.push(Evaluated {
-                    caller: caller.clone(),
-                    target,
-                    request,
-                    evaluation,
-                });
-            }
-            state
-                .pipeline
-                .record_evaluated(evaluated)
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
-        }
-    };
+    // Each request names its own principal type in a folder store; the batch path is one.
+    let mut items = Vec::with_capacity(batch.requests.len());
+    for request in batch.requests {
+        items.push((native_target(&state, &store, &request)?, request));
+    }
+    let decisions = state.pipeline.decide_batch_in(&caller, items).await?;
     Ok(Json(BatchResponse { decisions }))
 }
 

@@ -456,6 +456,33 @@ pub struct Verified {
     pub key_pinned: bool,
 }
 
+/// Records that `actor` was handed the pack `manifest` describes: handing out the ledger is
+/// itself an entry, as every action of the control plane is.
+pub async fn record_export(
+    ledger: &crate::ledger::Ledger,
+    actor: &str,
+    manifest: &Manifest,
+) -> Result<(), ComplianceError> {
+    let entry = Entry {
+        time: crate::store::now(),
+        event: Event::AuditPackExported(crate::events::AuditExportEvent {
+            actor: actor.to_owned(),
+            agent_id: manifest.agent.clone(),
+            from: manifest.from.clone(),
+            to: manifest.to.clone(),
+            start: manifest.start,
+            end: manifest.end,
+            tree_size: manifest.tree_size,
+            entries: manifest.entries,
+        }),
+    };
+    let append = entry
+        .append(crate::store::SideEffect::None)
+        .map_err(|e| invalid("agent", e.to_string()))?;
+    ledger.append(vec![append]).await?;
+    Ok(())
+}
+
 /// Checks a pack offline. `key` is the verifier key to trust; without it, the pack's own.
 pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, Vec<Problem>> {
     let problem = |file: &str, message: String| Problem {

@@ -350,37 +350,54 @@ impl Pipeline {
             .record(started.elapsed().as_secs_f64(), &attributes[2..]);
     }
 
-    /// Evaluates every request first (any invalid one fails the whole batch, recording nothing),
-    /// then records all of them atomically.
+    /// Evaluates every request in the default store, then records them all in one append; see
+    /// [`Pipeline::decide_batch_in`].
     pub async fn decide_batch(
         &self,
         caller: &Caller,
         requests: Vec<DecisionRequest>,
     ) -> Result<Vec<Decision>, RequestError> {
-        if requests.is_empty() {
+        let items = requests.into_iter().map(|r| (Target::Default, r)).collect();
+        self.decide_batch_in(caller, items).await
+    }
+
+    /// Evaluates every request, each in its target, then records them all in one append and
+    /// answers in order. Every request is checked before anything is recorded: one the schema
+    /// cannot read (or a batch over `batch_max`) refuses the whole batch with the item's field,
+    /// `requests[i]....`, in every store alike.
+    pub async fn decide_batch_in(
+        &self,
+        caller: &Caller,
+        items: Vec<(Target, DecisionRequest)>,
+    ) -> Result<Vec<Decision>, RequestError> {
+        if items.is_empty() {
             return Err(RequestError::new(
                 "requests",
                 "must hold at least one request",
             ));
         }
-        if requests.len() > self.batch_max {
+        if items.len() > self.batch_max {
             return Err(RequestError::new(
                 "requests",
                 format!(
                     "at most {} requests per batch (got {})",
                     self.batch_max,
-                    requests.len()
+                    items.len()
                 ),
             ));
         }
-        let mut evaluations = Vec::with_capacity(requests.len());
-        for (i, request) in requests.iter().enumerate() {
-            evaluations.push(self.evaluate(caller, request).map_err(|e| e.in_batch(i))?);
+        let mut evaluations = Vec::with_capacity(items.len());
+        for (i, (target, request)) in items.iter().enumerate() {
+            evaluations.push(
+                self.evaluate_in(target, caller, request)
+                    .map_err(|e| e.in_batch(i))?,
+            );
         }
-        let mut prepared = Vec::with_capacity(requests.len());
-        for (i, (request, evaluation)) in requests.iter().zip(evaluations).enumerate() {
+        let size = items.len();
+        let mut prepared = Vec::with_capacity(size);
+        for (i, ((target, request), evaluation)) in items.iter().zip(evaluations).enumerate() {
             let evaluation = self.claim(evaluation);
-            match self.prepare(caller, request, &evaluation, &Target::Default) {
+            match self.prepare(caller, request, &evaluation, target) {
                 Ok(appends) => prepared.push((appends, evaluation)),
                 Err(e) => {
                     for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter()) {
@@ -394,10 +411,7 @@ impl Pipeline {
         }
         let decisions = self
             .record(prepared)
-            .instrument(tracing::debug_span!(
-                "decision.batch",
-                size = requests.len()
-            ))
+            .instrument(tracing::debug_span!("decision.batch", size))
             .await;
         Ok(decisions)
     }

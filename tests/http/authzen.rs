@@ -489,6 +489,15 @@ async fn native_decisions_work_under_a_store_prefix() {
         .map(|d| d["decision"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["allow", "deny"], "{batch}");
+    // One batch path: the same over-limit batch is the same 422 in every store (it was a 400
+    // under a store prefix), naming the field.
+    let request = json!({"action": "can_read_todos", "resource": {"type": "todo", "id": "t"}});
+    let over = json!({"requests": vec![request; 101]});
+    for path in ["/stores/todo/v1/decisions/batch", "/v1/decisions/batch"] {
+        let (status, body) = s.post(path, &s.token(BETH, &[]), over.clone()).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        assert_eq!(body["error"]["field"], "requests", "{path}: {body}");
+    }
     // The default store under its own name is the same as no prefix.
     let (status, _) = s
         .post(
