@@ -86,6 +86,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 }
 
 /// The authenticated policy enforcement point (None when PEP authentication is off).
+#[derive(Clone)]
 pub struct Pep(Option<Caller>);
 
 impl FromRequestParts<AppState> for Pep {
@@ -687,13 +688,10 @@ async fn search_subject(
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
     let store = target_of(&state, &store)?;
-    Ok(Json(search_entities(
-        &state,
-        &store,
-        &pep,
-        request,
-        Searched::Subject,
-    )?))
+    let answer =
+        off_the_workers(move || search_entities(&state, &store, &pep, request, Searched::Subject))
+            .await?;
+    Ok(Json(answer))
 }
 
 /// Resource search: the resources of `resource.type` the subject may perform the action on.
@@ -706,13 +704,10 @@ async fn search_resource(
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
     let store = target_of(&state, &store)?;
-    Ok(Json(search_entities(
-        &state,
-        &store,
-        &pep,
-        request,
-        Searched::Resource,
-    )?))
+    let answer =
+        off_the_workers(move || search_entities(&state, &store, &pep, request, Searched::Resource))
+            .await?;
+    Ok(Json(answer))
 }
 
 /// Action search: the actions the subject may perform on the resource.
@@ -725,6 +720,17 @@ async fn search_action(
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
     let store = target_of(&state, &store)?;
+    let answer = off_the_workers(move || search_actions(&state, &store, &pep, request)).await?;
+    Ok(Json(answer))
+}
+
+/// The actions of the store's schema the subject may perform on the resource.
+fn search_actions(
+    state: &AppState,
+    store: &Option<std::sync::Arc<crate::policy::store::PolicyStore>>,
+    pep: &Pep,
+    request: SearchRequest,
+) -> Result<SearchResponse, ApiError> {
     let subject = required_id(&request.subject, "subject")?;
     let resource = required_id(&request.resource, "resource")?;
     let schema_actions: Vec<String> = match &store {
@@ -735,9 +741,9 @@ async fn search_action(
         .into_iter()
         .filter(|name| {
             allowed(
-                &state,
-                &store,
-                &pep,
+                state,
+                store,
+                pep,
                 EvaluationRequest {
                     subject: subject.clone(),
                     action: Action {
@@ -751,7 +757,21 @@ async fn search_action(
         })
         .map(|name| json!({"name": name}))
         .collect();
-    Ok(Json(page_of(results, request.page)?))
+    page_of(results, request.page)
+}
+
+/// Runs a search on the blocking pool: it is one Cedar evaluation per candidate, thousands for a
+/// large store, and on an async worker it would hold up every request queued behind it.
+async fn off_the_workers<T: Send + 'static>(
+    search: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(search).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "search_failed",
+            format!("the search did not finish: {e}"),
+        )
+    })?
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
