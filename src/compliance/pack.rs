@@ -485,10 +485,47 @@ pub async fn record_export(
 
 /// Checks a pack offline. `key` is the verifier key to trust; without it, the pack's own.
 pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, Vec<Problem>> {
-    let problem = |file: &str, message: String| Problem {
+    let files = read_archive(reader)?;
+    let (verifier, manifest) = verify_manifest(&files, key)?;
+    let mut problems = check_listed_files(&files, &manifest);
+    let (head, first) = match verify_checkpoints(&files, &verifier, &manifest, &mut problems) {
+        Some(heads) => heads,
+        None => return Err(problems),
+    };
+    let (count, digests_in_entries) = verify_entries(&files, &manifest, &head, &mut problems);
+    verify_consistency_proof(&files, &first, &head, &mut problems);
+    verify_policy_texts(&files, &digests_in_entries, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Verified {
+        entries: count,
+        tree_size: head.size,
+        start: manifest.start,
+        end: manifest.end,
+        agent: manifest.agent,
+        files: files.len(),
+        key_pinned: key.is_some(),
+    })
+}
+
+/// The pack's files by path.
+type Files = BTreeMap<String, Vec<u8>>;
+
+fn problem(file: &str, message: String) -> Problem {
+    Problem {
         file: file.into(),
         message,
-    };
+    }
+}
+
+fn get<'a>(files: &'a Files, name: &str) -> Result<&'a Vec<u8>, Vec<Problem>> {
+    files
+        .get(name)
+        .ok_or_else(|| vec![problem(name, "is missing from the pack".into())])
+}
+
+fn read_archive<R: Read + Seek>(reader: R) -> Result<Files, Vec<Problem>> {
     let mut archive = zip::ZipArchive::new(reader)
         .map_err(|e| vec![problem("(zip)", format!("not a readable zip: {e}"))])?;
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -507,24 +544,24 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
             .map_err(|e| vec![problem(&name, format!("cannot be read: {e}"))])?;
         files.insert(name, bytes);
     }
-    let get = |name: &str| {
-        files
-            .get(name)
-            .ok_or_else(|| vec![problem(name, "is missing from the pack".into())])
-    };
+    Ok(files)
+}
 
-    // 1. The signed manifest.
-    let key_pinned = key.is_some();
+/// Step 1: The manifest, signed by the ledger's key (the pinned one, else the pack's own).
+fn verify_manifest(
+    files: &Files,
+    key: Option<&str>,
+) -> Result<(NoteVerifier, Manifest), Vec<Problem>> {
     let vkey = match key {
         Some(k) => k.trim().to_owned(),
-        None => String::from_utf8_lossy(get("verifier.key")?)
+        None => String::from_utf8_lossy(get(files, "verifier.key")?)
             .trim()
             .to_owned(),
     };
     let verifier = NoteVerifier::from_vkey(&vkey)
         .map_err(|e| vec![problem("verifier.key", format!("not a verifier key: {e}"))])?;
-    let manifest_bytes = get("manifest.json")?;
-    let signature = String::from_utf8_lossy(get("manifest.sig")?).into_owned();
+    let manifest_bytes = get(files, "manifest.json")?;
+    let signature = String::from_utf8_lossy(get(files, "manifest.sig")?).into_owned();
     let signed = verifier.verify(&signature).map_err(|e| {
         vec![problem(
             "manifest.sig",
@@ -546,7 +583,11 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         )]);
     }
 
-    // 2. Every file as listed, nothing more.
+    Ok((verifier, manifest))
+}
+
+/// Step 2: Every file as listed, nothing more.
+fn check_listed_files(files: &Files, manifest: &Manifest) -> Vec<Problem> {
     let mut problems = Vec::new();
     let listed: HashMap<&str, &ManifestFile> = manifest
         .files
@@ -575,7 +616,16 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         }
     }
 
-    // 3. Checkpoints.
+    problems
+}
+
+/// Step 3: The head checkpoint and the first one, signed, and the head matching the manifest.
+fn verify_checkpoints(
+    files: &Files,
+    verifier: &NoteVerifier,
+    manifest: &Manifest,
+    problems: &mut Vec<Problem>,
+) -> Option<(Checkpoint, Checkpoint)> {
     let checkpoint = |file: &str| -> Result<Checkpoint, Problem> {
         let note = String::from_utf8_lossy(
             files
@@ -583,7 +633,7 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
                 .ok_or_else(|| problem(file, "is missing from the pack".into()))?,
         )
         .into_owned();
-        parse_checkpoint(&verifier, &note).map_err(|e| problem(file, e))
+        parse_checkpoint(verifier, &note).map_err(|e| problem(file, e))
     };
     let (head, first) = match (
         checkpoint("checkpoint.txt"),
@@ -593,7 +643,7 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         (h, f) => {
             problems.extend(h.err());
             problems.extend(f.err());
-            return Err(problems);
+            return None;
         }
     };
     if head.size != manifest.tree_size || head.origin != manifest.origin {
@@ -606,7 +656,17 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         ));
     }
 
-    // 4. Entries and their inclusion proofs.
+    Some((head, first))
+}
+
+/// Step 4: entries in order, each with its inclusion proof against the head. Returns how many,
+/// and the policy digest each `policy_loaded` entry recorded.
+fn verify_entries(
+    files: &Files,
+    manifest: &Manifest,
+    head: &Checkpoint,
+    problems: &mut Vec<Problem>,
+) -> (u64, HashMap<u64, String>) {
     let entries_text = files
         .get("entries.jsonl")
         .map(Vec::as_slice)
@@ -695,7 +755,16 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         ));
     }
 
-    // 5. Consistency of the first checkpoint with the head.
+    (count, digests_in_entries)
+}
+
+/// Step 5: Consistency of the first checkpoint with the head.
+fn verify_consistency_proof(
+    files: &Files,
+    first: &Checkpoint,
+    head: &Checkpoint,
+    problems: &mut Vec<Problem>,
+) {
     let consistency: Option<ConsistencyFile> = files
         .get("proofs/consistency.json")
         .and_then(|b| serde_json::from_slice(b).ok());
@@ -712,8 +781,14 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
             "does not prove checkpoints/first.txt is a prefix of checkpoint.txt".into(),
         ));
     }
+}
 
-    // 6. Policy texts recompute to their digests.
+/// Step 6: Policy texts recompute to their digests, and to the digests their entries recorded.
+fn verify_policy_texts(
+    files: &Files,
+    digests_in_entries: &HashMap<u64, String>,
+    problems: &mut Vec<Problem>,
+) {
     match files
         .get("policies/index.json")
         .map(|b| serde_json::from_slice::<Vec<PolicyIndex>>(b))
@@ -753,19 +828,6 @@ pub fn verify<R: Read + Seek>(reader: R, key: Option<&str>) -> Result<Verified, 
         Some(Err(e)) => problems.push(problem("policies/index.json", format!("unreadable: {e}"))),
         None => problems.push(problem("policies/index.json", "is missing".into())),
     }
-
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Verified {
-        entries: count,
-        tree_size: head.size,
-        start: manifest.start,
-        end: manifest.end,
-        agent: manifest.agent,
-        files: files.len(),
-        key_pinned,
-    })
 }
 
 /// Proof hashes from their base64 form; None if any is not a 32-byte hash.
