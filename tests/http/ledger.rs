@@ -939,3 +939,52 @@ async fn indices_past_i64_are_refused_not_wrapped() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["field"], "start", "{body}");
 }
+
+/// A data dir written by Reins before this version (release c1ff28b: before the hardening and
+/// the layered crate): the new `reins ledger verify` accepts its ledger byte for byte, the new
+/// server starts on it (migrations 0012 and 0013 apply), the approval granted there keeps the
+/// user it was opened for, and after more decisions the ledger verifies again.
+#[tokio::test]
+async fn a_ledger_written_before_this_version_verifies_and_keeps_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let fixture = crate::harness::repo().join("tests/fixtures/ledger-c1ff28b");
+    copy_dir(&fixture, data.path());
+    let dir = data.path().to_str().unwrap().to_owned();
+    let out = run(&mut reins(&["ledger", "verify", "--data-dir", &dir]));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let granted = std::fs::read_to_string(data.path().join("granted-approval-id")).unwrap();
+    let granted = granted.trim().to_owned();
+    let config = test_config(data.path(), None);
+    let mut s = TestServer::with_config(data, config).await;
+    let size = s.ledger_size();
+    assert!(size > 10, "the fixture's ledger is there: {size}");
+
+    let (status, approval) = s.get(&format!("/v1/approvals/{granted}"), &s.admin()).await;
+    assert_eq!(status, 200, "{approval}");
+    assert_eq!(approval["status"], "granted", "{approval}");
+    assert_eq!(approval["on_behalf_of"], "alice", "{approval}");
+    let refund = json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"},
+                        "context": {"args": {"amount": 50, "currency": "EUR"}}, "approval_id": granted});
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &s.mint("refund-bot", Some("mallory"), &[]),
+            refund.clone(),
+        )
+        .await;
+    assert_eq!(codes(&d), ["approval_invalid"], "{d}");
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &s.mint("refund-bot", Some("alice"), &[]),
+            refund,
+        )
+        .await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    s.stop_and_verify_ledger().await;
+}
