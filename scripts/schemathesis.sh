@@ -7,7 +7,7 @@
 #   scripts/schemathesis.sh [REINS_BINARY]     (default: target/debug/reins, built if missing)
 #
 # Installs schemathesis into .venv-schemathesis (a virtualenv of its own) on first use.
-# ST_MAX_EXAMPLES (default 25) and ST_MAX_TIME (seconds, default 300) bound the run.
+# ST_MAX_EXAMPLES (default 25) and ST_MAX_TIME (seconds, default 180) bound the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +50,7 @@ call "$BASE/v1/decisions" -H "Authorization: Bearer $AGENT" \
   -H "Authorization: Bearer $TOKEN" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing \
-  --max-examples "${ST_MAX_EXAMPLES:-25}" --max-time "${ST_MAX_TIME:-300}" \
+  --max-examples "${ST_MAX_EXAMPLES:-25}" --max-time "${ST_MAX_TIME:-180}" \
   --seed 1 --generation-database none --no-color \
   --suppress-health-check all \
   --report junit --report-dir "target/schemathesis"

@@ -217,6 +217,20 @@ pub(super) fn search_entities(
     page_of(results, request.page.clone())
 }
 
+/// A subject or resource search, on the blocking pool.
+async fn search_side(
+    state: AppState,
+    store: StoreSel,
+    pep: Pep,
+    request: SearchRequest,
+    searched: Searched,
+) -> Result<Json<SearchResponse>, AuthzenError> {
+    let store = target_of(&state, &store)?;
+    let answer =
+        off_the_workers(move || search_entities(&state, &store, &pep, request, searched)).await?;
+    Ok(Json(answer))
+}
+
 /// Subject search: the subjects of `subject.type` that may perform the action on the resource.
 #[utoipa::path(post, path = "/access/v1/search/subject", tag = "authzen", request_body = SearchRequest,
     security(("bearer" = [])), responses((status = 200, body = SearchResponse), (status = 400, description = "malformed request")))]
@@ -226,11 +240,7 @@ pub(super) async fn search_subject(
     pep: Pep,
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
-    let store = target_of(&state, &store)?;
-    let answer =
-        off_the_workers(move || search_entities(&state, &store, &pep, request, Searched::Subject))
-            .await?;
-    Ok(Json(answer))
+    search_side(state, store, pep, request, Searched::Subject).await
 }
 
 /// Resource search: the resources of `resource.type` the subject may perform the action on.
@@ -242,11 +252,7 @@ pub(super) async fn search_resource(
     pep: Pep,
     AzJson(request): AzJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, AuthzenError> {
-    let store = target_of(&state, &store)?;
-    let answer =
-        off_the_workers(move || search_entities(&state, &store, &pep, request, Searched::Resource))
-            .await?;
-    Ok(Json(answer))
+    search_side(state, store, pep, request, Searched::Resource).await
 }
 
 /// Action search: the actions the subject may perform on the resource.
