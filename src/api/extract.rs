@@ -49,6 +49,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
         })?;
+        // Every body this API takes is an object. serde would also read a struct from an array
+        // of its fields in order (`[null]` as `{"from": null}`), which no client means.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            None => return Err(ApiError::bad_request("invalid_json", "the body is empty")),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_json",
+                    "the body must be a JSON object",
+                ));
+            }
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }

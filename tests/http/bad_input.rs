@@ -41,7 +41,15 @@ fn expect(status: u16, body: &Value, want_status: u16, want_code: &str, want_fie
 #[tokio::test]
 async fn malformed_and_mistyped_bodies_are_400_naming_the_field() {
     let (s, token) = setup().await;
-    let cases: [(&str, &str, Option<&str>); 7] = [
+    let cases: [(&str, &str, Option<&str>); 10] = [
+        // A struct read from an array of its fields: serde would, no client means it.
+        (
+            r#"["invoke", {"type": "Tool", "id": "search.web"}]"#,
+            "invalid_json",
+            None,
+        ),
+        ("[null]", "invalid_json", None),
+        ("", "invalid_json", None),
         (r#"{"action": "#, "invalid_json", None),
         (
             r#"{"action": 7, "resource": {"type": "Tool", "id": "search.web"}}"#,

@@ -818,3 +818,34 @@ async fn an_activation_that_cannot_be_recorded_changes_nothing() {
     assert_eq!(status, 200, "the ledger carries on");
     assert_eq!(weather(&s).await["decision"], "deny");
 }
+
+/// Found by schemathesis: a replay whose body was `[null]` (an array, read by serde as the struct's
+/// fields in order) answered 200.
+#[tokio::test]
+async fn a_replay_body_must_be_an_object() {
+    let s = TestServer::start().await;
+    let (_, versions) = s.get("/v1/policies", &admin(&s)).await;
+    let version = versions["versions"][0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for body in [json!([null]), json!(["2026-01-01T00:00:00Z"]), json!(null)] {
+        let (status, answer) = s
+            .post(
+                &format!("/v1/policies/{version}/replay"),
+                &admin(&s),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_json", "{answer}");
+    }
+    let (status, answer) = s
+        .post(
+            &format!("/v1/policies/{version}/replay"),
+            &admin(&s),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
