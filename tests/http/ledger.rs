@@ -978,6 +978,7 @@ async fn a_ledger_written_before_this_version_verifies_and_keeps_serving() {
         )
         .await;
     assert_eq!(codes(&d), ["approval_invalid"], "{d}");
+    assert!(d.to_string().contains("on behalf of `alice`"), "{d}");
     let (_, d) = s
         .post(
             "/v1/decisions",
