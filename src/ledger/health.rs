@@ -12,6 +12,7 @@
 //!
 //! Each change of state is logged once, not once per refused decision.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::store::FlushError;
@@ -20,6 +21,8 @@ use crate::store::FlushError;
 pub struct Health {
     /// Set once, never cleared: see the module docs.
     permanent: OnceLock<String>,
+    /// Whether `transient` holds a failure: read on every batch and flush without the lock.
+    degraded: AtomicBool,
     /// The last commit or flush failed; cleared by the next flushed commit.
     transient: Mutex<Option<String>>,
 }
@@ -33,6 +36,11 @@ impl Health {
         self.transient.lock().ok().and_then(|t| t.clone())
     }
 
+    /// Whether appends are refused until a restart, and why.
+    pub fn broken(&self) -> Option<&str> {
+        self.permanent.get().map(String::as_str)
+    }
+
     /// Whether appends are refused until a restart.
     pub fn is_broken(&self) -> bool {
         self.permanent.get().is_some()
@@ -40,7 +48,7 @@ impl Health {
 
     /// Whether the last commit or flush failed (and nothing succeeded since).
     pub fn is_degraded(&self) -> bool {
-        self.transient.lock().map(|t| t.is_some()).unwrap_or(true)
+        self.degraded.load(Ordering::Acquire)
     }
 
     pub fn commit_failed(&self, why: &str) {
@@ -64,9 +72,13 @@ impl Health {
 
     /// A commit was flushed: the disk takes writes again.
     pub fn flushed(&self) {
+        if !self.degraded.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut t) = self.transient.lock()
             && let Some(was) = t.take()
         {
+            self.degraded.store(false, Ordering::Release);
             tracing::warn!(was = %was, "the ledger takes appends again");
         }
     }
@@ -77,6 +89,52 @@ impl Health {
                 tracing::error!(reason = %why, "the ledger cannot record entries; denying until a commit succeeds");
             }
             *t = Some(why);
+            self.degraded.store(true, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io() -> std::io::Error {
+        std::io::Error::other("injected")
+    }
+
+    #[test]
+    fn a_failed_commit_is_cleared_by_the_next_flush() {
+        let health = Health::default();
+        assert_eq!(health.failure(), None);
+        health.commit_failed("database or disk is full");
+        assert!(health.is_degraded() && !health.is_broken());
+        assert!(health.failure().unwrap().contains("disk is full"));
+        health.flushed();
+        assert_eq!(health.failure(), None);
+        assert!(!health.is_degraded());
+    }
+
+    #[test]
+    fn only_a_failure_before_the_fsync_is_retried() {
+        let health = Health::default();
+        health.flush_failed(&FlushError::Check {
+            path: "wal".into(),
+            source: io(),
+        });
+        assert!(health.is_degraded() && !health.is_broken());
+        health.flushed();
+        assert_eq!(health.failure(), None);
+
+        health.flush_failed(&FlushError::Fsync {
+            path: "wal".into(),
+            source: io(),
+        });
+        assert!(health.is_broken());
+        health.flushed();
+        let why = health.failure().unwrap();
+        assert!(why.contains("restart Reins"), "{why}");
+        // The first permanent reason stays; later ones do not replace it.
+        health.flush_failed(&FlushError::Replaced { path: "wal".into() });
+        assert_eq!(health.failure().unwrap(), why);
     }
 }

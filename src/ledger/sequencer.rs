@@ -134,13 +134,8 @@ impl Sequencer {
             if !batch.add(message) {
                 break;
             }
-            if let Some(why) = self
-                .flags
-                .health
-                .failure()
-                .filter(|_| self.flags.health.is_broken())
-            {
-                batch.refuse(&why);
+            if let Some(why) = self.flags.health.broken() {
+                batch.refuse(why);
                 continue;
             }
             // Wait for a flush slot before draining the queue: what arrives meanwhile joins
@@ -327,8 +322,8 @@ pub(super) fn sync_commits(
 ) {
     while let Ok(first) = commits.recv() {
         let waiting: Vec<Committed> = std::iter::once(first).chain(commits.try_iter()).collect();
-        let result = match health.failure().filter(|_| health.is_broken()) {
-            Some(why) => Err(why),
+        let result = match health.broken() {
+            Some(why) => Err(why.to_owned()),
             None => match wal.sync() {
                 Ok(()) => {
                     health.flushed();
