@@ -99,18 +99,22 @@ pub async fn serve(
         tokio::spawn(async move {
             let connection = builder.serve_connection(io, service);
             tokio::pin!(connection);
-            let mut closing = false;
+            // Once asked to close at shutdown, a connection gets DRAIN to finish what it is
+            // answering; one whose peer stops reading would otherwise hold its slot for ever.
+            let mut closing: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = connection.as_mut() => break,
-                    _ = stop.changed(), if !closing => {
-                        closing = true;
+                    _ = stop.changed(), if closing.is_none() => {
+                        closing = Some(tokio::time::Instant::now() + DRAIN);
                         connection.as_mut().graceful_shutdown();
                     }
-                    () = activity.idle_for(idle), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+                    // Nothing in flight and nothing moving: no answer is owed, so the connection
+                    // is dropped rather than asked to close (an HTTP/2 peer that is gone would
+                    // never acknowledge the GOAWAY's ping).
+                    () = activity.idle_for(idle), if closing.is_none() => break,
+                    () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)),
+                        if closing.is_some() => break,
                 }
             }
             drop(permit);

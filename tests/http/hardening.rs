@@ -489,3 +489,29 @@ async fn legacy_ids_are_reported_at_start_and_not_served() {
     assert!(text.contains("\"bot\""), "{body}");
     assert!(!text.contains("team/bot"), "{body}");
 }
+
+/// An HTTP/2 connection that goes quiet is closed after `http.idle_timeout` (hyper's header read
+/// timeout only covers HTTP/1), and its slot is given back.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.http.idle_timeout = Duration::from_millis(500);
+    let s = TestServer::with_config(data, config).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut h2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame: a valid, then silent, HTTP/2 client.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut h2, Duration::from_secs(5)).await,
+        "an idle HTTP/2 connection stayed open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed before it was idle"
+    );
+}
