@@ -71,7 +71,7 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// A connection on which nothing was read or written for this long, with no request being
-    /// answered, is closed (HTTP/2 connections, and HTTP/1 bodies that stall).
+    /// answered, is dropped (an idle HTTP/2 connection, or a client that stopped reading its answer).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most connections open at once. One more is answered `503` with `Connection: close` at once
