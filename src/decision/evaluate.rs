@@ -446,13 +446,13 @@ impl Pipeline {
         request: &DecisionRequest,
         ty: &EntityTypeName,
     ) -> Result<Entity, RequestError> {
-        let json = serde_json::json!({
-            "uid": { "type": ty.to_string(), "id": request.resource.id },
-            "attrs": request.resource.attributes.clone().unwrap_or_default(),
-            "parents": [],
-        });
-        Entity::from_json_value(json, Some(pack.schema()))
-            .map_err(|e| RequestError::new("resource.attributes", e.to_string()))
+        self.request_entity(
+            pack,
+            ty,
+            &request.resource.id,
+            request.resource.attributes.as_ref().unwrap_or(&Map::new()),
+            "resource.attributes",
+        )
     }
 }
 
