@@ -45,7 +45,7 @@ async fn run(decisions: usize) {
     let server = reins::server::start(config).await.expect("server");
     let state = server.state.clone();
     let registry = state.pipeline.registry();
-    let now = "2026-11-21T00:00:00Z";
+    let now: reins::timestamp::Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
     registry
         .put_tool(
             "bench",

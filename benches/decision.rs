@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
                     "bench",
                     format!("tool-{t}").parse().unwrap(),
                     record,
-                    "2026-01-01T00:00:00Z",
+                    "2026-01-01T00:00:00Z".parse().unwrap(),
                 )
                 .await
                 .unwrap();
@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
                     "bench",
                     format!("agent-{a}").parse().unwrap(),
                     record,
-                    "2026-01-01T00:00:00Z",
+                    "2026-01-01T00:00:00Z".parse().unwrap(),
                 )
                 .await
                 .unwrap();
@@ -180,7 +180,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let entry = reins::events::Entry {
-        time: evaluated.decision.evaluated_at.clone(),
+        time: evaluated.decision.evaluated_at.to_string(),
         event: reins::events::Event::Decision(reins::events::DecisionEvent {
             decision_id: evaluated.decision.decision_id.to_string(),
             agent_id: "agent-1".into(),

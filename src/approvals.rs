@@ -20,16 +20,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+use crate::timestamp::Timestamp;
 use crate::events::{ApprovalEvent, Entry, Event};
 use crate::identity::Caller;
 use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::model::DecisionRequest;
-use crate::store::{self, ApprovalRow, SideEffect, Store, StoreError};
+use crate::store::{ApprovalRow, SideEffect, Store, StoreError};
 
 /// The policy annotation that marks an approval policy; its value names the approver group.
 pub const ANNOTATION: &str = "approval";
@@ -97,12 +96,12 @@ pub struct Approval {
     pub policy_ids: Vec<String>,
     /// The decision that asked for it.
     pub evaluation_id: String,
-    pub requested_at: String,
-    pub expires_at: String,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
     pub decided_by: Option<String>,
-    pub decided_at: Option<String>,
+    pub decided_at: Option<Timestamp>,
     pub comment: Option<String>,
-    pub used_at: Option<String>,
+    pub used_at: Option<Timestamp>,
     pub used_decision_id: Option<String>,
 }
 
@@ -176,10 +175,6 @@ fn user_or_none(user: &Option<String>) -> String {
     }
 }
 
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
-
 pub struct Approvals {
     ledger: Arc<Ledger>,
     store: Store,
@@ -241,12 +236,9 @@ impl Approvals {
         group: String,
         policy_ids: Vec<String>,
         evaluation_id: &str,
-        now: &str,
+        now: Timestamp,
     ) -> Approval {
-        let expires = parse_time(now)
-            .map(|t| t + self.ttl)
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| now.to_owned());
+        let expires = now.plus(self.ttl);
         Approval {
             id: uuid::Uuid::now_v7().to_string(),
             status: Status::Pending,
@@ -261,7 +253,7 @@ impl Approvals {
             approver_group: group,
             policy_ids,
             evaluation_id: evaluation_id.to_owned(),
-            requested_at: now.to_owned(),
+            requested_at: now,
             expires_at: expires,
             decided_by: None,
             decided_at: None,
@@ -277,7 +269,7 @@ impl Approvals {
         id: &str,
         caller: &Caller,
         request: &DecisionRequest,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Approval, Unusable> {
         let open = self
             .open
@@ -292,7 +284,7 @@ impl Approvals {
                 approval.status.as_str(),
             ));
         }
-        if parse_time(now) >= parse_time(&approval.expires_at) {
+        if now >= approval.expires_at {
             return Err(Unusable::Expired(id.to_owned()));
         }
         let bound = approval.agent_id == caller.agent.as_str()
@@ -345,11 +337,11 @@ impl Approvals {
         &self,
         approval: &Approval,
         decision_id: &str,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(Approval, Append), ApprovalError> {
         let used = Approval {
             status: Status::Used,
-            used_at: Some(now.to_owned()),
+            used_at: Some(now),
             used_decision_id: Some(decision_id.to_owned()),
             ..approval.clone()
         };
@@ -378,7 +370,7 @@ impl Approvals {
             .clone()
             .or_else(|| approval.decided_at.clone())
             .unwrap_or_else(|| approval.requested_at.clone());
-        Entry { time, event }
+        Entry::new(time, event)
             .append(SideEffect::Approval(row_of(approval)))
             .map_err(|e| ApprovalError::Invalid {
                 field: "comment",
@@ -394,7 +386,7 @@ impl Approvals {
         grant: bool,
         verdict: Verdict,
         owner: Option<&str>,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Approval, ApprovalError> {
         let _serialised = self.writes.lock().await;
         let current = self.open_approval(id).await?;
@@ -404,7 +396,7 @@ impl Approvals {
                 status: current.status.as_str(),
             });
         }
-        if parse_time(now) >= parse_time(&current.expires_at) {
+        if now >= current.expires_at {
             return Err(ApprovalError::NotPending {
                 id: id.to_owned(),
                 status: "expired",
@@ -431,7 +423,7 @@ impl Approvals {
                 Status::Denied
             },
             decided_by: Some(approver.agent.to_string()),
-            decided_at: Some(now.to_owned()),
+            decided_at: Some(now),
             comment: verdict.comment,
             ..current
         };
@@ -484,7 +476,7 @@ impl Approvals {
     async fn close_where(
         &self,
         status: Status,
-        now: &str,
+        now: Timestamp,
         pick: impl Fn(&Approval) -> bool,
     ) -> Result<usize, ApprovalError> {
         let _serialised = self.writes.lock().await;
@@ -499,7 +491,7 @@ impl Approvals {
         for approval in closing.into_iter().filter(|a| !claimed.contains(&a.id)) {
             let done = Approval {
                 status,
-                decided_at: Some(now.to_owned()),
+                decided_at: Some(now),
                 ..approval
             };
             let event = match status {
@@ -522,9 +514,8 @@ impl Approvals {
     }
 
     /// Records the expiry of every open approval past its `expires_at`.
-    pub async fn expire_due(&self, now: &str) -> Result<usize, ApprovalError> {
-        let now_t = parse_time(now);
-        self.close_where(Status::Expired, now, |a| parse_time(&a.expires_at) <= now_t)
+    pub async fn expire_due(&self, now: Timestamp) -> Result<usize, ApprovalError> {
+        self.close_where(Status::Expired, now, |a| a.expires_at <= now)
             .await
     }
 
@@ -533,7 +524,7 @@ impl Approvals {
     pub async fn cancel_in_scope(
         &self,
         covers: impl Fn(&AgentId, Option<&ToolId>, &str) -> bool,
-        now: &str,
+        now: Timestamp,
     ) -> Result<usize, ApprovalError> {
         self.close_where(Status::Cancelled, now, |a| {
             let agent = a.agent_id.parse().ok();
@@ -551,7 +542,7 @@ impl Approvals {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                if let Err(error) = approvals.expire_due(&store::now()).await {
+                if let Err(error) = approvals.expire_due(Timestamp::now()).await {
                     tracing::warn!(%error, "could not record approval expiries");
                 }
             }
@@ -570,7 +561,7 @@ fn event_of(a: &Approval, actor: Option<&Caller>) -> ApprovalEvent {
         context_digest: a.context_digest.clone(),
         approver_group: a.approver_group.clone(),
         evaluation_id: a.evaluation_id.clone(),
-        expires_at: a.expires_at.clone(),
+        expires_at: a.expires_at.to_string(),
         actor: actor.map(|c| c.agent.to_string()),
         comment: a.comment.clone(),
         used_decision_id: a.used_decision_id.clone(),

@@ -576,7 +576,7 @@ async fn policy_replay(
     let whole = crate::compliance::pack::whole_history();
     let period = crate::compliance::Period::parse(
         from.as_deref()
-            .or(Some(&crate::compliance::rfc3339(whole.from))),
+            .or(Some(&whole.from.to_string())),
         to.as_deref(),
         Duration::ZERO,
     )?;

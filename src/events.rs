@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::timestamp::{Timestamp, TimestampError};
 use crate::model::{EvaluationError, Outcome, Reason};
 
 /// Entries larger than this cannot be served as C2SP tile entry bundles (16-bit length prefix).
@@ -18,10 +19,25 @@ pub const MAX_ENTRY_BYTES: usize = 65_535;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// RFC 3339, UTC.
+    /// RFC 3339, UTC: as written when the entry was made (`Timestamp`'s form since it exists).
     pub time: String,
     #[serde(flatten)]
     pub event: Event,
+}
+
+impl Entry {
+    pub fn new(time: Timestamp, event: Event) -> Self {
+        Self {
+            time: time.to_string(),
+            event,
+        }
+    }
+
+    /// `time`, parsed. Entries keep the text they were written with (older ones may lack the
+    /// milliseconds), so that their bytes never change.
+    pub fn timestamp(&self) -> Result<Timestamp, TimestampError> {
+        Timestamp::parse(&self.time)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::timestamp::Timestamp;
 use crate::approvals::Approvals;
 use crate::events::{Entry, Event, KillSwitchEvent};
 use crate::ids::{AgentId, ToolId};
@@ -67,9 +68,9 @@ pub struct Switch {
     pub reason: String,
     pub drill: bool,
     pub engaged_by: String,
-    pub engaged_at: String,
+    pub engaged_at: Timestamp,
     pub released_by: Option<String>,
-    pub released_at: Option<String>,
+    pub released_at: Option<Timestamp>,
     pub release_reason: Option<String>,
 }
 
@@ -154,7 +155,7 @@ impl KillSwitches {
         &self,
         actor: &str,
         request: EngageRequest,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Switch, KillSwitchError> {
         if request.reason.trim().is_empty() {
             return Err(KillSwitchError::Invalid {
@@ -217,7 +218,7 @@ impl KillSwitches {
         actor: &str,
         id: &str,
         request: ReleaseRequest,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Switch, KillSwitchError> {
         if request.reason.trim().is_empty() {
             return Err(KillSwitchError::Invalid {
@@ -275,7 +276,7 @@ impl KillSwitches {
             .released_at
             .clone()
             .unwrap_or_else(|| switch.engaged_at.clone());
-        let entry = Entry { time, event };
+        let entry = Entry::new(time, event);
         let append = entry
             .append(SideEffect::KillSwitch(row_of(switch)))
             .map_err(|e| KillSwitchError::Invalid {

@@ -26,4 +26,5 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod timestamp;
 pub mod tlog;

@@ -140,7 +140,7 @@ pub struct Decision {
     /// SHA-256 of the policy pack that decided; null when none was evaluated.
     pub policy_digest: Option<String>,
     /// RFC 3339, UTC.
-    pub evaluated_at: String,
+    pub evaluated_at: crate::timestamp::Timestamp,
     /// Where the decision is recorded in the ledger. Present on every answer that was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerRef>,
@@ -164,7 +164,7 @@ pub struct AccessRequest {
     pub approval_id: String,
     /// Poll it here (`GET`); re-submit the same request with `approval_id` once granted.
     pub endpoint: String,
-    pub expires_at: String,
+    pub expires_at: crate::timestamp::Timestamp,
 }
 
 /// A stored decision with who asked and exactly what: the basis of "explain this decision".

@@ -12,7 +12,7 @@ use super::extract::{ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::approvals::{Approval, Status, Verdict};
 use crate::identity::{Caller, roles};
-use crate::store;
+
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -102,7 +102,7 @@ async fn decide(
     };
     Ok(state
         .approvals
-        .decide(caller, id, grant, verdict, owner.as_deref(), &store::now())
+        .decide(caller, id, grant, verdict, owner.as_deref(), crate::timestamp::Timestamp::now())
         .await?)
 }
 

@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::identity::{Caller, roles};
 use crate::killswitch::{EngageRequest, ReleaseRequest, Switch};
 use crate::policy::control::ControlAction;
-use crate::store;
+
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,7 +33,7 @@ async fn engage(
     state.authorize(&caller, ControlAction::KillswitchEngage)?;
     let switch = state
         .killswitches
-        .engage(caller.agent.as_str(), request, &store::now())
+        .engage(caller.agent.as_str(), request, crate::timestamp::Timestamp::now())
         .await?;
     Ok((StatusCode::CREATED, Json(switch)))
 }
@@ -52,7 +52,7 @@ async fn release(
     Ok(Json(
         state
             .killswitches
-            .release(caller.agent.as_str(), &id, request, &store::now())
+            .release(caller.agent.as_str(), &id, request, crate::timestamp::Timestamp::now())
             .await?,
     ))
 }

@@ -37,7 +37,7 @@ use crate::identity::{Caller, roles};
 use crate::ids::{AgentId, DecisionId, ToolId};
 use crate::model::{Decision, DecisionRecord, DecisionRequest};
 use crate::registry::{Agent, AgentRecord, Tool, ToolRecord};
-use crate::store;
+
 use error::{ApiError, ErrorBody};
 use extract::{ApiJson, ApiQuery, path_id};
 
@@ -420,7 +420,7 @@ async fn put_agent(
     let (agent, created) = state
         .pipeline
         .registry()
-        .put_agent(caller.agent.as_str(), id, record, &store::now())
+        .put_agent(caller.agent.as_str(), id, record, crate::timestamp::Timestamp::now())
         .await?;
     Ok(created_or_ok(created, agent))
 }
@@ -478,7 +478,7 @@ async fn put_tool(
     let (tool, created) = state
         .pipeline
         .registry()
-        .put_tool(caller.agent.as_str(), id, record, &store::now())
+        .put_tool(caller.agent.as_str(), id, record, crate::timestamp::Timestamp::now())
         .await?;
     Ok(created_or_ok(created, tool))
 }

@@ -95,7 +95,7 @@ async fn replay(
         request
             .from
             .as_deref()
-            .or(Some(&crate::compliance::rfc3339(whole.from))),
+            .or(Some(&whole.from.to_string())),
         request.to.as_deref(),
         std::time::Duration::ZERO,
     )?;

@@ -16,7 +16,7 @@ const TEMPLATE: &str = include_str!("../../compliance/model-card.md.j2");
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ModelCard {
-    pub generated_at: String,
+    pub generated_at: crate::timestamp::Timestamp,
     #[schema(value_type = Object)]
     pub agent: Agent,
     /// Documentation fields left empty: shown as missing.
@@ -77,7 +77,7 @@ pub async fn model_card(
         })
         .collect();
     Ok(ModelCard {
-        generated_at: crate::store::now(),
+        generated_at: crate::timestamp::Timestamp::now(),
         agent: entry.agent.clone(),
         missing: missing_fields(&entry.agent),
         tools,

@@ -13,10 +13,9 @@ pub mod pack;
 use std::sync::Arc;
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+use crate::timestamp::Timestamp;
 use crate::config::ComplianceConfig;
 use crate::events::{Entry, Event, KillSwitchEvent};
 use crate::ids::AgentId;
@@ -84,7 +83,7 @@ impl Sources {
     }
 
     /// The time of entry `index`.
-    async fn entry_time(&self, index: u64) -> Result<OffsetDateTime, ComplianceError> {
+    async fn entry_time(&self, index: u64) -> Result<Timestamp, ComplianceError> {
         let rows = self.store.entries(index, index + 1).await?;
         let row = rows
             .into_iter()
@@ -97,7 +96,7 @@ impl Sources {
     /// The first index whose entry is at or after `t`. Entry times follow the index order up to
     /// the few milliseconds that concurrent decisions take to be sequenced, so a binary search
     /// finds the boundary to within that.
-    pub async fn index_at(&self, t: OffsetDateTime) -> Result<u64, ComplianceError> {
+    pub async fn index_at(&self, t: Timestamp) -> Result<u64, ComplianceError> {
         let (mut lo, mut hi) = (0, self.ledger_size);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -120,14 +119,14 @@ pub(crate) fn decode(row: EntryRow) -> Result<(u64, Entry), ComplianceError> {
 /// A half-open time range `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
-    pub from: OffsetDateTime,
-    pub to: OffsetDateTime,
+    pub from: Timestamp,
+    pub to: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PeriodJson {
-    pub from: String,
-    pub to: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
 }
 
 impl Period {
@@ -139,11 +138,11 @@ impl Period {
     ) -> Result<Self, ComplianceError> {
         let to = match to {
             Some(t) => parse_time("to", t)?,
-            None => OffsetDateTime::now_utc(),
+            None => Timestamp::now(),
         };
         let from = match from {
             Some(f) => parse_time("from", f)?,
-            None => to - default_length,
+            None => to.minus(default_length),
         };
         if from >= to {
             return Err(invalid("from", "must be earlier than `to`"));
@@ -151,31 +150,22 @@ impl Period {
         Ok(Self { from, to })
     }
 
-    pub fn contains(&self, t: OffsetDateTime) -> bool {
+    pub fn contains(&self, t: Timestamp) -> bool {
         self.from <= t && t < self.to
     }
 
-    /// The bounds as RFC 3339 text, for SQL.
-    pub fn bounds(&self) -> (String, String) {
-        (rfc3339(self.from), rfc3339(self.to))
-    }
 
     pub fn json(&self) -> PeriodJson {
         PeriodJson {
-            from: rfc3339(self.from),
-            to: rfc3339(self.to),
+            from: self.from,
+            to: self.to,
         }
     }
 }
 
-pub fn parse_time(field: &str, text: &str) -> Result<OffsetDateTime, ComplianceError> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| invalid(field, format!("`{text}` is not an RFC 3339 time: {e}")))
-}
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+/// `text` as a time, or an error naming `field`.
+pub fn parse_time(field: &str, text: &str) -> Result<Timestamp, ComplianceError> {
+    Timestamp::parse(text).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// What the ledger says an agent did over a period: the model card's quantitative section and
@@ -210,7 +200,7 @@ pub struct ApprovalFigures {
 pub struct KillSwitchUse {
     pub ledger_index: u64,
     pub switch_id: String,
-    pub engaged_at: String,
+    pub engaged_at: crate::timestamp::Timestamp,
     pub drill: bool,
     pub global: bool,
     pub reason: String,
@@ -222,8 +212,10 @@ pub async fn figures(
     agent: &AgentId,
     period: &Period,
 ) -> Result<Figures, ComplianceError> {
-    let (from, to) = period.bounds();
-    let counts = sources.store.decision_counts(agent, &from, &to).await?;
+    let counts = sources
+        .store
+        .decision_counts(agent, period.from, period.to)
+        .await?;
     let decisions = counts.allow + counts.deny;
 
     let mut approvals = ApprovalFigures {
@@ -235,7 +227,7 @@ pub async fn figures(
     };
     let mut reviews = Vec::new();
     for row in sources.store.approvals_of(agent).await? {
-        let requested = parse_time("requested_at", &row.requested_at)?;
+        let requested = row.requested_at;
         if !period.contains(requested) {
             continue;
         }
@@ -247,8 +239,7 @@ pub async fn figures(
             _ => {}
         }
         if let (Some(decided), Some(_)) = (&row.decided_at, &row.decided_by) {
-            let decided = parse_time("decided_at", decided)?;
-            reviews.push((decided - requested).as_seconds_f64());
+            reviews.push((decided.datetime() - requested.datetime()).as_seconds_f64());
         }
     }
     approvals.median_review_seconds = median(&mut reviews);
@@ -256,7 +247,7 @@ pub async fn figures(
     let kill_switch = kill_switch_uses(sources, agent)
         .await?
         .into_iter()
-        .filter(|u| parse_time("engaged_at", &u.engaged_at).is_ok_and(|t| period.contains(t)))
+        .filter(|u| period.contains(u.engaged_at))
         .collect();
 
     Ok(Figures {
@@ -279,6 +270,9 @@ pub async fn kill_switch_uses(
 ) -> Result<Vec<KillSwitchUse>, ComplianceError> {
     let mut uses = Vec::new();
     for (index, entry) in sources.entries_of(&["killswitch_engaged"]).await? {
+        let engaged_at = entry
+            .timestamp()
+            .map_err(|e| ComplianceError::Damaged(format!("entry {index}: {e}")))?;
         let Event::KillswitchEngaged(KillSwitchEvent {
             switch_id,
             drill,
@@ -298,7 +292,7 @@ pub async fn kill_switch_uses(
             uses.push(KillSwitchUse {
                 ledger_index: index,
                 switch_id,
-                engaged_at: entry.time,
+                engaged_at,
                 drill,
                 global,
                 reason,

@@ -2,6 +2,7 @@
 //! the fail-closed denies, the approval check, Cedar, and Cedar's answer mapped to reasons, in the
 //! default store and in folder stores.
 use super::*;
+use crate::timestamp::Timestamp;
 
 impl Pipeline {
     /// Evaluates in `target` without recording.
@@ -269,10 +270,10 @@ impl Pipeline {
 
         // A presented approval must be granted, unexpired, unused and bound to this very request;
         // then Cedar sees it in `context.approval` and stays the one that decides.
-        let now = store::now();
+        let now = Timestamp::now();
         let approval_used = match &request.approval_id {
             None => None,
-            Some(id) => match self.approvals.check(id, caller, request, &now) {
+            Some(id) => match self.approvals.check(id, caller, request, now) {
                 Ok(approval) => {
                     context = self.context(caller, request, Some(&approval))?;
                     Some(approval)
@@ -319,7 +320,7 @@ impl Pipeline {
             shadow.observe(answer, &decision, caller.agent.as_str(), request, None);
         }
         let approval_requested = match approval_used {
-            None => self.ask_for_approval(caller, request, &mut decision, &now),
+            None => self.ask_for_approval(caller, request, &mut decision, now),
             Some(_) => None,
         };
         Ok(Evaluation {
@@ -393,7 +394,7 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
         decision: &mut Decision,
-        now: &str,
+        now: Timestamp,
     ) -> Option<Approval> {
         let group = approval_group(decision)?;
         let policy_ids = decision
@@ -471,7 +472,7 @@ pub(super) fn denial(pack: &PolicyPack, code: ReasonCode, message: String) -> De
         reasons: vec![Reason::code(code, message)],
         errors: Vec::new(),
         policy_digest: Some(pack.digest().to_string()),
-        evaluated_at: store::now(),
+        evaluated_at: Timestamp::now(),
         ledger: None,
         evaluation_id: None,
         access_request: None,
@@ -539,7 +540,7 @@ pub(super) fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) 
         reasons,
         errors,
         policy_digest: Some(pack.digest().to_string()),
-        evaluated_at: store::now(),
+        evaluated_at: Timestamp::now(),
         ledger: None,
         evaluation_id: None,
         access_request: None,

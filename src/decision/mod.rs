@@ -40,7 +40,7 @@ use crate::policy::PolicyPack;
 use crate::policy::shadow::Shadow;
 use crate::policy::store::PolicyStore;
 use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, Snapshot};
-use crate::store::{self, DecisionRow, SideEffect, Store, StoreError};
+use crate::store::{DecisionRow, SideEffect, Store, StoreError};
 
 mod cedar;
 mod evaluate;

@@ -20,7 +20,7 @@ impl Pipeline {
             .map_err(|e| RequestError::new("request", e.to_string()))?;
         let d = &evaluation.decision;
         let entry = Entry {
-            time: d.evaluated_at.clone(),
+            time: d.evaluated_at.to_string(),
             event: Event::Decision(DecisionEvent {
                 decision_id: d.decision_id.to_string(),
                 agent_id: caller.agent.to_string(),
@@ -63,7 +63,7 @@ impl Pipeline {
         if let Some(approval) = &evaluation.approval_used {
             appends.push(
                 self.approvals
-                    .used(approval, &d.decision_id.to_string(), &d.evaluated_at)
+                    .used(approval, &d.decision_id.to_string(), d.evaluated_at)
                     .map_err(approval_error)?
                     .1,
             );
@@ -242,6 +242,7 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
         .as_deref()
         .ok_or_else(|| corrupt(&"its ledger entry is missing"))?;
     let entry: Entry = serde_json::from_slice(bytes).map_err(|e| corrupt(&e))?;
+    let evaluated_at = entry.timestamp().map_err(|e| corrupt(&e))?;
     let Event::Decision(event) = entry.event else {
         return Err(corrupt(&"its ledger entry records something else"));
     };
@@ -255,7 +256,7 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
         reasons: event.reasons,
         errors: event.errors,
         policy_digest: event.policy_digest,
-        evaluated_at: entry.time,
+        evaluated_at,
         ledger,
         evaluation_id: extra.evaluation_id,
         access_request: extra.access_request,
@@ -300,7 +301,7 @@ mod tests {
             resource_id: "search.web".into(),
             decision: "deny".into(),
             policy_digest: None,
-            evaluated_at: "2026-11-21T00:00:00Z".into(),
+            evaluated_at: "2026-11-21T00:00:00Z".parse().unwrap(),
             ledger_index: None,
             leaf_hash: None,
             extra: None,
@@ -337,7 +338,7 @@ mod tests {
             reasons: vec![Reason::code(ReasonCode::UnknownTool, "no such tool")],
             errors: Vec::new(),
             policy_digest: None,
-            evaluated_at: "2026-11-21T00:00:00Z".into(),
+            evaluated_at: "2026-11-21T00:00:00Z".parse().unwrap(),
             ledger: None,
             evaluation_id: None,
             access_request: None,

@@ -479,6 +479,6 @@ pub(super) fn checkpoint_row(
         tree_size: head.size as i64,
         root_hash: head.root.to_vec(),
         note: signer.sign(&text)?,
-        created_at: store::now(),
+        created_at: crate::timestamp::Timestamp::now(),
     })
 }

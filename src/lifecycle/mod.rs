@@ -67,7 +67,7 @@ pub struct PolicyVersion {
     /// SHA-256 of the schema the version was validated against.
     pub schema_digest: String,
     pub author: String,
-    pub created_at: String,
+    pub created_at: crate::timestamp::Timestamp,
     /// `draft`, `active` or `retired`.
     pub state: String,
     pub files: Vec<String>,
@@ -85,7 +85,7 @@ pub struct PolicyVersionDetail {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ShadowReport {
     pub version: String,
-    pub since: String,
+    pub since: crate::timestamp::Timestamp,
     /// Live requests Cedar decided that the shadow version was evaluated on.
     pub evaluated: u64,
     pub disagreements: u64,
@@ -225,14 +225,14 @@ impl Versions {
             schema_digest: schema_digest(pack),
             files: serde_json::to_string(pack.sources()).unwrap_or_else(|_| "[]".into()),
             author: author.to_owned(),
-            created_at: crate::store::now(),
+            created_at: crate::timestamp::Timestamp::now(),
             state: state.to_owned(),
         }
     }
 
     fn entry(event: Event, side: SideEffect) -> Result<Append, VersionError> {
         let entry = Entry {
-            time: crate::store::now(),
+            time: crate::timestamp::Timestamp::now().to_string(),
             event,
         };
         entry

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::timestamp::Timestamp;
 use crate::compliance::Period;
 use crate::decision::{record_of, replay_decision};
 use crate::events::{Entry, Event};
@@ -32,8 +33,8 @@ pub enum ReplayError {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ReplayReport {
     pub policy_digest: String,
-    pub from: String,
-    pub to: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
     /// Decisions recorded in the period (every store).
     pub decisions: u64,
     /// Those Cedar decided in the default store, replayed against the version.
@@ -102,8 +103,8 @@ pub async fn replay(
         let entry: Entry = serde_json::from_slice(&row.entry).map_err(|e| corrupt(&e))?;
         registry.push((row.idx as u64, entry.event));
     }
-    let (from, to) = period.bounds();
-    let rows = store.decisions_in(&from, &to).await?;
+    let (from, to) = (period.from, period.to);
+    let rows = store.decisions_in(from, to).await?;
 
     let mut report = ReplayReport {
         policy_digest: pack.digest().to_string(),
@@ -121,8 +122,9 @@ pub async fn replay(
     let mut applied = 0;
     let meta = |version: i64| Meta {
         version,
-        created_at: String::new(),
-        updated_at: String::new(),
+        // Replay reads only the records; when they were written is not in question.
+        created_at: Timestamp::UNIX_EPOCH,
+        updated_at: Timestamp::UNIX_EPOCH,
     };
     for row in rows {
         let Some(index) = row.ledger_index.map(|i| i as u64) else {

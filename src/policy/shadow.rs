@@ -12,7 +12,7 @@ use crate::model::{Decision, DecisionRequest, Outcome};
 pub struct Shadow {
     pub version: String,
     pub pack: PolicyPack,
-    pub since: String,
+    pub since: crate::timestamp::Timestamp,
     pub evaluated: std::sync::atomic::AtomicU64,
     pub allow_to_deny: std::sync::atomic::AtomicU64,
     pub deny_to_allow: std::sync::atomic::AtomicU64,
@@ -38,7 +38,7 @@ impl Shadow {
         Self {
             version,
             pack,
-            since: crate::store::now(),
+            since: crate::timestamp::Timestamp::now(),
             evaluated: Default::default(),
             allow_to_deny: Default::default(),
             deny_to_allow: Default::default(),

@@ -17,6 +17,7 @@ use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Restri
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::timestamp::Timestamp;
 use crate::events::{AgentEvent, Entry, Event, ToolEvent};
 use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Ledger, LedgerError};
@@ -201,8 +202,8 @@ pub struct ToolRecord {
 pub struct Meta {
     /// Starts at 1 and grows by one on every change.
     pub version: i64,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -398,7 +399,7 @@ impl Registry {
         actor: &str,
         id: AgentId,
         record: AgentRecord,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(Agent, bool), RegistryError> {
         let _serialised = self.writes.lock().await;
         let current = self.snapshot.load_full();
@@ -445,7 +446,7 @@ impl Registry {
         actor: &str,
         id: ToolId,
         record: ToolRecord,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(Tool, bool), RegistryError> {
         let _serialised = self.writes.lock().await;
         let current = self.snapshot.load_full();
@@ -506,7 +507,7 @@ impl Registry {
             updated_at: meta.updated_at.clone(),
         };
         let entry = Entry {
-            time: meta.updated_at.clone(),
+            time: meta.updated_at.to_string(),
             event,
         };
         let append = entry
@@ -517,7 +518,7 @@ impl Registry {
     }
 }
 
-fn next_meta(existing: Option<&Meta>, now: &str) -> Meta {
+fn next_meta(existing: Option<&Meta>, now: Timestamp) -> Meta {
     Meta {
         version: existing.map_or(1, |m| m.version + 1),
         created_at: existing.map_or_else(|| now.to_owned(), |m| m.created_at.clone()),

@@ -227,7 +227,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
 /// leads to an entry and to the policies themselves.
 fn policy_loaded(pack: &PolicyPack, store: Option<String>) -> Result<Append, StartError> {
     let loaded = Entry {
-        time: crate::store::now(),
+        time: crate::timestamp::Timestamp::now().to_string(),
         event: Event::PolicyLoaded(PolicyEvent {
             policy_digest: pack.digest().to_string(),
             files: pack.files(),
@@ -253,7 +253,7 @@ async fn record_self_check(pipeline: &Pipeline, ledger: &Ledger) -> Result<(), S
         tracing::error!(?check, "fail-closed self-check failed");
     }
     let entry = Entry {
-        time: crate::store::now(),
+        time: crate::timestamp::Timestamp::now().to_string(),
         event: Event::SelfCheck(check),
     };
     ledger.append(vec![entry.append(SideEffect::None)?]).await?;

@@ -156,16 +156,6 @@ pub fn sql_int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Now, as stored and answered: RFC 3339 in UTC with millisecond precision.
-pub fn now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
@@ -301,6 +291,72 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(stored, expected);
+    }
+
+    /// Migration 0014 rewrites every stored time to `Timestamp`'s fixed width, so that text order
+    /// is time order; the instants do not change and `Timestamp` reads every result.
+    #[tokio::test]
+    async fn migration_0014_gives_every_stored_time_one_width() {
+        let pool = database_with(
+            "CREATE TABLE agents (created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE tools (created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE decisions (evaluated_at TEXT NOT NULL);
+             CREATE TABLE ledger_checkpoints (created_at TEXT NOT NULL);
+             CREATE TABLE killswitches (engaged_at TEXT NOT NULL, released_at TEXT);
+             CREATE TABLE approvals (requested_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+                                     decided_at TEXT, used_at TEXT);
+             CREATE TABLE policy_versions (created_at TEXT NOT NULL);",
+        )
+        .await;
+        let written = [
+            "2026-11-21T00:00:20Z",
+            "2026-11-21T00:00:20.5Z",
+            "2026-11-21T00:00:20.360129587Z",
+            "2026-11-21T00:00:20.36Z",
+            "2026-11-21T01:00:21+01:00",
+        ];
+        for t in written {
+            sqlx::query("INSERT INTO decisions (evaluated_at) VALUES ($1)")
+                .bind(t)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query("INSERT INTO killswitches VALUES ('2026-11-21T00:00:01Z', NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        migrate(
+            &pool,
+            include_str!("../../migrations/sqlite/0014_fixed_width_times.sql"),
+        )
+        .await;
+        let stored: Vec<(String,)> =
+            sqlx::query_as("SELECT evaluated_at FROM decisions ORDER BY rowid")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let stored: Vec<String> = stored.into_iter().map(|r| r.0).collect();
+        assert_eq!(
+            stored,
+            [
+                "2026-11-21T00:00:20.000Z",
+                "2026-11-21T00:00:20.500Z",
+                "2026-11-21T00:00:20.360Z",
+                "2026-11-21T00:00:20.360Z",
+                "2026-11-21T00:00:21.000Z",
+            ]
+        );
+        for (before, after) in written.iter().zip(&stored) {
+            let before = crate::timestamp::Timestamp::parse(before).unwrap();
+            assert_eq!(before.to_string(), *after);
+        }
+        let switch: (String, Option<String>) =
+            sqlx::query_as("SELECT engaged_at, released_at FROM killswitches")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(switch, ("2026-11-21T00:00:01.000Z".into(), None));
     }
 
     /// A commit is one transaction: when any row of it fails, none of it is written, and the

@@ -2,6 +2,7 @@
 //! checkpoints, decisions and policy versions, read through the pool (never the writer).
 
 use super::*;
+use crate::timestamp::Timestamp;
 
 impl Store {
     pub async fn registry_rows(
@@ -224,19 +225,18 @@ impl Store {
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    /// How many decisions `agent` got in `[from, to)` (RFC 3339; compared as times, since stored
-    /// times drop trailing fractional zeros and so do not sort as strings).
+    /// How many decisions `agent` got in `[from, to)`.
     pub async fn decision_counts(
         &self,
         agent: &AgentId,
-        from: &str,
-        to: &str,
+        from: Timestamp,
+        to: Timestamp,
     ) -> Result<DecisionCounts, StoreError> {
         let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0),
                     COALESCE(SUM(ledger_index IS NULL), 0), MIN(ledger_index), MAX(ledger_index)
              FROM decisions WHERE agent_id = $1
-               AND julianday(evaluated_at) >= julianday($2) AND julianday(evaluated_at) < julianday($3)",
+               AND evaluated_at >= $2 AND evaluated_at < $3",
         )
         .bind(agent.as_str())
         .bind(from)
@@ -252,11 +252,11 @@ impl Store {
         })
     }
 
-    /// Every decision made in `[from, to)` (RFC 3339), in ledger order.
-    pub async fn decisions_in(&self, from: &str, to: &str) -> Result<Vec<DecisionRow>, StoreError> {
+    /// Every decision made in `[from, to)`, in ledger order.
+    pub async fn decisions_in(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DecisionRow>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{DECISION_SELECT}
-             WHERE julianday(d.evaluated_at) >= julianday($1) AND julianday(d.evaluated_at) < julianday($2)
+             WHERE d.evaluated_at >= $1 AND d.evaluated_at < $2
              ORDER BY d.ledger_index"
         )))
         .bind(from)

@@ -3,6 +3,7 @@
 
 use sqlx::FromRow;
 
+use crate::timestamp::Timestamp;
 use crate::tlog::merkle::{Hash, NodeId};
 
 /// The two registry tables share one shape.
@@ -18,8 +19,8 @@ pub struct RegistryRow {
     pub id: String,
     pub version: i64,
     pub record: String,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// A decision as stored: the columns lists and counts filter on. The request and the answer are
@@ -34,7 +35,7 @@ pub struct DecisionRow {
     pub resource_id: String,
     pub decision: String,
     pub policy_digest: Option<String>,
-    pub evaluated_at: String,
+    pub evaluated_at: Timestamp,
     pub ledger_index: Option<i64>,
     pub leaf_hash: Option<Vec<u8>>,
     /// JSON of the answer's fields that are not in the ledger entry, when it has any.
@@ -60,7 +61,7 @@ pub struct CheckpointRow {
     pub tree_size: i64,
     pub root_hash: Vec<u8>,
     pub note: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// A kill switch as stored.
@@ -73,9 +74,9 @@ pub struct KillSwitchRow {
     pub reason: String,
     pub drill: bool,
     pub engaged_by: String,
-    pub engaged_at: String,
+    pub engaged_at: Timestamp,
     pub released_by: Option<String>,
-    pub released_at: Option<String>,
+    pub released_at: Option<Timestamp>,
     pub release_reason: Option<String>,
 }
 
@@ -93,12 +94,12 @@ pub struct ApprovalRow {
     pub approver_group: String,
     pub policy_ids: String,
     pub evaluation_id: String,
-    pub requested_at: String,
-    pub expires_at: String,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
     pub decided_by: Option<String>,
-    pub decided_at: Option<String>,
+    pub decided_at: Option<Timestamp>,
     pub comment: Option<String>,
-    pub used_at: Option<String>,
+    pub used_at: Option<Timestamp>,
     pub used_decision_id: Option<String>,
 }
 
@@ -159,7 +160,7 @@ pub struct PolicyVersionRow {
     /// JSON array of `[file name, text]`.
     pub files: String,
     pub author: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
     pub state: String,
 }
 

@@ -127,7 +127,7 @@ impl Writer {
     pub fn probe(&mut self) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO ledger_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-            params![super::now()],
+            params![crate::timestamp::Timestamp::now()],
         )?;
         Ok(())
     }

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use crate::timestamp::Timestamp;
 use utoipa::ToSchema;
 
-use super::{ComplianceError, Sources, invalid, kill_switch_uses, parse_time, sha256};
+use super::{ComplianceError, Sources, invalid, kill_switch_uses, sha256};
 use crate::decision::{probe_tool, record_of};
 use crate::events::{AttestationEvent, Entry, Event};
 use crate::ids::AgentId;
@@ -134,7 +134,7 @@ pub struct Attestation {
     pub statement: String,
     pub document_sha256: Option<String>,
     pub actor: String,
-    pub recorded_at: String,
+    pub recorded_at: crate::timestamp::Timestamp,
     pub ledger_index: u64,
 }
 
@@ -157,7 +157,7 @@ pub struct Checklist {
     /// Null when the registry does not say; then both roles' items are listed.
     pub ai_act_role: Option<String>,
     pub catalogue_version: String,
-    pub evaluated_at: String,
+    pub evaluated_at: crate::timestamp::Timestamp,
     pub policy_digest: String,
     pub ledger_size: u64,
     pub summary: BTreeMap<String, usize>,
@@ -203,7 +203,7 @@ pub async fn checklist(sources: &Sources, agent: &AgentId) -> Result<Checklist, 
     let record = &entry.agent.record;
     let role = record.documentation.ai_act_role;
     let attestations = attestations(sources, agent).await?;
-    let now = OffsetDateTime::now_utc();
+    let now = Timestamp::now();
 
     let mut items = Vec::with_capacity(catalogue.items.len());
     for item in catalogue.items {
@@ -281,7 +281,7 @@ pub async fn checklist(sources: &Sources, agent: &AgentId) -> Result<Checklist, 
         risk_tier: record.risk_tier.as_str().to_owned(),
         ai_act_role: role.map(|r| r.as_str().to_owned()),
         catalogue_version: catalogue.version,
-        evaluated_at: super::rfc3339(now),
+        evaluated_at: now,
         policy_digest: sources.pack.digest().to_string(),
         ledger_size: sources.ledger_size,
         summary,
@@ -293,7 +293,7 @@ async fn evaluate(
     sources: &Sources,
     entry: &AgentEntry,
     rule: Rule,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Result<Finding, ComplianceError> {
     let agent = &entry.agent.id;
     match rule {
@@ -319,14 +319,14 @@ pub async fn attestations(
         .await?
         .into_iter()
         .filter_map(|(index, entry)| match entry.event {
-            Event::AttestationRecorded(a) if a.agent_id == agent.as_str() => Some(Attestation {
-                attestation_id: a.attestation_id,
-                agent_id: a.agent_id,
-                item: a.item,
-                statement: a.statement,
-                document_sha256: a.document_sha256,
-                actor: a.actor,
-                recorded_at: entry.time,
+            Event::AttestationRecorded(ref a) if a.agent_id == agent.as_str() => Some(Attestation {
+                attestation_id: a.attestation_id.clone(),
+                agent_id: a.agent_id.clone(),
+                item: a.item.clone(),
+                statement: a.statement.clone(),
+                document_sha256: a.document_sha256.clone(),
+                actor: a.actor.clone(),
+                recorded_at: entry.timestamp().ok()?,
                 ledger_index: index,
             }),
             _ => None,
@@ -399,7 +399,7 @@ pub async fn attest(
         actor: actor.to_owned(),
     };
     let entry = Entry {
-        time: crate::store::now(),
+        time: Timestamp::now().to_string(),
         event: Event::AttestationRecorded(event.clone()),
     };
     let append = entry
@@ -414,7 +414,7 @@ pub async fn attest(
             statement: event.statement,
             document_sha256: event.document_sha256,
             actor: event.actor,
-            recorded_at: entry.time,
+            recorded_at: super::parse_time("time", &entry.time)?,
             ledger_index: reference.index,
         },
         reference,

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) const ALL_TIME: (&str, &str) = ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z");
+pub(super) const ALL_TIME: (Timestamp, Timestamp) = (Timestamp::MIN, Timestamp::MAX);
 
 /// Art 12: every decision recorded, and the record verifiable.
 pub(super) async fn decision_logging(
@@ -249,7 +249,7 @@ pub(super) fn gate_of(decision: &Decision) -> Gate {
 pub(super) async fn kill_switch_drill(
     sources: &Sources,
     agent: &AgentId,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Result<Finding, ComplianceError> {
     let window = sources.config.drill_window;
     let config = Some(format!(
@@ -266,8 +266,7 @@ pub(super) async fn kill_switch_drill(
             }],
         ));
     };
-    let when = parse_time("engaged_at", &latest.engaged_at)?;
-    let age = now - when;
+    let age = now.datetime() - latest.engaged_at.datetime();
     let evidence = vec![
         Evidence::at(
             format!(

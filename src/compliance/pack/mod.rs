@@ -27,10 +27,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+use crate::timestamp::Timestamp;
 use zip::write::SimpleFileOptions;
 
-use super::{ComplianceError, Period, Sources, card, checklist, invalid, rfc3339};
+use super::{ComplianceError, Period, Sources, card, checklist, invalid};
 use crate::events::{Entry, Event};
 use crate::ids::AgentId;
 use crate::ledger::ProofBuilder;
@@ -52,7 +52,7 @@ pub struct ExportRequest {
 pub struct Manifest {
     pub format: String,
     pub origin: String,
-    pub created_at: String,
+    pub created_at: crate::timestamp::Timestamp,
     /// Only entries concerning this agent (its decisions, approvals, registry changes,
     /// attestations, kill switches covering it, policy loads and self-checks); else all.
     pub agent: Option<String>,
@@ -383,10 +383,10 @@ pub async fn export<W: Write + Seek>(
     let manifest = Manifest {
         format: FORMAT.into(),
         origin: checkpoint.origin.clone(),
-        created_at: crate::store::now(),
+        created_at: crate::timestamp::Timestamp::now(),
         agent,
-        from: rfc3339(request.period.from),
-        to: rfc3339(request.period.to),
+        from: request.period.from.to_string(),
+        to: request.period.to.to_string(),
         start,
         end,
         entries: indices.len() as u64,
@@ -441,8 +441,8 @@ digest is SHA-256 over, for each file in load order, the file name's length (8 b
 the name, the text's length (8 bytes, big endian) and the text. `model-card.md` and \
 `checklist.md` (present when the pack is for one agent) were generated from the same ledger; \
 their `.json` twins carry the ledger indices their evidence cites.\n",
-        from = rfc3339(request.period.from),
-        to = rfc3339(request.period.to),
+        from = request.period.from.to_string(),
+        to = request.period.to.to_string(),
     )
 }
 
@@ -480,7 +480,7 @@ pub async fn record_export(
     manifest: &Manifest,
 ) -> Result<(), ComplianceError> {
     let entry = Entry {
-        time: crate::store::now(),
+        time: Timestamp::now().to_string(),
         event: Event::AuditPackExported(crate::events::AuditExportEvent {
             actor: actor.to_owned(),
             agent_id: manifest.agent.clone(),
@@ -514,7 +514,7 @@ fn decode_hashes(hashes: &[String]) -> Option<Vec<Hash>> {
 /// The default period of an export when none is given: everything up to now.
 pub fn whole_history() -> Period {
     Period {
-        from: OffsetDateTime::UNIX_EPOCH,
-        to: OffsetDateTime::now_utc() + time::Duration::seconds(1),
+        from: Timestamp::UNIX_EPOCH,
+        to: Timestamp::now().plus(std::time::Duration::from_secs(1)),
     }
 }
