@@ -22,13 +22,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::timestamp::Timestamp;
 use crate::events::{ApprovalEvent, Entry, Event};
 use crate::identity::Caller;
+use crate::ids::ApprovalId;
 use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::model::DecisionRequest;
 use crate::store::{ApprovalRow, SideEffect, Store, StoreError};
+use crate::timestamp::Timestamp;
 
 /// The policy annotation that marks an approval policy; its value names the approver group.
 pub const ANNOTATION: &str = "approval";
@@ -57,7 +58,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         [
             Self::Pending,
             Self::Granted,
@@ -81,7 +82,7 @@ pub struct BoundResource {
 /// An approval and the exact request it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Approval {
-    pub id: String,
+    pub id: ApprovalId,
     pub status: Status,
     pub agent_id: String,
     /// The user the agent asked for (the token's delegation), if any: part of the binding.
@@ -112,34 +113,37 @@ pub enum Unusable {
     #[error(
         "approval `{0}` is not open: it does not exist, or was already used, denied, expired or cancelled"
     )]
-    Unknown(String),
+    Unknown(ApprovalId),
     #[error("approval `{0}` is {1}, not granted")]
-    NotGranted(String, &'static str),
+    NotGranted(ApprovalId, &'static str),
     #[error("approval `{0}` has expired")]
-    Expired(String),
+    Expired(ApprovalId),
     #[error(
         "approval `{0}` was granted for a different request (agent, action, resource or context)"
     )]
-    OtherRequest(String),
+    OtherRequest(ApprovalId),
     #[error(
         "approval `{id}` was granted for a request on behalf of {granted}, not {asked}",
         granted = user_or_none(.granted), asked = user_or_none(.asked)
     )]
     OtherUser {
-        id: String,
+        id: ApprovalId,
         granted: Option<String>,
         asked: Option<String>,
     },
     #[error("approval `{0}` has already been used")]
-    AlreadyUsed(String),
+    AlreadyUsed(ApprovalId),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
     #[error("no approval `{0}`")]
-    NotFound(String),
+    NotFound(ApprovalId),
     #[error("approval `{id}` is {status}; only a pending approval can be decided")]
-    NotPending { id: String, status: &'static str },
+    NotPending {
+        id: ApprovalId,
+        status: &'static str,
+    },
     #[error("{0}")]
     NotAllowed(String),
     #[error("{field}: {message}")]
@@ -181,9 +185,9 @@ pub struct Approvals {
     ttl: Duration,
     owner_may_approve: bool,
     /// Pending and granted approvals.
-    open: Mutex<HashMap<String, Approval>>,
+    open: Mutex<HashMap<ApprovalId, Approval>>,
     /// Approvals being used by a decision not yet committed.
-    claimed: Mutex<HashSet<String>>,
+    claimed: Mutex<HashSet<ApprovalId>>,
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -198,7 +202,7 @@ impl Approvals {
         for status in [Status::Pending, Status::Granted] {
             for row in store.approvals(Some(status.as_str()), u32::MAX).await? {
                 let approval = approval_of(row)?;
-                open.insert(approval.id.clone(), approval);
+                open.insert(approval.id, approval);
             }
         }
         Ok(Self {
@@ -240,7 +244,7 @@ impl Approvals {
     ) -> Approval {
         let expires = now.plus(self.ttl);
         Approval {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: ApprovalId::new(),
             status: Status::Pending,
             agent_id: caller.agent.to_string(),
             on_behalf_of: caller.on_behalf_of.as_ref().map(ToString::to_string),
@@ -266,26 +270,20 @@ impl Approvals {
     /// Checks, without changing anything, that approval `id` may be used for this request now.
     pub fn check(
         &self,
-        id: &str,
+        id: &ApprovalId,
         caller: &Caller,
         request: &DecisionRequest,
         now: Timestamp,
     ) -> Result<Approval, Unusable> {
-        let open = self
-            .open
-            .lock()
-            .map_err(|_| Unusable::Unknown(id.to_owned()))?;
+        let open = self.open.lock().map_err(|_| Unusable::Unknown(*id))?;
         let Some(approval) = open.get(id) else {
-            return Err(Unusable::Unknown(id.to_owned()));
+            return Err(Unusable::Unknown(*id));
         };
         if approval.status != Status::Granted {
-            return Err(Unusable::NotGranted(
-                id.to_owned(),
-                approval.status.as_str(),
-            ));
+            return Err(Unusable::NotGranted(*id, approval.status.as_str()));
         }
         if now >= approval.expires_at {
-            return Err(Unusable::Expired(id.to_owned()));
+            return Err(Unusable::Expired(*id));
         }
         let bound = approval.agent_id == caller.agent.as_str()
             && approval.action == request.action
@@ -293,12 +291,12 @@ impl Approvals {
             && approval.resource.id == request.resource.id
             && approval.context_digest == context_digest(request);
         if !bound {
-            return Err(Unusable::OtherRequest(id.to_owned()));
+            return Err(Unusable::OtherRequest(*id));
         }
         let asked = caller.on_behalf_of.as_ref().map(ToString::to_string);
         if approval.on_behalf_of != asked {
             return Err(Unusable::OtherUser {
-                id: id.to_owned(),
+                id: *id,
                 granted: approval.on_behalf_of.clone(),
                 asked,
             });
@@ -307,7 +305,7 @@ impl Approvals {
     }
 
     /// Reserves an approval for one decision; false if another decision holds or used it.
-    pub fn claim(&self, id: &str) -> bool {
+    pub fn claim(&self, id: &ApprovalId) -> bool {
         let open = self
             .open
             .lock()
@@ -316,12 +314,12 @@ impl Approvals {
         open && self
             .claimed
             .lock()
-            .map(|mut c| c.insert(id.to_owned()))
+            .map(|mut c| c.insert(*id))
             .unwrap_or(false)
     }
 
     /// Gives a claim back (the decision was not recorded).
-    pub fn unclaim(&self, id: &str) {
+    pub fn unclaim(&self, id: &ApprovalId) {
         if let Ok(mut c) = self.claimed.lock() {
             c.remove(id);
         }
@@ -350,10 +348,10 @@ impl Approvals {
     }
 
     /// After a decision was recorded: remember new pending approvals, retire used ones.
-    pub fn recorded(&self, requested: Vec<Approval>, used: Vec<String>) {
+    pub fn recorded(&self, requested: Vec<Approval>, used: Vec<ApprovalId>) {
         if let Ok(mut open) = self.open.lock() {
             for approval in requested {
-                open.insert(approval.id.clone(), approval);
+                open.insert(approval.id, approval);
             }
             for id in &used {
                 open.remove(id);
@@ -367,9 +365,8 @@ impl Approvals {
     fn append(&self, approval: &Approval, event: Event) -> Result<Append, ApprovalError> {
         let time = approval
             .used_at
-            .clone()
-            .or_else(|| approval.decided_at.clone())
-            .unwrap_or_else(|| approval.requested_at.clone());
+            .or(approval.decided_at)
+            .unwrap_or(approval.requested_at);
         Entry::new(time, event)
             .append(SideEffect::Approval(row_of(approval)))
             .map_err(|e| ApprovalError::Invalid {
@@ -382,7 +379,7 @@ impl Approvals {
     pub async fn decide(
         &self,
         approver: &Caller,
-        id: &str,
+        id: &ApprovalId,
         grant: bool,
         verdict: Verdict,
         owner: Option<&str>,
@@ -392,13 +389,13 @@ impl Approvals {
         let current = self.open_approval(id).await?;
         if current.status != Status::Pending {
             return Err(ApprovalError::NotPending {
-                id: id.to_owned(),
+                id: *id,
                 status: current.status.as_str(),
             });
         }
         if now >= current.expires_at {
             return Err(ApprovalError::NotPending {
-                id: id.to_owned(),
+                id: *id,
                 status: "expired",
             });
         }
@@ -437,7 +434,7 @@ impl Approvals {
             .await?;
         if let Ok(mut open) = self.open.lock() {
             if grant {
-                open.insert(decided.id.clone(), decided.clone());
+                open.insert(decided.id, decided.clone());
             } else {
                 open.remove(&decided.id);
             }
@@ -445,18 +442,22 @@ impl Approvals {
         Ok(decided)
     }
 
-    async fn open_approval(&self, id: &str) -> Result<Approval, ApprovalError> {
+    async fn open_approval(&self, id: &ApprovalId) -> Result<Approval, ApprovalError> {
         if let Some(a) = self.open.lock().ok().and_then(|o| o.get(id).cloned()) {
             return Ok(a);
         }
-        match self.store.approval(id).await? {
+        match self.store.approval(&id.to_string()).await? {
             Some(row) => Ok(approval_of(row)?),
-            None => Err(ApprovalError::NotFound(id.to_owned())),
+            None => Err(ApprovalError::NotFound(*id)),
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
-        self.store.approval(id).await?.map(approval_of).transpose()
+    pub async fn get(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        self.store
+            .approval(&id.to_string())
+            .await?
+            .map(approval_of)
+            .transpose()
     }
 
     pub async fn list(
@@ -552,7 +553,7 @@ impl Approvals {
 
 fn event_of(a: &Approval, actor: Option<&Caller>) -> ApprovalEvent {
     ApprovalEvent {
-        approval_id: a.id.clone(),
+        approval_id: a.id.to_string(),
         status: a.status.as_str().to_owned(),
         agent_id: a.agent_id.clone(),
         on_behalf_of: a.on_behalf_of.clone(),
@@ -570,7 +571,7 @@ fn event_of(a: &Approval, actor: Option<&Caller>) -> ApprovalEvent {
 
 fn row_of(a: &Approval) -> ApprovalRow {
     ApprovalRow {
-        id: a.id.clone(),
+        id: a.id.to_string(),
         status: a.status.as_str().to_owned(),
         agent_id: a.agent_id.clone(),
         on_behalf_of: a.on_behalf_of.clone(),
@@ -581,12 +582,12 @@ fn row_of(a: &Approval) -> ApprovalRow {
         approver_group: a.approver_group.clone(),
         policy_ids: serde_json::to_string(&a.policy_ids).unwrap_or_else(|_| "[]".into()),
         evaluation_id: a.evaluation_id.clone(),
-        requested_at: a.requested_at.clone(),
-        expires_at: a.expires_at.clone(),
+        requested_at: a.requested_at,
+        expires_at: a.expires_at,
         decided_by: a.decided_by.clone(),
-        decided_at: a.decided_at.clone(),
+        decided_at: a.decided_at,
         comment: a.comment.clone(),
-        used_at: a.used_at.clone(),
+        used_at: a.used_at,
         used_decision_id: a.used_decision_id.clone(),
     }
 }
@@ -601,7 +602,10 @@ fn approval_of(r: ApprovalRow) -> Result<Approval, StoreError> {
             kind: r.resource_type,
             id: r.resource_id,
         },
-        id: r.id,
+        id: r
+            .id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("approval `{}`: {e}", r.id)))?,
         agent_id: r.agent_id,
         on_behalf_of: r.on_behalf_of,
         action: r.action,

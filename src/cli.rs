@@ -575,8 +575,7 @@ async fn policy_replay(
     };
     let whole = crate::compliance::pack::whole_history();
     let period = crate::compliance::Period::parse(
-        from.as_deref()
-            .or(Some(&whole.from.to_string())),
+        from.as_deref().or(Some(&whole.from.to_string())),
         to.as_deref(),
         Duration::ZERO,
     )?;

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::timestamp::{Timestamp, TimestampError};
 use crate::model::{EvaluationError, Outcome, Reason};
+use crate::timestamp::{Timestamp, TimestampError};
 
 /// Entries larger than this cannot be served as C2SP tile entry bundles (16-bit length prefix).
 pub const MAX_ENTRY_BYTES: usize = 65_535;

@@ -159,34 +159,65 @@ impl fmt::Display for StoreName {
     }
 }
 
-/// A decision's id: a UUIDv7, so ids sort by time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DecisionId(uuid::Uuid);
+/// Ids Reins mints itself: UUIDv7s, so they sort by creation time. Each kind is its own type, so
+/// an approval id cannot be passed where a switch id is expected.
+macro_rules! minted_id {
+    ($(#[$doc:meta] $name:ident),* $(,)?) => {$(
+        #[$doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
 
-impl DecisionId {
-    pub fn new() -> Self {
-        Self(uuid::Uuid::now_v7())
-    }
+        impl $name {
+            pub fn new() -> Self {
+                Self(uuid::Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    )*};
 }
 
-impl Default for DecisionId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FromStr for DecisionId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(Self)
-    }
-}
-
-impl fmt::Display for DecisionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
+minted_id! {
+    /// A decision's id.
+    DecisionId,
+    /// An approval's id.
+    ApprovalId,
+    /// A kill switch's id.
+    SwitchId,
+    /// A policy version's id.
+    VersionId,
+    /// An attestation's id.
+    AttestationId,
 }
 
 #[cfg(test)]

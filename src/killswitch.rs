@@ -13,12 +13,13 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::timestamp::Timestamp;
 use crate::approvals::Approvals;
 use crate::events::{Entry, Event, KillSwitchEvent};
+use crate::ids::SwitchId;
 use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{KillSwitchRow, SideEffect, Store, StoreError};
+use crate::timestamp::Timestamp;
 
 /// What a switch stops. Every field given must match; an empty scope stops everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -63,7 +64,7 @@ pub struct ReleaseRequest {
 /// A switch, engaged or released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Switch {
-    pub id: String,
+    pub id: SwitchId,
     pub scope: Scope,
     pub reason: String,
     pub drill: bool,
@@ -88,9 +89,9 @@ pub enum KillSwitchError {
         message: String,
     },
     #[error("no kill switch `{0}`")]
-    NotFound(String),
+    NotFound(SwitchId),
     #[error("kill switch `{0}` was already released")]
-    AlreadyReleased(String),
+    AlreadyReleased(SwitchId),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -117,6 +118,8 @@ impl KillSwitches {
             .await?
             .into_iter()
             .map(switch_of)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
             .filter(Switch::is_engaged)
             .map(Arc::new)
             .collect();
@@ -175,7 +178,7 @@ impl KillSwitches {
             });
         }
         let switch = Switch {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: SwitchId::new(),
             scope: request.scope,
             reason: request.reason,
             drill: request.drill,
@@ -216,7 +219,7 @@ impl KillSwitches {
     pub async fn release(
         &self,
         actor: &str,
-        id: &str,
+        id: &SwitchId,
         request: ReleaseRequest,
         now: Timestamp,
     ) -> Result<Switch, KillSwitchError> {
@@ -229,12 +232,13 @@ impl KillSwitches {
         let _serialised = self.writes.lock().await;
         let current = self
             .store
-            .killswitch(id)
+            .killswitch(&id.to_string())
             .await?
             .map(switch_of)
-            .ok_or_else(|| KillSwitchError::NotFound(id.to_owned()))?;
+            .transpose()?
+            .ok_or(KillSwitchError::NotFound(*id))?;
         if !current.is_engaged() {
-            return Err(KillSwitchError::AlreadyReleased(id.to_owned()));
+            return Err(KillSwitchError::AlreadyReleased(*id));
         }
         let released = Switch {
             released_by: Some(actor.to_owned()),
@@ -251,31 +255,27 @@ impl KillSwitches {
             .engaged
             .load()
             .iter()
-            .filter(|s| s.id != id)
+            .filter(|s| s.id != *id)
             .cloned()
             .collect();
         self.engaged.store(Arc::new(next));
-        tracing::warn!(id, actor, "kill switch released");
+        tracing::warn!(%id, actor, "kill switch released");
         Ok(released)
     }
 
     /// Every switch, newest first.
     pub async fn history(&self) -> Result<Vec<Switch>, StoreError> {
-        Ok(self
-            .store
+        self.store
             .killswitches()
             .await?
             .into_iter()
             .rev()
             .map(switch_of)
-            .collect())
+            .collect::<Result<_, _>>()
     }
 
     async fn commit(&self, switch: &Switch, event: Event) -> Result<(), KillSwitchError> {
-        let time = switch
-            .released_at
-            .clone()
-            .unwrap_or_else(|| switch.engaged_at.clone());
+        let time = switch.released_at.unwrap_or(switch.engaged_at);
         let entry = Entry::new(time, event);
         let append = entry
             .append(SideEffect::KillSwitch(row_of(switch)))
@@ -290,7 +290,7 @@ impl KillSwitches {
 
 fn event_of(switch: &Switch, actor: &str, reason: &str) -> KillSwitchEvent {
     KillSwitchEvent {
-        switch_id: switch.id.clone(),
+        switch_id: switch.id.to_string(),
         actor: actor.to_owned(),
         reason: reason.to_owned(),
         drill: switch.drill,
@@ -300,23 +300,26 @@ fn event_of(switch: &Switch, actor: &str, reason: &str) -> KillSwitchEvent {
 
 fn row_of(s: &Switch) -> KillSwitchRow {
     KillSwitchRow {
-        id: s.id.clone(),
+        id: s.id.to_string(),
         scope_agent: s.scope.agent.as_ref().map(AgentId::to_string),
         scope_tool: s.scope.tool.as_ref().map(ToolId::to_string),
         scope_action: s.scope.action.clone(),
         reason: s.reason.clone(),
         drill: s.drill,
         engaged_by: s.engaged_by.clone(),
-        engaged_at: s.engaged_at.clone(),
+        engaged_at: s.engaged_at,
         released_by: s.released_by.clone(),
-        released_at: s.released_at.clone(),
+        released_at: s.released_at,
         release_reason: s.release_reason.clone(),
     }
 }
 
-fn switch_of(r: KillSwitchRow) -> Switch {
-    Switch {
-        id: r.id,
+fn switch_of(r: KillSwitchRow) -> Result<Switch, StoreError> {
+    Ok(Switch {
+        id: r
+            .id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("kill switch `{}`: {e}", r.id)))?,
         // Ids were validated when the switch was engaged; one that no longer parses widens nothing.
         scope: Scope {
             agent: r.scope_agent.and_then(|a| a.parse().ok()),
@@ -330,7 +333,7 @@ fn switch_of(r: KillSwitchRow) -> Switch {
         released_by: r.released_by,
         released_at: r.released_at,
         release_reason: r.release_reason,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::ids::DecisionId;
+use crate::ids::{ApprovalId, DecisionId};
 use crate::ledger::LedgerRef;
 
 /// What an agent asks: may I do `action` on `resource`?
@@ -28,7 +28,7 @@ pub struct DecisionRequest {
     pub session_id: Option<String>,
     /// A granted approval for exactly this request (from an earlier `approval_required` answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_id: Option<String>,
+    pub approval_id: Option<ApprovalId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -88,7 +88,7 @@ pub struct Reason {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub killswitch_id: Option<String>,
+    pub killswitch_id: Option<crate::ids::SwitchId>,
 }
 
 impl ReasonCode {
@@ -161,7 +161,7 @@ pub struct Decision {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AccessRequest {
-    pub approval_id: String,
+    pub approval_id: ApprovalId,
     /// Poll it here (`GET`); re-submit the same request with `approval_id` once granted.
     pub endpoint: String,
     pub expires_at: crate::timestamp::Timestamp,

@@ -39,7 +39,9 @@ impl Timestamp {
     /// to them, so that every `Timestamp` has the fixed width.
     pub fn from_datetime(t: OffsetDateTime) -> Self {
         let t = t.to_offset(time::UtcOffset::UTC);
-        let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+        let t = t
+            .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+            .unwrap_or(t);
         let t = t.clamp(Self::MIN.0, Self::MAX.0);
         Self(t)
     }
@@ -167,7 +169,9 @@ impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Timestamp
 where
     String: sqlx::Decode<'r, DB>,
 {
-    fn decode(value: <DB as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
         let text = <String as sqlx::Decode<DB>>::decode(value)?;
         Ok(Self::parse(&text)?)
     }
@@ -223,7 +227,9 @@ mod tests {
             "9999-12-31T23:59:59.999Z"
         );
         assert_eq!(
-            Timestamp::UNIX_EPOCH.minus(std::time::Duration::from_secs(u64::MAX)).to_string(),
+            Timestamp::UNIX_EPOCH
+                .minus(std::time::Duration::from_secs(u64::MAX))
+                .to_string(),
             "0000-01-01T00:00:00.000Z"
         );
     }

@@ -8,11 +8,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, path_id};
 use crate::app::AppState;
 use crate::approvals::{Approval, Status, Verdict};
 use crate::identity::{Caller, roles};
-
+use crate::ids::ApprovalId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,13 +60,14 @@ async fn list(
 }
 
 /// One approval: the requesting agent polls it here; approvers, admins and auditors read any.
-#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = uuid::Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Approval), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Approval>, ApiError> {
+    let id: ApprovalId = path_id(&id)?;
     let approval = state
         .approvals
         .get(&id)
@@ -89,6 +90,7 @@ async fn decide(
         caller,
         crate::policy::control::ControlAction::ApprovalDecide,
     )?;
+    let id: &ApprovalId = &path_id(id)?;
     let owner = match state.approvals.get(id).await? {
         Some(a) => a.agent_id.parse().ok().and_then(|agent| {
             state
@@ -102,12 +104,19 @@ async fn decide(
     };
     Ok(state
         .approvals
-        .decide(caller, id, grant, verdict, owner.as_deref(), crate::timestamp::Timestamp::now())
+        .decide(
+            caller,
+            id,
+            grant,
+            verdict,
+            owner.as_deref(),
+            crate::timestamp::Timestamp::now(),
+        )
         .await?)
 }
 
 /// Grant a pending approval (role `approver`; never the requesting agent, nor by default its owner).
-#[utoipa::path(post, path = "/v1/approvals/{id}/grant", tag = "approvals", params(("id" = String, Path)), request_body = Verdict,
+#[utoipa::path(post, path = "/v1/approvals/{id}/grant", tag = "approvals", params(("id" = uuid::Uuid, Path)), request_body = Verdict,
     security(("bearer" = [])),
     responses((status = 200, body = Approval), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn grant(
@@ -120,7 +129,7 @@ async fn grant(
 }
 
 /// Deny a pending approval (role `approver`).
-#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)), request_body = Verdict,
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = uuid::Uuid, Path)), request_body = Verdict,
     security(("bearer" = [])),
     responses((status = 200, body = Approval), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn deny(

@@ -9,12 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, path_id};
 use crate::app::AppState;
 use crate::identity::{Caller, roles};
 use crate::killswitch::{EngageRequest, ReleaseRequest, Switch};
 use crate::policy::control::ControlAction;
-
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,13 +32,17 @@ async fn engage(
     state.authorize(&caller, ControlAction::KillswitchEngage)?;
     let switch = state
         .killswitches
-        .engage(caller.agent.as_str(), request, crate::timestamp::Timestamp::now())
+        .engage(
+            caller.agent.as_str(),
+            request,
+            crate::timestamp::Timestamp::now(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(switch)))
 }
 
 /// Release an engaged kill switch, saying why.
-#[utoipa::path(delete, path = "/v1/killswitch/{id}", tag = "killswitch", params(("id" = String, Path)), request_body = ReleaseRequest,
+#[utoipa::path(delete, path = "/v1/killswitch/{id}", tag = "killswitch", params(("id" = uuid::Uuid, Path)), request_body = ReleaseRequest,
     security(("bearer" = [])),
     responses((status = 200, body = Switch), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn release(
@@ -52,7 +55,12 @@ async fn release(
     Ok(Json(
         state
             .killswitches
-            .release(caller.agent.as_str(), &id, request, crate::timestamp::Timestamp::now())
+            .release(
+                caller.agent.as_str(),
+                &path_id(&id)?,
+                request,
+                crate::timestamp::Timestamp::now(),
+            )
             .await?,
     ))
 }

@@ -420,7 +420,12 @@ async fn put_agent(
     let (agent, created) = state
         .pipeline
         .registry()
-        .put_agent(caller.agent.as_str(), id, record, crate::timestamp::Timestamp::now())
+        .put_agent(
+            caller.agent.as_str(),
+            id,
+            record,
+            crate::timestamp::Timestamp::now(),
+        )
         .await?;
     Ok(created_or_ok(created, agent))
 }
@@ -478,7 +483,12 @@ async fn put_tool(
     let (tool, created) = state
         .pipeline
         .registry()
-        .put_tool(caller.agent.as_str(), id, record, crate::timestamp::Timestamp::now())
+        .put_tool(
+            caller.agent.as_str(),
+            id,
+            record,
+            crate::timestamp::Timestamp::now(),
+        )
         .await?;
     Ok(created_or_ok(created, tool))
 }

@@ -13,11 +13,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, path_id};
 use crate::app::AppState;
 use crate::identity::{Caller, roles};
-use crate::ids::DEFAULT_STORE;
-use crate::lifecycle::{Activation, PolicyVersion, PolicyVersionDetail};
+use crate::ids::{DEFAULT_STORE, VersionId};
+use crate::lifecycle::{Activation, PolicyVersion, PolicyVersionDetail, VersionState};
 use crate::policy::control::ControlAction;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -31,7 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Evaluate a draft beside the active version on live traffic, without affecting answers.
-#[utoipa::path(post, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = uuid::Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = PolicyVersion), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn shadow(
     State(state): State<AppState>,
@@ -39,6 +39,7 @@ async fn shadow(
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
     state.authorize(&caller, ControlAction::PolicyShadow)?;
+    let version: VersionId = path_id(&version)?;
     Ok(Json(
         state
             .versions
@@ -49,7 +50,7 @@ async fn shadow(
 
 /// How the shadow version compares with the active one: requests evaluated, disagreements (allow
 /// to deny, deny to allow) and examples.
-#[utoipa::path(get, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/policies/{version}/shadow", tag = "policies", params(("version" = uuid::Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = crate::lifecycle::ShadowReport), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn shadow_report(
@@ -58,6 +59,7 @@ async fn shadow_report(
     Path(version): Path<String>,
 ) -> Result<Json<crate::lifecycle::ShadowReport>, ApiError> {
     caller.require_any_role(READERS)?;
+    let version: VersionId = path_id(&version)?;
     let store = state.versions.store_of(&version).await?;
     Ok(Json(state.versions.shadow_report(
         &state.pipeline,
@@ -79,7 +81,7 @@ struct ReplayRequest {
 
 /// What if: evaluate a version against the decisions recorded over a period, with the requests as
 /// stored and the agents and tools as they were, and report the answers that would change.
-#[utoipa::path(post, path = "/v1/policies/{version}/replay", tag = "policies", params(("version" = String, Path)),
+#[utoipa::path(post, path = "/v1/policies/{version}/replay", tag = "policies", params(("version" = uuid::Uuid, Path)),
     request_body = ReplayRequest, security(("bearer" = [])),
     responses((status = 200, body = crate::lifecycle::replay::ReplayReport), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -90,12 +92,10 @@ async fn replay(
     ApiJson(request): ApiJson<ReplayRequest>,
 ) -> Result<Json<crate::lifecycle::replay::ReplayReport>, ApiError> {
     caller.require_any_role(READERS)?;
+    let version: VersionId = path_id(&version)?;
     let whole = crate::compliance::pack::whole_history();
     let period = crate::compliance::Period::parse(
-        request
-            .from
-            .as_deref()
-            .or(Some(&whole.from.to_string())),
+        request.from.as_deref().or(Some(&whole.from.to_string())),
         request.to.as_deref(),
         std::time::Duration::ZERO,
     )?;
@@ -121,9 +121,9 @@ struct UploadRequest {
 
 #[derive(Serialize, ToSchema)]
 struct Uploaded {
-    version: String,
+    version: VersionId,
     digest: String,
-    state: String,
+    state: VersionState,
 }
 
 /// Upload a draft policy version. It is validated against the store's schema: a policy that does
@@ -185,7 +185,7 @@ async fn list(
 }
 
 /// One version with its policy texts.
-#[utoipa::path(get, path = "/v1/policies/{version}", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/policies/{version}", tag = "policies", params(("version" = uuid::Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = PolicyVersionDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get(
     State(state): State<AppState>,
@@ -193,13 +193,14 @@ async fn get(
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersionDetail>, ApiError> {
     caller.require_any_role(READERS)?;
+    let version: VersionId = path_id(&version)?;
     Ok(Json(state.versions.get(&version).await?))
 }
 
 /// Make a version the one that decides in its store, from the next decision on. The store's policy
 /// tests run against it first; any failure refuses the activation (409, `details.failures`). The
 /// test run and the activation are ledger entries. Re-activating an earlier version is a rollback.
-#[utoipa::path(post, path = "/v1/policies/{version}/activate", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/policies/{version}/activate", tag = "policies", params(("version" = uuid::Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Activation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn activate(
     State(state): State<AppState>,
@@ -207,6 +208,7 @@ async fn activate(
     Path(version): Path<String>,
 ) -> Result<Json<Activation>, ApiError> {
     state.authorize(&caller, ControlAction::PolicyActivate)?;
+    let version: VersionId = path_id(&version)?;
     Ok(Json(
         state
             .versions
@@ -216,7 +218,7 @@ async fn activate(
 }
 
 /// Withdraw a version for good (not the active one).
-#[utoipa::path(post, path = "/v1/policies/{version}/retire", tag = "policies", params(("version" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/policies/{version}/retire", tag = "policies", params(("version" = uuid::Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = PolicyVersion), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retire(
     State(state): State<AppState>,
@@ -224,6 +226,7 @@ async fn retire(
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersion>, ApiError> {
     state.authorize(&caller, ControlAction::PolicyRetire)?;
+    let version: VersionId = path_id(&version)?;
     Ok(Json(
         state
             .versions

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::timestamp::Timestamp;
 use crate::config::ComplianceConfig;
 use crate::events::{Entry, Event, KillSwitchEvent};
 use crate::ids::AgentId;
@@ -23,6 +22,7 @@ use crate::ledger::LedgerError;
 use crate::policy::PolicyPack;
 use crate::registry::{AgentEntry, EntityTypes, Snapshot};
 use crate::store::{EntryRow, Store, StoreError};
+use crate::timestamp::Timestamp;
 use crate::tlog::merkle;
 use crate::tlog::note::NoteSigner;
 
@@ -154,7 +154,6 @@ impl Period {
         self.from <= t && t < self.to
     }
 
-
     pub fn json(&self) -> PeriodJson {
         PeriodJson {
             from: self.from,
@@ -232,11 +231,18 @@ pub async fn figures(
             continue;
         }
         approvals.requested += 1;
-        match row.status.as_str() {
-            "granted" | "used" => approvals.granted += 1,
-            "denied" => approvals.denied += 1,
-            "expired" => approvals.expired += 1,
-            _ => {}
+        use crate::approvals::Status;
+        match Status::parse(&row.status) {
+            Some(Status::Granted | Status::Used) => approvals.granted += 1,
+            Some(Status::Denied) => approvals.denied += 1,
+            Some(Status::Expired) => approvals.expired += 1,
+            Some(Status::Pending | Status::Cancelled) => {}
+            None => {
+                return Err(ComplianceError::Damaged(format!(
+                    "approval `{}`: status `{}`",
+                    row.id, row.status
+                )));
+            }
         }
         if let (Some(decided), Some(_)) = (&row.decided_at, &row.decided_by) {
             reviews.push((decided.datetime() - requested.datetime()).as_seconds_f64());

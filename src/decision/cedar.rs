@@ -1,6 +1,7 @@
 //! The Cedar context of a request: the caller's JSON plus what Reins fills in itself (the
 //! delegating user, the session, a granted approval), built as Cedar expressions.
 use super::*;
+use crate::ids::ApprovalId;
 
 /// Context keys Reins fills in itself; a caller may not set them.
 const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
@@ -16,7 +17,7 @@ const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
 pub(super) fn cedar_context(
     user: Option<EntityUid>,
     request: &DecisionRequest,
-    approval: Option<(&str, &str)>,
+    approval: Option<(ApprovalId, &str)>,
 ) -> Result<Context, RequestError> {
     let given = request.context.as_ref();
     if let Some(key) = RESERVED_CONTEXT
@@ -56,7 +57,7 @@ pub(super) fn cedar_context(
         let record = RestrictedExpression::new_record([
             (
                 "id".to_owned(),
-                RestrictedExpression::new_string(id.to_owned()),
+                RestrictedExpression::new_string(id.to_string()),
             ),
             (
                 "approver".to_owned(),
@@ -106,7 +107,7 @@ pub(super) fn restricted(value: &Value) -> Option<RestrictedExpression> {
 pub(super) fn cedar_context_from_json(
     user: Option<EntityUid>,
     request: &DecisionRequest,
-    approval: Option<(&str, &str)>,
+    approval: Option<(ApprovalId, &str)>,
 ) -> Result<Context, RequestError> {
     let mut context = request.context.clone().unwrap_or_default();
     context
@@ -127,7 +128,7 @@ pub(super) fn cedar_context_from_json(
     if let Some((id, approver)) = approval {
         context.insert(
             "approval".into(),
-            serde_json::json!({ "id": id, "approver": approver }),
+            serde_json::json!({ "id": id.to_string(), "approver": approver }),
         );
     }
     Context::from_json_value(Value::Object(context), None).map_err(context_error)
@@ -171,7 +172,7 @@ pub(super) mod tests {
         ];
         for context in contexts {
             let request = request(context.clone());
-            for approval in [None, Some(("ap-1", "carol"))] {
+            for approval in [None, Some((ApprovalId::new(), "carol"))] {
                 let direct = cedar_context(user(), &request, approval).unwrap();
                 let parsed = cedar_context_from_json(user(), &request, approval).unwrap();
                 assert_eq!(direct, parsed, "{context}");

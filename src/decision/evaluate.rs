@@ -80,7 +80,7 @@ impl Pipeline {
             .matching(&caller.agent, None, &request.action)
         {
             let mut evaluation = deny(ReasonCode::KillSwitch, switch.reason.clone());
-            evaluation.decision.reasons[0].killswitch_id = Some(switch.id.clone());
+            evaluation.decision.reasons[0].killswitch_id = Some(switch.id);
             return Ok(evaluation);
         }
         if pack.policy_count() == 0 {
@@ -220,7 +220,7 @@ impl Pipeline {
                 switch.reason.clone(),
                 registry.agent(&caller.agent),
             );
-            evaluation.decision.reasons[0].killswitch_id = Some(switch.id.clone());
+            evaluation.decision.reasons[0].killswitch_id = Some(switch.id);
             return Ok(evaluation);
         }
         let registry_span = tracing::debug_span!("registry").entered();
@@ -415,9 +415,9 @@ impl Pipeline {
         }
         decision.evaluation_id = Some(decision.decision_id.to_string());
         decision.access_request = Some(AccessRequest {
-            approval_id: approval.id.clone(),
+            approval_id: approval.id,
             endpoint: format!("/v1/approvals/{}", approval.id),
-            expires_at: approval.expires_at.clone(),
+            expires_at: approval.expires_at,
         });
         Some(approval)
     }
@@ -436,7 +436,7 @@ impl Pipeline {
                 .as_ref()
                 .map(|user| types.uid(&types.user, user.as_str())),
             request,
-            approval.map(|a| (a.id.as_str(), a.decided_by.as_deref().unwrap_or_default())),
+            approval.map(|a| (a.id, a.decided_by.as_deref().unwrap_or_default())),
         )
     }
 

@@ -427,7 +427,7 @@ impl Pipeline {
                     decision: Outcome::Deny,
                     reasons: vec![Reason::code(
                         ReasonCode::ApprovalInvalid,
-                        approvals::Unusable::AlreadyUsed(a.id.clone()).to_string(),
+                        approvals::Unusable::AlreadyUsed(a.id).to_string(),
                     )],
                     ..evaluation.decision
                 },

@@ -105,7 +105,7 @@ pub fn replay_decision(
     );
     let resource_type = EntityTypeName::from_str(&request.resource.kind)
         .map_err(|e| RequestError::new("resource.type", e.to_string()))?;
-    let approval = request.approval_id.as_deref().map(|id| (id, "replay"));
+    let approval = request.approval_id.map(|id| (id, "replay"));
     let context = cedar_context(
         on_behalf_of.map(|user| types.uid(&types.user, user.as_str())),
         request,

@@ -34,7 +34,7 @@ impl Pipeline {
                 },
                 context,
                 session_id: request.session_id.clone(),
-                approval_id: request.approval_id.clone(),
+                approval_id: request.approval_id.map(|id| id.to_string()),
                 decision: d.decision,
                 reasons: d.reasons.clone(),
                 errors: d.errors.clone(),
@@ -95,7 +95,7 @@ impl Pipeline {
                     .collect();
                 let used = evaluations
                     .iter()
-                    .filter_map(|e| e.approval_used.as_ref().map(|a| a.id.clone()))
+                    .filter_map(|e| e.approval_used.as_ref().map(|a| a.id))
                     .collect();
                 self.approvals.recorded(requested, used);
                 evaluations
@@ -194,7 +194,7 @@ pub(super) fn row_of(
             Outcome::Deny => "deny".into(),
         },
         policy_digest: decision.policy_digest.clone(),
-        evaluated_at: decision.evaluated_at.clone(),
+        evaluated_at: decision.evaluated_at,
         ledger_index: None,
         leaf_hash: None,
         extra,
@@ -279,7 +279,9 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
             },
             context,
             session_id: event.session_id,
-            approval_id: event.approval_id,
+            // Requests were once recorded with whatever `approval_id` was sent; one that is not
+            // an approval id could not have named an approval, and the entry keeps the text.
+            approval_id: event.approval_id.and_then(|id| id.parse().ok()),
         },
         agent_id: row.agent_id.clone(),
         on_behalf_of: row.on_behalf_of.clone(),

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::decision::Pipeline;
 use crate::events::{Entry, Event, PolicyTestEvent, PolicyVersionEvent};
-use crate::ids::{DEFAULT_STORE, StoreName};
+use crate::ids::{DEFAULT_STORE, StoreName, VersionId};
 use crate::ledger::{Append, Ledger, LedgerError};
 use crate::policy::testing::{collect, run_file_with};
 use crate::policy::{Diagnostic, PolicyError, PolicyPack};
@@ -57,10 +57,47 @@ fn invalid(field: &str, message: impl Into<String>) -> VersionError {
     }
 }
 
+/// Where a version is in its life. Only a draft can be shadowed; the active one cannot be
+/// retired; a retired one cannot come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = PolicyVersionState)]
+pub enum VersionState {
+    Draft,
+    Shadow,
+    Active,
+    Retired,
+}
+
+impl VersionState {
+    /// As stored in `policy_versions.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Shadow => "shadow",
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, VersionError> {
+        [Self::Draft, Self::Shadow, Self::Active, Self::Retired]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| VersionError::Corrupt(format!("unknown version state `{s}`")))
+    }
+}
+
+impl std::fmt::Display for VersionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A version as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PolicyVersion {
-    pub version: String,
+    pub version: VersionId,
     pub store: String,
     /// SHA-256 of the policy texts: what every decision names.
     pub digest: String,
@@ -68,8 +105,7 @@ pub struct PolicyVersion {
     pub schema_digest: String,
     pub author: String,
     pub created_at: crate::timestamp::Timestamp,
-    /// `draft`, `active` or `retired`.
-    pub state: String,
+    pub state: VersionState,
     pub files: Vec<String>,
 }
 
@@ -84,7 +120,7 @@ pub struct PolicyVersionDetail {
 /// How a shadow version compares with the active one on live traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ShadowReport {
-    pub version: String,
+    pub version: VersionId,
     pub since: crate::timestamp::Timestamp,
     /// Live requests Cedar decided that the shadow version was evaluated on.
     pub evaluated: u64,
@@ -100,7 +136,7 @@ pub struct Activation {
     #[serde(flatten)]
     pub version: PolicyVersion,
     /// The version it replaced.
-    pub previous: Option<String>,
+    pub previous: Option<VersionId>,
     /// Policy test files run and checks made before activating.
     pub test_files: usize,
     pub test_checks: usize,
@@ -125,17 +161,28 @@ fn selector(name: &str) -> Option<StoreName> {
     name.parse::<StoreName>().ok().filter(|n| !n.is_default())
 }
 
+/// A stored version's id.
+fn id_of(row: &PolicyVersionRow) -> Result<VersionId, VersionError> {
+    row.id
+        .parse()
+        .map_err(|e| VersionError::Corrupt(format!("version `{}`: {e}", row.id)))
+}
+
+fn state_of(row: &PolicyVersionRow) -> Result<VersionState, VersionError> {
+    VersionState::parse(&row.state)
+}
+
 fn view(row: &PolicyVersionRow) -> Result<PolicyVersion, VersionError> {
     let files: Vec<(String, String)> =
         serde_json::from_str(&row.files).map_err(|e| VersionError::Corrupt(e.to_string()))?;
     Ok(PolicyVersion {
-        version: row.id.clone(),
+        version: id_of(row)?,
         store: row.store.clone(),
         digest: row.digest.clone(),
         schema_digest: row.schema_digest.clone(),
         author: row.author.clone(),
-        created_at: row.created_at.clone(),
-        state: row.state.clone(),
+        created_at: row.created_at,
+        state: state_of(row)?,
         files: files.into_iter().map(|(n, _)| n).collect(),
     })
 }
@@ -175,7 +222,7 @@ impl Versions {
         match (known, active) {
             (None, active) => {
                 // A new folder passes the same gate as an upload: its tests must pass.
-                let row = self.row(&key, folder, "startup", "draft");
+                let row = self.row(&key, folder, "startup", VersionState::Draft);
                 let (files, checks, failures) = self.run_tests(&key, folder)?;
                 let tested = self.tested(&row, "startup", files, checks, &failures)?;
                 if !failures.is_empty() {
@@ -217,16 +264,22 @@ impl Versions {
         }
     }
 
-    fn row(&self, store: &str, pack: &PolicyPack, author: &str, state: &str) -> PolicyVersionRow {
+    fn row(
+        &self,
+        store: &str,
+        pack: &PolicyPack,
+        author: &str,
+        state: VersionState,
+    ) -> PolicyVersionRow {
         PolicyVersionRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: VersionId::new().to_string(),
             store: store.to_owned(),
             digest: pack.digest().to_string(),
             schema_digest: schema_digest(pack),
             files: serde_json::to_string(pack.sources()).unwrap_or_else(|_| "[]".into()),
             author: author.to_owned(),
             created_at: crate::timestamp::Timestamp::now(),
-            state: state.to_owned(),
+            state: state.as_str().to_owned(),
         }
     }
 
@@ -320,16 +373,16 @@ impl Versions {
         {
             return Ok((view(&existing)?, false));
         }
-        let row = self.row(&key, &pack, author, "draft");
+        let row = self.row(&key, &pack, author, VersionState::Draft);
         self.ledger.append(vec![self.created(&row, &pack)?]).await?;
         Ok((view(&row)?, true))
     }
 
-    async fn version_row(&self, id: &str) -> Result<PolicyVersionRow, VersionError> {
+    async fn version_row(&self, id: &VersionId) -> Result<PolicyVersionRow, VersionError> {
         self.store
-            .policy_version(id)
+            .policy_version(&id.to_string())
             .await?
-            .ok_or_else(|| VersionError::NotFound(id.to_owned()))
+            .ok_or_else(|| VersionError::NotFound(id.to_string()))
     }
 
     pub async fn list(&self, store: &str) -> Result<Vec<PolicyVersion>, VersionError> {
@@ -341,7 +394,7 @@ impl Versions {
             .collect()
     }
 
-    pub async fn get(&self, id: &str) -> Result<PolicyVersionDetail, VersionError> {
+    pub async fn get(&self, id: &VersionId) -> Result<PolicyVersionDetail, VersionError> {
         let row = self.version_row(id).await?;
         Ok(PolicyVersionDetail {
             version: view(&row)?,
@@ -354,12 +407,12 @@ impl Versions {
     pub async fn activate(
         &self,
         pipeline: &Pipeline,
-        id: &str,
+        id: &VersionId,
         actor: &str,
     ) -> Result<Activation, VersionError> {
         let _serialised = self.writes.lock().await;
         let row = self.version_row(id).await?;
-        if row.state == "retired" {
+        if state_of(&row)? == VersionState::Retired {
             return Err(VersionError::Conflict(format!(
                 "version `{id}` is retired and cannot be activated"
             )));
@@ -378,14 +431,22 @@ impl Versions {
             .active_policy_version(&row.store)
             .await?
             .map(|a| a.id)
-            .filter(|p| *p != row.id);
+            .filter(|p| *p != row.id)
+            .map(|p| {
+                p.parse::<VersionId>()
+                    .map_err(|e| VersionError::Corrupt(format!("version `{p}`: {e}")))
+            })
+            .transpose()?;
         self.ledger
-            .append(vec![tested, self.activated(&row, actor, previous.clone())?])
+            .append(vec![
+                tested,
+                self.activated(&row, actor, previous.map(|p| p.to_string()))?,
+            ])
             .await?;
         pipeline.set_pack(selected.as_ref(), pack);
         end_shadow(pipeline, &row);
         let mut version = view(&row)?;
-        version.state = "active".into();
+        version.state = VersionState::Active;
         Ok(Activation {
             version,
             previous,
@@ -451,7 +512,7 @@ impl Versions {
     pub async fn replay(
         &self,
         pipeline: &Pipeline,
-        id: &str,
+        id: &VersionId,
         period: &crate::compliance::Period,
     ) -> Result<replay::ReplayReport, VersionError> {
         let row = self.version_row(id).await?;
@@ -475,15 +536,15 @@ impl Versions {
     pub async fn shadow(
         &self,
         pipeline: &Pipeline,
-        id: &str,
+        id: &VersionId,
         actor: &str,
     ) -> Result<PolicyVersion, VersionError> {
         let _serialised = self.writes.lock().await;
         let row = self.version_row(id).await?;
-        if row.state != "draft" && row.state != "shadow" {
+        let state = state_of(&row)?;
+        if !matches!(state, VersionState::Draft | VersionState::Shadow) {
             return Err(VersionError::Conflict(format!(
-                "version `{id}` is {}: only a draft can be shadowed",
-                row.state
+                "version `{id}` is {state}: only a draft can be shadowed"
             )));
         }
         let selected = selector(&row.store);
@@ -505,13 +566,10 @@ impl Versions {
             .await?;
         pipeline.set_shadow(
             selected.as_ref(),
-            Some(Arc::new(crate::policy::shadow::Shadow::new(
-                row.id.clone(),
-                pack,
-            ))),
+            Some(Arc::new(crate::policy::shadow::Shadow::new(*id, pack))),
         );
         let mut version = view(&row)?;
-        version.state = "shadow".into();
+        version.state = VersionState::Shadow;
         Ok(version)
     }
 
@@ -521,20 +579,20 @@ impl Versions {
         &self,
         pipeline: &Pipeline,
         store: &str,
-        id: &str,
+        id: &VersionId,
     ) -> Result<ShadowReport, VersionError> {
         use std::sync::atomic::Ordering::Relaxed;
         let shadow = pipeline
             .shadow_of(selector(store).as_ref())
-            .filter(|s| s.version == id)
+            .filter(|s| s.version == *id)
             .ok_or_else(|| {
                 VersionError::Conflict(format!("version `{id}` is not being shadowed"))
             })?;
         let allow_to_deny = shadow.allow_to_deny.load(Relaxed);
         let deny_to_allow = shadow.deny_to_allow.load(Relaxed);
         Ok(ShadowReport {
-            version: id.to_owned(),
-            since: shadow.since.clone(),
+            version: *id,
+            since: shadow.since,
             evaluated: shadow.evaluated.load(Relaxed),
             disagreements: allow_to_deny + deny_to_allow,
             allow_to_deny,
@@ -548,7 +606,7 @@ impl Versions {
     }
 
     /// The store a version belongs to.
-    pub async fn store_of(&self, id: &str) -> Result<String, VersionError> {
+    pub async fn store_of(&self, id: &VersionId) -> Result<String, VersionError> {
         Ok(self.version_row(id).await?.store)
     }
 
@@ -562,7 +620,10 @@ impl Versions {
             let pack = self.pack_of_row(pipeline, &row)?;
             pipeline.set_shadow(
                 store,
-                Some(Arc::new(crate::policy::shadow::Shadow::new(row.id, pack))),
+                Some(Arc::new(crate::policy::shadow::Shadow::new(
+                    id_of(&row)?,
+                    pack,
+                ))),
             );
         }
         Ok(())
@@ -584,17 +645,18 @@ impl Versions {
     pub async fn retire(
         &self,
         pipeline: &Pipeline,
-        id: &str,
+        id: &VersionId,
         actor: &str,
     ) -> Result<PolicyVersion, VersionError> {
         let _serialised = self.writes.lock().await;
         let row = self.version_row(id).await?;
-        if row.state == "active" {
+        let state = state_of(&row)?;
+        if state == VersionState::Active {
             return Err(VersionError::Conflict(format!(
                 "version `{id}` is active: activate another version first"
             )));
         }
-        if row.state != "retired" {
+        if state != VersionState::Retired {
             self.ledger
                 .append(vec![Self::entry(
                     Event::PolicyRetired(PolicyVersionEvent {
@@ -612,7 +674,7 @@ impl Versions {
         }
         end_shadow(pipeline, &row);
         let mut version = view(&row)?;
-        version.state = "retired".into();
+        version.state = VersionState::Retired;
         Ok(version)
     }
 }
@@ -622,7 +684,7 @@ fn end_shadow(pipeline: &Pipeline, row: &PolicyVersionRow) {
     let selected = selector(&row.store);
     if pipeline
         .shadow_of(selected.as_ref())
-        .is_some_and(|s| s.version == row.id)
+        .is_some_and(|s| s.version.to_string() == row.id)
     {
         pipeline.set_shadow(selected.as_ref(), None);
     }

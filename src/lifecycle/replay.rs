@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::timestamp::Timestamp;
 use crate::compliance::Period;
 use crate::decision::{record_of, replay_decision};
 use crate::events::{Entry, Event};
@@ -21,6 +20,7 @@ use crate::model::{Decision, DecisionRecord, Outcome, ReasonCode};
 use crate::policy::PolicyPack;
 use crate::registry::{Agent, EntityTypes, Meta, Tool, agent_entity, tool_entity};
 use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

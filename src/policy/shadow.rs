@@ -10,7 +10,7 @@ use crate::model::{Decision, DecisionRequest, Outcome};
 /// A policy version evaluated beside the active one on live traffic, without affecting answers:
 /// it counts where the two disagree.
 pub struct Shadow {
-    pub version: String,
+    pub version: crate::ids::VersionId,
     pub pack: PolicyPack,
     pub since: crate::timestamp::Timestamp,
     pub evaluated: std::sync::atomic::AtomicU64,
@@ -34,7 +34,7 @@ pub struct ShadowDisagreement {
 }
 
 impl Shadow {
-    pub fn new(version: String, pack: PolicyPack) -> Self {
+    pub fn new(version: crate::ids::VersionId, pack: PolicyPack) -> Self {
         Self {
             version,
             pack,
@@ -72,7 +72,7 @@ impl Shadow {
                     "store",
                     store.unwrap_or(crate::ids::DEFAULT_STORE).to_owned(),
                 ),
-                opentelemetry::KeyValue::new("version", self.version.clone()),
+                opentelemetry::KeyValue::new("version", self.version.to_string()),
             ],
         );
         if let Ok(mut examples) = self.examples.lock()

@@ -17,11 +17,11 @@ use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Restri
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::timestamp::Timestamp;
 use crate::events::{AgentEvent, Entry, Event, ToolEvent};
 use crate::ids::{AgentId, ToolId};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{RegistryRow, RegistryTable, SideEffect, Store, StoreError};
+use crate::timestamp::Timestamp;
 
 /// EU AI Act risk category of an AI system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -503,8 +503,8 @@ impl Registry {
             id: id.to_owned(),
             version: meta.version,
             record: json,
-            created_at: meta.created_at.clone(),
-            updated_at: meta.updated_at.clone(),
+            created_at: meta.created_at,
+            updated_at: meta.updated_at,
         };
         let entry = Entry {
             time: meta.updated_at.to_string(),
@@ -521,7 +521,7 @@ impl Registry {
 fn next_meta(existing: Option<&Meta>, now: Timestamp) -> Meta {
     Meta {
         version: existing.map_or(1, |m| m.version + 1),
-        created_at: existing.map_or_else(|| now.to_owned(), |m| m.created_at.clone()),
+        created_at: existing.map_or_else(|| now.to_owned(), |m| m.created_at),
         updated_at: now.to_owned(),
     }
 }
@@ -599,8 +599,8 @@ fn record_document(record: &impl Serialize) -> Result<serde_json::Value, Registr
 fn meta_of(row: &RegistryRow) -> Meta {
     Meta {
         version: row.version,
-        created_at: row.created_at.clone(),
-        updated_at: row.updated_at.clone(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     }
 }
 

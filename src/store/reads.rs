@@ -253,7 +253,11 @@ impl Store {
     }
 
     /// Every decision made in `[from, to)`, in ledger order.
-    pub async fn decisions_in(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DecisionRow>, StoreError> {
+    pub async fn decisions_in(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{DECISION_SELECT}
              WHERE d.evaluated_at >= $1 AND d.evaluated_at < $2

@@ -182,14 +182,25 @@ async fn an_approval_cannot_be_reused_or_moved_to_another_request() {
         "{again}"
     );
 
+    // An approval id that names no approval is a deny; one that is not an approval id at all
+    // is a malformed request.
     let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &bot,
+            with_approval(refund(5000), "0192e4a0-0000-7000-8000-000000000000"),
+        )
+        .await;
+    assert_eq!(codes(&d), ["approval_invalid"]);
+    let (status, d) = s
         .post(
             "/v1/decisions",
             &bot,
             with_approval(refund(5000), "no-such-approval"),
         )
         .await;
-    assert_eq!(codes(&d), ["approval_invalid"]);
+    assert_eq!(status, 400, "{d}");
+    assert_eq!(d["error"]["field"], "approval_id", "{d}");
     // Reins sets context.approval itself; a caller cannot.
     let mut forged = refund(5000);
     forged["context"]["approval"] = json!({"id": id, "approver": "alice"});
@@ -261,7 +272,11 @@ async fn who_may_approve() {
         )
         .await;
     assert_eq!(codes(&d), ["approval_invalid"]);
-    assert_eq!(grant(&s, "nope").await.0, 404);
+    assert_eq!(
+        grant(&s, "0192e4a0-0000-7000-8000-000000000000").await.0,
+        404
+    );
+    assert_eq!(grant(&s, "nope").await.0, 400);
 }
 
 #[tokio::test]

@@ -279,7 +279,11 @@ async fn only_operators_engage_and_bad_requests_change_nothing() {
         }
     };
     assert_eq!(del(id.into(), s.admin()).await, 403);
-    assert_eq!(del("no-such-switch".into(), op.clone()).await, 404);
+    assert_eq!(del("no-such-switch".into(), op.clone()).await, 400);
+    assert_eq!(
+        del("0192e4a0-0000-7000-8000-000000000000".into(), op.clone()).await,
+        404
+    );
     assert_eq!(del(id.into(), op.clone()).await, 200);
     assert_eq!(del(id.into(), op.clone()).await, 409);
 }

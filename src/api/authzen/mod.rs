@@ -257,12 +257,15 @@ fn prepare(
             |p| format!("authzen pep {}", p.agent),
         ),
     };
-    let approval_id = request
-        .context
-        .as_ref()
-        .and_then(|c| c.get("approval_id"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+    let approval_id = match request.context.as_ref().and_then(|c| c.get("approval_id")) {
+        None => None,
+        Some(v) => Some(v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            bad(
+                "context.approval_id",
+                "must be an approval id (a UUID)".into(),
+            )
+        })?),
+    };
     let mut context = request.context.unwrap_or_default();
     context.remove("approval_id");
     let decision_request = DecisionRequest {

@@ -7,8 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use crate::ids::AttestationId;
 use crate::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ComplianceError, Sources, invalid, kill_switch_uses, sha256};
@@ -128,7 +129,7 @@ impl Evidence {
 /// An attestation as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Attestation {
-    pub attestation_id: String,
+    pub attestation_id: AttestationId,
     pub agent_id: String,
     pub item: String,
     pub statement: String,
@@ -314,24 +315,31 @@ pub async fn attestations(
     sources: &Sources,
     agent: &AgentId,
 ) -> Result<Vec<Attestation>, ComplianceError> {
-    Ok(sources
-        .entries_of(&["attestation_recorded"])
-        .await?
-        .into_iter()
-        .filter_map(|(index, entry)| match entry.event {
-            Event::AttestationRecorded(ref a) if a.agent_id == agent.as_str() => Some(Attestation {
-                attestation_id: a.attestation_id.clone(),
-                agent_id: a.agent_id.clone(),
-                item: a.item.clone(),
-                statement: a.statement.clone(),
-                document_sha256: a.document_sha256.clone(),
-                actor: a.actor.clone(),
-                recorded_at: entry.timestamp().ok()?,
-                ledger_index: index,
-            }),
-            _ => None,
-        })
-        .collect())
+    let mut found = Vec::new();
+    for (index, entry) in sources.entries_of(&["attestation_recorded"]).await? {
+        let damaged = |e: String| ComplianceError::Damaged(format!("entry {index}: {e}"));
+        let recorded_at = entry.timestamp().map_err(|e| damaged(e.to_string()))?;
+        let Event::AttestationRecorded(a) = entry.event else {
+            continue;
+        };
+        if a.agent_id != agent.as_str() {
+            continue;
+        }
+        found.push(Attestation {
+            attestation_id: a
+                .attestation_id
+                .parse()
+                .map_err(|e| damaged(format!("{e}")))?,
+            agent_id: a.agent_id,
+            item: a.item,
+            statement: a.statement,
+            document_sha256: a.document_sha256,
+            actor: a.actor,
+            recorded_at,
+            ledger_index: index,
+        });
+    }
+    Ok(found)
 }
 
 /// `POST /v1/agents/{id}/attestations`.
@@ -391,7 +399,7 @@ pub async fn attest(
         }
     };
     let event = AttestationEvent {
-        attestation_id: uuid::Uuid::now_v7().to_string(),
+        attestation_id: AttestationId::new().to_string(),
         agent_id: agent.to_string(),
         item: request.item,
         statement: statement.to_owned(),
@@ -408,7 +416,10 @@ pub async fn attest(
     let reference = ledger.append(vec![append]).await?.remove(0);
     Ok((
         Attestation {
-            attestation_id: event.attestation_id,
+            attestation_id: event
+                .attestation_id
+                .parse()
+                .map_err(|e| ComplianceError::Damaged(format!("attestation id: {e}")))?,
             agent_id: event.agent_id,
             item: event.item,
             statement: event.statement,

@@ -22,12 +22,12 @@ pub use verify::verify;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, Write};
 
+use crate::timestamp::Timestamp;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use crate::timestamp::Timestamp;
 use zip::write::SimpleFileOptions;
 
 use super::{ComplianceError, Period, Sources, card, checklist, invalid};
@@ -441,8 +441,8 @@ digest is SHA-256 over, for each file in load order, the file name's length (8 b
 the name, the text's length (8 bytes, big endian) and the text. `model-card.md` and \
 `checklist.md` (present when the pack is for one agent) were generated from the same ledger; \
 their `.json` twins carry the ledger indices their evidence cites.\n",
-        from = request.period.from.to_string(),
-        to = request.period.to.to_string(),
+        from = request.period.from,
+        to = request.period.to,
     )
 }
 
