@@ -26,7 +26,7 @@ use crate::events::{ApprovalEvent, Entry, Event};
 use crate::identity::Caller;
 use crate::ids::ApprovalId;
 use crate::ids::{AgentId, ToolId};
-use crate::ledger::{Append, Ledger, LedgerError};
+use crate::ledger::{Append, LedgerError, Sink};
 use crate::model::DecisionRequest;
 use crate::store::{ApprovalRow, SideEffect, Store, StoreError};
 use crate::timestamp::Timestamp;
@@ -180,7 +180,7 @@ fn user_or_none(user: &Option<String>) -> String {
 }
 
 pub struct Approvals {
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn Sink>,
     store: Store,
     ttl: Duration,
     owner_may_approve: bool,
@@ -194,7 +194,7 @@ pub struct Approvals {
 impl Approvals {
     pub async fn load(
         store: Store,
-        ledger: Arc<Ledger>,
+        ledger: Arc<dyn Sink>,
         ttl: Duration,
         owner_may_approve: bool,
     ) -> Result<Self, StoreError> {

@@ -17,7 +17,7 @@ use crate::approvals::Approvals;
 use crate::events::{Entry, Event, KillSwitchEvent};
 use crate::ids::SwitchId;
 use crate::ids::{AgentId, ToolId};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{LedgerError, Sink};
 use crate::store::{KillSwitchRow, SideEffect, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -99,7 +99,7 @@ pub enum KillSwitchError {
 }
 
 pub struct KillSwitches {
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn Sink>,
     approvals: Arc<Approvals>,
     store: Store,
     engaged: ArcSwap<Vec<Arc<Switch>>>,
@@ -110,7 +110,7 @@ impl KillSwitches {
     /// Loads the engaged switches.
     pub async fn load(
         store: Store,
-        ledger: Arc<Ledger>,
+        ledger: Arc<dyn Sink>,
         approvals: Arc<Approvals>,
     ) -> Result<Self, StoreError> {
         let engaged: Vec<Arc<Switch>> = store

@@ -31,7 +31,7 @@ use crate::identity::Caller;
 use crate::ids::StoreName;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
 use crate::killswitch::KillSwitches;
-use crate::ledger::{Append, Ledger, LedgerRef};
+use crate::ledger::{Append, LedgerRef, Sink};
 use crate::model::{
     AccessRequest, Decision, DecisionRecord, DecisionRequest, EvaluationError, Outcome, Reason,
     ReasonCode, ResourceRef,
@@ -46,6 +46,8 @@ mod cedar;
 mod evaluate;
 mod probe;
 mod record;
+#[cfg(test)]
+mod tests;
 
 use cedar::*;
 use evaluate::*;
@@ -131,7 +133,7 @@ pub struct Pipeline {
     killswitches: Arc<KillSwitches>,
     approvals: Arc<Approvals>,
     policies: ArcSwap<PolicyPack>,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn Sink>,
     store: Store,
     action_type: EntityTypeName,
     batch_max: usize,
@@ -146,7 +148,7 @@ impl Pipeline {
         killswitches: Arc<KillSwitches>,
         approvals: Arc<Approvals>,
         policies: PolicyPack,
-        ledger: Arc<Ledger>,
+        ledger: Arc<dyn Sink>,
         store: Store,
         batch_max: usize,
     ) -> Result<Self, RequestError> {

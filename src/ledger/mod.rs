@@ -17,10 +17,12 @@
 pub mod health;
 mod read;
 mod sequencer;
+mod sink;
 pub mod verify;
 
 pub use read::{ConsistencyProof, InclusionProof, ProofBuilder, ServedEntry, TILE_WIDTH, TilePath};
 use sequencer::*;
+pub use sink::{AppendFuture, MemorySink, Sink};
 
 use std::path::Path;
 use std::sync::Arc;

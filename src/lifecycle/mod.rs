@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use crate::decision::Pipeline;
 use crate::events::{Entry, Event, PolicyTestEvent, PolicyVersionEvent};
 use crate::ids::{DEFAULT_STORE, StoreName, VersionId};
-use crate::ledger::{Append, Ledger, LedgerError};
+use crate::ledger::{Append, LedgerError, Sink};
 use crate::policy::testing::{collect, run_file_with};
 use crate::policy::{Diagnostic, PolicyError, PolicyPack};
 use crate::store::{PolicyVersionRow, SideEffect, Store, StoreError};
@@ -147,7 +147,7 @@ const MAX_FILES: usize = 200;
 
 pub struct Versions {
     store: Store,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn Sink>,
     /// Where each store's policy tests are (`<policy_dir>/tests`, `<store dir>/tests`).
     tests: BTreeMap<String, PathBuf>,
     writes: tokio::sync::Mutex<()>,
@@ -196,7 +196,7 @@ fn schema_digest(pack: &PolicyPack) -> String {
 }
 
 impl Versions {
-    pub fn new(store: Store, ledger: Arc<Ledger>, tests: BTreeMap<String, PathBuf>) -> Self {
+    pub fn new(store: Store, ledger: Arc<dyn Sink>, tests: BTreeMap<String, PathBuf>) -> Self {
         Self {
             store,
             ledger,

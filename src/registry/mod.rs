@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::events::{AgentEvent, Entry, Event, ToolEvent};
 use crate::ids::{AgentId, ToolId};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{LedgerError, Sink};
 use crate::store::{RegistryRow, RegistryTable, SideEffect, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -302,7 +302,7 @@ impl Snapshot {
 }
 
 pub struct Registry {
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn Sink>,
     types: EntityTypes,
     snapshot: ArcSwap<Snapshot>,
     writes: tokio::sync::Mutex<()>,
@@ -324,7 +324,7 @@ struct PairEntities {
 
 impl Registry {
     /// Loads every record from the store and builds the first snapshot.
-    pub async fn load(store: &Store, ledger: Arc<Ledger>) -> Result<Self, RegistryError> {
+    pub async fn load(store: &Store, ledger: Arc<dyn Sink>) -> Result<Self, RegistryError> {
         let types = EntityTypes::new()?;
         let snapshot = Snapshot::load(store, &types).await?;
         Ok(Self {
