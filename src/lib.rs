@@ -9,6 +9,7 @@
 pub mod api;
 pub mod app;
 pub mod approvals;
+pub mod authzen;
 pub mod cli;
 pub mod compliance;
 pub mod config;

@@ -132,6 +132,12 @@ impl From<RequestError> for ApiError {
     }
 }
 
+impl From<crate::authzen::Invalid> for ApiError {
+    fn from(e: crate::authzen::Invalid) -> Self {
+        ApiError::bad_request("invalid_request", e.0)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage error");

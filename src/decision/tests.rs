@@ -187,15 +187,15 @@ async fn an_undeclared_tool_matches_no_permit() {
 #[tokio::test]
 async fn unknown_agents_and_tools_and_suspended_agents_are_denied_before_cedar() {
     let f = fixture(default_pack()).await;
-    let d = f.decide("stranger", invoke("crm.read", json!({}))).await;
-    assert_eq!(code(&d), ReasonCode::UnknownAgent);
-    let d = f.decide("bot", invoke("crm.write", json!({}))).await;
-    assert_eq!(code(&d), ReasonCode::UnknownTool);
-    let d = f.decide("sleeper", invoke("crm.read", json!({}))).await;
-    assert_eq!(code(&d), ReasonCode::AgentSuspended);
-    for d in [&d] {
+    for (agent, tool, expected) in [
+        ("stranger", "crm.read", ReasonCode::UnknownAgent),
+        ("bot", "crm.write", ReasonCode::UnknownTool),
+        ("sleeper", "crm.read", ReasonCode::AgentSuspended),
+    ] {
+        let d = f.decide(agent, invoke(tool, json!({}))).await;
         assert_eq!(d.decision, Outcome::Deny);
-        assert_eq!(d.reasons.len(), 1);
+        assert_eq!(d.reasons.len(), 1, "{d:?}");
+        assert_eq!(code(&d), expected);
     }
 }
 
