@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestServer, codes, test_config};
+use crate::harness::{TestServer, codes, eventually, test_config};
 
 async fn fleet(s: &TestServer) {
     s.tool("payments.refund", "high").await;
@@ -289,7 +289,14 @@ async fn an_expired_approval_cannot_be_used_and_its_expiry_is_recorded() {
     fleet(&s).await;
     let id = ask(&s, "refund-bot", refund(5000)).await;
     assert_eq!(grant(&s, &id).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let status = async |id: &str| {
+        let (_, approval) = s.get(&format!("/v1/approvals/{id}"), &s.admin()).await;
+        approval["status"].as_str().unwrap_or_default().to_owned()
+    };
+    eventually("the granted approval expiring", async || {
+        status(&id).await == "expired"
+    })
+    .await;
     let (_, d) = s
         .post(
             "/v1/decisions",
@@ -302,7 +309,10 @@ async fn an_expired_approval_cannot_be_used_and_its_expiry_is_recorded() {
     assert_eq!(approval["status"], "expired", "{approval}");
     // A pending one that nobody decided expires too, and cannot be granted late.
     let late = ask(&s, "refund-bot", refund(6000)).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    eventually("the pending approval expiring", async || {
+        status(&late).await == "expired"
+    })
+    .await;
     assert_eq!(grant(&s, &late).await.0, 409);
 }
 

@@ -281,3 +281,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Polls until `check` holds, every 50 ms for at most 10 s: for what the server does on its own
+/// time (sweepers, watchers, background tasks), instead of sleeping a fixed guess.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}

@@ -11,7 +11,7 @@ use reins::tlog::merkle::leaf_hash;
 use serde_json::{Value, json};
 
 use crate::cli::{free_port, reins, run, text};
-use crate::harness::{TestServer, codes, copy_dir, test_config};
+use crate::harness::{TestServer, codes, copy_dir, eventually, test_config};
 
 fn hash(b64: &str) -> tlog_tiles::Hash {
     tlog_tiles::Hash(B64.decode(b64).unwrap().try_into().unwrap())
@@ -598,7 +598,11 @@ async fn after_kill_9_under_load_every_answered_decision_is_in_the_verified_ledg
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill it in the middle of the load, once it is well under way.
+    eventually("a hundred answers under load", async || {
+        answered.lock().unwrap().len() >= 100
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     for w in workers {
@@ -776,6 +780,7 @@ async fn committed_entries_reach_the_database_file_while_serving() {
     s.agent("bot", "limited", &["search.web"]).await;
     let db = s.data.path().join("reins.db");
     let size = || std::fs::metadata(&db).unwrap().len();
+    // Let the start-up entries reach the file first, so that growth below is the decisions'.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let before = size();
     let token = s.token("bot", &[]);

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestServer, codes, policy_ids, repo, test_config};
+use crate::harness::{TestServer, codes, eventually, policy_ids, repo, test_config};
 
 fn pack_files(extra: &[(&str, &str)], without: &[&str]) -> Value {
     let mut files = serde_json::Map::new();
@@ -693,17 +693,6 @@ async fn the_control_policy_not_hard_coded_roles_decides() {
     );
 }
 
-/// Polls until `check` holds (the watcher runs every 100 ms here).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen");
-}
-
 #[tokio::test]
 async fn with_watch_an_edit_goes_through_the_gate_and_a_failing_edit_changes_nothing() {
     let policies = tempfile::tempdir().unwrap();
@@ -741,6 +730,7 @@ async fn with_watch_an_edit_goes_through_the_gate_and_a_failing_edit_changes_not
         "permit (principal, action, resource) when {",
     )
     .unwrap();
+    // A refused edit leaves nothing to poll for: give the watcher five turns to refuse it.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     std::fs::remove_file(policies.path().join("broken.cedar")).unwrap();
     // An edit whose tests fail (no declared-tools permit): tested, refused, the active version stays.
