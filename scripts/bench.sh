@@ -11,6 +11,7 @@
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
+#   REINS=/tmp/reins-old scripts/bench.sh   # another build of reins, same baselines
 # Traffic goes only to 127.0.0.1. Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,13 @@ if ! command -v wrk >/dev/null; then
   command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 fi
 
-cargo build --release --quiet --bin reins --example cedar_baseline
-REINS=./target/release/reins
+# REINS=path/to/reins benchmarks another build (e.g. an earlier commit's) against the same baseline.
+if [ -n "${REINS:-}" ]; then
+  cargo build --release --quiet --example cedar_baseline
+else
+  cargo build --release --quiet --bin reins --example cedar_baseline
+  REINS=./target/release/reins
+fi
 CEDAR_PORT=$((PORT + 1))
 CEDAR_BASE="http://127.0.0.1:$CEDAR_PORT"
 WORK=$(mktemp -d)
