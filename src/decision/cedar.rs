@@ -2,6 +2,7 @@
 //! delegating user, the session, a granted approval), built as Cedar expressions.
 use super::*;
 use crate::ids::ApprovalId;
+use crate::policy::json::{restricted, to_cedar_json};
 
 /// Context keys Reins fills in itself; a caller may not set them.
 const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
@@ -31,14 +32,15 @@ pub(super) fn cedar_context(
     }
     let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(4);
     if let Some(given) = given {
-        for (key, value) in given {
+        // A null is an absent attribute (crate::policy::json).
+        for (key, value) in given.iter().filter(|(_, v)| !v.is_null()) {
             match restricted(value) {
                 Some(expression) => pairs.push((key.clone(), expression)),
                 None => return cedar_context_from_json(user, request, approval),
             }
         }
     }
-    if !given.is_some_and(|c| c.contains_key("args")) {
+    if given.is_none_or(|c| c.get("args").is_none_or(Value::is_null)) {
         pairs.push((
             "args".into(),
             RestrictedExpression::new_record([]).map_err(context_error)?,
@@ -78,30 +80,6 @@ pub(super) fn resource_error(e: impl std::fmt::Display) -> RequestError {
     RequestError::new("resource", e.to_string())
 }
 
-/// A JSON value as a Cedar expression, or None where only Cedar's JSON parser knows the answer
-/// (escapes, floats, nulls, integers outside i64).
-pub(super) fn restricted(value: &Value) -> Option<RestrictedExpression> {
-    match value {
-        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
-        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-        Value::Array(items) => Some(RestrictedExpression::new_set(
-            items.iter().map(restricted).collect::<Option<Vec<_>>>()?,
-        )),
-        Value::Object(fields) => {
-            if fields.keys().any(|k| k.starts_with("__")) {
-                return None;
-            }
-            let fields = fields
-                .iter()
-                .map(|(k, v)| Some((k.clone(), restricted(v)?)))
-                .collect::<Option<Vec<_>>>()?;
-            RestrictedExpression::new_record(fields).ok()
-        }
-        Value::Null => None,
-    }
-}
-
 /// [`cedar_context`] through Cedar's JSON parser: for contexts with escapes, and for the errors
 /// Cedar reports on values it cannot take.
 pub(super) fn cedar_context_from_json(
@@ -109,7 +87,14 @@ pub(super) fn cedar_context_from_json(
     request: &DecisionRequest,
     approval: Option<(ApprovalId, &str)>,
 ) -> Result<Context, RequestError> {
-    let mut context = request.context.clone().unwrap_or_default();
+    let mut context = match request
+        .context
+        .as_ref()
+        .map(|c| to_cedar_json(&Value::Object(c.clone())))
+    {
+        Some(Value::Object(c)) => c,
+        _ => Map::new(),
+    };
     context
         .entry("args")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -169,6 +154,10 @@ pub(super) mod tests {
             json!({"args": {"amount": 1200, "currency": "EUR", "neg": -7, "max": i64::MAX}}),
             json!({"args": {"flags": ["a", "b", "a"], "nested": {"deep": {"ok": true}}}, "extra": false}),
             json!({"args": {"list": [[1, 2], [], [{"k": "v"}]]}, "n": 0}),
+            // As LLMs write them: floats, nulls, numbers past Long and decimal.
+            json!({"args": {"amount": 50.5, "tip": 1e3, "rate": 0.12345, "huge": 1e300, "big": u64::MAX}}),
+            json!({"args": {"note": null, "nested": {"a": null, "b": [null, 2.5, 3]}}, "x": null}),
+            json!({"args": null}),
         ];
         for context in contexts {
             let request = request(context.clone());
@@ -180,7 +169,7 @@ pub(super) mod tests {
         }
     }
 
-    /// Escapes and values Cedar refuses take Cedar's parser: same answers, same errors.
+    /// Escapes take Cedar's parser: same answers, same errors.
     #[test]
     fn escapes_and_refused_values_go_through_cedars_parser() {
         let escaped = request(json!({"args": {
@@ -191,12 +180,8 @@ pub(super) mod tests {
             cedar_context(None, &escaped, None).unwrap(),
             cedar_context_from_json(None, &escaped, None).unwrap()
         );
-        for refused in [
-            json!({"args": {"amount": 1.5}}),
-            json!({"args": {"amount": null}}),
-            json!({"args": {"big": u64::MAX}}),
-            json!({"args": {"bad": {"__extn": {"fn": "decimal", "arg": "x"}}}}),
-        ] {
+        {
+            let refused = json!({"args": {"bad": {"__extn": {"fn": "decimal", "arg": "x"}}}});
             let request = request(refused.clone());
             let direct = cedar_context(None, &request, None).unwrap_err();
             let parsed = cedar_context_from_json(None, &request, None).unwrap_err();

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub mod control;
+pub mod json;
 pub mod limits;
 pub mod shadow;
 pub mod store;

@@ -282,10 +282,11 @@ fn evaluate(
         uid(&r.action, "action")?,
         uid(&r.resource, "resource")?,
     );
+    // The same mapping as decisions: floats as decimals, nulls absent (`policy::json`).
     let context_json = if r.context.is_null() {
         Value::Object(Default::default())
     } else {
-        r.context.clone()
+        super::json::to_cedar_json(&r.context)
     };
     let context = Context::from_json_value(context_json, Some((schema, &action)))
         .map_err(|e| format!("context: {e}"))?;

@@ -147,7 +147,8 @@ async fn requests_the_schema_cannot_read_are_422_naming_the_field() {
             "set by Reins",
         ),
         (
-            json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": {"args": {"amount": 1.5}}}),
+            // Floats and nulls are taken (tests/http/llm_args.rs); a malformed escape is not.
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "search.web"}, "context": {"args": {"limit": {"__extn": {"fn": "decimal", "arg": "x"}}}}}),
             "context",
             "",
         ),

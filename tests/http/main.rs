@@ -14,6 +14,7 @@ mod harness;
 mod interop;
 mod killswitch;
 mod ledger;
+mod llm_args;
 mod policies;
 mod registry;
 mod telemetry;
