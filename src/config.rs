@@ -23,6 +23,9 @@ fn is_config_env(key: &str) -> bool {
     !NON_CONFIG_ENV.contains(&key) && !key.starts_with("bench_")
 }
 
+/// How long an `Idempotency-Key` answers the decision recorded with it, unless configured.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -50,6 +53,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Most requests in one `POST /v1/decisions/batch`.
     pub batch_max: usize,
+    /// How long an `Idempotency-Key` answers the decision recorded with it.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
     pub identity: IdentityConfig,
     pub ledger: LedgerConfig,
     pub approvals: ApprovalsConfig,
@@ -258,6 +264,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             batch_max: 100,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             identity: IdentityConfig::default(),
             ledger: LedgerConfig::default(),
             approvals: ApprovalsConfig::default(),
@@ -348,6 +355,9 @@ impl Config {
         };
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if self.idempotency_window.is_zero() {
+            return Err(invalid("idempotency_window", "must be greater than zero"));
         }
         if self.batch_max == 0 {
             return Err(invalid("batch_max", "must be at least 1"));

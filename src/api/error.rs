@@ -132,6 +132,24 @@ impl From<RequestError> for ApiError {
     }
 }
 
+impl From<crate::decision::IdempotencyError> for ApiError {
+    fn from(e: crate::decision::IdempotencyError) -> Self {
+        use crate::decision::IdempotencyError::*;
+        match e {
+            Conflict(_) => Self::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string())
+                .with_field("Idempotency-Key"),
+            Request(e) => e.into(),
+            Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::decision::BadIdempotencyKey> for ApiError {
+    fn from(e: crate::decision::BadIdempotencyKey) -> Self {
+        Self::bad_request("invalid_idempotency_key", e.to_string()).with_field("Idempotency-Key")
+    }
+}
+
 impl From<crate::authzen::Invalid> for ApiError {
     fn from(e: crate::authzen::Invalid) -> Self {
         ApiError::bad_request("invalid_request", e.0)

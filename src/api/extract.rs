@@ -153,3 +153,24 @@ impl FromRequestParts<AppState> for Caller {
         Ok(caller)
     }
 }
+
+/// The `Idempotency-Key` header, if sent (400 when it is not a key).
+pub struct IdempotencyKeyHeader(pub Option<crate::decision::IdempotencyKey>);
+
+/// The response header that marks an answer given again for a repeated `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let key = value
+            .to_str()
+            .map_err(|_| crate::decision::BadIdempotencyKey)?
+            .parse()?;
+        Ok(Self(Some(key)))
+    }
+}

@@ -32,14 +32,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::decision::{RequestError, Target};
+use crate::decision::{Keyed, RequestError, Target};
 use crate::identity::{Caller, roles};
 use crate::ids::{AgentId, DecisionId, ToolId};
 use crate::model::{Decision, DecisionRecord, DecisionRequest};
 use crate::registry::{Agent, AgentRecord, Tool, ToolRecord};
 
 use error::{ApiError, ErrorBody};
-use extract::{ApiJson, ApiQuery, path_id};
+use extract::{ApiJson, ApiQuery, IDEMPOTENT_REPLAYED, IdempotencyKeyHeader, path_id};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -229,21 +229,45 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Ask for a decision. The principal is the token's agent; the answer is stored before it is sent.
+/// With an `Idempotency-Key`, a repeat of the same request by the same agent within
+/// `idempotency_window` is answered with the recorded decision (header `Idempotent-Replayed:
+/// true`) instead of a second one; the key with a different request is a 409.
 #[utoipa::path(post, path = "/v1/decisions", tag = "decisions", request_body = DecisionRequest,
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key gets the recorded answer")),
     responses((status = 200, body = Decision), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_decision(
     State(state): State<AppState>,
     store: StoreSel,
     caller: Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     ApiJson(request): ApiJson<DecisionRequest>,
-) -> Result<Json<Decision>, ApiError> {
-    match native_target(&state, &store, &request)? {
-        Target::Default => Ok(Json(state.pipeline.decide(&caller, request).await?)),
-        target => Ok(Json(
-            state.pipeline.decide_in(target, &caller, request).await?,
-        )),
+) -> Result<axum::response::Response, ApiError> {
+    let target = native_target(&state, &store, &request)?;
+    Ok(match (key, target) {
+        (None, Target::Default) => {
+            Json(state.pipeline.decide(&caller, request).await?).into_response()
+        }
+        (None, target) => {
+            Json(state.pipeline.decide_in(target, &caller, request).await?).into_response()
+        }
+        (Some(key), target) => keyed(
+            state
+                .pipeline
+                .decide_keyed(target, &caller, request, key)
+                .await?,
+        ),
+    })
+}
+
+/// A keyed decision's answer, marked when it was given before.
+fn keyed(answer: Keyed) -> axum::response::Response {
+    match answer {
+        Keyed::Decided(decision) => Json(decision).into_response(),
+        Keyed::Replayed(decision) => {
+            ([(IDEMPOTENT_REPLAYED, "true")], Json(decision)).into_response()
+        }
     }
 }
 

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use crate::decision::{Evaluated, Pipeline, RequestError, Target};
+use crate::decision::{
+    Evaluated, IdempotencyError, IdempotencyKey, Keyed, Pipeline, RequestError, Target,
+};
 use crate::identity::Caller;
 use crate::ids::AgentId;
 use crate::model::{Decision, DecisionRequest, Outcome, ReasonCode, ResourceRef};
@@ -238,13 +240,55 @@ pub async fn evaluate(
     scope: &Scope,
     request: EvaluationRequest,
 ) -> EvaluationResponse {
-    let result = match prepare(scope, request) {
-        Ok((caller, target, request)) => pipeline.decide_in(target, &caller, request).await,
-        Err(e) => Err(e),
+    match evaluate_keyed(pipeline, scope, request, None).await {
+        Ok(answered) => answered.response,
+        // Without a key there is no conflict and no read of earlier decisions.
+        Err(e) => refused(&RequestError {
+            field: String::new(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// An evaluation's answer, and whether it was given before for the same `Idempotency-Key`.
+pub struct Answered {
+    pub response: EvaluationResponse,
+    pub replayed: bool,
+}
+
+/// [`evaluate`], once per `Idempotency-Key` when there is one (see
+/// [`Pipeline::decide_keyed`]): a conflict or a storage failure is an error, not a decision.
+pub async fn evaluate_keyed(
+    pipeline: &Pipeline,
+    scope: &Scope,
+    request: EvaluationRequest,
+    key: Option<IdempotencyKey>,
+) -> Result<Answered, IdempotencyError> {
+    let result = match (prepare(scope, request), key) {
+        (Ok((caller, target, request)), None) => pipeline
+            .decide_in(target, &caller, request)
+            .await
+            .map(Keyed::Decided)
+            .map_err(IdempotencyError::Request),
+        (Ok((caller, target, request)), Some(key)) => {
+            pipeline.decide_keyed(target, &caller, request, key).await
+        }
+        (Err(e), _) => Err(IdempotencyError::Request(e)),
     };
     match result {
-        Ok(decision) => answer(&decision, true),
-        Err(e) => refused(&e),
+        Ok(Keyed::Decided(d)) => Ok(Answered {
+            response: answer(&d, true),
+            replayed: false,
+        }),
+        Ok(Keyed::Replayed(d)) => Ok(Answered {
+            response: answer(&d, true),
+            replayed: true,
+        }),
+        Err(IdempotencyError::Request(e)) => Ok(Answered {
+            response: refused(&e),
+            replayed: false,
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -296,6 +340,7 @@ pub async fn evaluate_many(
                             target,
                             request,
                             evaluation,
+                            idempotency: None,
                         });
                         slots.push(Ok(evaluated.len() - 1));
                         Some(allow)

@@ -44,6 +44,7 @@ use crate::store::{DecisionRow, SideEffect, Store, StoreError};
 
 mod cedar;
 mod evaluate;
+mod idempotency;
 mod probe;
 mod record;
 #[cfg(test)]
@@ -51,6 +52,7 @@ mod tests;
 
 use cedar::*;
 use evaluate::*;
+pub use idempotency::{BadIdempotencyKey, Idempotency, IdempotencyError, IdempotencyKey, Keyed};
 pub use probe::{probe_tool, replay_decision};
 pub use record::record_of;
 
@@ -125,6 +127,8 @@ pub struct Evaluated {
     pub target: Target,
     pub request: DecisionRequest,
     pub evaluation: Evaluation,
+    /// The `Idempotency-Key` it was asked with, recorded in its row.
+    pub idempotency: Option<Idempotency>,
 }
 
 /// Evaluates and records decisions.
@@ -140,6 +144,9 @@ pub struct Pipeline {
     stores: BTreeMap<StoreName, Arc<PolicyStore>>,
     /// The default store's shadow version, if any.
     shadow: arc_swap::ArcSwapOption<Shadow>,
+    /// How long an `Idempotency-Key` answers the decision recorded with it.
+    idempotency_window: std::time::Duration,
+    in_flight: idempotency::InFlight,
 }
 
 impl Pipeline {
@@ -165,7 +172,15 @@ impl Pipeline {
             batch_max,
             stores: BTreeMap::new(),
             shadow: Default::default(),
+            idempotency_window: crate::config::DEFAULT_IDEMPOTENCY_WINDOW,
+            in_flight: Default::default(),
         })
+    }
+
+    /// How long an `Idempotency-Key` answers the decision recorded with it.
+    pub fn with_idempotency_window(mut self, window: std::time::Duration) -> Self {
+        self.idempotency_window = window;
+        self
     }
 
     /// Starts (Some) or stops (None) shadowing a version in `store`.
@@ -241,6 +256,7 @@ impl Pipeline {
                     target,
                     request,
                     evaluation,
+                    idempotency: None,
                 }])
                 .await;
             recorded.remove(0)
@@ -260,7 +276,13 @@ impl Pipeline {
         let mut slots = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let evaluation = self.claim(item.evaluation);
-            match self.prepare(&item.caller, &item.request, &evaluation, &item.target) {
+            match self.prepare(
+                &item.caller,
+                &item.request,
+                &evaluation,
+                &item.target,
+                item.idempotency.as_ref(),
+            ) {
                 Ok(appends) => {
                     prepared.push((appends, evaluation));
                     slots.push(i);
@@ -300,7 +322,7 @@ impl Pipeline {
         let decision = async {
             let evaluation = self.evaluate(caller, &request)?;
             let evaluation = self.claim(evaluation);
-            let appends = self.prepare(caller, &request, &evaluation, &Target::Default)?;
+            let appends = self.prepare(caller, &request, &evaluation, &Target::Default, None)?;
             Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
         }
         .instrument(span)
@@ -399,7 +421,7 @@ impl Pipeline {
         let mut prepared = Vec::with_capacity(size);
         for (i, ((target, request), evaluation)) in items.iter().zip(evaluations).enumerate() {
             let evaluation = self.claim(evaluation);
-            match self.prepare(caller, request, &evaluation, target) {
+            match self.prepare(caller, request, &evaluation, target, None) {
                 Ok(appends) => prepared.push((appends, evaluation)),
                 Err(e) => {
                     for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter()) {

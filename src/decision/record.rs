@@ -11,12 +11,13 @@ impl Pipeline {
         request: &DecisionRequest,
         evaluation: &Evaluation,
         target: &Target,
+        idempotency: Option<&Idempotency>,
     ) -> Result<Vec<Append>, RequestError> {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
         let salts = crate::events::mask(&mut context, self.ledger.mask())
             .map_err(|e| RequestError::new("context", e.to_string()))?;
         // The row holds no context: the request as recorded (masked) is the entry's.
-        let row = row_of(caller, request, &evaluation.decision)
+        let row = row_of(caller, request, &evaluation.decision, idempotency)
             .map_err(|e| RequestError::new("request", e.to_string()))?;
         let d = &evaluation.decision;
         let entry = Entry {
@@ -171,6 +172,7 @@ pub(super) fn row_of(
     caller: &Caller,
     request: &DecisionRequest,
     decision: &Decision,
+    idempotency: Option<&Idempotency>,
 ) -> Result<DecisionRow, serde_json::Error> {
     let extra = AnswerExtra {
         trace_id: decision.trace_id.clone(),
@@ -201,6 +203,8 @@ pub(super) fn row_of(
         request: None,
         response: None,
         entry: None,
+        idempotency_key: idempotency.map(|i| i.key.as_str().to_owned()),
+        request_digest: idempotency.map(|i| i.request_digest.clone()),
     })
 }
 
@@ -310,6 +314,8 @@ mod tests {
             request: None,
             response: None,
             entry: None,
+            idempotency_key: None,
+            request_digest: None,
         }
     }
 

@@ -182,7 +182,8 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         store.clone(),
         config.batch_max,
     )?
-    .with_stores(stores);
+    .with_stores(stores)
+    .with_idempotency_window(config.idempotency_window);
     record_self_check(&pipeline, &ledger).await?;
     versions.resume_shadow(&pipeline, None).await?;
     for s in pipeline

@@ -192,6 +192,24 @@ impl Store {
         .await?)
     }
 
+    /// The newest decision `agent` asked for with idempotency key `key` at or after `since`.
+    pub async fn decision_by_idempotency_key(
+        &self,
+        agent: &AgentId,
+        key: &str,
+        since: Timestamp,
+    ) -> Result<Option<DecisionRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE d.agent_id = $1 AND d.idempotency_key = $2 AND d.evaluated_at >= $3
+             ORDER BY d.evaluated_at DESC LIMIT 1"
+        )))
+        .bind(agent.as_str())
+        .bind(key)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Newest first; `before` pages backwards from a decision id.
     pub async fn decisions(
         &self,

@@ -45,6 +45,9 @@ pub struct DecisionRow {
     pub response: Option<String>,
     /// The ledger entry's bytes (reads only; never written through this row).
     pub entry: Option<Vec<u8>>,
+    /// The `Idempotency-Key` it was asked with, and the SHA-256 of the request it answered.
+    pub idempotency_key: Option<String>,
+    pub request_digest: Option<String>,
 }
 
 /// A ledger entry as stored.
@@ -105,7 +108,8 @@ pub struct ApprovalRow {
 
 /// A decision row with its ledger entry, which holds the request and the answer.
 pub(super) const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_of, d.action, d.resource_type, d.resource_id,
-    d.decision, d.policy_digest, d.evaluated_at, d.ledger_index, d.leaf_hash, d.extra, d.request, d.response, e.entry
+    d.decision, d.policy_digest, d.evaluated_at, d.ledger_index, d.leaf_hash, d.extra, d.request, d.response, e.entry,
+    d.idempotency_key, d.request_digest
     FROM decisions d LEFT JOIN ledger_entries e ON e.idx = d.ledger_index";
 
 pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, on_behalf_of, action, resource_type, resource_id, context_digest, approver_group, policy_ids,

@@ -230,8 +230,9 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
         SideEffect::Decision { row: d, salts } => {
             tx.prepare_cached(
                 "INSERT INTO decisions (id, agent_id, on_behalf_of, action, resource_type, resource_id, decision,
-                                        policy_digest, evaluated_at, extra, ledger_index, leaf_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                        policy_digest, evaluated_at, extra, ledger_index, leaf_hash,
+                                        idempotency_key, request_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 d.id,
@@ -246,6 +247,8 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                 d.extra,
                 row.index as i64,
                 row.nodes.first().map(|(_, h)| &h[..]),
+                d.idempotency_key,
+                d.request_digest,
             ])?;
             if !salts.is_empty() {
                 let mut salt = tx.prepare_cached(

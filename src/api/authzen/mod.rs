@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::StoreSel;
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, IDEMPOTENT_REPLAYED, IdempotencyKeyHeader};
 use crate::app::AppState;
 use crate::authzen::{
     self, EvaluationRequest, EvaluationResponse, EvaluationsAnswer, EvaluationsRequest, Scope,
@@ -128,21 +128,31 @@ fn target_of(
     }
 }
 
-/// Access evaluation: may the subject perform the action on the resource?
+/// Access evaluation: may the subject perform the action on the resource? With an
+/// `Idempotency-Key`, a repeat of the same request for the same subject is answered with the
+/// recorded decision (header `Idempotent-Replayed: true`); the key with another request is a 409.
 #[utoipa::path(post, path = "/access/v1/evaluation", tag = "authzen", request_body = EvaluationRequest,
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key gets the recorded answer")),
     responses((status = 200, body = EvaluationResponse), (status = 400, description = "malformed request (plain text)"),
-        (status = 401, description = "missing or bad PEP token"), (status = 403, description = "not a PEP")))]
+        (status = 401, description = "missing or bad PEP token"), (status = 403, description = "not a PEP"),
+        (status = 409, description = "the Idempotency-Key was used for another request (plain text)")))]
 async fn evaluation(
     State(state): State<AppState>,
     store: StoreSel,
     pep: Pep,
+    key: Result<IdempotencyKeyHeader, ApiError>,
     AzJson(request): AzJson<EvaluationRequest>,
-) -> Result<Json<EvaluationResponse>, AuthzenError> {
+) -> Result<Response, AuthzenError> {
     let scope = scope_of(&state, &store, pep)?;
-    Ok(Json(
-        authzen::evaluate(&state.pipeline, &scope, request).await,
-    ))
+    let answered = authzen::evaluate_keyed(&state.pipeline, &scope, request, key?.0)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(if answered.replayed {
+        ([(IDEMPOTENT_REPLAYED, "true")], Json(answered.response)).into_response()
+    } else {
+        Json(answered.response).into_response()
+    })
 }
 
 /// Access evaluations: many evaluations in one call, in request order.
