@@ -51,6 +51,16 @@ pub enum Command {
     /// Audit packs: export from the local data dir, verify offline.
     #[command(subcommand)]
     AuditPack(AuditPackCommand),
+    /// Command hooks for coding agents (Claude Code, Codex): Reins decides each tool call.
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Read a PreToolUse event on stdin, ask Reins, answer allow, deny or ask on stdout. Any
+    /// failure to get an answer is a deny.
+    PreToolUse(crate::hook::HookArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,9 +283,11 @@ impl LocalArgs {
 }
 
 /// Runs a parsed command line. Errors are for the user to read.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let config_file = cli.config.as_deref();
     match cli.command {
+        // A hook answers on stdout whatever happens, and its exit status is the agent's contract.
+        Command::Hook(HookCommand::PreToolUse(args)) => return Ok(crate::hook::run(args).await),
         Command::Serve(args) => {
             let overrides = Overrides {
                 listen: args.listen,
@@ -346,7 +358,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {

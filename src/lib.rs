@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod decision;
 pub mod events;
+pub mod hook;
 pub mod identity;
 pub mod ids;
 pub mod killswitch;

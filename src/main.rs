@@ -23,7 +23,7 @@ async fn main() -> std::process::ExitCode {
     // Flushing blocks on the exporters: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

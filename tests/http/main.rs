@@ -11,6 +11,7 @@ mod fail_closed;
 mod fuzz;
 mod hardening;
 mod harness;
+mod hook;
 mod idempotency;
 mod interop;
 mod killswitch;
