@@ -11,7 +11,8 @@
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
-#   REINS=/tmp/reins-old scripts/bench.sh   # another build of reins, same baselines
+#   REINS=/tmp/reins-old POLICY_DIR=/tmp/old/policies scripts/bench.sh
+#                                   # another build of reins (with the policy pack its tests expect)
 # Traffic goes only to 127.0.0.1. Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,7 @@ DATA="$WORK/data"
 trap 'kill $SERVER ${CEDAR:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # Default settings, logging included: what an operator runs.
-$REINS serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+$REINS serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" ${POLICY_DIR:+--policy-dir "$POLICY_DIR"} >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 200); do curl -fs "$BASE/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
 

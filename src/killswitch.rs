@@ -61,10 +61,22 @@ pub struct ReleaseRequest {
     pub reason: String,
 }
 
+/// Whether a switch still stops what it covers. A released switch stays released: engaging
+/// again is a new switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = KillSwitchState)]
+pub enum SwitchState {
+    Engaged,
+    Released,
+}
+
 /// A switch, engaged or released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Switch {
     pub id: SwitchId,
+    /// `released` once `released_at` is set.
+    pub state: SwitchState,
     pub scope: Scope,
     pub reason: String,
     pub drill: bool,
@@ -77,7 +89,7 @@ pub struct Switch {
 
 impl Switch {
     pub fn is_engaged(&self) -> bool {
-        self.released_at.is_none()
+        self.state == SwitchState::Engaged
     }
 }
 
@@ -179,6 +191,7 @@ impl KillSwitches {
         }
         let switch = Switch {
             id: SwitchId::new(),
+            state: SwitchState::Engaged,
             scope: request.scope,
             reason: request.reason,
             drill: request.drill,
@@ -241,6 +254,7 @@ impl KillSwitches {
             return Err(KillSwitchError::AlreadyReleased(*id));
         }
         let released = Switch {
+            state: SwitchState::Released,
             released_by: Some(actor.to_owned()),
             released_at: Some(now.to_owned()),
             release_reason: Some(request.reason.clone()),
@@ -320,7 +334,12 @@ fn switch_of(r: KillSwitchRow) -> Result<Switch, StoreError> {
             .id
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("kill switch `{}`: {e}", r.id)))?,
-        // Ids were validated when the switch was engaged; one that no longer parses widens nothing.
+        state: match r.released_at {
+            None => SwitchState::Engaged,
+            Some(_) => SwitchState::Released,
+        },
+        // Ids were validated when the switch was engaged; one that no longer parses drops out of
+        // the scope, which then covers more: the switch stops more, never less.
         scope: Scope {
             agent: r.scope_agent.and_then(|a| a.parse().ok()),
             tool: r.scope_tool.and_then(|t| t.parse().ok()),

@@ -126,22 +126,14 @@ impl Pipeline {
                 }
                 return Ok(Keyed::Replayed(record_of(&row)?.decision));
             }
-            let span = decision_span(caller, &request, &target);
-            let evaluation = self.evaluate_in(&target, caller, &request)?;
-            let mut recorded = self
-                .record_evaluated(vec![Evaluated {
-                    caller: caller.clone(),
-                    target,
-                    request,
-                    evaluation,
-                    idempotency: Some(Idempotency {
-                        key: slot.1.clone(),
-                        request_digest,
-                    }),
-                }])
-                .instrument(span)
-                .await;
-            Ok(Keyed::Decided(recorded.remove(0)?))
+            let idempotency = Idempotency {
+                key: slot.1.clone(),
+                request_digest,
+            };
+            let decision = self
+                .decide_recorded(target, caller, request, Some(idempotency))
+                .await?;
+            Ok(Keyed::Decided(decision))
         }
         .await;
         self.in_flight.release(&slot, lock);

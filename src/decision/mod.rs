@@ -247,6 +247,17 @@ impl Pipeline {
         caller: &Caller,
         request: DecisionRequest,
     ) -> Result<Decision, RequestError> {
+        self.decide_recorded(target, caller, request, None).await
+    }
+
+    /// [`Pipeline::decide_in`], the row keeping the `Idempotency-Key` it was asked with.
+    pub(super) async fn decide_recorded(
+        &self,
+        target: Target,
+        caller: &Caller,
+        request: DecisionRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Decision, RequestError> {
         let span = decision_span(caller, &request, &target);
         async {
             let evaluation = self.evaluate_in(&target, caller, &request)?;
@@ -256,7 +267,7 @@ impl Pipeline {
                     target,
                     request,
                     evaluation,
-                    idempotency: None,
+                    idempotency,
                 }])
                 .await;
             recorded.remove(0)

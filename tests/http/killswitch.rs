@@ -265,6 +265,7 @@ async fn only_operators_engage_and_bad_requests_change_nothing() {
 
     let switch = engage(&s, json!({})).await;
     let id = switch["id"].as_str().unwrap();
+    assert_eq!(switch["state"], "engaged", "{switch}");
     let del = |id: String, token: String| {
         let s = &s;
         async move {
@@ -285,6 +286,8 @@ async fn only_operators_engage_and_bad_requests_change_nothing() {
         404
     );
     assert_eq!(del(id.into(), op.clone()).await, 200);
+    let (_, list) = s.get("/v1/killswitch", &op).await;
+    assert_eq!(list["history"][0]["state"], "released", "{list}");
     assert_eq!(del(id.into(), op.clone()).await, 409);
 }
 
