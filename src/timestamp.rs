@@ -59,11 +59,6 @@ impl Timestamp {
         self.0
     }
 
-    /// Milliseconds since 1970, as the ledger's checkpoint timestamps and metrics count.
-    pub fn unix_millis(self) -> i128 {
-        self.0.unix_timestamp_nanos() / 1_000_000
-    }
-
     /// `self + d`, clamped to the representable range.
     pub fn plus(self, d: std::time::Duration) -> Self {
         let d = time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
@@ -104,12 +99,6 @@ impl FromStr for Timestamp {
     type Err = TimestampError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
-    }
-}
-
-impl From<OffsetDateTime> for Timestamp {
-    fn from(t: OffsetDateTime) -> Self {
-        Self::from_datetime(t)
     }
 }
 

@@ -240,13 +240,13 @@ pub async fn evaluate(
     scope: &Scope,
     request: EvaluationRequest,
 ) -> EvaluationResponse {
-    match evaluate_keyed(pipeline, scope, request, None).await {
-        Ok(answered) => answered.response,
-        // Without a key there is no conflict and no read of earlier decisions.
-        Err(e) => refused(&RequestError {
-            field: String::new(),
-            message: e.to_string(),
-        }),
+    let decided = match prepare(scope, request) {
+        Ok((caller, target, request)) => pipeline.decide_in(target, &caller, request).await,
+        Err(e) => Err(e),
+    };
+    match decided {
+        Ok(decision) => answer(&decision, true),
+        Err(e) => refused(&e),
     }
 }
 
@@ -256,40 +256,25 @@ pub struct Answered {
     pub replayed: bool,
 }
 
-/// [`evaluate`], once per `Idempotency-Key` when there is one (see
-/// [`Pipeline::decide_keyed`]): a conflict or a storage failure is an error, not a decision.
+/// [`evaluate`] once per `Idempotency-Key` (see [`Pipeline::decide_keyed`]): a conflict or a
+/// storage failure is an error, not a decision.
 pub async fn evaluate_keyed(
     pipeline: &Pipeline,
     scope: &Scope,
     request: EvaluationRequest,
-    key: Option<IdempotencyKey>,
+    key: IdempotencyKey,
 ) -> Result<Answered, IdempotencyError> {
-    let result = match (prepare(scope, request), key) {
-        (Ok((caller, target, request)), None) => pipeline
-            .decide_in(target, &caller, request)
-            .await
-            .map(Keyed::Decided)
-            .map_err(IdempotencyError::Request),
-        (Ok((caller, target, request)), Some(key)) => {
-            pipeline.decide_keyed(target, &caller, request, key).await
-        }
-        (Err(e), _) => Err(IdempotencyError::Request(e)),
+    let keyed = match prepare(scope, request) {
+        Ok((caller, target, request)) => pipeline.decide_keyed(target, &caller, request, key).await,
+        Err(e) => Err(IdempotencyError::Request(e)),
     };
-    match result {
-        Ok(Keyed::Decided(d)) => Ok(Answered {
-            response: answer(&d, true),
-            replayed: false,
-        }),
-        Ok(Keyed::Replayed(d)) => Ok(Answered {
-            response: answer(&d, true),
-            replayed: true,
-        }),
-        Err(IdempotencyError::Request(e)) => Ok(Answered {
-            response: refused(&e),
-            replayed: false,
-        }),
-        Err(e) => Err(e),
-    }
+    let (response, replayed) = match keyed {
+        Ok(Keyed::Decided(d)) => (answer(&d, true), false),
+        Ok(Keyed::Replayed(d)) => (answer(&d, true), true),
+        Err(IdempotencyError::Request(e)) => (refused(&e), false),
+        Err(e) => return Err(e),
+    };
+    Ok(Answered { response, replayed })
 }
 
 /// Many evaluations in one call, in request order, stopping where `options.evaluations_semantic`

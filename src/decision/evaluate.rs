@@ -466,11 +466,26 @@ enum ResourceEntity<'a> {
 
 /// A deny for a fail-closed reason, before or instead of Cedar.
 pub(super) fn denial(pack: &PolicyPack, code: ReasonCode, message: String) -> Decision {
+    new_decision(
+        pack,
+        Outcome::Deny,
+        vec![Reason::code(code, message)],
+        Vec::new(),
+    )
+}
+
+/// A fresh decision by `pack`, not yet recorded.
+fn new_decision(
+    pack: &PolicyPack,
+    decision: Outcome,
+    reasons: Vec<Reason>,
+    errors: Vec<EvaluationError>,
+) -> Decision {
     Decision {
         decision_id: DecisionId::new(),
-        decision: Outcome::Deny,
-        reasons: vec![Reason::code(code, message)],
-        errors: Vec::new(),
+        decision,
+        reasons,
+        errors,
         policy_digest: Some(pack.digest().to_string()),
         evaluated_at: Timestamp::now(),
         ledger: None,
@@ -534,19 +549,7 @@ pub(super) fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) 
             "no policy permits this request",
         ));
     }
-    Decision {
-        decision_id: DecisionId::new(),
-        decision: outcome,
-        reasons,
-        errors,
-        policy_digest: Some(pack.digest().to_string()),
-        evaluated_at: Timestamp::now(),
-        ledger: None,
-        evaluation_id: None,
-        access_request: None,
-        store: None,
-        trace_id: None,
-    }
+    new_decision(pack, outcome, reasons, errors)
 }
 
 /// When every policy that denied is an `@approval` policy (and none failed), the approver group

@@ -219,7 +219,7 @@ async fn a_kill_switch_denies_first_and_names_itself() {
     );
     assert_eq!(d.reasons[0].killswitch_id, Some(switch.id));
     assert_eq!(d.reasons[0].message.as_deref(), Some("runaway"));
-    // Out of scope: another agent is unaffected; an unknown agent in scope is still the switch's.
+    // Out of scope: another agent is unaffected.
     let d = f.decide("hr-bot", invoke("crm.read", json!({}))).await;
     assert_eq!(d.decision, Outcome::Allow);
 }

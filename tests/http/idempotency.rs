@@ -164,4 +164,12 @@ async fn authzen_evaluations_take_the_key_too() {
         conflict.as_str().unwrap().contains("az-1"),
         "plain text: {conflict}"
     );
+    let (status, _, bad) =
+        post_keyed(&s, "/access/v1/evaluation", &pep, "two words", &ask("rust")).await;
+    assert_eq!(status, 400);
+    assert!(
+        bad.as_str().unwrap().contains("Idempotency-Key"),
+        "plain text: {bad}"
+    );
+    assert_eq!(s.ledger_size(), size + 1, "nothing refused was recorded");
 }

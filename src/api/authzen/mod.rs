@@ -145,7 +145,10 @@ async fn evaluation(
     AzJson(request): AzJson<EvaluationRequest>,
 ) -> Result<Response, AuthzenError> {
     let scope = scope_of(&state, &store, pep)?;
-    let answered = authzen::evaluate_keyed(&state.pipeline, &scope, request, key?.0)
+    let Some(key) = key?.0 else {
+        return Ok(Json(authzen::evaluate(&state.pipeline, &scope, request).await).into_response());
+    };
+    let answered = authzen::evaluate_keyed(&state.pipeline, &scope, request, key)
         .await
         .map_err(ApiError::from)?;
     Ok(if answered.replayed {
