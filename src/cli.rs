@@ -54,6 +54,10 @@ pub enum Command {
     /// Command hooks for coding agents (Claude Code, Codex): Reins decides each tool call.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// An MCP gateway: fronts the MCP servers named in `--config FILE` (TOML) and forwards a
+    /// tool call only when Reins allows it. Serves stdio (token in REINS_TOKEN), or Streamable
+    /// HTTP at `/mcp` with `--listen ADDR`.
+    Mcp(crate::mcp::McpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         // A hook answers on stdout whatever happens, and its exit status is the agent's contract.
         Command::Hook(HookCommand::PreToolUse(args)) => return Ok(crate::hook::run(args).await),
+        Command::Mcp(args) => crate::mcp::run(cli.config, args).await?,
         Command::Serve(args) => {
             let overrides = Overrides {
                 listen: args.listen,

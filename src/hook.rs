@@ -17,6 +17,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::client::{CallOptions, Client, describe};
+use crate::decision::IdempotencyKey;
+use crate::model::{Decision, DecisionRequest, Outcome, ResourceRef};
+
 /// Largest hook event read from stdin: a tool call's arguments, with room to spare.
 const MAX_EVENT_BYTES: u64 = 4 << 20;
 
@@ -140,66 +144,48 @@ pub async fn decide(args: &HookArgs, input: &[u8]) -> Verdict {
     let Some(token) = args.token.as_deref() else {
         return Verdict::Deny("Reins hook has no token: set REINS_TOKEN".into());
     };
-    let base = args.url.trim_end_matches('/');
     let tool = format!("{}{}", args.tool_prefix, event.tool_name);
-    let mut request = json!({
-        "action": "invoke",
-        "resource": {"type": "Tool", "id": tool},
-        "context": {"args": event.tool_input},
-    });
-    if let Some(session) = &event.session_id {
-        request["session_id"] = json!(session);
-    }
-    let client = match reqwest::Client::builder().timeout(args.timeout).build() {
+    let mut context = serde_json::Map::new();
+    context.insert("args".into(), event.tool_input);
+    let request = DecisionRequest {
+        action: "invoke".into(),
+        resource: ResourceRef {
+            kind: "Tool".into(),
+            id: tool.clone(),
+            attributes: None,
+        },
+        context: Some(context),
+        session_id: event.session_id,
+        approval_id: None,
+    };
+    let client = match Client::new(&args.url, args.timeout) {
         Ok(c) => c,
         Err(e) => return Verdict::Deny(format!("Reins hook: {e}")),
     };
-    let mut call = client
-        .post(format!("{base}/v1/decisions"))
-        .bearer_auth(token)
-        .json(&request);
     // The tool call's own id: if the hook runs twice for one call, Reins records it once.
-    if let Some(id) = event
-        .tool_use_id
-        .as_deref()
-        .filter(|id| id.parse::<crate::decision::IdempotencyKey>().is_ok())
-    {
-        call = call.header("Idempotency-Key", id);
-    }
-    let response = match call.send().await {
-        Ok(r) => r,
-        Err(e) => return Verdict::Deny(format!("Reins at {base} did not answer: {e}")),
+    let key: Option<IdempotencyKey> = event.tool_use_id.as_deref().and_then(|id| id.parse().ok());
+    let options = CallOptions {
+        idempotency_key: key.as_ref(),
+        trace: None,
     };
-    let status = response.status();
-    let body: Value = match response.json().await {
-        Ok(b) => b,
-        Err(e) => return Verdict::Deny(format!("Reins answered {status} unreadably: {e}")),
-    };
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no message");
-        return Verdict::Deny(format!("Reins refused the request ({status}): {message}"));
+    match client.decide(token, &request, options).await {
+        Ok(decision) => verdict_of(&decision, client.base(), &tool, args.on_approval),
+        Err(e) => Verdict::Deny(e.to_string()),
     }
-    verdict_of(&body, base, &tool, args.on_approval)
 }
 
 /// A decision answer as a verdict.
-fn verdict_of(decision: &Value, base: &str, tool: &str, on_approval: OnApproval) -> Verdict {
-    let id = decision["decision_id"].as_str().unwrap_or("?");
-    let reasons: Vec<String> = decision["reasons"]
-        .as_array()
-        .map(|rs| rs.iter().map(reason_text).collect())
-        .unwrap_or_default();
-    let reasons = reasons.join("; ");
-    if decision["decision"] == "allow" {
+fn verdict_of(decision: &Decision, base: &str, tool: &str, on_approval: OnApproval) -> Verdict {
+    let id = decision.decision_id;
+    let reasons = describe(&decision.reasons);
+    if decision.decision == Outcome::Allow {
         return Verdict::Allow(format!("Reins allowed `{tool}`: {reasons} (decision {id})"));
     }
-    if let Some(endpoint) = decision["access_request"]["endpoint"].as_str() {
+    if let Some(access) = &decision.access_request {
         let text = format!(
             "Reins requires a human approval for `{tool}`: {reasons}. Approval {} is pending at \
-             {base}{endpoint}; once granted, retry (decision {id})",
-            decision["access_request"]["approval_id"]
-                .as_str()
-                .unwrap_or("?"),
+             {base}{}; once granted, retry (decision {id})",
+            access.approval_id, access.endpoint,
         );
         return match on_approval {
             OnApproval::Ask => Verdict::Ask(text),
@@ -209,34 +195,42 @@ fn verdict_of(decision: &Value, base: &str, tool: &str, on_approval: OnApproval)
     Verdict::Deny(format!("Reins denied `{tool}`: {reasons} (decision {id})"))
 }
 
-fn reason_text(reason: &Value) -> String {
-    let code = reason["code"].as_str().unwrap_or("unknown");
-    match (reason["policy_id"].as_str(), reason["message"].as_str()) {
-        (Some(policy), _) => format!("{code} `{policy}`"),
-        (None, Some(message)) => format!("{code}: {message}"),
-        (None, None) => code.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn decision(value: Value) -> Decision {
+        let mut base = json!({"errors": [], "policy_digest": null,
+            "evaluated_at": "2026-11-30T00:00:00.000Z"});
+        if let (Some(base), Some(more)) = (base.as_object_mut(), value.as_object()) {
+            base.extend(more.clone());
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
     #[test]
     fn answers_name_the_reasons_and_the_approval() {
-        let allow = json!({"decision_id": "d1", "decision": "allow",
-            "reasons": [{"code": "policy", "policy_id": "declared-tools"}]});
+        let d1 = "00000000-0000-4000-8000-000000000001";
+        let allow = decision(json!({"decision_id": d1, "decision": "allow",
+            "reasons": [{"code": "policy", "policy_id": "declared-tools"}]}));
         assert_eq!(
             verdict_of(&allow, "http://r", "Bash", OnApproval::Ask),
-            Verdict::Allow("Reins allowed `Bash`: policy `declared-tools` (decision d1)".into())
+            Verdict::Allow(format!(
+                "Reins allowed `Bash`: policy `declared-tools` (decision {d1})"
+            ))
         );
-        let approval = json!({"decision_id": "d2", "decision": "deny",
+        let a1 = "00000000-0000-4000-8000-0000000000a1";
+        let approval = decision(json!({"decision_id": d1, "decision": "deny",
             "reasons": [{"code": "approval_required", "policy_id": "approval-high-risk-tools"}],
-            "access_request": {"approval_id": "a1", "endpoint": "/v1/approvals/a1"}});
+            "access_request": {"approval_id": a1, "endpoint": format!("/v1/approvals/{a1}"),
+                "expires_at": "2026-11-30T01:00:00.000Z"}}));
         let Verdict::Ask(text) = verdict_of(&approval, "http://r", "Bash", OnApproval::Ask) else {
             panic!()
         };
-        assert!(text.contains("http://r/v1/approvals/a1"), "{text}");
+        assert!(
+            text.contains(&format!("http://r/v1/approvals/{a1}")),
+            "{text}"
+        );
         assert!(matches!(
             verdict_of(&approval, "http://r", "Bash", OnApproval::Deny),
             Verdict::Deny(_)

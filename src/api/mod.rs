@@ -143,6 +143,7 @@ fn routes(state: AppState) -> axum::Router {
         .routes(routes!(list_decisions))
         .routes(routes!(put_agent, get_agent))
         .routes(routes!(list_agents))
+        .routes(routes!(whoami))
         .routes(routes!(put_tool, get_tool))
         .routes(routes!(list_tools))
         .merge(ledger::routes())
@@ -469,6 +470,31 @@ async fn get_agent(
         .agent(&id)
         .ok_or_else(|| ApiError::not_found(format!("no agent `{id}`")))?;
     Ok(Json(entry.agent.clone()))
+}
+
+/// A token as the server's verifier reads it.
+#[derive(Serialize, ToSchema)]
+struct Whoami {
+    /// The principal (the delegation's actor for a delegated token).
+    agent: String,
+    /// The user a delegated token acts for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_behalf_of: Option<String>,
+    roles: Vec<String>,
+    issuer: String,
+}
+
+/// Who the bearer token is: enforcement points beside an agent (the MCP gateway) check a client's
+/// token with it before serving the client. Any valid token may ask.
+#[utoipa::path(get, path = "/v1/whoami", tag = "registry", security(("bearer" = [])),
+    responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
+async fn whoami(caller: Caller) -> Json<Whoami> {
+    Json(Whoami {
+        agent: caller.agent.to_string(),
+        on_behalf_of: caller.on_behalf_of.map(|u| u.to_string()),
+        roles: caller.roles.into_iter().collect(),
+        issuer: caller.issuer,
+    })
 }
 
 #[derive(Serialize, ToSchema)]

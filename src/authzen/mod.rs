@@ -126,6 +126,9 @@ pub enum EvaluationsAnswer {
     One(EvaluationResponse),
 }
 
+/// The action the AuthZEN MCP binding (COAZ) names a tool call with.
+pub const MCP_TOOLS_CALL: &str = "tools/call";
+
 /// Maps an AuthZEN request onto the pipeline's terms.
 fn prepare(
     scope: &Scope,
@@ -179,15 +182,27 @@ fn prepare(
     };
     let mut context = request.context.unwrap_or_default();
     context.remove("approval_id");
+    let session_id = match context.remove("session_id") {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(bad("context.session_id", "must be a string".into())),
+    };
+    let (mut action, mut kind) = (request.action.name, request.resource.kind);
+    // The AuthZEN MCP binding's default mapping names a tool call `tools/call` on a `tool`; in
+    // the default store that is `invoke` on a `Tool`.
+    if scope.store.is_none() && action == MCP_TOOLS_CALL && kind == "tool" {
+        action = "invoke".into();
+        kind = "Tool".into();
+    }
     let decision_request = DecisionRequest {
-        action: request.action.name,
+        action,
         resource: ResourceRef {
-            kind: request.resource.kind,
+            kind,
             id: request.resource.id,
             attributes: request.resource.properties,
         },
         context: Some(context),
-        session_id: None,
+        session_id,
         approval_id,
     };
     Ok((caller, target, decision_request))

@@ -17,6 +17,7 @@ mod interop;
 mod killswitch;
 mod ledger;
 mod llm_args;
+mod mcp;
 mod policies;
 mod registry;
 mod telemetry;
