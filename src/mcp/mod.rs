@@ -43,6 +43,12 @@ pub(crate) fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }
 
+/// Where the agent is served.
+enum Serve {
+    Stdio { token: String },
+    Http(SocketAddr),
+}
+
 /// Runs the gateway until the stdio client goes away or the process is stopped.
 pub async fn run(file: Option<PathBuf>, args: McpArgs) -> anyhow::Result<()> {
     let file = file.context("reins mcp needs --config FILE (the gateway's TOML file)")?;
@@ -70,25 +76,31 @@ pub async fn run(file: Option<PathBuf>, args: McpArgs) -> anyhow::Result<()> {
         config.wait_for_approval,
         config.approval_url.clone(),
     );
+    // Checked before any server is started: a stdio gateway without a token could only refuse.
+    let serve = match args.listen {
+        Some(addr) => Serve::Http(addr),
+        None => Serve::Stdio {
+            token: std::env::var("REINS_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .context("reins mcp on stdio needs the agent's token in REINS_TOKEN")?,
+        },
+    };
     let upstreams = upstream::connect(&config.servers).await?;
     let shared = Arc::new(Shared {
         config,
         gate,
         upstreams,
     });
-    match args.listen {
-        None => {
-            let token = std::env::var("REINS_TOKEN")
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-                .context("reins mcp on stdio needs the agent's token in REINS_TOKEN")?;
+    match serve {
+        Serve::Http(addr) => serve_http(shared, addr, args.allowed_hosts).await?,
+        Serve::Stdio { token } => {
             let service = Gateway::stdio(shared, token)
                 .serve(rmcp::transport::stdio())
                 .await
                 .context("MCP session on stdio")?;
             service.waiting().await.context("MCP session on stdio")?;
         }
-        Some(addr) => serve_http(shared, addr, args.allowed_hosts).await?,
     }
     Ok(())
 }

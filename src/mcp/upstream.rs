@@ -46,12 +46,11 @@ pub async fn connect(configs: &[ServerConfig]) -> Result<Arc<Upstreams>, Upstrea
         };
         let client = match config.upstream().map_err(failed)? {
             Upstream::Child { command, args, env } => {
-                let command = tokio::process::Command::new(command).configure(|c| {
+                let child = tokio::process::Command::new(command).configure(|c| {
                     c.args(args).envs(env);
                 });
-                let transport = TokioChildProcess::new(command).map_err(|e| {
-                    failed(format!("cannot start `{}`: {e}", config_command(config)))
-                })?;
+                let transport = TokioChildProcess::new(child)
+                    .map_err(|e| failed(format!("cannot start `{command}`: {e}")))?;
                 ().serve(transport).await
             }
             Upstream::Http { url } => {
@@ -69,10 +68,6 @@ pub async fn connect(configs: &[ServerConfig]) -> Result<Arc<Upstreams>, Upstrea
         servers,
         resource_owner: RwLock::new(HashMap::new()),
     }))
-}
-
-fn config_command(config: &ServerConfig) -> String {
-    config.command.clone().unwrap_or_default()
 }
 
 /// A service error as the agent sees it: the server's own JSON-RPC error as it was, anything

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, ElicitationCapability, Implementation,
-    MetaObject, ReadResourceRequestParams, UrlElicitationCapability,
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest, CustomRequest,
+    ElicitationCapability, Implementation, MetaObject, ReadResourceRequestParams,
+    UrlElicitationCapability,
 };
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -364,7 +365,8 @@ async fn over_streamable_http_each_client_brings_its_token() {
     let config = write_config(
         dir.path(),
         &format!(
-            "reins_url = {:?}\n{}[[servers]]\nname = \"crm\"\nurl = {crm_url:?}\n",
+            "reins_url = {:?}\nmethods = {{ \"resources/read\" = \"deny\" }}\n{}\
+             [[servers]]\nname = \"crm\"\nurl = {crm_url:?}\n",
             s.url(""),
             stdio_server("files", &files_log)
         ),
@@ -396,6 +398,30 @@ async fn over_streamable_http_each_client_brings_its_token() {
             .as_str()
             .is_some_and(|s| !s.is_empty()),
         "the MCP session id is the decision's session: {recorded}"
+    );
+
+    // A method the configuration denies, and one the gateway does not know: refused, -32001.
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("memo://readme"))
+        .await;
+    let Err(ServiceError::McpError(refused)) = read else {
+        panic!("resources/read was configured to be denied: {read:?}")
+    };
+    assert_eq!(refused.code.0, -32001, "{refused:?}");
+    let unknown = client
+        .send_request(ClientRequest::CustomRequest(CustomRequest::new(
+            "vendor/exfiltrate",
+            Some(json!({"all": true})),
+        )))
+        .await;
+    let Err(ServiceError::McpError(refused)) = unknown else {
+        panic!("an unknown method was not refused: {unknown:?}")
+    };
+    assert_eq!(refused.code.0, -32001, "{refused:?}");
+    assert!(
+        refused.message.contains("vendor/exfiltrate"),
+        "{}",
+        refused.message
     );
 
     // A client that declared URL elicitation gets -32042 naming the approval and its URL.
@@ -494,4 +520,43 @@ async fn through_authzen_with_the_bindings_mapping_and_filtered_tools() {
     grant(&s, &pending).await;
     assert_eq!(held.await.unwrap().unwrap(), "paid 7 EUR");
     assert_eq!(calls(&log).len(), 2);
+}
+
+#[test]
+fn the_gateway_refuses_to_start_on_a_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut command = crate::cli::reins(args);
+        if let Some(token) = token {
+            command.env("REINS_TOKEN", token);
+        }
+        let out = crate::cli::run(&mut command);
+        assert!(!out.status.success());
+        crate::cli::text(&out.stderr)
+    };
+    assert!(run(&["mcp"], None).contains("--config"));
+    let both = write_config(
+        dir.path(),
+        "[[servers]]\nname = \"a\"\ncommand = \"x\"\nurl = \"http://h/mcp\"\n",
+    );
+    let stderr = run(&["mcp", "--config", both.to_str().unwrap()], Some("t"));
+    assert!(
+        stderr.contains("server `a`") && stderr.contains("not both"),
+        "{stderr}"
+    );
+    let fine = write_config(
+        dir.path(),
+        &format!(
+            "[[servers]]\nname = \"a\"\ncommand = {:?}\n",
+            upstream_bin().display().to_string()
+        ),
+    );
+    let stderr = run(&["mcp", "--config", fine.to_str().unwrap()], None);
+    assert!(stderr.contains("REINS_TOKEN"), "{stderr}");
+    let missing = write_config(
+        dir.path(),
+        "[[servers]]\nname = \"a\"\ncommand = \"/nonexistent/mcp-server\"\n",
+    );
+    let stderr = run(&["mcp", "--config", missing.to_str().unwrap()], Some("t"));
+    assert!(stderr.contains("MCP server `a`"), "{stderr}");
 }
