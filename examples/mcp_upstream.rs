@@ -12,7 +12,8 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig,
+    ReadResourceResult, RequestMetaObject, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -68,9 +69,11 @@ impl Upstream {
 
 #[tool_router]
 impl Upstream {
+    /// Logs the trace context the call came with too (`_meta.traceparent`, SEP-414).
     #[tool(description = "Echo the text back")]
-    fn echo(&self, Parameters(Echo { text }): Parameters<Echo>) -> String {
-        self.record("echo", json!({ "text": text }));
+    fn echo(&self, meta: RequestMetaObject, Parameters(Echo { text }): Parameters<Echo>) -> String {
+        let traceparent = meta.get_traceparent().map(str::to_owned);
+        self.record("echo", json!({ "text": text, "traceparent": traceparent }));
         text
     }
 

@@ -187,7 +187,7 @@ impl ServerHandler for Gateway {
 
     async fn call_tool(
         &self,
-        mut request: CallToolRequestParams,
+        request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let asker = self.asker(&context, request.meta.as_ref())?;
@@ -226,18 +226,19 @@ impl ServerHandler for Gateway {
         if let Some(index) = allowed.ledger_index {
             span.record("ledger_index", index);
         }
-        // The trace goes on to the server in `_meta`, as SEP-414 has it.
+        // The trace goes on to the server in `_meta`, as SEP-414 has it; the rest of the
+        // agent's `_meta` (its progress token, its lifecycle fields) belongs to its own session.
+        let mut meta = rmcp::model::RequestMetaObject::default();
         if let Some(parent) = &asker.trace.traceparent {
-            let meta = request.meta.get_or_insert_with(Default::default);
             meta.set_traceparent(parent.clone());
-            if let Some(state) = &asker.trace.tracestate {
-                meta.set_tracestate(state.clone());
-            }
+        }
+        if let Some(state) = &asker.trace.tracestate {
+            meta.set_tracestate(state.clone());
         }
         let (server, name) = (routed.server.to_owned(), routed.name.to_owned());
         self.shared
             .upstreams
-            .call_tool(&server, request, &name)
+            .call_tool(&server, request, &name, meta)
             .instrument(span)
             .await
     }

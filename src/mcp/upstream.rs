@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse, Prompt,
-    ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest,
+    GetPromptRequestParams, GetPromptResponse, Prompt, ReadResourceRequestParams,
+    ReadResourceResponse, RequestMetaObject, Resource, ResourceTemplate, ServerResult, Tool,
 };
-use rmcp::service::{RunningService, ServiceError};
+use rmcp::service::{PeerRequestOptions, RunningService, ServiceError};
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData, RoleClient, ServiceExt};
 use tokio::sync::RwLock;
@@ -120,20 +121,40 @@ impl Upstreams {
         Ok(all)
     }
 
-    /// Calls `name` on `server` (the server's own tool name).
+    /// Calls `name` on `server` (the server's own tool name), with `meta` as the request's
+    /// `_meta` (rmcp writes a request's `_meta` from its options, not from its params).
     pub async fn call_tool(
         &self,
         server: &str,
         mut params: CallToolRequestParams,
         name: &str,
+        meta: RequestMetaObject,
     ) -> Result<CallToolResponse, ErrorData> {
         let upstream = self.server(server)?;
         params.name = name.to_owned().into();
-        upstream
+        params.meta = None;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let options = PeerRequestOptions::no_options().with_meta(meta);
+        let sent = upstream
             .client
-            .call_tool_once(params)
+            .send_request_with_option(request, options)
             .await
-            .map_err(|e| forwarded(server, e))
+            .map_err(|e| forwarded(server, e))?;
+        match sent
+            .await_response()
+            .await
+            .map_err(|e| forwarded(server, e))?
+        {
+            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(CallToolResponse::InputRequired(result))
+            }
+            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+            _ => Err(ErrorData::internal_error(
+                format!("MCP server `{server}` answered tools/call with another result"),
+                None,
+            )),
+        }
     }
 
     pub async fn prompts(&self) -> Result<Vec<Prompt>, ErrorData> {

@@ -194,6 +194,12 @@ async fn over_stdio_only_allowed_calls_reach_the_server() {
     .unwrap();
     assert_eq!(echoed, "hi");
     assert_eq!(calls(&log).len(), 1);
+    assert_eq!(
+        calls(&log)[0]["args"]["traceparent"],
+        parent,
+        "the trace goes on upstream: {:?}",
+        calls(&log)
+    );
     let (_, list) = s
         .get("/v1/decisions?limit=1", &s.token("auditor-1", &["auditor"]))
         .await;
