@@ -43,6 +43,9 @@ pub(crate) fn bearer(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }
 
+/// Largest JSON-RPC message taken from an HTTP client: a tool call's arguments, with room.
+const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
 /// Where the agent is served.
 enum Serve {
     Stdio { token: String },
@@ -123,7 +126,11 @@ async fn serve_http(
     );
     let app = axum::Router::new()
         .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(shared, authenticate));
+        .layer(axum::middleware::from_fn_with_state(shared, authenticate))
+        // Outermost: a client's message is bounded before anything reads it.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_MESSAGE_BYTES,
+        ));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
