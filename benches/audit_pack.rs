@@ -74,6 +74,7 @@ async fn run(decisions: usize) {
                 tools: vec!["search.web".parse().expect("id")],
                 status: AgentStatus::Active,
                 documentation: Default::default(),
+                ai_act: Default::default(),
             },
             now,
         )

@@ -75,6 +75,7 @@ fn bench(c: &mut Criterion) {
                     .collect(),
                 status: AgentStatus::Active,
                 documentation: Default::default(),
+                ai_act: Default::default(),
             };
             registry
                 .put_agent(

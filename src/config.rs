@@ -127,7 +127,7 @@ impl Default for AuthzenConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ComplianceConfig {
     /// How long decision logs are kept, in days, as the operator commits to (EU AI Act Art 19(1)
-    /// and 26(6) ask for at least 183). Unset: indefinitely. Reins itself never deletes ledger
+    /// and 26(6) ask for at least six months, which can be 184 days). Unset: indefinitely. Reins itself never deletes ledger
     /// entries; this is the declared period the checklist checks.
     pub log_retention_days: Option<u32>,
     /// A kill-switch engagement or drill for an agent older than this is stale evidence for
@@ -137,6 +137,9 @@ pub struct ComplianceConfig {
     /// Period a model card reports on when the request names none.
     #[serde(with = "humantime_serde")]
     pub card_period: Duration,
+    /// How long an attestation counts; after that the checklist reports it stale.
+    #[serde(with = "humantime_serde")]
+    pub attestation_validity: Duration,
 }
 
 impl Default for ComplianceConfig {
@@ -145,6 +148,7 @@ impl Default for ComplianceConfig {
             log_retention_days: None,
             drill_window: Duration::from_secs(90 * 86_400),
             card_period: Duration::from_secs(30 * 86_400),
+            attestation_validity: Duration::from_secs(365 * 86_400),
         }
     }
 }
@@ -416,6 +420,12 @@ impl Config {
         if self.compliance.drill_window.is_zero() {
             return Err(invalid(
                 "compliance.drill_window",
+                "must be greater than zero",
+            ));
+        }
+        if self.compliance.attestation_validity.is_zero() {
+            return Err(invalid(
+                "compliance.attestation_validity",
                 "must be greater than zero",
             ));
         }

@@ -144,7 +144,8 @@ async fn list_attestations(
     let sources = state.compliance_sources();
     sources.agent(&agent)?;
     Ok(Json(AttestationList {
-        attestations: checklist::attestations(&sources, &agent).await?,
+        attestations: checklist::attestations(&sources, &agent, crate::timestamp::Timestamp::now())
+            .await?,
     }))
 }
 

@@ -26,6 +26,27 @@ pub struct ModelCard {
     pub figures: Figures,
     /// The ledger's size when the card was made: its figures cover entries below it.
     pub ledger_size: u64,
+    /// The registrant's AI Act role (`ai_act.role`, or `documentation.ai_act_role`).
+    pub ai_act_role: Option<String>,
+    /// The checklist's items that bind this agent's registrant, and from when.
+    pub obligations: Vec<CardObligation>,
+}
+
+/// One obligation of the checklist catalogue as it stands for the agent today.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CardObligation {
+    pub id: String,
+    /// e.g. `Art 14(4)(e)`.
+    pub citation: String,
+    pub title: String,
+    /// `applies`, `not_yet_applicable` or `scoping_needed`.
+    pub state: &'static str,
+    /// When it applies (or applied) from, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// With `scoping_needed`: the agent-record field that would tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -84,7 +105,40 @@ pub async fn model_card(
         policies: governing_policies(sources, &entry.agent),
         figures: figures(sources, agent, period).await?,
         ledger_size: sources.ledger_size,
+        ai_act_role: record.ai_act_role().map(|r| r.as_str().to_owned()),
+        obligations: obligations(record)?,
     })
+}
+
+/// The catalogue's items that bind the registrant, with their dates (nothing evaluated: the
+/// checklist says what the evidence shows).
+fn obligations(
+    record: &crate::registry::AgentRecord,
+) -> Result<Vec<CardObligation>, ComplianceError> {
+    use super::checklist::scope::{Scope, scope};
+    use crate::registry::ai_act::Day;
+    let today = crate::timestamp::Timestamp::now().datetime().date();
+    let catalogue = super::checklist::Catalogue::builtin()?;
+    Ok(catalogue
+        .items
+        .iter()
+        .filter_map(|item| {
+            let (state, from, needs) = match scope(item, record, today) {
+                Scope::NotApplicable(_) => return None,
+                Scope::Applies { since } => ("applies", Some(Day(since).to_string()), None),
+                Scope::NotYet { from } => ("not_yet_applicable", Some(Day(from).to_string()), None),
+                Scope::Needs { field, .. } => ("scoping_needed", None, Some(field)),
+            };
+            Some(CardObligation {
+                id: item.id.clone(),
+                citation: format!("Art {}{}", item.article, item.paragraph),
+                title: item.title.clone(),
+                state,
+                from,
+                needs,
+            })
+        })
+        .collect())
 }
 
 /// The documentation fields an auditor would expect that nobody filled in.
@@ -121,7 +175,11 @@ fn missing_fields(agent: &Agent) -> Vec<&'static str> {
         ("documentation.data_sources", data_sources.is_empty()),
         ("documentation.human_oversight", human_oversight.is_empty()),
         ("documentation.contact", contact.is_none()),
-        ("documentation.ai_act_role", ai_act_role.is_none()),
+        (
+            "ai_act.role",
+            ai_act_role.is_none() && r.ai_act.role.is_none(),
+        ),
+        ("ai_act.annex", r.ai_act.annex.is_none()),
     ]
     .into_iter()
     .filter_map(|(name, missing)| missing.then_some(name))

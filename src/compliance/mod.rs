@@ -308,7 +308,7 @@ pub async fn kill_switch_uses(
     Ok(uses)
 }
 
-fn median(values: &mut [f64]) -> Option<f64> {
+pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

@@ -140,15 +140,16 @@ pub fn replay_decision(
     Ok(decision_of(pack, &pack.is_authorized(&request, &entities)))
 }
 
-/// What the policies alone answer to `agent` invoking `tool` with empty arguments and no approval
-/// (no kill switch, nothing recorded): how the checklist tells whether a tool is usable without a
-/// human. `approval_required` reasons mark approval policies. None if either is unregistered.
+/// What the policies alone answer to `agent` invoking `tool` with `args` and no approval (no kill
+/// switch, nothing recorded): how the checklist tells whether a tool is usable without a human.
+/// `approval_required` reasons mark approval policies. None if either is unregistered.
 pub fn probe_tool(
     pack: &PolicyPack,
     snapshot: &Snapshot,
     types: &EntityTypes,
     agent: &AgentId,
     tool: &ToolId,
+    args: &serde_json::Value,
 ) -> Option<Decision> {
     let agent_entry = snapshot.agent(agent)?;
     let tool_entry = snapshot.tool(tool)?;
@@ -156,7 +157,11 @@ pub fn probe_tool(
         EntityTypeName::from_str("Action").ok()?,
         EntityId::new("invoke"),
     );
-    let context = Context::from_json_value(serde_json::json!({ "args": {} }), None).ok()?;
+    let args = match args {
+        serde_json::Value::Object(_) => crate::policy::json::to_cedar_json(args),
+        _ => serde_json::json!({}),
+    };
+    let context = Context::from_json_value(serde_json::json!({ "args": args }), None).ok()?;
     let request = Request::new(
         types.uid(&types.agent, agent.as_str()),
         action,

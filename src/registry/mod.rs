@@ -4,6 +4,7 @@
 //! into its Cedar entity, is swapped atomically on every change, so the decision path reads the
 //! registry without I/O or locks. Writes are serialised so the snapshot and the database agree.
 
+pub mod ai_act;
 mod entities;
 
 pub use entities::{EntityTypes, agent_entity, tool_entity};
@@ -110,6 +111,17 @@ pub struct AgentRecord {
     /// one is shown as missing, never filled in.
     #[serde(default, skip_serializing_if = "Documentation::is_empty")]
     pub documentation: Documentation,
+    /// What the EU AI Act checklist scopes obligations by (see `registry::ai_act`).
+    #[serde(default, skip_serializing_if = "ai_act::AiActScope::is_empty")]
+    pub ai_act: ai_act::AiActScope,
+}
+
+impl AgentRecord {
+    /// The registrant's role under the AI Act: `ai_act.role`, or the older
+    /// `documentation.ai_act_role`.
+    pub fn ai_act_role(&self) -> Option<AiActRole> {
+        self.ai_act.role.or(self.documentation.ai_act_role)
+    }
 }
 
 /// Documentation of an AI system (Mitchell et al. 2019 model-card sections, EU AI Act Art 11/13).
@@ -166,6 +178,7 @@ pub struct EvaluationResult {
 pub enum AiActRole {
     Provider,
     Deployer,
+    #[serde(alias = "both")]
     ProviderAndDeployer,
 }
 
@@ -553,6 +566,18 @@ fn validate_agent(record: &AgentRecord, snapshot: &Snapshot) -> Result<(), Regis
                 format!("tool `{tool}` is not registered; PUT /v1/tools/{tool} first"),
             ));
         }
+    }
+    if let (Some(a), Some(b)) = (record.ai_act.role, record.documentation.ai_act_role)
+        && a != b
+    {
+        return Err(invalid(
+            "ai_act.role",
+            format!(
+                "`{}` contradicts documentation.ai_act_role `{}`; give one",
+                a.as_str(),
+                b.as_str()
+            ),
+        ));
     }
     validate_documentation(&record.documentation)
 }

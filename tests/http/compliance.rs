@@ -27,7 +27,8 @@ async fn fleet(s: &TestServer) {
                 "out_of_scope_uses": ["credit decisions"],
                 "evaluation_results": [{"name": "refund-eval-v3", "metric": "accuracy", "value": 0.93, "date": "2026-10-01"}],
                 "ai_act_role": "provider_and_deployer"
-            }
+            },
+            "ai_act": {"annex": "annex_iii:5(b)", "deployer_kind": "private"}
         }),
     )
     .await;
@@ -123,27 +124,62 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
 
     let before = checklist(&s).await;
     assert_eq!(before["risk_tier"], "high");
-    assert_eq!(status_of(&before, "art12-logging"), "evidence_missing");
-    assert_eq!(status_of(&before, "art14-4-e-stop"), "evidence_missing");
-    assert_eq!(status_of(&before, "art86-explanation"), "evidence_missing");
+    assert!(
+        before["catalogue_source"]
+            .as_str()
+            .unwrap()
+            .contains("2024/1689")
+    );
+    // Today (2026) the high-risk rules are not yet applicable to an Annex III system: each says
+    // from when, and what its evidence shows already.
+    let art12 = item(&before, "art12-logging");
+    assert_eq!(art12["status"], "not_yet_applicable", "{art12}");
+    assert_eq!(art12["applicable_from"], "2027-12-02");
+    assert_eq!(art12["readiness"], "evidence_missing");
+    assert!(
+        art12["quote"]
+            .as_str()
+            .unwrap()
+            .contains("automatic recording of events")
+    );
+    assert_eq!(readiness_of(&before, "art14-4-e-stop"), "evidence_missing");
     assert_eq!(
-        status_of(&before, "art13-instructions-for-use"),
+        readiness_of(&before, "art13-instructions-for-use"),
         "evidence_missing"
     );
     assert_eq!(
-        status_of(&before, "art10-data-governance"),
+        readiness_of(&before, "art10-data-governance"),
         "attestation_required"
     );
-    // Evidence that does not depend on traffic: start-up self-check, retention, approval gates.
-    assert_eq!(status_of(&before, "art15-fail-closed"), "satisfied");
-    assert_eq!(status_of(&before, "art19-log-retention"), "satisfied");
-    // The policy folder passed its tests when it became the active version at start.
+    // Art 86 applies since 2 Aug 2026 to an Annex III point 5(b) deployer; no decision yet.
+    assert_eq!(status_of(&before, "art86-explanation"), "evidence_missing");
+    // Evidence that does not depend on traffic only supports: Reins's own self-check, its own
+    // log retention, the tests of its own policies.
+    assert_eq!(
+        readiness_of(&before, "art15-4-fail-safe"),
+        "supporting_evidence"
+    );
+    assert_eq!(
+        readiness_of(&before, "art19-log-retention"),
+        "supporting_evidence"
+    );
+    assert_eq!(
+        readiness_of(&before, "art26-6-log-retention"),
+        "supporting_evidence"
+    );
     let art9 = item(&before, "art9-risk-management");
-    assert_eq!(art9["status"], "satisfied", "{art9}");
+    assert_eq!(art9["readiness"], "supporting_evidence", "{art9}");
     assert!(art9["evidence"][0]["ledger_index"].is_u64());
-    assert_eq!(status_of(&before, "art26-6-log-retention"), "satisfied");
+    // Every declared tool is checked: the low-risk search runs without a human.
     let gates = item(&before, "art14-4-d-override");
-    assert_eq!(gates["status"], "satisfied", "{gates}");
+    assert_eq!(gates["readiness"], "evidence_missing", "{gates}");
+    assert!(
+        gates["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`search.web` (low)"),
+        "{gates}"
+    );
     let gate_evidence = gates["evidence"].to_string();
     assert!(
         gate_evidence.contains("approval-high-risk-tools"),
@@ -153,35 +189,58 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
         gate_evidence.contains("tier-high-no-critical"),
         "{gate_evidence}"
     );
-    // Limited-tier-only and minimal items are listed as not applicable to a high-tier agent.
+    // A fresh install proves nothing.
+    for i in before["items"].as_array().unwrap() {
+        assert_ne!(i["status"], "satisfied", "{i}");
+        assert_ne!(i["readiness"], "satisfied", "{i}");
+    }
     assert_eq!(
         status_of(&before, "art4-ai-literacy"),
         "attestation_required"
     );
+    // Art 27 binds every deployer of an Annex III point 5(b) system, private ones too.
+    assert_eq!(item(&before, "art27-fria")["applicable_from"], "2027-12-02");
+    assert!(before["summary"]["not_yet_applicable"].as_u64().unwrap() > 10);
 
     activity(&s).await;
     s.checkpoint_covering(s.ledger_size()).await;
     let after = checklist(&s).await;
-    assert_eq!(
-        status_of(&after, "art12-logging"),
-        "satisfied",
-        "{}",
-        item(&after, "art12-logging")
-    );
-    let logging = item(&after, "art12-logging")["evidence"].to_string();
+    let art12 = item(&after, "art12-logging");
+    assert_eq!(art12["readiness"], "supporting_evidence", "{art12}");
     assert!(
-        logging.contains("\"checkpoint\":\"reins.local/ledger\\n"),
-        "{logging}"
+        art12["evidence"]
+            .to_string()
+            .contains("\"checkpoint\":\"reins.local/ledger\\n"),
+        "{art12}"
     );
-    assert_eq!(status_of(&after, "art86-explanation"), "satisfied");
+    assert_eq!(
+        status_of(&after, "art86-explanation"),
+        "supporting_evidence"
+    );
+    // The drill refused a call while it was engaged: the stop is shown to work.
     let stop = item(&after, "art14-4-e-stop");
-    assert_eq!(stop["status"], "satisfied", "{stop}");
+    assert_eq!(stop["readiness"], "satisfied", "{stop}");
     assert!(stop["evidence"][0]["ledger_index"].is_u64(), "{stop}");
     assert!(
         stop["evidence"][0]["description"]
             .as_str()
             .unwrap()
             .starts_with("drill")
+    );
+    assert!(
+        stop["evidence"][1]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 decision"),
+        "{stop}"
+    );
+    assert_eq!(
+        readiness_of(&after, "art14-4-b-automation-bias"),
+        "supporting_evidence"
+    );
+    assert_eq!(
+        readiness_of(&after, "art26-5-monitor-suspend"),
+        "supporting_evidence"
     );
 
     // An attestation, recorded in the ledger, turns an attestation item into `attested`.
@@ -190,7 +249,7 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
         .post(
             &format!("/v1/agents/{REFUND_BOT}/attestations"),
             &officer(&s),
-            json!({"item": "art10-data-governance", "statement": "Data sheet DS-12 reviewed",
+            json!({"item": "art4-ai-literacy", "statement": "Training TR-3 given to all overseers",
                    "document_sha256": "AB".repeat(32)}),
         )
         .await;
@@ -201,16 +260,37 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
         format!("sha256:{}", "ab".repeat(32))
     );
     assert_eq!(attested["actor"], "cora");
+    assert_eq!(attested["stale"], false);
     let list = checklist(&s).await;
-    assert_eq!(status_of(&list, "art10-data-governance"), "attested");
+    assert_eq!(status_of(&list, "art4-ai-literacy"), "attested");
     assert_eq!(
-        item(&list, "art10-data-governance")["attestations"][0]["statement"],
-        "Data sheet DS-12 reviewed"
+        item(&list, "art4-ai-literacy")["attestations"][0]["statement"],
+        "Training TR-3 given to all overseers"
     );
 
-    // Missing automatic evidence can be attested too, and the record fixing it makes it satisfied.
+    // An attestation never outweighs contrary evidence.
+    let (status, _) = s
+        .post(
+            &format!("/v1/agents/{REFUND_BOT}/attestations"),
+            &officer(&s),
+            json!({"item": "art14-4-d-override", "statement": "We have a stop button"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let list = checklist(&s).await;
+    let gates = item(&list, "art14-4-d-override");
+    assert_eq!(gates["readiness"], "evidence_missing", "{gates}");
+    assert!(
+        gates["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not outweigh"),
+        "{gates}"
+    );
+
+    // The record fixing the missing documentation turns it into supporting evidence.
     assert_eq!(
-        status_of(&list, "art13-instructions-for-use"),
+        readiness_of(&list, "art13-instructions-for-use"),
         "evidence_missing"
     );
     let mut record = s
@@ -223,8 +303,8 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
     record["documentation"]["human_oversight"] = json!(["refunds need a payments-team approver"]);
     s.agent_with(REFUND_BOT, record).await;
     assert_eq!(
-        status_of(&checklist(&s).await, "art13-instructions-for-use"),
-        "satisfied"
+        readiness_of(&checklist(&s).await, "art13-instructions-for-use"),
+        "supporting_evidence"
     );
 
     // Markdown for people.
@@ -240,7 +320,12 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
     let md = response.text().await.unwrap();
     assert!(md.starts_with("# EU AI Act checklist: Refund bot"), "{md}");
     assert!(md.contains("| `art10-data-governance`"), "{md}");
-    assert!(md.contains("Data sheet DS-12 reviewed"), "{md}");
+    assert!(md.contains("Training TR-3 given to all overseers"), "{md}");
+    assert!(md.contains("from 2027-12-02"), "{md}");
+    assert!(
+        md.contains("> \"to decide, in any particular situation"),
+        "{md}"
+    );
 
     let (_, listed) = s
         .get(
@@ -248,7 +333,133 @@ async fn checklist_items_flip_as_evidence_and_attestations_arrive() {
             &auditor(&s),
         )
         .await;
-    assert_eq!(listed["attestations"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["attestations"].as_array().unwrap().len(), 2);
+}
+
+fn readiness_of(list: &Value, id: &str) -> String {
+    let i = item(list, id);
+    i["readiness"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{id} has no readiness: {i}"))
+        .to_owned()
+}
+
+/// 14(4)(e) asks that the stop worked: a drill during which nothing was refused does not show it;
+/// and a medium-risk tool that runs without a human fails 14(4)(d).
+#[tokio::test]
+async fn a_drill_must_refuse_something_and_every_tool_needs_a_human() {
+    let s = TestServer::start().await;
+    s.tool("crm.update", "medium").await;
+    s.agent_with(
+        "crm-bot",
+        json!({"name": "CRM bot", "owner": "sales", "risk_tier": "high", "tools": ["crm.update"],
+               "ai_act": {"role": "provider", "annex": "annex_i"}}),
+    )
+    .await;
+    let operator = s.token("oncall", &["operator"]);
+    let (status, switch) = s
+        .post(
+            "/v1/killswitch",
+            &operator,
+            json!({"scope": {"agent": "crm-bot"}, "reason": "drill", "drill": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{switch}");
+    let (status, list) = s.get("/v1/agents/crm-bot/checklist", &auditor(&s)).await;
+    assert_eq!(status, 200, "{list}");
+    let stop = item(&list, "art14-4-e-stop");
+    assert_eq!(stop["status"], "not_yet_applicable", "{stop}");
+    assert_eq!(stop["applicable_from"], "2028-08-02", "Annex I: {stop}");
+    assert_eq!(stop["readiness"], "evidence_missing", "{stop}");
+    let gates = item(&list, "art14-4-d-override");
+    assert_eq!(gates["readiness"], "evidence_missing", "{gates}");
+    assert!(
+        gates["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`crm.update` (medium)"),
+        "{gates}"
+    );
+    // A provider is not bound by the deployer's items.
+    assert_eq!(status_of(&list, "art26-7-workers"), "not_applicable");
+
+    // The next call is refused by the drill: now the stop is shown to work.
+    let (_, refused) = s
+        .invoke(&s.token("crm-bot", &[]), "crm.update", json!({}))
+        .await;
+    assert_eq!(codes(&refused), ["kill_switch"]);
+    let (_, list) = s.get("/v1/agents/crm-bot/checklist", &auditor(&s)).await;
+    assert_eq!(item(&list, "art14-4-e-stop")["readiness"], "satisfied");
+}
+
+/// Attestations lapse after `compliance.attestation_validity`; a changed intended purpose is
+/// flagged under Art 25; items that need scoping data name the field.
+#[tokio::test]
+async fn stale_attestations_purpose_changes_and_missing_scoping() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = crate::harness::test_config(data.path(), None);
+    config.compliance.attestation_validity = std::time::Duration::from_secs(1);
+    let s = TestServer::with_config(data, config).await;
+    s.tool("faq.answer", "low").await;
+    let record = json!({"name": "FAQ bot", "owner": "support", "risk_tier": "limited",
+        "intended_purpose": "Answer product questions", "tools": ["faq.answer"]});
+    s.agent_with("faq-bot", record.clone()).await;
+    // Scoping fields are checked like the rest of the record.
+    let mut bad = record.clone();
+    bad["ai_act"] = json!({"annex": "annex_iii:9"});
+    let (status, body) = s.put("/v1/agents/faq-bot", &s.admin(), bad).await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert_eq!(body["error"]["field"], "ai_act.annex", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("annex_iii:9"),
+        "{body}"
+    );
+    let mut contradictory = record.clone();
+    contradictory["ai_act"] = json!({"role": "deployer"});
+    contradictory["documentation"] = json!({"ai_act_role": "provider"});
+    let (status, body) = s.put("/v1/agents/faq-bot", &s.admin(), contradictory).await;
+    assert_eq!(status, 422, "{body}");
+    let (_, list) = s.get("/v1/agents/faq-bot/checklist", &auditor(&s)).await;
+    // No role stated: a deployer-only item asks for it rather than guessing.
+    let art50 = item(&list, "art50-3-4-deployer-transparency");
+    assert_eq!(art50["status"], "scoping_needed", "{art50}");
+    assert!(
+        art50["detail"].as_str().unwrap().contains("`ai_act.role`"),
+        "{art50}"
+    );
+
+    let (status, _) = s
+        .post(
+            "/v1/agents/faq-bot/attestations",
+            &officer(&s),
+            json!({"item": "art4-ai-literacy", "statement": "trained"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (_, list) = s.get("/v1/agents/faq-bot/checklist", &auditor(&s)).await;
+    let art4 = item(&list, "art4-ai-literacy");
+    assert_eq!(art4["status"], "evidence_stale", "{art4}");
+    assert_eq!(art4["attestations"][0]["stale"], true);
+
+    let mut changed = record;
+    changed["intended_purpose"] = json!("Decide customers' refund eligibility");
+    changed["ai_act"] = json!({"role": "deployer"});
+    s.agent_with("faq-bot", changed).await;
+    let (_, list) = s.get("/v1/agents/faq-bot/checklist", &auditor(&s)).await;
+    let art25 = item(&list, "art25-provider-by-change");
+    assert_eq!(art25["readiness"], "attestation_required", "{art25}");
+    assert!(
+        art25["detail"]
+            .as_str()
+            .unwrap()
+            .contains("possible provider role"),
+        "{art25}"
+    );
+    assert!(art25["evidence"][0]["ledger_index"].is_u64(), "{art25}");
 }
 
 #[tokio::test]

@@ -1,9 +1,13 @@
 //! The EU AI Act checklist: the catalogue in `compliance/eu-ai-act.toml`, evaluated per agent.
 //!
-//! Each item is either checked by a rule against the ledger, the registry, the policies and the
-//! configuration, or needs an attestation: a `compliance_officer`'s statement, recorded as a
-//! ledger entry. Every status comes with the evidence it rests on (ledger indices, the
-//! checkpoint, configuration values), so an auditor can check the claim rather than trust it.
+//! Each item first gets its scope ([`scope`]): whether it binds this agent's registrant (tier,
+//! role, Annex, deployer kind) and from when (Art 113). Then a rule checks what Reins holds (the
+//! ledger, the registry, the policies, the configuration), or the item needs an attestation: a
+//! `compliance_officer`'s statement, recorded as a ledger entry and valid for
+//! `compliance.attestation_validity`. Statuses claim no more than the evidence shows: `satisfied`
+//! only where Reins's records prove the obligation itself (for the agent's tool calls), and
+//! `supporting_evidence` where they support but cannot prove it. An attestation stands beside the
+//! evidence; it never turns contrary evidence into a pass.
 
 use std::collections::BTreeMap;
 
@@ -18,26 +22,30 @@ use crate::events::{AttestationEvent, Entry, Event};
 use crate::ids::AgentId;
 use crate::ledger::{Ledger, LedgerRef, ProofBuilder};
 use crate::model::{Decision, Outcome, ReasonCode};
-use crate::registry::{AgentEntry, ToolRisk};
+use crate::registry::AgentEntry;
+use crate::registry::ai_act::Day;
 use crate::store::SideEffect;
 use crate::tlog::merkle::{leaf_hash, verify_inclusion};
 use crate::tlog::note::Checkpoint;
 
 mod rules;
+pub mod scope;
 
 use rules::*;
 
 const CATALOGUE: &str = include_str!("../../../compliance/eu-ai-act.toml");
 const TEMPLATE: &str = include_str!("../../../compliance/checklist.md.j2");
 
-/// Art 19(1) and 26(6): "at least six months", read as 183 days.
-pub const MIN_RETENTION_DAYS: u32 = 183;
+/// Art 19(1) and 26(6): "at least six months", which can be 184 days (1 Jul to 1 Jan).
+pub const MIN_RETENTION_DAYS: u32 = 184;
 
 /// The catalogue of obligations.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalogue {
     pub version: String,
+    /// The text the quotations are from.
+    pub source: String,
     #[serde(rename = "item")]
     pub items: Vec<Item>,
 }
@@ -50,7 +58,15 @@ pub struct Item {
     pub paragraph: String,
     pub role: ItemRole,
     pub tiers: Vec<crate::registry::RiskTier>,
+    /// A further condition on the agent's `ai_act` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+    /// A date (`YYYY-MM-DD`), or `high_risk`: the Annex's date for the high-risk rules.
+    #[schema(value_type = String)]
+    pub applies_from: AppliesFrom,
     pub title: String,
+    /// The Act's own words the item rests on.
+    pub quote: String,
     pub satisfied_by: String,
     /// The catalogue's `evidence` key; answered as `rule`, beside the item's evidence list (the
     /// two used to share one name in a checklist's JSON).
@@ -67,6 +83,79 @@ pub enum ItemRole {
     Both,
 }
 
+impl ItemRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Deployer => "deployer",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// When an item applies ([`scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliesFrom {
+    Date(crate::registry::ai_act::Day),
+    /// 2 Dec 2027 for Annex III systems, 2 Aug 2028 for Annex I ones.
+    HighRisk,
+}
+
+impl Serialize for AppliesFrom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AppliesFrom::Date(day) => s.collect_str(day),
+            AppliesFrom::HighRisk => s.serialize_str("high_risk"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AppliesFrom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "high_risk" {
+            return Ok(AppliesFrom::HighRisk);
+        }
+        text.parse()
+            .map(AppliesFrom::Date)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A condition on the agent's `ai_act` record (see the catalogue's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    AnnexIii,
+    #[serde(rename = "annex_iii_except_point_2")]
+    AnnexIiiExceptPoint2,
+    Fria,
+    PublicBodyAnnexIii,
+    ClaimedNotHighRisk,
+    GpaiModel,
+}
+
+impl Condition {
+    /// "to ...": whom the condition admits, for a reader.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::AnnexIii => "to Annex III systems",
+            Self::AnnexIiiExceptPoint2 => "to Annex III systems other than point 2",
+            Self::Fria => {
+                "to public bodies and private entities providing public services using Annex III \
+                 systems (not point 2), and to deployers of Annex III points 5(b) and (c)"
+            }
+            Self::PublicBodyAnnexIii => {
+                "to public-authority deployers of Annex III systems other than point 2"
+            }
+            Self::ClaimedNotHighRisk => {
+                "to Annex III systems registered below the high tier (Art 6(3))"
+            }
+            Self::GpaiModel => "where the registrant supplies the general-purpose AI model",
+        }
+    }
+}
+
 /// How an item is satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -80,18 +169,46 @@ pub enum Rule {
     LogRetention,
     DecisionExplanation,
     PolicyTests,
+    OversightStatistics,
+    PurposeHistory,
+    SuspensionRecords,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = ChecklistStatus)]
 pub enum Status {
+    /// Reins's records prove the obligation itself (for the agent's tool calls).
     Satisfied,
-    EvidenceMissing,
-    EvidenceStale,
-    AttestationRequired,
+    /// Reins's records support the obligation but cannot prove it.
+    SupportingEvidence,
+    /// A valid attestation stands, beside any supporting evidence.
     Attested,
+    AttestationRequired,
+    /// The evidence contradicts the obligation.
+    EvidenceMissing,
+    /// The evidence or the attestation is older than its window.
+    EvidenceStale,
+    /// The agent record lacks what says whether or when the item applies.
+    ScopingNeeded,
     NotApplicable,
+    NotYetApplicable,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Satisfied => "satisfied",
+            Self::SupportingEvidence => "supporting_evidence",
+            Self::Attested => "attested",
+            Self::AttestationRequired => "attestation_required",
+            Self::EvidenceMissing => "evidence_missing",
+            Self::EvidenceStale => "evidence_stale",
+            Self::ScopingNeeded => "scoping_needed",
+            Self::NotApplicable => "not_applicable",
+            Self::NotYetApplicable => "not_yet_applicable",
+        }
+    }
 }
 
 /// One thing a status rests on.
@@ -137,6 +254,10 @@ pub struct Attestation {
     pub actor: String,
     pub recorded_at: crate::timestamp::Timestamp,
     pub ledger_index: u64,
+    /// `recorded_at` plus `compliance.attestation_validity`.
+    pub valid_until: crate::timestamp::Timestamp,
+    /// Past `valid_until` when the checklist was evaluated.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -146,6 +267,13 @@ pub struct ItemResult {
     pub status: Status,
     /// Why the status is what it is, in one sentence.
     pub detail: String,
+    /// The date the item applies (or applied) from for this agent; absent when it does not
+    /// apply or the record does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applicable_from: Option<String>,
+    /// For an item not yet applicable or not scoped: the status its evidence has today.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Status>,
     pub evidence: Vec<Evidence>,
     pub attestations: Vec<Attestation>,
 }
@@ -158,6 +286,8 @@ pub struct Checklist {
     /// Null when the registry does not say; then both roles' items are listed.
     pub ai_act_role: Option<String>,
     pub catalogue_version: String,
+    /// The text the catalogue quotes.
+    pub catalogue_source: String,
     pub evaluated_at: crate::timestamp::Timestamp,
     pub policy_digest: String,
     pub ledger_size: u64,
@@ -202,79 +332,74 @@ pub async fn checklist(sources: &Sources, agent: &AgentId) -> Result<Checklist, 
     let catalogue = Catalogue::builtin()?;
     let entry = sources.agent(agent)?;
     let record = &entry.agent.record;
-    let role = record.documentation.ai_act_role;
-    let attestations = attestations(sources, agent).await?;
+    let role = record.ai_act_role();
     let now = Timestamp::now();
+    let attestations = attestations(sources, agent, now).await?;
 
     let mut items = Vec::with_capacity(catalogue.items.len());
     for item in catalogue.items {
-        let applies = item.tiers.contains(&record.risk_tier)
-            && match (item.role, role) {
-                (ItemRole::Both, _) | (_, None) => true,
-                (ItemRole::Provider, Some(r)) => r.is_provider(),
-                (ItemRole::Deployer, Some(r)) => r.is_deployer(),
-            };
         let attested: Vec<Attestation> = attestations
             .iter()
             .filter(|a| a.item == item.id)
             .cloned()
             .collect();
-        let finding = if !applies {
-            Finding::new(
-                Status::NotApplicable,
-                format!(
-                    "applies to {} tiers and the {:?} role; the agent is {} ({})",
-                    item.tiers
-                        .iter()
-                        .map(|t| t.as_str())
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                    item.role,
-                    record.risk_tier.as_str(),
-                    role.map_or("role not stated", |r| r.as_str())
-                ),
-                Vec::new(),
-            )
-        } else {
-            match item.evidence {
-                Rule::Attestation if attested.is_empty() => Finding::new(
-                    Status::AttestationRequired,
-                    "needs a statement by a compliance officer",
-                    Vec::new(),
-                ),
-                Rule::Attestation => Finding::new(
-                    Status::Attested,
-                    "attested by a compliance officer",
-                    Vec::new(),
-                ),
-                rule => {
-                    let mut finding = evaluate(sources, entry, rule, now).await?;
-                    if finding.status != Status::Satisfied && !attested.is_empty() {
-                        finding.detail = format!(
-                            "attested by a compliance officer; automatic evidence: {}",
-                            finding.detail
-                        );
-                        finding.status = Status::Attested;
-                    }
-                    finding
-                }
+        // What keeps an applicable-looking item from applying now: (status, why).
+        let (applicable_from, pending) = match scope::scope(&item, record, now.datetime().date()) {
+            scope::Scope::NotApplicable(why) => {
+                items.push(ItemResult {
+                    item,
+                    status: Status::NotApplicable,
+                    detail: why,
+                    applicable_from: None,
+                    readiness: None,
+                    evidence: Vec::new(),
+                    attestations: attested,
+                });
+                continue;
             }
+            scope::Scope::Applies { since } => (Some(since), None),
+            scope::Scope::NotYet { from } => (
+                Some(from),
+                Some((
+                    Status::NotYetApplicable,
+                    format!("applies from {}", Day(from)),
+                )),
+            ),
+            scope::Scope::Needs { field, why } => (
+                None,
+                Some((
+                    Status::ScopingNeeded,
+                    format!("set `{field}` in the agent record: this item {why}"),
+                )),
+            ),
         };
-        items.push(ItemResult {
+        let finding = finding(sources, entry, &item, &attested, now).await?;
+        let (status, detail, readiness) = match pending {
+            None => (finding.status, finding.detail, None),
+            Some((status, why)) => (
+                status,
+                format!(
+                    "{why}; today {}: {}",
+                    finding.status.as_str(),
+                    finding.detail
+                ),
+                Some(finding.status),
+            ),
+        };
+        let result = ItemResult {
             item,
-            status: finding.status,
-            detail: finding.detail,
+            status,
+            detail,
+            applicable_from: applicable_from.map(|d| Day(d).to_string()),
+            readiness,
             evidence: finding.evidence,
             attestations: attested,
-        });
+        };
+        items.push(result);
     }
     let mut summary = BTreeMap::new();
     for item in &items {
-        let key = serde_json::to_value(item.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        *summary.entry(key).or_insert(0) += 1;
+        *summary.entry(item.status.as_str().to_owned()).or_insert(0) += 1;
     }
     Ok(Checklist {
         agent_id: agent.to_string(),
@@ -282,12 +407,67 @@ pub async fn checklist(sources: &Sources, agent: &AgentId) -> Result<Checklist, 
         risk_tier: record.risk_tier.as_str().to_owned(),
         ai_act_role: role.map(|r| r.as_str().to_owned()),
         catalogue_version: catalogue.version,
+        catalogue_source: catalogue.source,
         evaluated_at: now,
         policy_digest: sources.pack.digest().to_string(),
         ledger_size: sources.ledger_size,
         summary,
         items,
     })
+}
+
+/// What the evidence of one item shows, attestations beside it: a fresh attestation completes an
+/// attestation item or supporting evidence, and answers a flag raised for one; it never turns
+/// contrary or stale evidence into a pass.
+async fn finding(
+    sources: &Sources,
+    entry: &AgentEntry,
+    item: &Item,
+    attested: &[Attestation],
+    now: Timestamp,
+) -> Result<Finding, ComplianceError> {
+    let fresh = attested.iter().rev().find(|a| !a.stale);
+    let stale = attested.iter().rev().find(|a| a.stale);
+    let by = |a: &Attestation| {
+        format!(
+            "attested by {} at {} (ledger index {}), valid until {}",
+            a.actor, a.recorded_at, a.ledger_index, a.valid_until
+        )
+    };
+    let mut finding = match item.evidence {
+        Rule::Attestation => Finding::new(
+            Status::AttestationRequired,
+            "needs a statement by a compliance officer",
+            Vec::new(),
+        ),
+        rule => evaluate(sources, entry, rule, now).await?,
+    };
+    match (finding.status, fresh, stale) {
+        (Status::AttestationRequired | Status::SupportingEvidence, Some(a), _) => {
+            finding.detail = if finding.status == Status::SupportingEvidence {
+                format!("{}; automatic support: {}", by(a), finding.detail)
+            } else {
+                by(a)
+            };
+            finding.status = Status::Attested;
+        }
+        (Status::AttestationRequired, None, Some(a)) if item.evidence == Rule::Attestation => {
+            finding.status = Status::EvidenceStale;
+            finding.detail = format!(
+                "the attestation of {} (ledger index {}) expired at {}; attest again",
+                a.recorded_at, a.ledger_index, a.valid_until
+            );
+        }
+        (Status::EvidenceMissing | Status::EvidenceStale, Some(a), _) => {
+            finding.detail = format!(
+                "{}; an attestation does not outweigh it ({})",
+                finding.detail,
+                by(a)
+            );
+        }
+        _ => {}
+    }
+    Ok(finding)
 }
 
 async fn evaluate(
@@ -301,20 +481,25 @@ async fn evaluate(
         Rule::Attestation => Ok(Finding::new(Status::AttestationRequired, "", Vec::new())),
         Rule::DecisionLogging => decision_logging(sources, agent).await,
         Rule::Instructions => Ok(instructions(entry)),
-        Rule::ApprovalGates => Ok(approval_gates(sources, entry)),
+        Rule::ApprovalGates => approval_gates(sources, entry).await,
         Rule::KillSwitchDrill => kill_switch_drill(sources, agent, now).await,
         Rule::FailClosed => fail_closed(sources).await,
         Rule::LogRetention => log_retention(sources).await,
         Rule::DecisionExplanation => decision_explanation(sources, agent).await,
         Rule::PolicyTests => policy_tests(sources).await,
+        Rule::OversightStatistics => oversight_statistics(sources, agent).await,
+        Rule::PurposeHistory => purpose_history(sources, agent).await,
+        Rule::SuspensionRecords => suspension_records(sources, agent).await,
     }
 }
 
-/// Every attestation recorded for `agent`, oldest first.
+/// Every attestation recorded for `agent`, oldest first, with its validity as of `now`.
 pub async fn attestations(
     sources: &Sources,
     agent: &AgentId,
+    now: Timestamp,
 ) -> Result<Vec<Attestation>, ComplianceError> {
+    let validity = sources.config.attestation_validity;
     let mut found = Vec::new();
     for (index, entry) in sources.entries_of(&["attestation_recorded"]).await? {
         let damaged = |e: String| ComplianceError::Damaged(format!("entry {index}: {e}"));
@@ -337,6 +522,8 @@ pub async fn attestations(
             actor: a.actor,
             recorded_at,
             ledger_index: index,
+            valid_until: recorded_at.plus(validity),
+            stale: recorded_at.plus(validity) < now,
         });
     }
     Ok(found)
@@ -414,6 +601,7 @@ pub async fn attest(
         .append(SideEffect::None)
         .map_err(|e| invalid("statement", e.to_string()))?;
     let reference = ledger.append(vec![append]).await?.remove(0);
+    let recorded_at = super::parse_time("time", &entry.time)?;
     Ok((
         Attestation {
             attestation_id: event
@@ -425,8 +613,10 @@ pub async fn attest(
             statement: event.statement,
             document_sha256: event.document_sha256,
             actor: event.actor,
-            recorded_at: super::parse_time("time", &entry.time)?,
+            recorded_at,
             ledger_index: reference.index,
+            valid_until: recorded_at.plus(sources.config.attestation_validity),
+            stale: false,
         },
         reference,
     ))
@@ -454,7 +644,24 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n);
+        assert!(c.source.contains("2024/1689"), "{}", c.source);
+        for item in &c.items {
+            assert!(
+                item.quote.split_whitespace().count() >= 5,
+                "{}: a quotation",
+                item.id
+            );
+            assert!(
+                !item.article.is_empty() && !item.title.is_empty(),
+                "{}",
+                item.id
+            );
+            assert!(!item.tiers.is_empty(), "{}: tiers", item.id);
+        }
         for rule in [
+            Rule::OversightStatistics,
+            Rule::PurposeHistory,
+            Rule::SuspensionRecords,
             Rule::DecisionLogging,
             Rule::LogRetention,
             Rule::KillSwitchDrill,

@@ -1,7 +1,42 @@
 //! The automatic rules: each item of the catalogue whose evidence Reins holds is checked here,
-//! against the ledger, the registry, the configuration and the live policy pack.
+//! against the ledger, the registry, the configuration and the live policy pack. Each answers
+//! what its evidence shows and no more: Reins governs the agent's tool calls, not its model, its
+//! data or the organisation around it, so most rules can only support an obligation.
 
 use super::*;
+use crate::model::DecisionRecord;
+
+/// Most decisions a rule reads back, newest first: bounds a checklist on a busy agent.
+const SCAN_LIMIT: usize = 50_000;
+
+/// The agent's recorded decisions since `since` (all when `None`), newest first, at most
+/// [`SCAN_LIMIT`].
+async fn recent_records(
+    sources: &Sources,
+    agent: &AgentId,
+    since: Option<Timestamp>,
+) -> Result<Vec<DecisionRecord>, ComplianceError> {
+    const PAGE: u32 = 1_000;
+    let mut records = Vec::new();
+    let mut before: Option<crate::ids::DecisionId> = None;
+    loop {
+        let rows = sources
+            .store
+            .decisions(Some(agent), before.as_ref(), PAGE)
+            .await?;
+        let last = rows.len() < PAGE as usize;
+        for row in &rows {
+            if since.is_some_and(|s| row.evaluated_at < s) || records.len() >= SCAN_LIMIT {
+                return Ok(records);
+            }
+            records.push(record_of(row)?);
+        }
+        match rows.last().map(|r| r.id.parse()) {
+            Some(Ok(id)) if !last => before = Some(id),
+            _ => return Ok(records),
+        }
+    }
+}
 
 pub(super) const ALL_TIME: (Timestamp, Timestamp) = (Timestamp::MIN, Timestamp::MAX);
 
@@ -118,13 +153,16 @@ pub(super) async fn decision_logging(
         ));
     }
     Ok(Finding::new(
-        Satisfied,
-        "every decision is in the ledger and the ledger verifies",
+        SupportingEvidence,
+        "every authorization decision about the agent's tool calls is in the ledger and the ledger \
+         verifies; the AI system's own events (12(2)(a)-(c)) are logged by the system, not by Reins",
         evidence,
     ))
 }
 
-/// Art 13(3)(d),(f): the record says what the agent is for and how humans oversee it.
+/// Art 13(3)(b)(i), (d), (f): the record says what the agent is for and how humans oversee it,
+/// and Reins's logs can be exported and read. The instructions for use themselves are the
+/// provider's document.
 pub(super) fn instructions(entry: &AgentEntry) -> Finding {
     let r = &entry.agent.record;
     let mut missing = Vec::new();
@@ -132,19 +170,26 @@ pub(super) fn instructions(entry: &AgentEntry) -> Finding {
         .as_deref()
         .is_none_or(|s| s.trim().is_empty())
     {
-        missing.push("intended_purpose");
+        missing.push("intended_purpose (13(3)(b)(i))");
     }
     if r.documentation.human_oversight.is_empty() {
-        missing.push("documentation.human_oversight");
+        missing.push("documentation.human_oversight (13(3)(d))");
     }
-    let evidence = vec![Evidence::text(format!(
-        "agent record version {} (registry, ledgered with every change)",
-        entry.agent.meta.version
-    ))];
+    let evidence = vec![
+        Evidence::text(format!(
+            "agent record version {} (registry, ledgered with every change)",
+            entry.agent.meta.version
+        )),
+        Evidence::text(
+            "13(3)(f): Reins's logs export as audit packs that verify offline \
+             (`reins audit-pack export`, `reins audit-pack verify`)",
+        ),
+    ];
     if missing.is_empty() {
         Finding::new(
-            Status::Satisfied,
-            "intended purpose and oversight measures are documented; the model card shows them",
+            Status::SupportingEvidence,
+            "the record states the intended purpose and the oversight measures, shown on the model \
+             card; the instructions for use are the provider's document",
             evidence,
         )
     } else {
@@ -156,61 +201,88 @@ pub(super) fn instructions(entry: &AgentEntry) -> Finding {
     }
 }
 
-/// Art 14(4)(d): no high- or critical-risk declared tool is usable without a human.
-pub(super) fn approval_gates(sources: &Sources, entry: &AgentEntry) -> Finding {
+/// Art 14(4)(d): no declared tool runs without a human. Each is probed against the active
+/// policies with the arguments of its latest recorded call by the agent (empty when none), so a
+/// gate on an amount is tested with a real amount.
+pub(super) async fn approval_gates(
+    sources: &Sources,
+    entry: &AgentEntry,
+) -> Result<Finding, ComplianceError> {
     let agent = &entry.agent.id;
+    let mut latest_args = std::collections::HashMap::new();
+    for record in recent_records(sources, agent, None).await? {
+        let args = record
+            .request
+            .context
+            .as_ref()
+            .and_then(|c| c.get("args"))
+            .cloned()
+            .unwrap_or_default();
+        latest_args
+            .entry(record.request.resource.id)
+            .or_insert(args);
+    }
     let mut evidence = Vec::new();
     let mut open = Vec::new();
     for tool_id in &entry.agent.record.tools {
         let Some(tool) = sources.snapshot.tool(tool_id) else {
             continue;
         };
-        if !matches!(tool.tool.record.risk, ToolRisk::High | ToolRisk::Critical) {
-            continue;
-        }
+        let args = latest_args
+            .get(tool_id.as_str())
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let with = if args.as_object().is_some_and(|a| !a.is_empty()) {
+            "its latest recorded arguments"
+        } else {
+            "empty arguments"
+        };
         let verdict = probe_tool(
             &sources.pack,
             &sources.snapshot,
             &sources.types,
             agent,
             tool_id,
+            &args,
         );
+        let risk = tool.tool.record.risk.as_str();
         match verdict.as_ref().map(gate_of) {
             Some(Gate::Approval(ids)) => evidence.push(Evidence::text(format!(
-                "`{tool_id}` ({}) needs an approval: {}",
-                tool.tool.record.risk.as_str(),
+                "`{tool_id}` ({risk}), with {with}: needs an approval: {}",
                 ids.join(", ")
             ))),
             Some(Gate::Forbidden(why)) => evidence.push(Evidence::text(format!(
-                "`{tool_id}` ({}) is denied outright without approval: {why}",
-                tool.tool.record.risk.as_str()
+                "`{tool_id}` ({risk}), with {with}: denied outright: {why}"
             ))),
-            Some(Gate::Open) | None => open.push(tool_id.to_string()),
+            Some(Gate::Open) | None => open.push(format!("`{tool_id}` ({risk})")),
         }
     }
     if !open.is_empty() {
-        return Finding::new(
+        return Ok(Finding::new(
             Status::EvidenceMissing,
             format!(
-                "the active policies allow {} without any human approval",
+                "an overseer cannot stop {} in a particular situation: the active policies allow it \
+                 without any human",
                 open.join(", ")
             ),
             evidence,
-        );
-    }
-    if evidence.is_empty() {
-        evidence.push(Evidence::text(
-            "the agent declares no high- or critical-risk tool",
         ));
     }
-    Finding::new(
+    if evidence.is_empty() {
+        return Ok(Finding::new(
+            Status::SupportingEvidence,
+            "the agent declares no tool, so none of its tool calls can run",
+            evidence,
+        ));
+    }
+    Ok(Finding::new(
         Status::Satisfied,
         format!(
-            "checked against policy pack {}: no high- or critical-risk tool runs without a human",
+            "checked against policy pack {}: every declared tool waits for a human (or is denied)",
             sources.pack.digest()
         ),
         evidence,
-    )
+    ))
 }
 
 pub(super) enum Gate {
@@ -245,64 +317,99 @@ pub(super) fn gate_of(decision: &Decision) -> Gate {
     })
 }
 
-/// Art 14(4)(e): the stop button was used or drilled recently.
+/// Art 14(4)(e): the stop button was used within the window, and it stopped something: the
+/// ledger shows decisions for the agent refused by that switch while it was engaged.
 pub(super) async fn kill_switch_drill(
     sources: &Sources,
     agent: &AgentId,
     now: Timestamp,
 ) -> Result<Finding, ComplianceError> {
     let window = sources.config.drill_window;
-    let config = Some(format!(
-        "compliance.drill_window = {}",
-        humantime::format_duration(window)
-    ));
-    let Some(latest) = kill_switch_uses(sources, agent).await?.pop() else {
+    let config = Evidence {
+        config: Some(format!(
+            "compliance.drill_window = {}",
+            humantime::format_duration(window)
+        )),
+        ..Evidence::text("drill window")
+    };
+    let since = Timestamp::from_datetime(now.datetime() - window);
+    let uses = kill_switch_uses(sources, agent).await?;
+    let Some(latest) = uses.last() else {
         return Ok(Finding::new(
             Status::EvidenceMissing,
             "no kill switch covering this agent was ever engaged or drilled",
-            vec![Evidence {
-                config,
-                ..Evidence::text("drill window")
-            }],
+            vec![config],
         ));
     };
-    let age = now.datetime() - latest.engaged_at.datetime();
-    let evidence = vec![
-        Evidence::at(
-            format!(
-                "{} `{}`{} at {}: {}",
-                if latest.drill { "drill" } else { "engagement" },
-                latest.switch_id,
-                if latest.global { " (global)" } else { "" },
-                latest.engaged_at,
-                latest.reason
-            ),
-            latest.ledger_index,
-        ),
-        Evidence {
-            config,
-            ..Evidence::text("drill window")
-        },
-    ];
-    if age > window {
-        Ok(Finding::new(
+    let recent: Vec<_> = uses.iter().filter(|u| u.engaged_at >= since).collect();
+    if recent.is_empty() {
+        return Ok(Finding::new(
             Status::EvidenceStale,
             format!(
-                "the last engagement or drill is {} days old, older than the window",
-                age.whole_days()
+                "the last engagement or drill ({}) is older than the window",
+                latest.engaged_at
             ),
-            evidence,
-        ))
-    } else {
-        Ok(Finding::new(
-            Status::Satisfied,
-            "a kill switch covering the agent was engaged or drilled within the window",
-            evidence,
-        ))
+            vec![use_evidence(latest), config],
+        ));
     }
+    let oldest = recent.iter().map(|u| u.engaged_at).min().unwrap_or(since);
+    let records = recent_records(sources, agent, Some(oldest)).await?;
+    for switch in recent.iter().rev() {
+        let refused: Vec<&DecisionRecord> = records
+            .iter()
+            .filter(|r| {
+                r.decision.reasons.iter().any(|reason| {
+                    reason.code == ReasonCode::KillSwitch
+                        && reason
+                            .killswitch_id
+                            .is_some_and(|id| id.to_string() == switch.switch_id)
+                })
+            })
+            .collect();
+        if let Some(first) = refused.last() {
+            let mut evidence = vec![use_evidence(switch)];
+            evidence.push(Evidence {
+                ledger_index: first.decision.ledger.as_ref().map(|l| l.index),
+                ..Evidence::text(format!(
+                    "{} decision(s) for the agent refused by it while engaged; the first",
+                    refused.len()
+                ))
+            });
+            evidence.push(config);
+            return Ok(Finding::new(
+                Status::Satisfied,
+                "within the window a kill switch covering the agent was engaged and refused its \
+                 tool calls",
+                evidence,
+            ));
+        }
+    }
+    let mut evidence: Vec<Evidence> = recent.iter().map(|u| use_evidence(u)).collect();
+    evidence.push(config);
+    Ok(Finding::new(
+        Status::EvidenceMissing,
+        "kill switches covering the agent were engaged within the window, but no decision for the \
+         agent was refused by one: the ledger does not show that the stop worked",
+        evidence,
+    ))
 }
 
-/// Art 15: the start-up fail-closed self-check passed against the pack now active.
+fn use_evidence(u: &crate::compliance::KillSwitchUse) -> Evidence {
+    Evidence::at(
+        format!(
+            "{} `{}`{} at {}: {}",
+            if u.drill { "drill" } else { "engagement" },
+            u.switch_id,
+            if u.global { " (global)" } else { "" },
+            u.engaged_at,
+            u.reason
+        ),
+        u.ledger_index,
+    )
+}
+
+/// Art 15(4), in part: the start-up fail-closed self-check passed against the pack now active,
+/// so the agent's tool calls fail safe when Reins cannot decide.
 pub(super) async fn fail_closed(sources: &Sources) -> Result<Finding, ComplianceError> {
     let latest = sources.entries_of(&["self_check"]).await?.pop();
     let Some((
@@ -354,13 +461,15 @@ pub(super) async fn fail_closed(sources: &Sources) -> Result<Finding, Compliance
         ));
     }
     Ok(Finding::new(
-        Status::Satisfied,
-        "the fail-closed self-check passed against the active policy pack",
+        Status::SupportingEvidence,
+        "Reins's fail-closed self-check passed against the active policy pack (a fail-safe plan \
+         for the agent's tool calls, 15(4)); the AI system's own accuracy, robustness and \
+         cybersecurity are the provider's to show",
         evidence,
     ))
 }
 
-/// Art 19(1), 26(6): logs kept at least six months, and none missing.
+/// Art 19(1), 26(6), for the logs Reins keeps: retained at least six months, none missing.
 pub(super) async fn log_retention(sources: &Sources) -> Result<Finding, ComplianceError> {
     let days = sources.config.log_retention_days;
     let config = Some(format!(
@@ -374,7 +483,7 @@ pub(super) async fn log_retention(sources: &Sources) -> Result<Finding, Complian
             ..Evidence::text("declared retention")
         },
         Evidence::text(format!(
-            "{stored} entries stored for a tree of {} (Reins deletes none)",
+            "{stored} ledger entries stored for a tree of {} (Reins deletes none)",
             sources.ledger_size
         )),
     ];
@@ -403,13 +512,17 @@ pub(super) async fn log_retention(sources: &Sources) -> Result<Finding, Complian
         ));
     }
     Ok(Finding::new(
-        Status::Satisfied,
-        "retention of at least six months is configured and every entry is kept",
+        Status::SupportingEvidence,
+        format!(
+            "Reins's decision logs are kept (retention of at least {MIN_RETENTION_DAYS} days, every \
+             entry present); the AI system's own logs are kept elsewhere, and need an attestation"
+        ),
         evidence,
     ))
 }
 
-/// Art 86: the agent's decisions can be explained one by one.
+/// Art 86, in support: the agent's tool-call decisions can be explained one by one. The
+/// deployer's decision about a person is not among them.
 pub(super) async fn decision_explanation(
     sources: &Sources,
     agent: &AgentId,
@@ -447,16 +560,18 @@ pub(super) async fn decision_explanation(
         }
     }
     Ok(Finding::new(
-        Status::Satisfied,
+        Status::SupportingEvidence,
         format!(
-            "the {} newest decisions are retrievable with their reasons and policy digest",
+            "the {} newest tool-call decisions are retrievable with their reasons and policy \
+             digest; the explanation of the deployer's decision about a person is the deployer's",
             rows.len()
         ),
         evidence,
     ))
 }
 
-/// Art 9: the active policy version passed its store's policy tests before it became active.
+/// Art 9, in support: the active policy version passed its store's policy tests before it became
+/// active. Those test the policies that govern tool calls, not the AI system's risk management.
 pub(super) async fn policy_tests(sources: &Sources) -> Result<Finding, ComplianceError> {
     let digest = sources.pack.digest().to_string();
     let entries = sources
@@ -482,8 +597,12 @@ pub(super) async fn policy_tests(sources: &Sources) -> Result<Finding, Complianc
     }
     match found {
         Some((activated, Some((run, true, checks)))) => Ok(Finding::new(
-            Status::Satisfied,
-            format!("the active policy version {digest} passed its policy tests before activation"),
+            Status::SupportingEvidence,
+            format!(
+                "the active policy version {digest} passed its policy tests before activation; the \
+                 risk management system and its testing against the intended purpose (9(8)) need \
+                 an attestation"
+            ),
             vec![
                 Evidence::at(format!("policy tests passed ({checks} checks)"), run),
                 Evidence::at("activation", activated),
@@ -500,4 +619,154 @@ pub(super) async fn policy_tests(sources: &Sources) -> Result<Finding, Complianc
             Vec::new(),
         )),
     }
+}
+
+/// Art 14(4)(b), in support: how overseers decide approvals. Half or more of at least
+/// [`RUBBER_STAMP_MIN`] decided approvals granted in under [`RUBBER_STAMP_SECONDS`] seconds is
+/// evidence against review.
+pub(super) async fn oversight_statistics(
+    sources: &Sources,
+    agent: &AgentId,
+) -> Result<Finding, ComplianceError> {
+    use crate::approvals::Status as Approval;
+    let (mut granted, mut denied, mut quick) = (0usize, 0usize, 0usize);
+    let mut reviews = Vec::new();
+    for row in sources.store.approvals_of(agent).await? {
+        let (Some(decided), Some(_)) = (row.decided_at, &row.decided_by) else {
+            continue;
+        };
+        let seconds = (decided.datetime() - row.requested_at.datetime()).as_seconds_f64();
+        reviews.push(seconds);
+        match Approval::parse(&row.status) {
+            Some(Approval::Granted | Approval::Used) => {
+                granted += 1;
+                if seconds < RUBBER_STAMP_SECONDS {
+                    quick += 1;
+                }
+            }
+            Some(Approval::Denied) => denied += 1,
+            _ => {}
+        }
+    }
+    let decided = granted + denied;
+    if decided == 0 {
+        return Ok(Finding::new(
+            Status::AttestationRequired,
+            "no approval for the agent was decided yet, so the ledger shows nothing of how \
+             overseers review; needs a statement of how automation bias is countered",
+            Vec::new(),
+        ));
+    }
+    let median = crate::compliance::median(&mut reviews).unwrap_or_default();
+    let figures = Evidence::text(format!(
+        "{decided} approvals decided: {granted} granted ({:.0}%), {denied} denied; median review \
+         {median:.1} s; {quick} granted in under {RUBBER_STAMP_SECONDS} s",
+        granted as f64 * 100.0 / decided as f64
+    ));
+    if decided >= RUBBER_STAMP_MIN && quick * 2 >= decided {
+        return Ok(Finding::new(
+            Status::EvidenceMissing,
+            format!(
+                "{quick} of {decided} approvals were granted in under {RUBBER_STAMP_SECONDS} s: \
+                 that is rubber-stamping, the automation bias 14(4)(b) names"
+            ),
+            vec![figures],
+        ));
+    }
+    Ok(Finding::new(
+        Status::SupportingEvidence,
+        "approval statistics show overseers reviewing; how they are made aware of automation \
+         bias needs an attestation",
+        vec![figures],
+    ))
+}
+
+/// Fewest decided approvals before their speed counts as evidence.
+const RUBBER_STAMP_MIN: usize = 10;
+/// A grant faster than this is not a review.
+const RUBBER_STAMP_SECONDS: f64 = 5.0;
+
+/// Art 25(1): a change of the agent's intended purpose in its ledgered history is flagged: it
+/// may have made the deployer the system's provider.
+pub(super) async fn purpose_history(
+    sources: &Sources,
+    agent: &AgentId,
+) -> Result<Finding, ComplianceError> {
+    let mut previous: Option<(u64, Option<String>)> = None;
+    let mut changes = Vec::new();
+    for (index, entry) in sources
+        .entries_of(&["agent_registered", "agent_changed"])
+        .await?
+    {
+        let (Event::AgentRegistered(a) | Event::AgentChanged(a)) = entry.event else {
+            continue;
+        };
+        if a.agent_id != agent.as_str() {
+            continue;
+        }
+        let purpose = a.record["intended_purpose"].as_str().map(str::to_owned);
+        if let Some((_, before)) = &previous
+            && *before != purpose
+        {
+            changes.push(Evidence::at(
+                format!(
+                    "intended purpose changed from {:?} to {:?}",
+                    before.as_deref().unwrap_or(""),
+                    purpose.as_deref().unwrap_or("")
+                ),
+                index,
+            ));
+        }
+        previous = Some((index, purpose));
+    }
+    let Some((registered, _)) = previous else {
+        return Ok(Finding::new(
+            Status::AttestationRequired,
+            "no registration of the agent is in the ledger",
+            Vec::new(),
+        ));
+    };
+    if changes.is_empty() {
+        return Ok(Finding::new(
+            Status::SupportingEvidence,
+            "the intended purpose has not changed in the agent's ledgered history; a substantial \
+             modification (25(1)(b)) is not visible to Reins",
+            vec![Evidence::at("the latest registry entry", registered)],
+        ));
+    }
+    Ok(Finding::new(
+        Status::AttestationRequired,
+        format!(
+            "possible provider role: the intended purpose changed {} time(s); if a change made \
+             the system high-risk, Art 25(1)(c) makes the deployer its provider. Needs a statement \
+             either way",
+            changes.len()
+        ),
+        changes,
+    ))
+}
+
+/// Art 26(5), in support: the suspensions of the agent (kill switch engagements covering it).
+pub(super) async fn suspension_records(
+    sources: &Sources,
+    agent: &AgentId,
+) -> Result<Finding, ComplianceError> {
+    let uses = kill_switch_uses(sources, agent).await?;
+    if uses.is_empty() {
+        return Ok(Finding::new(
+            Status::AttestationRequired,
+            "no suspension of the agent is recorded; needs a statement of how its operation is \
+             monitored and who suspends it",
+            Vec::new(),
+        ));
+    }
+    Ok(Finding::new(
+        Status::SupportingEvidence,
+        format!(
+            "{} suspension(s) of the agent are in the ledger; monitoring and informing the \
+             provider and the authority need an attestation",
+            uses.len()
+        ),
+        uses.iter().rev().take(5).map(use_evidence).collect(),
+    ))
 }
