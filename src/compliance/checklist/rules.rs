@@ -6,15 +6,17 @@
 use super::*;
 use crate::model::DecisionRecord;
 
-/// Most decisions a rule reads back, newest first: bounds a checklist on a busy agent.
+/// Most decisions the drill rule reads back, newest first: bounds a checklist on a busy agent.
 const SCAN_LIMIT: usize = 50_000;
+/// Most decisions read back for the latest arguments of each declared tool.
+const ARGS_SCAN_LIMIT: usize = 5_000;
 
-/// The agent's recorded decisions since `since` (all when `None`), newest first, at most
-/// [`SCAN_LIMIT`].
+/// The agent's recorded decisions since `since` (all when `None`), newest first, at most `limit`.
 async fn recent_records(
     sources: &Sources,
     agent: &AgentId,
     since: Option<Timestamp>,
+    limit: usize,
 ) -> Result<Vec<DecisionRecord>, ComplianceError> {
     const PAGE: u32 = 1_000;
     let mut records = Vec::new();
@@ -26,7 +28,7 @@ async fn recent_records(
             .await?;
         let last = rows.len() < PAGE as usize;
         for row in &rows {
-            if since.is_some_and(|s| row.evaluated_at < s) || records.len() >= SCAN_LIMIT {
+            if since.is_some_and(|s| row.evaluated_at < s) || records.len() >= limit {
                 return Ok(records);
             }
             records.push(record_of(row)?);
@@ -210,7 +212,7 @@ pub(super) async fn approval_gates(
 ) -> Result<Finding, ComplianceError> {
     let agent = &entry.agent.id;
     let mut latest_args = std::collections::HashMap::new();
-    for record in recent_records(sources, agent, None).await? {
+    for record in recent_records(sources, agent, None, ARGS_SCAN_LIMIT).await? {
         let args = record
             .request
             .context
@@ -353,7 +355,7 @@ pub(super) async fn kill_switch_drill(
         ));
     }
     let oldest = recent.iter().map(|u| u.engaged_at).min().unwrap_or(since);
-    let records = recent_records(sources, agent, Some(oldest)).await?;
+    let records = recent_records(sources, agent, Some(oldest), SCAN_LIMIT).await?;
     for switch in recent.iter().rev() {
         let refused: Vec<&DecisionRecord> = records
             .iter()
