@@ -44,6 +44,7 @@ fn quantiles(name: &str, samples: &mut [Duration]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    reins::crypto::install_crypto_provider();
     let args: Vec<String> = std::env::args().collect();
     let calls: usize = arg(&args, "--calls").map_or(Ok(5000), |n| n.parse())?;
     let token = arg(&args, "--token")?;

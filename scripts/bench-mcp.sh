@@ -36,7 +36,7 @@ command = "$PWD/target/release/examples/mcp_upstream"
 TOML
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); $(date -u +%FT%TZ)"
-RUST_LOG=warn ./target/release/examples/mcp_bench --reins "$REINS" --upstream ./target/release/examples/mcp_upstream \
+REINS_LOG=warn ./target/release/examples/mcp_bench --reins "$REINS" --upstream ./target/release/examples/mcp_upstream \
   --config "$WORK/gateway.toml" --url "$BASE" --token "$TOKEN" --calls "$CALLS"
 
 kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
