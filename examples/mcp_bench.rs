@@ -2,7 +2,7 @@
 //! calling the same MCP server directly, in one run. Opens three paths and alternates one call on
 //! each, so that noise on this shared machine falls on all three alike:
 //!
-//! - direct: an rmcp client on `mcp_upstream` over stdio;
+//! - direct: an rmcp client on `reins-demo-mcp-server` over stdio;
 //! - gateway: an rmcp client on `reins mcp --config FILE` over stdio, the same server behind it;
 //! - decision: `POST /v1/decisions` for the same call (what the gateway asks Reins).
 //!

@@ -4,7 +4,7 @@
 #
 # Builds in release mode, starts Reins on a fresh SQLite data dir with the default policy pack,
 # registers one low-risk tool `files.echo` and one agent declaring it, writes a gateway config
-# with examples/mcp_upstream as its stdio server, and runs the driver. Then a clean stop and
+# with reins-demo-mcp-server as its stdio server, and runs the driver. Then a clean stop and
 # `reins ledger verify`.
 #
 #   scripts/bench-mcp.sh            # CALLS=5000
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 CALLS=${CALLS:-5000}
 PORT=${PORT:-18490}
 BASE="http://127.0.0.1:$PORT"
-cargo build --release --quiet --bin reins --example mcp_upstream --example mcp_bench
+cargo build --release --quiet --bin reins --bin reins-demo-mcp-server --example mcp_bench
 REINS=./target/release/reins
 WORK=$(mktemp -d)
 DATA="$WORK/data"
@@ -32,11 +32,11 @@ cat > "$WORK/gateway.toml" <<TOML
 reins_url = "$BASE"
 [[servers]]
 name = "files"
-command = "$PWD/target/release/examples/mcp_upstream"
+command = "$PWD/target/release/reins-demo-mcp-server"
 TOML
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); $(date -u +%FT%TZ)"
-REINS_LOG=warn ./target/release/examples/mcp_bench --reins "$REINS" --upstream ./target/release/examples/mcp_upstream \
+REINS_LOG=warn ./target/release/examples/mcp_bench --reins "$REINS" --upstream ./target/release/reins-demo-mcp-server \
   --config "$WORK/gateway.toml" --url "$BASE" --token "$TOKEN" --calls "$CALLS"
 
 kill -TERM $SERVER; wait $SERVER 2>/dev/null || true

@@ -1,4 +1,4 @@
-//! `reins mcp` between a real MCP client (rmcp) and a real MCP server (`examples/mcp_upstream`,
+//! `reins mcp` between a real MCP client (rmcp) and a real MCP server (`reins-demo-mcp-server`,
 //! which logs every tool call it receives), in front of a real Reins: over stdio and over
 //! Streamable HTTP, with stdio and HTTP (SSE and JSON) upstreams, natively and through AuthZEN.
 
@@ -19,19 +19,9 @@ use serde_json::{Value, json};
 use crate::cli::free_port;
 use crate::harness::TestServer;
 
-/// The test MCP server, built beside the `reins` binary (`cargo test` builds examples).
+/// The test MCP server: the crate's `reins-demo-mcp-server` binary, which `cargo test` builds.
 fn upstream_bin() -> PathBuf {
-    let reins = PathBuf::from(env!("CARGO_BIN_EXE_reins"));
-    let path = reins
-        .parent()
-        .map(|d| d.join("examples").join("mcp_upstream"))
-        .unwrap_or_default();
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo test --all-targets` or `cargo build --examples`",
-        path.display()
-    );
-    path
+    PathBuf::from(env!("CARGO_BIN_EXE_reins-demo-mcp-server"))
 }
 
 async fn fleet(s: &TestServer) {
@@ -308,7 +298,7 @@ async fn over_stdio_only_allowed_calls_reach_the_server() {
     s.restart().await;
 }
 
-/// Starts `mcp_upstream --http` and returns its `/mcp` URL.
+/// Starts `reins-demo-mcp-server --http` and returns its `/mcp` URL.
 async fn http_upstream(log: &Path, json_responses: bool) -> (tokio::process::Child, String) {
     let mut command = tokio::process::Command::new(upstream_bin());
     command.args(["--http", "127.0.0.1:0"]);

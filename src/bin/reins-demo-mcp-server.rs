@@ -1,9 +1,10 @@
-//! A small MCP server for the gateway's tests and benchmark: tools `echo`, `pay` and `delete`,
-//! one resource. Every tool call it receives is appended, one JSON line each, to the file named
-//! by `MCP_UPSTREAM_CALLS` when set, so a test can prove a denied call never arrived.
+//! `reins-demo-mcp-server`: a small MCP server to try the gateway with, and the one its tests
+//! and benchmark put behind it: tools `echo`, `pay` and `delete`, one resource. Every tool call
+//! it receives is appended, one JSON line each, to the file named by `MCP_UPSTREAM_CALLS` when
+//! set, so a test can prove a denied call never arrived.
 //!
-//! `mcp_upstream` serves stdio; `mcp_upstream --http ADDR [--json]` serves Streamable HTTP at
-//! `/mcp` (SSE responses, or JSON ones with `--json`) and prints its address on stdout.
+//! It serves stdio; with `--http ADDR [--json]` it serves Streamable HTTP at `/mcp` (SSE
+//! responses, or JSON ones with `--json`) and prints its address on stdout.
 
 use std::io::Write;
 use std::sync::Arc;
