@@ -214,7 +214,16 @@ impl ServerHandler for Gateway {
             args: request.arguments.as_ref(),
             elicitation_url,
         };
-        let allowed = self.shared.gate.decide(&ask).instrument(span.clone()).await;
+        // A call held for an approval stops waiting when the client cancels it; it is never
+        // forwarded then.
+        let allowed = tokio::select! {
+            decided = self.shared.gate.decide(&ask).instrument(span.clone()) => decided,
+            () = context.ct.cancelled() => Err(ErrorData::new(
+                DENIED,
+                "the client cancelled the call before it was decided",
+                None,
+            )),
+        };
         let allowed = match allowed {
             Ok(a) => a,
             Err(e) => {

@@ -530,6 +530,31 @@ async fn through_authzen_with_the_bindings_mapping_and_filtered_tools() {
     grant(&s, &pending).await;
     assert_eq!(held.await.unwrap().unwrap(), "paid 7 EUR");
     assert_eq!(calls(&log).len(), 2);
+
+    // A held call its client cancels is never forwarded, even once its approval is granted.
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(700),
+        call(
+            &client,
+            "files.pay",
+            json!({"amount": 8, "currency": "EUR"}),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call was held: {gave_up:?}");
+    let mut pending = String::new();
+    crate::harness::eventually("the second approval is pending", async || {
+        let (_, list) = s.get("/v1/approvals?status=pending", &approver).await;
+        pending = list["approvals"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !pending.is_empty()
+    })
+    .await;
+    grant(&s, &pending).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert_eq!(calls(&log).len(), 2, "{:?}", calls(&log));
 }
 
 #[test]
