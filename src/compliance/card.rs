@@ -152,7 +152,7 @@ fn missing_fields(agent: &Agent) -> Vec<&'static str> {
         data_sources,
         human_oversight,
         contact,
-        ai_act_role,
+        ai_act_role: _,
     } = &r.documentation;
     [
         ("provider", r.provider.is_none()),
@@ -175,10 +175,7 @@ fn missing_fields(agent: &Agent) -> Vec<&'static str> {
         ("documentation.data_sources", data_sources.is_empty()),
         ("documentation.human_oversight", human_oversight.is_empty()),
         ("documentation.contact", contact.is_none()),
-        (
-            "ai_act.role",
-            ai_act_role.is_none() && r.ai_act.role.is_none(),
-        ),
+        ("ai_act.role", r.ai_act_role().is_none()),
         ("ai_act.annex", r.ai_act.annex.is_none()),
     ]
     .into_iter()

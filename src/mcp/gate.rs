@@ -153,8 +153,8 @@ pub struct Gate {
     /// With `{id}`; `None`: the approval's API endpoint on Reins.
     pub approval_url: Option<String>,
     whoami: quick_cache::sync::Cache<String, (Whoami, Instant)>,
-    /// The approval each call that needed one opened, by [`call_key`].
-    opened: quick_cache::sync::Cache<String, ApprovalId>,
+    /// The approval each call that needed one opened, as Reins answered it, by [`call_key`].
+    opened: quick_cache::sync::Cache<String, AccessRequest>,
 }
 
 /// One call, as the approval Reins opened for it is bound: the agent (by its token), the tool and
@@ -231,25 +231,23 @@ impl Gate {
     /// with its `approval_id`.
     pub async fn decide(&self, ask: &Ask<'_>) -> Result<Allowed, ErrorData> {
         let key = call_key(ask);
-        if let Some(id) = self.opened.get(&key) {
+        if let Some(access) = self.opened.get(&key) {
             let approval = self
                 .reins
-                .approval(ask.token, &id)
+                .approval(ask.token, &access.approval_id)
                 .await
                 .map_err(unreachable)?;
             match approval.status {
                 Status::Pending => {
                     let answer = Answer::pending(&approval);
-                    let access = AccessRequest {
-                        approval_id: id,
-                        endpoint: format!("/v1/approvals/{id}"),
-                        expires_at: approval.expires_at,
-                    };
                     return Err(self.approval_required(ask, &answer, &access));
                 }
                 Status::Granted => {
                     self.opened.remove(&key);
-                    return self.ask(ask, Some(&id)).await?.verdict(ask.tool);
+                    return self
+                        .ask(ask, Some(&access.approval_id))
+                        .await?
+                        .verdict(ask.tool);
                 }
                 // Decided against, expired or used: this call starts over.
                 _ => {
@@ -281,7 +279,7 @@ impl Gate {
                         "{}; approval {} is {}",
                         error.message,
                         access.approval_id,
-                        json!(status).as_str().unwrap_or("closed")
+                        status.as_str()
                     )
                     .into();
                     return Err(error);
@@ -290,7 +288,7 @@ impl Gate {
                 None => {}
             }
         }
-        self.opened.insert(key, access.approval_id);
+        self.opened.insert(key, access.clone());
         Err(self.approval_required(ask, &answer, access))
     }
 

@@ -80,7 +80,7 @@ fn forwarded(server: &str, error: ServiceError) -> ErrorData {
     }
 }
 
-/// `<server>.<name>` split into the server's index and the server's own name.
+/// `<server>.<name>` split into the server's name and the server's own name for the tool.
 pub struct Routed<'a> {
     pub server: &'a str,
     pub name: &'a str,

@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 use utoipa::ToSchema;
 
 use super::AiActRole;
@@ -42,8 +43,8 @@ impl AiActScope {
     }
 }
 
-/// Where a system sits among the Act's annexes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a system sits among the Act's annexes; written as text (`annex_iii:5(b)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
 pub enum Annex {
     AnnexI,
     /// A point of Annex III (1 to 8), and its letter where the point has them.
@@ -112,19 +113,6 @@ impl FromStr for Annex {
     }
 }
 
-impl Serialize for Annex {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Annex {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployerKind {
@@ -144,7 +132,9 @@ impl DeployerKind {
 }
 
 /// A calendar day, `YYYY-MM-DD`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, SerializeDisplay, DeserializeFromStr,
+)]
 pub struct Day(pub time::Date);
 
 const DAY: &[time::format_description::BorrowedFormatItem<'static>] =
@@ -164,19 +154,6 @@ impl FromStr for Day {
         time::Date::parse(s, DAY)
             .map(Day)
             .map_err(|_| format!("`{s}` is not a date as YYYY-MM-DD"))
-    }
-}
-
-impl Serialize for Day {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Day {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

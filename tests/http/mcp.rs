@@ -139,6 +139,21 @@ async fn decision(s: &TestServer, id: &str) -> Value {
     body
 }
 
+/// The id of the one pending approval, once there is one.
+async fn pending_approval(s: &TestServer, approver: &str) -> String {
+    let mut pending = String::new();
+    crate::harness::eventually("an approval is pending", async || {
+        let (_, list) = s.get("/v1/approvals?status=pending", approver).await;
+        pending = list["approvals"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !pending.is_empty()
+    })
+    .await;
+    pending
+}
+
 async fn grant(s: &TestServer, id: &str) {
     let (status, body) = s
         .post(
@@ -224,9 +239,18 @@ async fn over_stdio_only_allowed_calls_reach_the_server() {
     assert_eq!(recorded["request"]["session_id"], session);
     assert_eq!(calls(&log).len(), 1);
 
-    // An unknown tool is a mapping error.
+    // An unknown tool is a mapping error, and so is a call Reins refuses as malformed.
     let unknown = call(&client, "nowhere.echo", json!({})).await.unwrap_err();
     assert_eq!(unknown.code.0, -32602, "{unknown:?}");
+    let malformed = call(&client, "files.no such tool!", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code.0, -32602, "{malformed:?}");
+    assert!(
+        malformed.message.contains("Reins cannot map"),
+        "{malformed:?}"
+    );
+    assert_eq!(calls(&log).len(), 1);
 
     // A high-risk call needs an approval: not forwarded, the approval named; the same call again
     // while it is pending names the same approval; once granted, the call goes through once.
@@ -516,16 +540,7 @@ async fn through_authzen_with_the_bindings_mapping_and_filtered_tools() {
         }
     });
     let approver = s.token("alice", &["approver"]);
-    let mut pending = String::new();
-    crate::harness::eventually("the approval is pending", async || {
-        let (_, list) = s.get("/v1/approvals?status=pending", &approver).await;
-        pending = list["approvals"][0]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        !pending.is_empty()
-    })
-    .await;
+    let pending = pending_approval(&s, &approver).await;
     assert!(calls(&log).iter().all(|c| c["tool"] != "pay"));
     grant(&s, &pending).await;
     assert_eq!(held.await.unwrap().unwrap(), "paid 7 EUR");
@@ -542,16 +557,7 @@ async fn through_authzen_with_the_bindings_mapping_and_filtered_tools() {
     )
     .await;
     assert!(gave_up.is_err(), "the call was held: {gave_up:?}");
-    let mut pending = String::new();
-    crate::harness::eventually("the second approval is pending", async || {
-        let (_, list) = s.get("/v1/approvals?status=pending", &approver).await;
-        pending = list["approvals"][0]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        !pending.is_empty()
-    })
-    .await;
+    let pending = pending_approval(&s, &approver).await;
     grant(&s, &pending).await;
     tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
     assert_eq!(calls(&log).len(), 2, "{:?}", calls(&log));
@@ -594,4 +600,30 @@ fn the_gateway_refuses_to_start_on_a_bad_configuration() {
     );
     let stderr = run(&["mcp", "--config", missing.to_str().unwrap()], Some("t"));
     assert!(stderr.contains("MCP server `a`"), "{stderr}");
+}
+
+/// A stdio gateway whose `REINS_TOKEN` Reins does not accept refuses every call (`-32001`, the
+/// reason named), and forwards none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_reins_refuses_denies_every_call() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "reins_url = {:?}\n{}",
+            s.url(""),
+            stdio_server("files", &log)
+        ),
+    );
+    let client = stdio_client(&config, "not-a-token").await;
+    let refused = call(&client, "files.echo", json!({"text": "hi"}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code.0, -32001, "{refused:?}");
+    assert!(refused.message.contains("credentials"), "{refused:?}");
+    assert!(calls(&log).is_empty());
+    let _ = client.cancel().await;
 }

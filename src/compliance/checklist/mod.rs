@@ -94,31 +94,32 @@ impl ItemRole {
 }
 
 /// When an item applies ([`scope`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde_with::SerializeDisplay, serde_with::DeserializeFromStr,
+)]
 pub enum AppliesFrom {
     Date(crate::registry::ai_act::Day),
     /// 2 Dec 2027 for Annex III systems, 2 Aug 2028 for Annex I ones.
     HighRisk,
 }
 
-impl Serialize for AppliesFrom {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl std::fmt::Display for AppliesFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AppliesFrom::Date(day) => s.collect_str(day),
-            AppliesFrom::HighRisk => s.serialize_str("high_risk"),
+            AppliesFrom::Date(day) => day.fmt(f),
+            AppliesFrom::HighRisk => f.write_str("high_risk"),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for AppliesFrom {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text == "high_risk" {
-            return Ok(AppliesFrom::HighRisk);
+impl std::str::FromStr for AppliesFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "high_risk" => Ok(AppliesFrom::HighRisk),
+            day => day.parse().map(AppliesFrom::Date),
         }
-        text.parse()
-            .map(AppliesFrom::Date)
-            .map_err(serde::de::Error::custom)
     }
 }
 
