@@ -202,6 +202,7 @@ fn bench(c: &mut Criterion) {
             policy_digest: evaluated.decision.policy_digest.clone(),
             store: None,
             subject_type: None,
+            control_version: None,
         }),
     };
     assert_eq!(

@@ -28,6 +28,7 @@ fn entry(i: u64) -> Append {
         kind: "decision",
         bytes: body.into_bytes(),
         side: SideEffect::None,
+        control: false,
     }
 }
 
@@ -71,6 +72,7 @@ fn bench(c: &mut Criterion) {
         rt.block_on(Ledger::open(
             store.clone(),
             &config,
+            &Default::default(),
             &dir.path().join("keys"),
         ))
         .unwrap(),

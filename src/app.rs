@@ -100,6 +100,29 @@ impl Services {
         readiness
     }
 
+    /// Reads the control state again from the database: registry, kill switches, approvals, and
+    /// each store's active and shadow policy version (another replica changed some of it).
+    pub async fn reload_control(&self) -> Result<(), String> {
+        self.pipeline
+            .registry()
+            .reload(&self.store)
+            .await
+            .map_err(|e| format!("registry: {e}"))?;
+        self.killswitches
+            .reload()
+            .await
+            .map_err(|e| format!("kill switches: {e}"))?;
+        self.approvals
+            .reload()
+            .await
+            .map_err(|e| format!("approvals: {e}"))?;
+        self.versions
+            .sync(&self.pipeline)
+            .await
+            .map_err(|e| format!("policy versions: {e}"))?;
+        Ok(())
+    }
+
     /// Asks the control policy whether `caller` may perform `action`.
     pub fn authorize(
         &self,
@@ -120,6 +143,40 @@ impl Services {
             config: self.config.compliance.clone(),
             signer: self.ledger.signer().clone(),
             ledger_size: self.ledger.head().size,
+        }
+    }
+}
+
+/// On replicas sharing PostgreSQL: each time the control version this replica reads moves past
+/// the one whose state it has loaded, loads the state again ([`Services::reload_control`]) and
+/// then says so to the ledger, so that decisions evaluated from then on carry the new version.
+/// Ends when the services are dropped or the ledger stops.
+pub async fn follow_control(
+    services: std::sync::Weak<Services>,
+    mut control: tokio::sync::watch::Receiver<crate::ledger::ControlSeen>,
+) {
+    while control.changed().await.is_ok() {
+        let target = control.borrow_and_update().version;
+        let Some(services) = services.upgrade() else {
+            return;
+        };
+        if services
+            .ledger
+            .applied_version()
+            .is_some_and(|v| v >= target)
+        {
+            continue;
+        }
+        match services.reload_control().await {
+            Ok(()) => {
+                services.ledger.set_applied(target);
+                tracing::debug!(version = target, "control state reloaded");
+            }
+            // Retried on the next read of the version (every poll); decisions meanwhile carry
+            // the old version and the ledger refuses them.
+            Err(error) => {
+                tracing::warn!(%error, version = target, "cannot reload the control state")
+            }
         }
     }
 }

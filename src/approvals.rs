@@ -198,13 +198,7 @@ impl Approvals {
         ttl: Duration,
         owner_may_approve: bool,
     ) -> Result<Self, StoreError> {
-        let mut open = HashMap::new();
-        for status in [Status::Pending, Status::Granted] {
-            for row in store.approvals(Some(status.as_str()), u32::MAX).await? {
-                let approval = approval_of(row)?;
-                open.insert(approval.id, approval);
-            }
-        }
+        let open = open_in(&store).await?;
         Ok(Self {
             ledger,
             store,
@@ -214,6 +208,16 @@ impl Approvals {
             claimed: Mutex::new(HashSet::new()),
             writes: Default::default(),
         })
+    }
+
+    /// Reads the open approvals again: another replica requested, decided or used some.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _serialised = self.writes.lock().await;
+        let open = open_in(&self.store).await?;
+        if let Ok(mut current) = self.open.lock() {
+            *current = open;
+        }
+        Ok(())
     }
 
     /// Approvals waiting for a human now.
@@ -620,4 +624,16 @@ fn approval_of(r: ApprovalRow) -> Result<Approval, StoreError> {
         used_at: r.used_at,
         used_decision_id: r.used_decision_id,
     })
+}
+
+/// The pending and granted approvals in the store.
+async fn open_in(store: &Store) -> Result<HashMap<ApprovalId, Approval>, StoreError> {
+    let mut open = HashMap::new();
+    for status in [Status::Pending, Status::Granted] {
+        for row in store.approvals(Some(status.as_str()), u32::MAX).await? {
+            let approval = approval_of(row)?;
+            open.insert(approval.id, approval);
+        }
+    }
+    Ok(open)
 }

@@ -210,6 +210,13 @@ pub struct LocalArgs {
     /// Data folder: database and keys [default: ./data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Folder of the ledger signing key and the dev issuer key [default: <data-dir>/keys];
+    /// replicas share one.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DATABASE` [default: <data-dir>/reins.db].
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Policy folder [default: ./policies].
     #[arg(long)]
     pub policy_dir: Option<PathBuf>,
@@ -279,6 +286,11 @@ impl LocalArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
             data_dir: self.data_dir.clone(),
+            keys_dir: self.keys_dir.clone(),
+            database: self
+                .database_url
+                .clone()
+                .map(|url| crate::config::DatabaseOverrides { url }),
             policy_dir: self.policy_dir.clone(),
             schema_file: self.schema_file.clone(),
             ..Overrides::default()
@@ -412,7 +424,7 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
                 Some(k) => NoteVerifier::from_vkey(k)?,
                 None => ledger_signer(config)?.verifier(),
             };
-            let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
+            let store = crate::store::Store::open_read_only(&config.database_url()).await?;
             verify_store(&store, &verifier, trusted.as_deref()).await
         }
     };
@@ -457,7 +469,7 @@ fn ledger_signer(config: &Config) -> anyhow::Result<crate::tlog::note::NoteSigne
 async fn offline_sources(config: &Config) -> anyhow::Result<crate::compliance::Sources> {
     use crate::events::Event;
     use crate::registry::{EntityTypes, Snapshot};
-    let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
+    let store = crate::store::Store::open_read_only(&config.database_url()).await?;
     let types = EntityTypes::new()?;
     let snapshot = Snapshot::load(&store, &types).await?;
     let mut pack = None;
@@ -571,14 +583,14 @@ async fn policy_replay(
     from: Option<String>,
     to: Option<String>,
 ) -> anyhow::Result<()> {
-    let store = crate::store::Store::open_sqlite_read_only(&config.database_path()).await?;
+    let store = crate::store::Store::open_read_only(&config.database_url()).await?;
     let pack = match (version, policies) {
         (_, Some(dir)) => PolicyPack::load(&dir, &config.schema_file)?,
         (Some(id), None) => {
             let row = store.policy_version(&id).await?.ok_or_else(|| {
                 anyhow::anyhow!(
                     "no policy version `{id}` in {}",
-                    config.database_path().display()
+                    config.database_url().redacted()
                 )
             })?;
             let files: Vec<(String, String)> = serde_json::from_str(&row.files)?;

@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "reins.toml";
 
 /// Environment variables with the `REINS_` prefix that are not configuration keys: they are read
-/// by the CLI itself (and `REINS_BENCH_*` by the benchmarks). Anything else with the prefix must be
+/// by the CLI itself (and `REINS_BENCH_*` by the benchmarks, `REINS_TEST_*` by the tests). Anything else with the prefix must be
 /// a key, so that a typo fails loudly.
 const NON_CONFIG_ENV: &[&str] = &["config", "token", "url", "log", "log_format"];
 
 fn is_config_env(key: &str) -> bool {
-    !NON_CONFIG_ENV.contains(&key) && !key.starts_with("bench_")
+    !NON_CONFIG_ENV.contains(&key) && !key.starts_with("bench_") && !key.starts_with("test_")
 }
 
 /// How long an `Idempotency-Key` answers the decision recorded with it, unless configured.
@@ -33,6 +33,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the SQLite database and generated keys live.
     pub data_dir: PathBuf,
+    /// The folder holding the ledger signing key and the dev issuer key (`--keys-dir`,
+    /// `REINS_KEYS_DIR`). Default: `<data_dir>/keys`. Replicas share one (mounted read-only).
+    pub keys_dir: Option<PathBuf>,
+    pub database: DatabaseConfig,
     /// Folder of `*.cedar` files: the active policy pack.
     pub policy_dir: PathBuf,
     /// The Cedar schema the policies and requests are checked against.
@@ -64,6 +68,64 @@ pub struct Config {
     pub http: HttpConfig,
     /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
     pub stores: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// Where the state lives: the embedded SQLite file (one server), or a PostgreSQL database shared
+/// by any number of replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...` (`--database-url`, `REINS_DATABASE_URL`). Default: the
+    /// SQLite file `<data_dir>/reins.db`.
+    pub url: Option<String>,
+    /// Most connections one replica opens to PostgreSQL.
+    pub max_connections: u32,
+    /// Entries sequenced but not yet in the Merkle tree at which a replica on PostgreSQL denies
+    /// decisions (`ledger_backlog`) instead of queueing without end.
+    pub backlog_limit: u64,
+    /// How often a replica on PostgreSQL reads the shared control version (kill switches,
+    /// registry, approvals, policies), besides the notifications it listens for.
+    #[serde(with = "humantime_serde")]
+    pub control_poll: Duration,
+    /// A replica whose last successful read of the control version is older than this denies
+    /// every decision and fails `/readyz`: it may have missed a kill switch.
+    #[serde(with = "humantime_serde")]
+    pub control_max_staleness: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            backlog_limit: 100_000,
+            control_poll: Duration::from_millis(250),
+            control_max_staleness: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The database a configuration names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The URL without its password, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) if u.password().is_some() => {
+                    let _ = u.set_password(Some("***"));
+                    u.to_string()
+                }
+                _ => url.clone(),
+            },
+        }
+    }
 }
 
 /// Connection limits of the HTTP listener: what keeps clients that connect and say little (or
@@ -260,6 +322,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
+            keys_dir: None,
+            database: DatabaseConfig::default(),
             policy_dir: PathBuf::from("policies"),
             schema_file: PathBuf::from("schemas/reins.cedarschema"),
             control_dir: None,
@@ -311,6 +375,10 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_file: Option<PathBuf>,
@@ -320,6 +388,11 @@ pub struct Overrides {
     pub watch: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authzen: Option<AuthzenOverrides>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DatabaseOverrides {
+    pub url: String,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -340,8 +413,16 @@ impl Config {
             }
             None => {}
         }
+        // `REINS_DATABASE_URL` is the name every tool expects; the nested form works as well.
         let env = Env::prefixed("REINS_")
             .filter(|k| is_config_env(&k.as_str().to_ascii_lowercase()))
+            .map(|k| {
+                if k.as_str().eq_ignore_ascii_case("database_url") {
+                    "database__url".into()
+                } else {
+                    k.into()
+                }
+            })
             .split("__");
         let config: Config = figment
             .merge(env)
@@ -357,6 +438,22 @@ impl Config {
             key: key.into(),
             message: message.into(),
         };
+        parse_database_url(self.database.url.as_deref())
+            .map_err(|message| invalid("database.url", &message))?;
+        if self.database.max_connections < 2 {
+            return Err(invalid("database.max_connections", "must be at least 2"));
+        }
+        if self.database.backlog_limit == 0 {
+            return Err(invalid("database.backlog_limit", "must be at least 1"));
+        }
+        if self.database.control_poll.is_zero()
+            || self.database.control_poll >= self.database.control_max_staleness
+        {
+            return Err(invalid(
+                "database.control_poll",
+                "must be greater than zero and shorter than database.control_max_staleness",
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
@@ -462,13 +559,47 @@ impl Config {
         Ok(())
     }
 
+    /// The SQLite file of the data dir (the default database).
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("reins.db")
     }
 
-    pub fn keys_dir(&self) -> PathBuf {
-        self.data_dir.join("keys")
+    /// The database this configuration names (validated by [`Config::load`]).
+    pub fn database_url(&self) -> DatabaseUrl {
+        match parse_database_url(self.database.url.as_deref()) {
+            Ok(Some(url)) => url,
+            _ => DatabaseUrl::Sqlite(self.database_path()),
+        }
     }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+}
+
+/// `sqlite://PATH` (also `sqlite:PATH`) or `postgres://`/`postgresql://`; None when not set.
+fn parse_database_url(url: Option<&str>) -> Result<Option<DatabaseUrl>, String> {
+    let Some(url) = url else { return Ok(None) };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return url::Url::parse(url)
+            .map(|_| Some(DatabaseUrl::Postgres(url.to_owned())))
+            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"));
+    }
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err("a sqlite URL needs a file path: sqlite://PATH".into());
+        }
+        return Ok(Some(DatabaseUrl::Sqlite(PathBuf::from(path))));
+    }
+    Err(format!(
+        "`{url}` is neither sqlite://PATH nor postgres://USER@HOST/DATABASE"
+    ))
 }
 
 impl IssuerConfig {
@@ -561,6 +692,45 @@ mod tests {
             };
             let c = Config::load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.port(), 9100);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_url_and_keys_dir_from_env_and_flags() {
+        Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.database_url(),
+                DatabaseUrl::Sqlite(PathBuf::from("data/reins.db"))
+            );
+            assert_eq!(c.keys_dir(), PathBuf::from("data/keys"));
+            jail.set_env("REINS_DATABASE_URL", "postgres://reins:secret@db/reins");
+            jail.set_env("REINS_KEYS_DIR", "/etc/reins/keys");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            let url = c.database_url();
+            assert_eq!(
+                url,
+                DatabaseUrl::Postgres("postgres://reins:secret@db/reins".into())
+            );
+            assert!(!url.redacted().contains("secret"), "{}", url.redacted());
+            assert_eq!(c.keys_dir(), PathBuf::from("/etc/reins/keys"));
+            let flags = Overrides {
+                database: Some(DatabaseOverrides {
+                    url: "sqlite:///var/lib/reins/r.db".into(),
+                }),
+                ..Default::default()
+            };
+            let c = Config::load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.database_url(),
+                DatabaseUrl::Sqlite(PathBuf::from("/var/lib/reins/r.db"))
+            );
+            jail.set_env("REINS_DATABASE_URL", "mysql://db/reins");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("database.url"), "{err}");
             Ok(())
         });
     }

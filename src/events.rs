@@ -191,6 +191,11 @@ pub struct DecisionEvent {
     /// The principal's entity type in that store (the default store's is always `Agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_type: Option<String>,
+    /// On a ledger replicas share: the control version the decision was evaluated under, which
+    /// equals the number of control-changing entries before it ([`is_control_kind`]); `reins
+    /// ledger verify` checks that. Absent on a single server's ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +278,34 @@ impl Event {
             Event::AuditPackExported(_) => "audit_pack_exported",
         }
     }
+
+    /// Whether this entry changes what later decisions see: the registry, a kill switch, an
+    /// approval decided, expired or cancelled, the active or shadow policy version. On a shared
+    /// ledger each such entry advances the control version by one, and a decision is sequenced
+    /// only under the version it was evaluated with (`DecisionEvent::control_version`).
+    pub fn changes_control(&self) -> bool {
+        is_control_kind(self.kind())
+    }
+}
+
+/// [`Event::changes_control`] by the entry's kind, as stored beside it.
+pub fn is_control_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "agent_registered"
+            | "agent_changed"
+            | "tool_registered"
+            | "tool_changed"
+            | "killswitch_engaged"
+            | "killswitch_released"
+            | "approval_granted"
+            | "approval_denied"
+            | "approval_expired"
+            | "approval_cancelled"
+            | "policy_activated"
+            | "policy_retired"
+            | "policy_shadowed"
+    )
 }
 
 impl Entry {
@@ -285,6 +318,7 @@ impl Entry {
             kind: self.event.kind(),
             bytes: self.to_bytes()?,
             side,
+            control: self.event.changes_control(),
         })
     }
 

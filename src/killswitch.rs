@@ -125,16 +125,7 @@ impl KillSwitches {
         ledger: Arc<dyn Sink>,
         approvals: Arc<Approvals>,
     ) -> Result<Self, StoreError> {
-        let engaged: Vec<Arc<Switch>> = store
-            .killswitches()
-            .await?
-            .into_iter()
-            .map(switch_of)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(Switch::is_engaged)
-            .map(Arc::new)
-            .collect();
+        let engaged = engaged_in(&store).await?;
         if !engaged.is_empty() {
             tracing::warn!(count = engaged.len(), "kill switches engaged");
         }
@@ -145,6 +136,13 @@ impl KillSwitches {
             engaged: ArcSwap::from_pointee(engaged),
             writes: Default::default(),
         })
+    }
+
+    /// Reads the engaged switches again: another replica engaged or released one.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _serialised = self.writes.lock().await;
+        self.engaged.store(Arc::new(engaged_in(&self.store).await?));
+        Ok(())
     }
 
     /// The first engaged switch covering the request, if any. Lock-free: read on every decision.
@@ -353,6 +351,20 @@ fn switch_of(r: KillSwitchRow) -> Result<Switch, StoreError> {
         released_at: r.released_at,
         release_reason: r.release_reason,
     })
+}
+
+/// The switches engaged in the store.
+async fn engaged_in(store: &Store) -> Result<Vec<Arc<Switch>>, StoreError> {
+    Ok(store
+        .killswitches()
+        .await?
+        .into_iter()
+        .map(switch_of)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(Switch::is_engaged)
+        .map(Arc::new)
+        .collect())
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@ pub enum ReasonCode {
     NoPolicy,
     /// The decision could not be recorded in the ledger.
     LedgerUnavailable,
+    /// Replicas on PostgreSQL: more entries wait to be integrated into the ledger's tree than
+    /// `database.backlog_limit`; decisions are denied until integration catches up.
+    LedgerBacklog,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -106,6 +109,7 @@ impl ReasonCode {
             Self::UnknownTool => "unknown_tool",
             Self::NoPolicy => "no_policy",
             Self::LedgerUnavailable => "ledger_unavailable",
+            Self::LedgerBacklog => "ledger_backlog",
         }
     }
 }

@@ -12,7 +12,11 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
     ) -> Result<Evaluation, RequestError> {
-        match target {
+        // Read before anything the evaluation reads: the state it then sees is at least this
+        // version, so a ledger that refuses older versions never records a decision that missed
+        // a control change.
+        let control_version = self.ledger.control_version();
+        let mut evaluation = match target {
             Target::Default => self.evaluate(caller, request),
             Target::Store {
                 store,
@@ -25,7 +29,9 @@ impl Pipeline {
                 caller,
                 request,
             ),
-        }
+        }?;
+        evaluation.control_version = control_version;
+        Ok(evaluation)
     }
 
     /// A decision in a folder-backed store: the same checks as the default store's, with the
@@ -74,6 +80,7 @@ impl Pipeline {
             approval_used: None,
             risk_tier: None,
             started,
+            control_version: None,
         };
         if let Some(switch) = self
             .killswitches
@@ -164,6 +171,7 @@ impl Pipeline {
             approval_used: None,
             risk_tier: None,
             started,
+            control_version: None,
         })
     }
 
@@ -207,6 +215,7 @@ impl Pipeline {
                 approval_used: None,
                 risk_tier: agent.map(|a| a.agent.record.risk_tier),
                 started,
+                control_version: None,
             };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
@@ -330,6 +339,7 @@ impl Pipeline {
             approval_used,
             risk_tier: Some(agent.agent.record.risk_tier),
             started,
+            control_version: None,
         })
     }
 

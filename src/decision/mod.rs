@@ -31,7 +31,7 @@ use crate::identity::Caller;
 use crate::ids::StoreName;
 use crate::ids::{AgentId, DecisionId, ToolId, UserId};
 use crate::killswitch::KillSwitches;
-use crate::ledger::{Append, LedgerRef, Sink};
+use crate::ledger::{Append, LedgerError, LedgerRef, Sink};
 use crate::model::{
     AccessRequest, Decision, DecisionRecord, DecisionRequest, EvaluationError, Outcome, Reason,
     ReasonCode, ResourceRef,
@@ -55,6 +55,7 @@ use evaluate::*;
 pub use idempotency::{BadIdempotencyKey, Idempotency, IdempotencyError, IdempotencyKey, Keyed};
 pub use probe::{probe_tool, replay_decision};
 pub use record::record_of;
+use record::{Recorded, STALE_RETRIES};
 
 /// A decision before it is recorded, with what the record needs besides the answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +71,9 @@ pub struct Evaluation {
     pub risk_tier: Option<RiskTier>,
     /// When evaluation began: the decision's latency runs from here to the durable answer.
     pub started: Instant,
+    /// On replicas sharing a ledger: the control version read before evaluating (the state seen
+    /// is at least that new). Recorded in the entry; the ledger refuses it once outdated.
+    pub control_version: Option<u64>,
 }
 
 /// A request the schema cannot make sense of (HTTP 422). Nothing is stored for it.
@@ -129,6 +133,14 @@ pub struct Evaluated {
     pub evaluation: Evaluation,
     /// The `Idempotency-Key` it was asked with, recorded in its row.
     pub idempotency: Option<Idempotency>,
+}
+
+/// What was asked, to evaluate it again.
+struct Asked {
+    caller: Caller,
+    target: Target,
+    request: DecisionRequest,
+    idempotency: Option<Idempotency>,
 }
 
 /// Evaluates and records decisions.
@@ -277,40 +289,77 @@ impl Pipeline {
     }
 
     /// Records evaluated requests together (one ledger append); an item that cannot be encoded is
-    /// an error of its own and the others are still recorded.
+    /// an error of its own and the others are still recorded. Items a shared ledger refuses as
+    /// evaluated under an outdated control state are evaluated again (up to [`STALE_RETRIES`]).
     pub async fn record_evaluated(
         &self,
         items: Vec<Evaluated>,
     ) -> Vec<Result<Decision, RequestError>> {
         let mut results: Vec<Option<Result<Decision, RequestError>>> = Vec::new();
-        let mut prepared = Vec::new();
-        let mut slots = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let evaluation = self.claim(item.evaluation);
-            match self.prepare(
-                &item.caller,
-                &item.request,
-                &evaluation,
-                &item.target,
-                item.idempotency.as_ref(),
-            ) {
-                Ok(appends) => {
-                    prepared.push((appends, evaluation));
-                    slots.push(i);
-                    results.push(None);
-                }
-                Err(e) => {
-                    if let Some(a) = &evaluation.approval_used {
-                        self.approvals.unclaim(&a.id);
+        results.resize_with(items.len(), || None);
+        // Each item with the evaluation to record next (None once answered or refused).
+        let mut pending: Vec<(Asked, Option<Evaluation>)> = items
+            .into_iter()
+            .map(|item| {
+                let asked = Asked {
+                    caller: item.caller,
+                    target: item.target,
+                    request: item.request,
+                    idempotency: item.idempotency,
+                };
+                (asked, Some(item.evaluation))
+            })
+            .collect();
+        let mut attempt = 1;
+        loop {
+            let mut prepared = Vec::new();
+            let mut slots = Vec::new();
+            for (i, (item, evaluation)) in pending.iter_mut().enumerate() {
+                let Some(evaluation) = evaluation.take() else {
+                    continue;
+                };
+                let evaluation = self.claim(evaluation);
+                match self.prepare(
+                    &item.caller,
+                    &item.request,
+                    &evaluation,
+                    &item.target,
+                    item.idempotency.as_ref(),
+                ) {
+                    Ok(appends) => {
+                        prepared.push((appends, evaluation));
+                        slots.push(i);
                     }
-                    results.push(Some(Err(e)));
+                    Err(e) => {
+                        if let Some(a) = &evaluation.approval_used {
+                            self.approvals.unclaim(&a.id);
+                        }
+                        results[i] = Some(Err(e));
+                    }
                 }
             }
-        }
-        if !prepared.is_empty() {
-            for (slot, decision) in slots.into_iter().zip(self.record(prepared).await) {
-                results[slot] = Some(Ok(decision));
+            if prepared.is_empty() {
+                break;
             }
+            match self.record(prepared, attempt >= STALE_RETRIES).await {
+                Recorded::Done(decisions) => {
+                    for (slot, decision) in slots.into_iter().zip(decisions) {
+                        results[slot] = Some(Ok(decision));
+                    }
+                    break;
+                }
+                Recorded::Stale(version) => {
+                    self.ledger.wait_control(version).await;
+                    for i in slots {
+                        let (item, evaluation) = &mut pending[i];
+                        match self.evaluate_in(&item.target, &item.caller, &item.request) {
+                            Ok(e) => *evaluation = Some(e),
+                            Err(e) => results[i] = Some(Err(e)),
+                        }
+                    }
+                }
+            }
+            attempt += 1;
         }
         results.into_iter().flatten().collect()
     }
@@ -331,10 +380,26 @@ impl Pipeline {
     ) -> Result<Decision, RequestError> {
         let span = decision_span(caller, &request, &Target::Default);
         let decision = async {
-            let evaluation = self.evaluate(caller, &request)?;
-            let evaluation = self.claim(evaluation);
-            let appends = self.prepare(caller, &request, &evaluation, &Target::Default, None)?;
-            Ok(self.record(vec![(appends, evaluation)]).await.remove(0))
+            let mut attempt = 1;
+            loop {
+                let evaluation = self.evaluate_in(&Target::Default, caller, &request)?;
+                let evaluation = self.claim(evaluation);
+                let appends =
+                    self.prepare(caller, &request, &evaluation, &Target::Default, None)?;
+                match self
+                    .record(vec![(appends, evaluation)], attempt >= STALE_RETRIES)
+                    .await
+                {
+                    Recorded::Done(mut decisions) if !decisions.is_empty() => {
+                        return Ok(decisions.remove(0));
+                    }
+                    Recorded::Done(_) => {
+                        return Err(RequestError::new("request", "nothing was recorded"));
+                    }
+                    Recorded::Stale(version) => self.ledger.wait_control(version).await,
+                }
+                attempt += 1;
+            }
         }
         .instrument(span)
         .await?;
@@ -421,34 +486,42 @@ impl Pipeline {
                 ),
             ));
         }
-        let mut evaluations = Vec::with_capacity(items.len());
-        for (i, (target, request)) in items.iter().enumerate() {
-            evaluations.push(
-                self.evaluate_in(target, caller, request)
-                    .map_err(|e| e.in_batch(i))?,
-            );
-        }
-        let size = items.len();
-        let mut prepared = Vec::with_capacity(size);
-        for (i, ((target, request), evaluation)) in items.iter().zip(evaluations).enumerate() {
-            let evaluation = self.claim(evaluation);
-            match self.prepare(caller, request, &evaluation, target, None) {
-                Ok(appends) => prepared.push((appends, evaluation)),
-                Err(e) => {
-                    for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter()) {
-                        if let Some(a) = &claimed.approval_used {
-                            self.approvals.unclaim(&a.id);
+        let mut attempt = 1;
+        loop {
+            let mut evaluations = Vec::with_capacity(items.len());
+            for (i, (target, request)) in items.iter().enumerate() {
+                evaluations.push(
+                    self.evaluate_in(target, caller, request)
+                        .map_err(|e| e.in_batch(i))?,
+                );
+            }
+            let size = items.len();
+            let mut prepared = Vec::with_capacity(size);
+            for (i, ((target, request), evaluation)) in items.iter().zip(evaluations).enumerate() {
+                let evaluation = self.claim(evaluation);
+                match self.prepare(caller, request, &evaluation, target, None) {
+                    Ok(appends) => prepared.push((appends, evaluation)),
+                    Err(e) => {
+                        for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter())
+                        {
+                            if let Some(a) = &claimed.approval_used {
+                                self.approvals.unclaim(&a.id);
+                            }
                         }
+                        return Err(e.in_batch(i));
                     }
-                    return Err(e.in_batch(i));
                 }
             }
+            match self
+                .record(prepared, attempt >= STALE_RETRIES)
+                .instrument(tracing::debug_span!("decision.batch", size))
+                .await
+            {
+                Recorded::Done(decisions) => return Ok(decisions),
+                Recorded::Stale(version) => self.ledger.wait_control(version).await,
+            }
+            attempt += 1;
         }
-        let decisions = self
-            .record(prepared)
-            .instrument(tracing::debug_span!("decision.batch", size))
-            .await;
-        Ok(decisions)
     }
 
     /// Claims the approval an evaluation uses; if another decision holds or used it, the

@@ -2,6 +2,19 @@
 //! decision rebuilt from its row and entry.
 use super::*;
 
+/// What became of a batch of decisions sent to the ledger.
+pub(super) enum Recorded {
+    /// Answered (allowed, denied, or denied because they could not be recorded).
+    Done(Vec<Decision>),
+    /// A shared ledger refused them as evaluated under an older control version than this one:
+    /// wait for the replica to load it, then evaluate again.
+    Stale(u64),
+}
+
+/// How many times a decision is evaluated again when the control state moved under it, before it
+/// is denied as unrecorded.
+pub(super) const STALE_RETRIES: usize = 3;
+
 impl Pipeline {
     /// The ledger entries for an evaluated request: the decision (with its decision row, context
     /// values masked), then the approval it asks for or uses.
@@ -45,6 +58,7 @@ impl Pipeline {
                     Target::Default => None,
                     Target::Store { subject_type, .. } => Some(subject_type.clone()),
                 },
+                control_version: evaluation.control_version,
             }),
         };
         let too_large = |e: EntryError| match e {
@@ -73,8 +87,14 @@ impl Pipeline {
     }
 
     /// Appends the decisions to the ledger in one job; if that fails, every one of them becomes a
-    /// deny and the approvals they claimed are given back.
-    pub(super) async fn record(&self, prepared: Vec<(Vec<Append>, Evaluation)>) -> Vec<Decision> {
+    /// deny and the approvals they claimed are given back. Unless `last_try`, decisions a shared
+    /// ledger refuses as evaluated under an outdated control version come back
+    /// [`Recorded::Stale`] (claims given back) for the caller to evaluate again.
+    pub(super) async fn record(
+        &self,
+        prepared: Vec<(Vec<Append>, Evaluation)>,
+        last_try: bool,
+    ) -> Recorded {
         let mut appends = Vec::new();
         let mut firsts = Vec::with_capacity(prepared.len());
         let mut evaluations = Vec::with_capacity(prepared.len());
@@ -83,12 +103,26 @@ impl Pipeline {
             appends.extend(batch);
             evaluations.push(evaluation);
         }
+        // The oldest version any of them saw: the ledger takes the batch only if that is current.
+        let control = evaluations.iter().filter_map(|e| e.control_version).min();
         let span = tracing::debug_span!("ledger.append", entries = appends.len());
         let observed: Vec<(Option<RiskTier>, Instant)> = evaluations
             .iter()
             .map(|e| (e.risk_tier, e.started))
             .collect();
-        let decisions: Vec<Decision> = match self.ledger.append(appends).instrument(span).await {
+        let appended = self
+            .ledger
+            .append_evaluated(appends, control)
+            .instrument(span)
+            .await;
+        let unclaim = |evaluations: &[Evaluation]| {
+            for e in evaluations {
+                if let Some(a) = &e.approval_used {
+                    self.approvals.unclaim(&a.id);
+                }
+            }
+        };
+        let decisions: Vec<Decision> = match appended {
             Ok(refs) => {
                 let requested = evaluations
                     .iter()
@@ -108,24 +142,36 @@ impl Pipeline {
                     })
                     .collect()
             }
+            Err(LedgerError::Stale(version)) if !last_try => {
+                unclaim(&evaluations);
+                return Recorded::Stale(version);
+            }
             Err(error) => {
-                tracing::error!(%error, "decision could not be recorded; denying");
+                unclaim(&evaluations);
+                let reason = match &error {
+                    LedgerError::Backlog(_) => {
+                        tracing::warn!(%error, "decision refused: the ledger's backlog is over its limit");
+                        Reason::code(ReasonCode::LedgerBacklog, error.to_string())
+                    }
+                    LedgerError::Conflict(why) => {
+                        Reason::code(ReasonCode::ApprovalInvalid, why.clone())
+                    }
+                    _ => {
+                        tracing::error!(%error, "decision could not be recorded; denying");
+                        Reason::code(
+                            ReasonCode::LedgerUnavailable,
+                            "the decision could not be recorded in the ledger",
+                        )
+                    }
+                };
                 evaluations
                     .into_iter()
-                    .map(|e| {
-                        if let Some(a) = &e.approval_used {
-                            self.approvals.unclaim(&a.id);
-                        }
-                        Decision {
-                            decision: Outcome::Deny,
-                            reasons: vec![Reason::code(
-                                ReasonCode::LedgerUnavailable,
-                                "the decision could not be recorded in the ledger",
-                            )],
-                            evaluation_id: None,
-                            access_request: None,
-                            ..e.decision
-                        }
+                    .map(|e| Decision {
+                        decision: Outcome::Deny,
+                        reasons: vec![reason.clone()],
+                        evaluation_id: None,
+                        access_request: None,
+                        ..e.decision
                     })
                     .collect()
             }
@@ -139,7 +185,7 @@ impl Pipeline {
         for (decision, (tier, started)) in decisions.iter().zip(observed) {
             self.observe(&span, tier, decision, started);
         }
-        decisions
+        Recorded::Done(decisions)
     }
 
     /// A stored decision with its request.

@@ -17,11 +17,13 @@
 pub mod health;
 mod read;
 mod sequencer;
+mod shared;
 mod sink;
 pub mod verify;
 
 pub use read::{ConsistencyProof, InclusionProof, ProofBuilder, ServedEntry, TILE_WIDTH, TilePath};
 use sequencer::*;
+pub use shared::ControlSeen;
 pub use sink::{AppendFuture, MemorySink, Sink};
 
 use std::path::Path;
@@ -36,7 +38,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
-use crate::config::LedgerConfig;
+use crate::config::{DatabaseConfig, LedgerConfig};
 use crate::store::{self, AppendRow, CheckpointRow, SideEffect, Store, StoreError};
 use crate::tlog::merkle::{
     self, Frontier, Hash, ProofError, consistency_ranges, fold, inclusion_ranges, leaf_hash,
@@ -63,6 +65,17 @@ pub enum LedgerError {
     OutOfRange(String),
     #[error(transparent)]
     Proof(#[from] ProofError),
+    /// On a shared ledger: the decisions were evaluated under an older control version than the
+    /// database's (this one); evaluate them again once the replica has caught up.
+    #[error("the control state changed (now version {0}) while the decision was evaluated")]
+    Stale(u64),
+    /// On a shared ledger: this many entries wait for integration, more than the limit.
+    #[error("the ledger's integration backlog ({0} entries) is over its limit")]
+    Backlog(u64),
+    /// On a shared ledger: an approval the append changes was changed first by another decision
+    /// or replica.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Where an entry landed: its index and leaf hash (standard base64).
@@ -89,6 +102,11 @@ pub struct TreeHead {
 }
 
 impl TreeHead {
+    /// The larger of two heads of one tree.
+    fn max_by_size(self, other: Self) -> Self {
+        if other.size > self.size { other } else { self }
+    }
+
     fn of(frontier: &Frontier) -> Self {
         Self {
             size: frontier.size(),
@@ -104,6 +122,8 @@ pub struct Append {
     pub kind: &'static str,
     pub bytes: Vec<u8>,
     pub side: SideEffect,
+    /// Whether the entry changes what later decisions see (see `events::is_control_kind`).
+    pub control: bool,
 }
 
 pub struct Ledger {
@@ -119,16 +139,69 @@ pub struct Ledger {
     health: Arc<health::Health>,
     /// When this process last signed a checkpoint.
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// On a shared ledger: what this replica last read of the shared counters.
+    follow: Option<Arc<shared::Follow>>,
 }
 
 impl Ledger {
-    /// Loads (or generates, mode 0600) the signing key, checks the stored tree against its last
-    /// checkpoint, and starts the sequencer and the checkpoint signer.
+    /// Loads (or generates, mode 0600) the signing key and starts the writers: on SQLite the
+    /// sequencer and the checkpoint signer ([`Ledger::open_local`]), on PostgreSQL the batcher,
+    /// integrator and follower of a shared ledger (`shared`).
     pub async fn open(
         store: Store,
         config: &LedgerConfig,
+        database: &DatabaseConfig,
         keys_dir: &Path,
     ) -> Result<Self, LedgerError> {
+        let signer = Arc::new(Self::load_signer(config, keys_dir)?);
+        let Some(pool) = store.postgres().cloned() else {
+            return Self::open_local(store, config, signer).await;
+        };
+        let (head_tx, head) = watch::channel(TreeHead {
+            size: 0,
+            root: merkle::empty_root(),
+        });
+        let (jobs, rx) = mpsc::channel(4096);
+        let health = Arc::new(health::Health::default());
+        let signed_at = Arc::new(std::sync::Mutex::new(None));
+        let started = shared::start(
+            &store,
+            pool,
+            rx,
+            head_tx,
+            health.clone(),
+            signer.clone(),
+            shared::Settings {
+                max_batch: config.max_batch,
+                backlog_limit: database.backlog_limit,
+                poll: database.control_poll,
+                max_staleness: database.control_max_staleness,
+                checkpoint_interval: config.checkpoint_interval,
+            },
+            signed_at.clone(),
+        )
+        .await?;
+        let mut tasks = started.tasks;
+        tasks.push(tokio::spawn(probe_while_degraded(
+            jobs.clone(),
+            health.clone(),
+        )));
+        tracing::info!(entries = head.borrow().size, vkey = %signer.verifier_key(), "shared ledger opened");
+        Ok(Self {
+            store,
+            jobs,
+            head,
+            signer,
+            mask: config.mask.clone(),
+            sequencer: Mutex::new(None),
+            tasks: Mutex::new(tasks),
+            health,
+            signed_at,
+            follow: Some(started.follow),
+        })
+    }
+
+    fn load_signer(config: &LedgerConfig, keys_dir: &Path) -> Result<NoteSigner, LedgerError> {
         let key_path = config
             .signing_key_file
             .clone()
@@ -143,8 +216,16 @@ impl Ledger {
         if generated {
             tracing::info!(path = %key_path.display(), "generated ledger signing key (mode 0600)");
         }
-        let signer = Arc::new(NoteSigner::new(&config.origin, key)?);
+        Ok(NoteSigner::new(&config.origin, key)?)
+    }
 
+    /// A single server's ledger on SQLite: checks the stored tree against its last checkpoint,
+    /// and starts the sequencer and the checkpoint signer.
+    async fn open_local(
+        store: Store,
+        config: &LedgerConfig,
+        signer: Arc<NoteSigner>,
+    ) -> Result<Self, LedgerError> {
         let size = store.ledger_size().await?;
         let frontier = Frontier::from_nodes(size, store.nodes(&range_nodes(0, size)).await?)
             .ok_or_else(|| {
@@ -241,17 +322,81 @@ impl Ledger {
             tasks: Mutex::new(vec![checkpointer, wal, probe]),
             health,
             signed_at,
+            follow: None,
         })
     }
 
     /// Appends entries atomically, in order; returns once they are durable.
     pub async fn append(&self, appends: Vec<Append>) -> Result<Vec<LedgerRef>, LedgerError> {
+        self.append_evaluated(appends, None).await
+    }
+
+    /// [`Ledger::append`] for decisions evaluated under `control_version` (on a shared ledger:
+    /// refused with [`LedgerError::Stale`] if the control state moved on since).
+    pub async fn append_evaluated(
+        &self,
+        appends: Vec<Append>,
+        evaluated_under: Option<u64>,
+    ) -> Result<Vec<LedgerRef>, LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Message::Append(Job { appends, reply }))
+            .send(Message::Append(Job {
+                appends,
+                reply,
+                evaluated_under,
+            }))
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// On a shared ledger, the control version as this replica last read it, and when; None on
+    /// a single server's ledger (its control state is all in this process).
+    pub fn control(&self) -> Option<watch::Receiver<ControlSeen>> {
+        self.follow.as_ref().map(|f| f.control.subscribe())
+    }
+
+    /// The tree head, read again from the database on a shared ledger (another replica may have
+    /// integrated more since this one's last read); the cached head on a single server.
+    pub async fn refresh_head(&self) -> Result<TreeHead, LedgerError> {
+        let (Some(follow), Some(pool)) = (&self.follow, self.store.postgres()) else {
+            return Ok(self.head());
+        };
+        let state = crate::store::shared::state(pool).await?;
+        let head = TreeHead {
+            size: state.tree_size,
+            root: state.root,
+        };
+        follow.advance(head);
+        Ok(self.head().max_by_size(head))
+    }
+
+    /// On a shared ledger, the control version whose state this replica has loaded.
+    pub fn applied_version(&self) -> Option<u64> {
+        self.follow.as_ref().map(|f| *f.applied.borrow())
+    }
+
+    /// Records that this replica has loaded the control state of `version`.
+    pub fn set_applied(&self, version: u64) {
+        if let Some(f) = &self.follow {
+            f.applied.send_if_modified(|v| {
+                let newer = version > *v;
+                if newer {
+                    *v = version;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Waits (at most a second) until this replica has loaded the control state of `version`.
+    pub async fn wait_applied(&self, version: u64) {
+        if let Some(f) = &self.follow {
+            let mut applied = f.applied.subscribe();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), applied.wait_for(|v| *v >= version))
+                    .await;
+        }
     }
 
     /// Stops taking entries, commits what is queued, signs a final checkpoint.
@@ -267,7 +412,9 @@ impl Ledger {
 
     /// Why the ledger does not take appends now, if it does not (see [`health`]).
     pub fn failure(&self) -> Option<String> {
-        self.health.failure()
+        self.health
+            .failure()
+            .or_else(|| self.follow.as_ref().and_then(|f| f.staleness()))
     }
 
     pub fn head(&self) -> TreeHead {
@@ -297,8 +444,14 @@ impl Ledger {
         self.signer.verifier_key()
     }
 
-    /// The latest signed checkpoint note.
+    /// The latest signed checkpoint note. On a shared ledger, the fork guard remembers its size.
     pub async fn checkpoint(&self) -> Result<Option<String>, LedgerError> {
-        Ok(self.store.latest_checkpoint().await?.map(|c| c.note))
+        let latest = self.store.latest_checkpoint().await?;
+        if let (Some(follow), Some(c)) = (&self.follow, &latest) {
+            follow
+                .served
+                .fetch_max(c.tree_size as u64, Ordering::AcqRel);
+        }
+        Ok(latest.map(|c| c.note))
     }
 }

@@ -30,8 +30,19 @@ pub struct ServedEntry {
 }
 
 impl Ledger {
-    fn check_size(&self, size: u64) -> Result<(), LedgerError> {
-        let current = self.head().size;
+    /// The size of the tree to serve from, for a request that needs `wanted` entries. On a
+    /// shared ledger another replica may have integrated (and signed) more than this replica's
+    /// last read shows, so a request beyond it reads the tree's state again.
+    async fn size_for(&self, wanted: u64) -> Result<u64, LedgerError> {
+        let cached = self.head().size;
+        if wanted <= cached {
+            return Ok(cached);
+        }
+        Ok(self.refresh_head().await?.size)
+    }
+
+    async fn check_size(&self, size: u64) -> Result<(), LedgerError> {
+        let current = self.size_for(size).await?;
         if size > current {
             return Err(LedgerError::OutOfRange(format!(
                 "tree size {size} is larger than the ledger ({current} entries)"
@@ -64,7 +75,7 @@ impl Ledger {
         index: u64,
         tree_size: u64,
     ) -> Result<InclusionProof, LedgerError> {
-        self.check_size(tree_size)?;
+        self.check_size(tree_size).await?;
         let ranges = inclusion_ranges(index, tree_size)?;
         let leaf = self
             .store
@@ -83,7 +94,7 @@ impl Ledger {
         from: u64,
         to: u64,
     ) -> Result<ConsistencyProof, LedgerError> {
-        self.check_size(to)?;
+        self.check_size(to).await?;
         let ranges = consistency_ranges(from, to)?;
         Ok(ConsistencyProof {
             from,
@@ -94,7 +105,7 @@ impl Ledger {
 
     /// Entries `[start, end)`, at most `limit` of them.
     pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<ServedEntry>, LedgerError> {
-        let end = end.min(self.head().size);
+        let end = end.min(self.size_for(end).await?);
         let rows = self.store.entries(start, end).await?;
         rows.into_iter()
             .map(|row| {
@@ -209,11 +220,11 @@ impl Ledger {
         if height >= 64 {
             return Ok(None);
         }
-        let available = self.head().size >> height;
         let (lo, hi) = (
             index.saturating_mul(TILE_WIDTH),
             index.saturating_mul(TILE_WIDTH).saturating_add(width),
         );
+        let available = self.size_for(hi.saturating_mul(1 << height)).await? >> height;
         if hi > available {
             return Ok(None);
         }
@@ -237,7 +248,7 @@ impl Ledger {
             index.saturating_mul(TILE_WIDTH),
             index.saturating_mul(TILE_WIDTH).saturating_add(width),
         );
-        if hi > self.head().size {
+        if hi > self.size_for(hi).await? {
             return Ok(None);
         }
         let mut bundle = Vec::new();

@@ -10,6 +10,8 @@ pub(super) type Reply = oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>;
 pub(super) struct Job {
     pub(super) appends: Vec<Append>,
     pub(super) reply: Reply,
+    /// The control version the job's decisions were evaluated under (shared ledger only).
+    pub(super) evaluated_under: Option<u64>,
 }
 
 pub(super) enum Message {
@@ -100,7 +102,7 @@ pub(super) struct Batch {
 
 impl Batch {
     /// Adds a message; false if it was the one that says to stop.
-    fn add(&mut self, message: Message) -> bool {
+    pub(super) fn add(&mut self, message: Message) -> bool {
         match message {
             Message::Append(job) => {
                 self.entries += job.appends.len();
@@ -113,7 +115,7 @@ impl Batch {
         true
     }
 
-    fn refuse(self, why: &str) {
+    pub(super) fn refuse(self, why: &str) {
         for job in self.jobs {
             let _ = job.reply.send(Err(LedgerError::Unavailable(why.into())));
         }

@@ -18,6 +18,24 @@ pub trait Sink: Send + Sync {
     /// durable, with where each landed.
     fn append(&self, appends: Vec<Append>) -> AppendFuture<'_>;
 
+    /// [`Sink::append`] for decisions evaluated under a control version (see
+    /// [`Ledger::append_evaluated`]); sinks without shared control state ignore it.
+    fn append_evaluated(&self, appends: Vec<Append>, _control: Option<u64>) -> AppendFuture<'_> {
+        self.append(appends)
+    }
+
+    /// The control version whose state this process has loaded: None when there is no shared
+    /// control state (a single server holds all of it).
+    fn control_version(&self) -> Option<u64> {
+        None
+    }
+
+    /// Resolves once this process has loaded the control state of `version` (or after a second:
+    /// the append that follows then finds out).
+    fn wait_control(&self, _version: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Context keys recorded only as salted commitments.
     fn mask(&self) -> &[String];
 }
@@ -25,6 +43,18 @@ pub trait Sink: Send + Sync {
 impl Sink for Ledger {
     fn append(&self, appends: Vec<Append>) -> AppendFuture<'_> {
         Box::pin(Ledger::append(self, appends))
+    }
+
+    fn append_evaluated(&self, appends: Vec<Append>, control: Option<u64>) -> AppendFuture<'_> {
+        Box::pin(Ledger::append_evaluated(self, appends, control))
+    }
+
+    fn control_version(&self) -> Option<u64> {
+        Ledger::applied_version(self)
+    }
+
+    fn wait_control(&self, version: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Ledger::wait_applied(self, version))
     }
 
     fn mask(&self) -> &[String] {

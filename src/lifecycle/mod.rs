@@ -610,6 +610,42 @@ impl Versions {
         Ok(self.version_row(id).await?.store)
     }
 
+    /// Serves what the database says is each store's active and shadow version: another replica
+    /// activated, shadowed or retired one.
+    pub async fn sync(&self, pipeline: &Pipeline) -> Result<(), VersionError> {
+        let mut stores: Vec<Option<StoreName>> = vec![None];
+        stores.extend(pipeline.stores().map(|s| Some(s.name.clone())));
+        for store in stores {
+            let store = store.as_ref();
+            if let Some(row) = self.store.active_policy_version(&store_key(store)).await?
+                && pipeline
+                    .pack_of(store)
+                    .is_some_and(|p| p.digest().to_string() != row.digest)
+            {
+                let pack = self.pack_of_row(pipeline, &row)?;
+                pipeline.set_pack(store, pack);
+            }
+            let shadow = self.store.shadow_policy_version(&store_key(store)).await?;
+            let current = pipeline.shadow_of(store).map(|s| s.version.to_string());
+            if shadow.as_ref().map(|r| &r.id) != current.as_ref() {
+                match shadow {
+                    Some(row) => {
+                        let pack = self.pack_of_row(pipeline, &row)?;
+                        pipeline.set_shadow(
+                            store,
+                            Some(Arc::new(crate::policy::shadow::Shadow::new(
+                                id_of(&row)?,
+                                pack,
+                            ))),
+                        );
+                    }
+                    None => pipeline.set_shadow(store, None),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// At start: re-attach each store's shadow version (its counts start again at zero).
     pub async fn resume_shadow(
         &self,

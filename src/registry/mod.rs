@@ -349,6 +349,14 @@ impl Registry {
         })
     }
 
+    /// Reads every record again and swaps the snapshot: another replica changed the registry.
+    pub async fn reload(&self, store: &Store) -> Result<(), RegistryError> {
+        let _serialised = self.writes.lock().await;
+        let snapshot = Snapshot::load(store, &self.types).await?;
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
     /// The Cedar entities for `agent` invoking `tool`: the two entities, with Cedar's transitive
     /// closure computed. Building them cost as much as evaluating the policies, so a pair is built
     /// once and reused until either record changes. Entries are immutable and replaced on every

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::{AppState, Services};
 use crate::approvals::Approvals;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::decision::{Pipeline, RequestError};
 use crate::events::{Entry, EntryError, Event, PolicyEvent};
 use crate::identity::{DevIssuer, IdentitySetupError, Verifier};
@@ -83,11 +83,13 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         tracing::info!(path = %config.data_dir.display(), "created data dir");
     }
     let lock = DataDirLock::acquire(&config.data_dir)?;
-    let db_path = config.database_path();
-    let new_database = !db_path.exists();
-    let store = Store::open_sqlite(&db_path).await?;
+    let url = config.database_url();
+    let new_database = matches!(&url, DatabaseUrl::Sqlite(path) if !path.exists());
+    let store = Store::open(&url, config.database.max_connections).await?;
     if new_database {
-        tracing::info!(path = %db_path.display(), "created database");
+        tracing::info!(database = %url.redacted(), "created database");
+    } else {
+        tracing::info!(database = %url.redacted(), "opened database");
     }
 
     let dev = if config.identity.dev_issuer {
@@ -128,7 +130,15 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         tracing::info!(store = %store.name, dir = %dir.display(), policies = store.pack.load().policy_count(), digest = %store.pack.load().digest(), "policy store loaded");
         stores.push(store);
     }
-    let ledger = Arc::new(Ledger::open(store.clone(), &config.ledger, &config.keys_dir()).await?);
+    let ledger = Arc::new(
+        Ledger::open(
+            store.clone(),
+            &config.ledger,
+            &config.database,
+            &config.keys_dir(),
+        )
+        .await?,
+    );
     // Versions: a folder with a new digest becomes the active version; otherwise the store's
     // active version (an API activation or rollback survives restarts) is served.
     let mut tests = std::collections::BTreeMap::new();
@@ -326,6 +336,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             folders,
             state.config.watch_interval,
         );
+    }
+    if let Some(control) = state.ledger.control() {
+        tokio::spawn(crate::app::follow_control(Arc::downgrade(&state), control));
     }
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: listen,

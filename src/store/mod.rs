@@ -1,24 +1,32 @@
 //! Durable state in SQL: the registry tables, the decisions, the ledger's rows.
 //!
-//! SQLite is the embedded default, in WAL mode. Reads go through sqlx's pool ([`Store`]); every
-//! write goes through the one [`Writer`], a synchronous connection that the ledger drives from its
-//! own thread. The writer commits with `synchronous = NORMAL`, and the ledger makes each commit
+//! Two databases, one set of reads: SQLite, the embedded default of one server, or PostgreSQL,
+//! shared by replicas ([`Backend`]). Reads go through sqlx's pool ([`Store`]) with query texts
+//! both run. Writes differ, because what makes them safe differs: on SQLite every write goes
+//! through the one [`Writer`], a synchronous connection that the ledger drives from its own
+//! thread; on PostgreSQL, through [`shared`], the statements that sequence a batch against the
+//! shared counter row and integrate the tree under a row lock.
+//!
+//! On SQLite: The writer commits with `synchronous = NORMAL`, and the ledger makes each commit
 //! durable with [`Wal::sync`] (an fsync of the WAL file) before anyone is told about it, so a
 //! decision that was answered survives a crash or power loss; doing that fsync outside the writer
-//! lets the next commit proceed while the disk flushes. Queries are kept portable for the planned
-//! PostgreSQL backend. This module knows rows, not rules: validation lives in [`crate::registry`]
+//! lets the next commit proceed while the disk flushes. This module knows rows, not rules: validation lives in [`crate::registry`]
 //! and [`crate::decision`].
 
 mod lock;
 mod reads;
 mod rows;
+pub mod shared;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseUrl;
 
 use crate::ids::{AgentId, DecisionId};
 use crate::tlog::merkle::{Hash, NodeId};
@@ -44,15 +52,90 @@ pub enum StoreError {
     Sync { path: String, message: String },
 }
 
+/// Runs `$body` with `$pool` bound to the store's pool, whichever database it is: the query text
+/// is the same for both, sqlx's types differ.
+macro_rules! on_db {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// The database behind a [`Store`].
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database holds the state: one server's SQLite file, or PostgreSQL shared by replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    /// Reads, from several connections. Writes go through the one [`Writer`].
-    pool: SqlitePool,
-    /// The database file (None when read-only: there is no writer).
+    /// Reads, from several connections. On SQLite, writes go through the one [`Writer`]; on
+    /// PostgreSQL, through the ledger's batcher on the same pool ([`Store::postgres`]).
+    db: Db,
+    /// The SQLite file (None when read-only, or on PostgreSQL: there is no [`Writer`]).
     path: Option<PathBuf>,
 }
 
 impl Store {
+    /// Opens the database a configuration names, creating and migrating it.
+    pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => Self::open_sqlite(path).await,
+            DatabaseUrl::Postgres(url) => Self::open_postgres(url, max_connections).await,
+        }
+    }
+
+    /// Opens an existing database without migrating it, for reading (verification, exports).
+    pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => Self::open_sqlite_read_only(path).await,
+            DatabaseUrl::Postgres(url) => {
+                let pool = pg_options(2).connect(url).await?;
+                Ok(Self {
+                    db: Db::Postgres(pool),
+                    path: None,
+                })
+            }
+        }
+    }
+
+    /// Connects to PostgreSQL and runs its migrations (sqlx holds an advisory lock meanwhile, so
+    /// replicas starting together migrate once).
+    pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = pg_options(max_connections).connect(url).await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            db: Db::Postgres(pool),
+            path: None,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL pool, for the shared ledger's statements (None on SQLite).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.db {
+            Db::Postgres(pool) => Some(pool),
+            Db::Sqlite(_) => None,
+        }
+    }
+
     /// Opens (creating if missing) the SQLite database at `path` and runs the migrations. Writes
     /// then go through [`Store::writer`].
     ///
@@ -78,7 +161,7 @@ impl Store {
             sync_file(dir)?;
         }
         Ok(Self {
-            pool,
+            db: Db::Sqlite(pool),
             path: Some(path.to_owned()),
         })
     }
@@ -93,12 +176,19 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database file without blocking the writer
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`), and says how long the WAL is.
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`), and says how long the WAL is. Nothing to do on
+    /// PostgreSQL.
     pub async fn checkpoint_wal(&self) -> Result<WalState, StoreError> {
+        let Db::Sqlite(pool) = &self.db else {
+            return Ok(WalState {
+                frames: 0,
+                copied: 0,
+            });
+        };
         // fetch_all, not fetch_one: a statement left before its end keeps a read transaction
         // open, and SQLite cannot start the WAL over while any connection reads from it.
         let rows: Vec<(i64, i64, i64)> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         let (_busy, frames, copied) = rows.first().copied().unwrap_or((0, 0, 0));
         Ok(WalState {
@@ -123,18 +213,32 @@ impl Store {
             .max_connections(2)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, path: None })
+        Ok(Self {
+            db: Db::Sqlite(pool),
+            path: None,
+        })
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_db!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_db!(self, |pool| pool.close().await)
     }
+}
+
+/// PostgreSQL pool options: statements wait at most 5 s for a connection, and every connection
+/// commits synchronously (an answered decision is on the primary's disk).
+fn pg_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
 }
 
 /// fsync of a file or directory. The file is opened anew each time, so that it is always the

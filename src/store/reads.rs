@@ -1,8 +1,15 @@
 //! The store's queries: registry, approvals, kill switches, the ledger's entries, nodes and
-//! checkpoints, decisions and policy versions, read through the pool (never the writer).
+//! checkpoints, decisions and policy versions, read through the pool (never the writer). Each
+//! query is one text that SQLite and PostgreSQL both run ([`on_db!`] runs it on whichever pool the
+//! store has), so the two backends cannot answer differently for want of a query.
 
 use super::*;
 use crate::timestamp::Timestamp;
+
+/// A query builder for the pool's database.
+fn builder<DB: sqlx::Database>(_: &sqlx::Pool<DB>, sql: &str) -> sqlx::QueryBuilder<DB> {
+    sqlx::QueryBuilder::new(sql)
+}
 
 impl Store {
     pub async fn registry_rows(
@@ -17,17 +24,19 @@ impl Store {
                 "SELECT id, version, record, created_at, updated_at FROM tools ORDER BY id"
             }
         };
-        Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
+        Ok(on_db!(self, |pool| sqlx::query_as(sql)
+            .fetch_all(pool)
+            .await)?)
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
         ));
-        Ok(sqlx::query_as(sql)
+        Ok(on_db!(self, |pool| sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(pool)
+            .await)?)
     }
 
     /// Approvals, newest first, optionally with one status.
@@ -39,39 +48,42 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) ORDER BY id DESC LIMIT $2"
         ));
-        Ok(sqlx::query_as(sql)
+        Ok(on_db!(self, |pool| sqlx::query_as(sql)
             .bind(status)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Every kill switch, oldest first.
     pub async fn killswitches(&self) -> Result<Vec<KillSwitchRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at, released_by, released_at, release_reason
              FROM killswitches ORDER BY id",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool).await
+        })?)
     }
 
     pub async fn killswitch(&self, id: &str) -> Result<Option<KillSwitchRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at, released_by, released_at, release_reason
              FROM killswitches WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await
+        })?)
     }
 
     /// Number of entries in the ledger.
     pub async fn ledger_size(&self) -> Result<u64, StoreError> {
-        let (size,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
-                .fetch_one(&self.pool)
-                .await?;
+        let (size,): (i64,) = on_db!(self, |pool| sqlx::query_as(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries"
+        )
+        .fetch_one(pool)
+        .await)?;
         Ok(size as u64)
     }
 
@@ -81,15 +93,15 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT pos, hash FROM ledger_nodes WHERE pos IN (",
-        );
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(sql_int(id.position()));
-        }
-        query.push(")");
-        let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<(i64, Vec<u8>)> = on_db!(self, |pool| {
+            let mut query = builder(pool, "SELECT pos, hash FROM ledger_nodes WHERE pos IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(sql_int(id.position()));
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(pool).await
+        })?;
         let found: std::collections::HashMap<i64, Vec<u8>> = rows.into_iter().collect();
         ids.iter()
             .map(|id| {
@@ -124,32 +136,34 @@ impl Store {
             index: hi - 1,
         }
         .position();
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        let rows: Vec<(i64, Vec<u8>)> = on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT idx, hash FROM ledger_nodes WHERE pos >= $1 AND pos <= $2 AND level = $3 ORDER BY pos",
         )
         .bind(sql_int(first))
         .bind(sql_int(last))
         .bind(i64::from(level))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool).await
+        })?;
         Ok(rows.into_iter().map(|(i, h)| (i as u64, h)).collect())
     }
 
     /// Entries with indices in `[start, end)`, in order.
     pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<EntryRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| sqlx::query_as(
             "SELECT idx, kind, entry FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
         )
         .bind(sql_int(start))
         .bind(sql_int(end))
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
+            .fetch_optional(pool).await
+        })?)
     }
 
     /// The first checkpoint signed for a tree larger than `size`.
@@ -157,15 +171,18 @@ impl Store {
         &self,
         size: u64,
     ) -> Result<Option<CheckpointRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 1")
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT 1")
             .bind(sql_int(size))
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(pool).await
+        })?)
     }
 
     /// Every checkpoint, smallest tree first.
     pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size").fetch_all(&self.pool).await?)
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as("SELECT tree_size, root_hash, note, created_at FROM ledger_checkpoints ORDER BY tree_size").fetch_all(pool).await
+        })?)
     }
 
     /// The salt that masked `pointer` in a decision's context.
@@ -174,22 +191,23 @@ impl Store {
         decision: &DecisionId,
         pointer: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let row: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT salt FROM ledger_salts WHERE decision_id = $1 AND pointer = $2")
-                .bind(decision.to_string())
-                .bind(pointer)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(Vec<u8>,)> = on_db!(self, |pool| sqlx::query_as(
+            "SELECT salt FROM ledger_salts WHERE decision_id = $1 AND pointer = $2"
+        )
+        .bind(decision.to_string())
+        .bind(pointer)
+        .fetch_optional(pool)
+        .await)?;
         Ok(row.map(|(s,)| s))
     }
 
     pub async fn decision(&self, id: &DecisionId) -> Result<Option<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{DECISION_SELECT} WHERE d.id = $1"
-        )))
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("{DECISION_SELECT} WHERE d.id = $1")
+        ))
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// The newest decision `agent` asked for with idempotency key `key` at or after `since`.
@@ -199,15 +217,16 @@ impl Store {
         key: &str,
         since: Timestamp,
     ) -> Result<Option<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{DECISION_SELECT} WHERE d.agent_id = $1 AND d.idempotency_key = $2 AND d.evaluated_at >= $3
              ORDER BY d.evaluated_at DESC LIMIT 1"
         )))
         .bind(agent.as_str())
         .bind(key)
         .bind(since)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await
+        })?)
     }
 
     /// Newest first; `before` pages backwards from a decision id.
@@ -217,30 +236,35 @@ impl Store {
         before: Option<&DecisionId>,
         limit: u32,
     ) -> Result<Vec<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!(
             "{DECISION_SELECT} WHERE ($1 IS NULL OR d.agent_id = $1) AND ($2 IS NULL OR d.id < $2)
              ORDER BY d.id DESC LIMIT $3"
-        )))
+        )
+        ))
         .bind(agent.map(AgentId::as_str))
         .bind(before.map(DecisionId::to_string))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Ledger entries of the given kinds, in index order, through the kind index. That index
     /// leaves out decisions (they are most entries, and read through `decisions`), so asking for
     /// the `decision` kind here finds nothing.
     pub async fn entries_of_kinds(&self, kinds: &[&str]) -> Result<Vec<EntryRow>, StoreError> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT idx, kind, entry FROM ledger_entries WHERE kind <> 'decision' AND kind IN (",
-        );
-        let mut list = q.separated(", ");
-        for kind in kinds {
-            list.push_bind(*kind);
-        }
-        q.push(") ORDER BY idx");
-        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+        Ok(on_db!(self, |pool| {
+            let mut q = builder(
+                pool,
+                "SELECT idx, kind, entry FROM ledger_entries WHERE kind <> 'decision' AND kind IN (",
+            );
+            let mut list = q.separated(", ");
+            for kind in kinds {
+                list.push_bind(*kind);
+            }
+            q.push(") ORDER BY idx");
+            q.build_query_as().fetch_all(pool).await
+        })?)
     }
 
     /// How many decisions `agent` got in `[from, to)`.
@@ -250,17 +274,19 @@ impl Store {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<DecisionCounts, StoreError> {
-        let row: (i64, i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0),
-                    COALESCE(SUM(ledger_index IS NULL), 0), MIN(ledger_index), MAX(ledger_index)
+        let row: (i64, i64, i64, Option<i64>, Option<i64>) = on_db!(self, |pool| sqlx::query_as(
+            "SELECT CAST(COUNT(CASE WHEN decision = 'allow' THEN 1 END) AS BIGINT),
+                    CAST(COUNT(CASE WHEN decision = 'deny' THEN 1 END) AS BIGINT),
+                    CAST(COUNT(CASE WHEN ledger_index IS NULL THEN 1 END) AS BIGINT),
+                    MIN(ledger_index), MAX(ledger_index)
              FROM decisions WHERE agent_id = $1
                AND evaluated_at >= $2 AND evaluated_at < $3",
         )
         .bind(agent.as_str())
         .bind(from)
         .bind(to)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(pool)
+        .await)?;
         Ok(DecisionCounts {
             allow: row.0 as u64,
             deny: row.1 as u64,
@@ -276,15 +302,17 @@ impl Store {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{DECISION_SELECT}
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!(
+                "{DECISION_SELECT}
              WHERE d.evaluated_at >= $1 AND d.evaluated_at < $2
              ORDER BY d.ledger_index"
-        )))
+            )
+        ))
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Indices of the decision entries in `[start, end)` concerning `agent`.
@@ -294,23 +322,26 @@ impl Store {
         start: u64,
         end: u64,
     ) -> Result<Vec<u64>, StoreError> {
-        let rows: Vec<(i64,)> = sqlx::query_as(
+        let rows: Vec<(i64,)> = on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT ledger_index FROM decisions
              WHERE agent_id = $1 AND ledger_index >= $2 AND ledger_index < $3 ORDER BY ledger_index",
         )
         .bind(agent.as_str())
         .bind(sql_int(start))
         .bind(sql_int(end))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool).await
+        })?;
         Ok(rows.into_iter().map(|(i,)| i as u64).collect())
     }
 
     /// Rows in the ledger table: equal to the tree size unless something was deleted.
     pub async fn entry_count(&self) -> Result<u64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ledger_entries")
-            .fetch_one(&self.pool)
-            .await?;
+        let (n,): (i64,) = on_db!(self, |pool| sqlx::query_as(
+            "SELECT COUNT(*) FROM ledger_entries"
+        )
+        .fetch_one(pool)
+        .await)?;
         Ok(n as u64)
     }
 
@@ -319,19 +350,20 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE agent_id = $1 ORDER BY requested_at, id"
         ));
-        Ok(sqlx::query_as(sql)
+        Ok(on_db!(self, |pool| sqlx::query_as(sql)
             .bind(agent.as_str())
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(pool)
+            .await)?)
     }
 
     pub async fn policy_version(&self, id: &str) -> Result<Option<PolicyVersionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await
+        })?)
     }
 
     pub async fn policy_version_by_digest(
@@ -339,59 +371,63 @@ impl Store {
         store: &str,
         digest: &str,
     ) -> Result<Option<PolicyVersionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
              WHERE store = $1 AND digest = $2",
         )
         .bind(store)
         .bind(digest)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await
+        })?)
     }
 
     /// A store's versions, oldest first.
     pub async fn policy_versions(&self, store: &str) -> Result<Vec<PolicyVersionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
              WHERE store = $1 ORDER BY id",
         )
         .bind(store)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool).await
+        })?)
     }
 
     pub async fn shadow_policy_version(
         &self,
         store: &str,
     ) -> Result<Option<PolicyVersionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
              WHERE store = $1 AND state = 'shadow'",
         )
         .bind(store)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await
+        })?)
     }
 
     pub async fn active_policy_version(
         &self,
         store: &str,
     ) -> Result<Option<PolicyVersionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, store, digest, schema_digest, files, author, created_at, state FROM policy_versions
              WHERE store = $1 AND state = 'active'",
         )
         .bind(store)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await
+        })?)
     }
 
     pub async fn policy_text(&self, digest: &str) -> Result<Option<PolicyTextRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, |pool| sqlx::query_as(
             "SELECT digest, files, schema_text, first_seen FROM policy_texts WHERE digest = $1",
         )
         .bind(digest)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool)
+        .await)?)
     }
 }

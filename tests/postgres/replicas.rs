@@ -1,0 +1,609 @@
+//! Three replicas on one database, under load, while things go wrong: crashes, the integrator's
+//! death, a kill switch, raced approvals, a replica cut from the database, a database outage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::RwLock;
+
+use crate::postgres_or_skip;
+use crate::replica::{Client, Proxy, Replica, Tokens, register};
+
+/// An answered decision: its id, outcome, ledger index, and the replica that answered.
+#[derive(Debug, Clone)]
+struct Answer {
+    id: String,
+    allow: bool,
+    index: u64,
+    at: Instant,
+}
+
+/// The fleet: replicas, their database (each through a proxy), tokens.
+struct Fleet {
+    db: crate::db::TestDb,
+    _root: tempfile::TempDir,
+    keys: std::path::PathBuf,
+    replicas: Vec<Replica>,
+    proxies: Vec<Proxy>,
+    tokens: Tokens,
+    client: Client,
+    admin: String,
+}
+
+impl Fleet {
+    async fn start(db: crate::db::TestDb, n: usize) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let keys = root.path().join("keys");
+        let mut replicas = Vec::new();
+        let mut proxies = Vec::new();
+        for i in 0..n {
+            let proxy = Proxy::to(&db.url).await;
+            let url = proxy.url(&db.url);
+            replicas.push(Replica::start(&format!("r{i}"), root.path(), &keys, &url).await);
+            proxies.push(proxy);
+        }
+        let tokens = Tokens::new(&keys);
+        let admin = tokens.mint("ops", None, &["admin", "operator", "auditor"]);
+        Self {
+            db,
+            _root: root,
+            keys,
+            replicas,
+            proxies,
+            tokens,
+            client: Client::new(),
+            admin,
+        }
+    }
+
+    fn bases(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.base.clone()).collect()
+    }
+
+    async fn stop(&mut self) {
+        for r in &mut self.replicas {
+            r.stop().await;
+        }
+    }
+
+    /// `reins ledger verify` against the database.
+    fn verify(&self) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_reins"))
+            .arg("ledger")
+            .arg("verify")
+            .arg("--database-url")
+            .arg(&self.db.url)
+            .arg("--keys-dir")
+            .arg(&self.keys)
+            .arg("--data-dir")
+            .arg(self._root.path().join("r0"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "ledger verify failed:\n{text}");
+    }
+}
+
+/// Decision load: `workers` tasks, each sending decisions for `tool` round-robin over the
+/// replicas' current addresses until `stop`; every answer with a ledger index is kept.
+fn load(
+    client: Client,
+    bases: Arc<RwLock<Vec<String>>>,
+    token: String,
+    tool: &'static str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Answer>> {
+    tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (client, bases, token, stop) =
+                (client.clone(), bases.clone(), token.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut i = w;
+                while !stop.load(Ordering::SeqCst) {
+                    let base = {
+                        let bases = bases.read().await;
+                        bases[i % bases.len()].clone()
+                    };
+                    i += 1;
+                    if let Some((200, body)) = client.decide(&base, &token, tool).await
+                        && let Some(index) = body["ledger"]["index"].as_u64()
+                    {
+                        answers.push(Answer {
+                            id: body["decision_id"].as_str().unwrap_or_default().to_owned(),
+                            allow: body["decision"] == "allow",
+                            index,
+                            at: Instant::now(),
+                        });
+                    }
+                }
+                answers
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap_or_default());
+        }
+        all
+    })
+}
+
+/// The ledger's density and every answer's presence, read from the database itself.
+async fn assert_dense_and_complete(fleet: &Fleet, answers: &[Answer]) {
+    let mut conn = fleet.db.connect().await;
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM ledger_entries), (SELECT COALESCE(MAX(idx), -1) FROM ledger_entries),
+                (SELECT next FROM ledger_seq), (SELECT size FROM ledger_tree)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let (count, max, next, tree): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(count, max + 1, "entry count = max index + 1");
+    assert_eq!(count, next, "entry count = the counter");
+    assert_eq!(
+        tree, next,
+        "every sequenced entry is integrated once the replicas stopped"
+    );
+    let stored: HashMap<String, (i64, String)> = sqlx::query_as::<_, (String, i64, String)>(
+        "SELECT id, ledger_index, decision FROM decisions",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, index, decision)| (id, (index, decision)))
+    .collect();
+    for answer in answers {
+        let (index, decision) = stored
+            .get(&answer.id)
+            .unwrap_or_else(|| panic!("answered decision {} is not in the ledger", answer.id));
+        assert_eq!(*index as u64, answer.index, "{}", answer.id);
+        assert_eq!(decision == "allow", answer.allow, "{}", answer.id);
+    }
+}
+
+/// Checkpoints fetched during the run are all stored ones, and each is consistent with the
+/// final tree (`reins ledger verify` checks every stored checkpoint against the tree).
+async fn assert_checkpoints_stored(fleet: &Fleet, fetched: &[String]) {
+    let mut conn = fleet.db.connect().await;
+    let stored: Vec<String> = sqlx::query_scalar("SELECT note FROM ledger_checkpoints")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    for note in fetched {
+        assert!(
+            stored.contains(note),
+            "a served checkpoint is not stored:\n{note}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn density_survives_replicas_killed_with_sigkill() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 3).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    let shared = Arc::new(RwLock::new(bases.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(
+        fleet.client.clone(),
+        shared.clone(),
+        token,
+        "crm.note",
+        12,
+        stop.clone(),
+    );
+    let mut fetched = Vec::new();
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let victim = (round * 2 + 1) % 3;
+        fleet.replicas[victim].kill9().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for base in shared.read().await.iter() {
+            if let Some(note) = fleet
+                .client
+                .text(&format!("{base}/v1/ledger/checkpoint"), &fleet.admin)
+                .await
+            {
+                fetched.push(note);
+            }
+        }
+        fleet.replicas[victim].restart().await;
+        shared.write().await[victim] = fleet.replicas[victim].base.clone();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let answers = running.await.unwrap();
+    assert!(
+        answers.len() > 100,
+        "the load made only {} decisions",
+        answers.len()
+    );
+    fleet.stop().await;
+    assert_dense_and_complete(&fleet, &answers).await;
+    assert_checkpoints_stored(&fleet, &fetched).await;
+    fleet.verify();
+    eprintln!(
+        "density: {} answered decisions over 3 replicas, 3 of them killed with SIGKILL",
+        answers.len()
+    );
+}
+
+/// Which replica holds the integrator's lock: the one that logged taking it last.
+fn integrator(fleet: &Fleet) -> Option<usize> {
+    fleet
+        .replicas
+        .iter()
+        .position(|r| r.logged("this replica integrates the shared ledger"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_replica_takes_over_integration_when_the_integrator_dies() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 3).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    let victim = integrator(&fleet).expect("one replica integrates");
+    let survivors: Vec<String> = bases
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, b)| b.clone())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(
+        fleet.client.clone(),
+        Arc::new(RwLock::new(survivors.clone())),
+        token,
+        "crm.note",
+        8,
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    fleet.replicas[victim].kill9().await;
+    // Another replica integrates within a few seconds: the tree reaches the counter.
+    let mut conn = fleet.db.connect().await;
+    let mut caught_up = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (next, size): (i64, i64) =
+            sqlx::query_as("SELECT s.next, t.size FROM ledger_seq s, ledger_tree t")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if size > 0
+            && next - size < 500
+            && fleet
+                .replicas
+                .iter()
+                .enumerate()
+                .any(|(i, r)| i != victim && r.logged("this replica integrates the shared ledger"))
+        {
+            caught_up = Some(killed_at.elapsed());
+            break;
+        }
+    }
+    let took = caught_up.expect("no replica took over integration within 10 s");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut answers = running.await.unwrap();
+    answers.sort_by_key(|a| a.at);
+    // Decisions never stopped: no gap of a second between answers on the survivors.
+    let gap = answers
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        gap < Duration::from_secs(1),
+        "decisions stopped for {gap:?}"
+    );
+    fleet.stop().await;
+    assert_dense_and_complete(&fleet, &answers).await;
+    fleet.verify();
+    eprintln!(
+        "integrator failover: taken over {took:?} after the kill; longest gap between answers {gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_allow_is_sequenced_after_a_kill_switch_on_any_replica() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 3).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    let mut propagation = Vec::new();
+    let mut conn = fleet.db.connect().await;
+    for round in 0..10 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = load(
+            fleet.client.clone(),
+            Arc::new(RwLock::new(bases[1..].to_vec())),
+            token.clone(),
+            "crm.note",
+            6,
+            stop.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (status, switch) = fleet
+            .client
+            .post(
+                &format!("{}/v1/killswitch", bases[0]),
+                &fleet.admin,
+                json!({"scope": {"agent": "bot"}, "reason": format!("round {round}")}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{switch}");
+        let engaged = Instant::now();
+        // Time until each other replica denies.
+        let mut slowest = Duration::ZERO;
+        for base in &bases[1..] {
+            loop {
+                let (_, d) = fleet.client.decide(base, &token, "crm.note").await.unwrap();
+                if d["reasons"][0]["code"] == "kill_switch" {
+                    break;
+                }
+                assert!(
+                    engaged.elapsed() < Duration::from_secs(2),
+                    "{base} still allows: {d}"
+                );
+            }
+            slowest = slowest.max(engaged.elapsed());
+        }
+        propagation.push(slowest);
+        stop.store(true, Ordering::SeqCst);
+        running.await.unwrap();
+        let engage_index: i64 = sqlx::query_scalar(
+            "SELECT MAX(idx) FROM ledger_entries WHERE kind = 'killswitch_engaged'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let late: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM decisions WHERE agent_id = 'bot' AND decision = 'allow' AND ledger_index > $1",
+        )
+        .bind(engage_index)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            late, 0,
+            "round {round}: allows sequenced after the engage at {engage_index}"
+        );
+        let id = switch["id"].as_str().unwrap();
+        let (status, body) = fleet
+            .client
+            .send(
+                reqwest::Method::DELETE,
+                &format!("{}/v1/killswitch/{id}", bases[0]),
+                &fleet.admin,
+                Some(json!({"reason": "next round"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    propagation.sort();
+    let p50 = propagation[propagation.len() / 2];
+    let max = propagation[propagation.len() - 1];
+    eprintln!(
+        "kill switch propagation (engage answered on A -> both other replicas deny), 10 rounds: \
+         p50 {p50:?}, max {max:?}"
+    );
+    fleet.stop().await;
+    fleet.verify();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_raced_across_replicas_allows_exactly_once() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 3).await;
+    let bases = fleet.bases();
+    let client = &fleet.client;
+    register(
+        client,
+        &bases[0],
+        &fleet.admin,
+        "refund-bot",
+        &["payments.refund"],
+    )
+    .await;
+    // payments.refund is high risk: the default pack asks for an approval.
+    let (status, _) = client
+        .put(
+            &format!("{}/v1/tools/payments.refund", bases[0]),
+            &fleet.admin,
+            json!({"description": "Refund", "risk": "high", "category": "payments"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let agent = fleet.tokens.mint("refund-bot", Some("alice"), &[]);
+    let approver = fleet.tokens.mint("bob", None, &["approver"]);
+    let refund = json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"},
+                        "context": {"args": {"amount": 50, "currency": "EUR"}}});
+    let (_, asked) = client
+        .post(
+            &format!("{}/v1/decisions", bases[1]),
+            &agent,
+            refund.clone(),
+        )
+        .await
+        .unwrap();
+    let id = asked["access_request"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{asked}"))
+        .to_owned();
+    let (status, body) = client
+        .post(
+            &format!("{}/v1/approvals/{id}/grant", bases[2]),
+            &approver,
+            json!({"comment": "ok"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut with = refund.clone();
+    with["approval_id"] = json!(id);
+    let mut tries = Vec::new();
+    for i in 0..30 {
+        let (client, base, agent, with) = (
+            client.clone(),
+            bases[i % 3].clone(),
+            agent.clone(),
+            with.clone(),
+        );
+        tries.push(tokio::spawn(async move {
+            client
+                .post(&format!("{base}/v1/decisions"), &agent, with)
+                .await
+        }));
+    }
+    let mut allows = 0;
+    for t in tries {
+        let (status, body) = t.await.unwrap().unwrap();
+        assert_eq!(status, 200, "{body}");
+        if body["decision"] == "allow" {
+            allows += 1;
+        } else {
+            assert_eq!(body["reasons"][0]["code"], "approval_invalid", "{body}");
+        }
+    }
+    assert_eq!(allows, 1, "one approval, one allow");
+    fleet.stop().await;
+    fleet.verify();
+}
+
+/// Readiness and a decision through one replica.
+async fn readiness(client: &Client, base: &str, token: &str) -> (u16, bool) {
+    let ready = client
+        .get(&format!("{base}/readyz"), token)
+        .await
+        .map_or(0, |(s, _)| s);
+    let allowed = client
+        .decide(base, token, "crm.note")
+        .await
+        .is_some_and(|(_, d)| d["decision"] == "allow");
+    (ready, allowed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_from_the_database_fails_closed_and_recovers() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 2).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        readiness(&fleet.client, &bases[1], &token).await,
+        (200, true)
+    );
+    fleet.proxies[1].cut().await;
+    let cut = Instant::now();
+    let mut failed_closed = None;
+    while cut.elapsed() < Duration::from_secs(5) {
+        let (ready, allowed) = readiness(&fleet.client, &bases[1], &token).await;
+        if ready == 503 && !allowed {
+            failed_closed = Some(cut.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = failed_closed.expect("the cut replica did not fail closed within 5 s");
+    assert!(
+        took < Duration::from_millis(1_500),
+        "failed closed only after {took:?}"
+    );
+    // The other replica goes on.
+    assert_eq!(
+        readiness(&fleet.client, &bases[0], &token).await,
+        (200, true)
+    );
+    fleet.proxies[1].restore();
+    let restored = Instant::now();
+    loop {
+        if readiness(&fleet.client, &bases[1], &token).await == (200, true) {
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(15),
+            "no recovery without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "cut from the database: denied and unready after {took:?}; recovered {:?} after the link came back",
+        restored.elapsed()
+    );
+    fleet.stop().await;
+    fleet.verify();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_fails_every_replica_closed_and_loses_no_answer() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 3).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(
+        fleet.client.clone(),
+        Arc::new(RwLock::new(bases.clone())),
+        token.clone(),
+        "crm.note",
+        9,
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &fleet.proxies {
+        p.cut().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for base in &bases {
+        let (ready, allowed) = readiness(&fleet.client, base, &token).await;
+        assert_eq!((ready, allowed), (503, false), "{base} during the outage");
+    }
+    for p in &fleet.proxies {
+        p.restore();
+    }
+    let restored = Instant::now();
+    for base in &bases {
+        while readiness(&fleet.client, base, &token).await != (200, true) {
+            assert!(
+                restored.elapsed() < Duration::from_secs(20),
+                "{base} did not recover"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let answers = running.await.unwrap();
+    fleet.stop().await;
+    assert_dense_and_complete(&fleet, &answers).await;
+    fleet.verify();
+    eprintln!(
+        "database outage: {} answers, none lost; all replicas ready {:?} after the database came back",
+        answers.len(),
+        restored.elapsed()
+    );
+}
