@@ -147,7 +147,9 @@ fn bench(c: &mut Criterion) {
     let verifier = NoteSigner::new(&config.origin, key).unwrap().verifier();
     let started = Instant::now();
     let report = rt
-        .block_on(reins::ledger::verify::verify_store(&store, &verifier, None))
+        .block_on(reins::ledger::verify::verify_store(
+            &store, &verifier, None, None,
+        ))
         .unwrap();
     let took = started.elapsed();
     eprintln!(

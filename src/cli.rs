@@ -425,7 +425,9 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
                 None => ledger_signer(config)?.verifier(),
             };
             let store = crate::store::Store::open_read_only(&config.database_url()).await?;
-            verify_store(&store, &verifier, trusted.as_deref()).await
+            let mut versions = crate::events::ControlVersions::default();
+            let mut check = |_: u64, kind: &str, bytes: &[u8]| versions.check(kind, bytes);
+            verify_store(&store, &verifier, trusted.as_deref(), Some(&mut check)).await
         }
     };
     match result {
@@ -437,6 +439,13 @@ async fn verify_ledger(config: &Config, args: VerifyArgs) -> anyhow::Result<()> 
                 report.checkpoints,
                 base64::engine::general_purpose::STANDARD.encode(report.root)
             );
+            if report.pending > 0 {
+                println!(
+                    "and {} entries sequenced after that tree, not yet integrated (their bytes \
+                     match their leaf hashes)",
+                    report.pending
+                );
+            }
             Ok(())
         }
         Err(e) => {

@@ -288,6 +288,40 @@ impl Event {
     }
 }
 
+/// Checks, in index order, that every decision on a shared ledger was sequenced under the
+/// control state it was evaluated with: its recorded `control_version` must equal the number of
+/// control-changing entries before it. A decision that missed a kill switch engaged before it (or
+/// claims one not yet engaged) fails. Decisions without a version (a single server's) pass.
+#[derive(Debug, Default)]
+pub struct ControlVersions {
+    seen: u64,
+}
+
+impl ControlVersions {
+    pub fn check(&mut self, kind: &str, bytes: &[u8]) -> Result<(), String> {
+        if is_control_kind(kind) {
+            self.seen += 1;
+            return Ok(());
+        }
+        if kind != "decision" {
+            return Ok(());
+        }
+        #[derive(Deserialize)]
+        struct Versioned {
+            control_version: Option<u64>,
+        }
+        let entry: Versioned = serde_json::from_slice(bytes)
+            .map_err(|e| format!("a decision entry that does not parse: {e}"))?;
+        match entry.control_version {
+            Some(v) if v != self.seen => Err(format!(
+                "a decision evaluated under control version {v} was sequenced after {} control changes: it did not see the state it was recorded under",
+                self.seen
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// [`Event::changes_control`] by the entry's kind, as stored beside it.
 pub fn is_control_kind(kind: &str) -> bool {
     matches!(
@@ -366,6 +400,42 @@ pub fn mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decision's control version must equal the control changes sequenced before it.
+    #[test]
+    fn control_versions_catch_a_decision_that_missed_a_change() {
+        let decision = |v: Option<u64>| match v {
+            Some(v) => format!(r#"{{"type":"decision","control_version":{v}}}"#),
+            None => r#"{"type":"decision"}"#.to_owned(),
+        };
+        let mut check = ControlVersions::default();
+        assert_eq!(
+            check.check("decision", decision(Some(0)).as_bytes()),
+            Ok(())
+        );
+        assert_eq!(check.check("policy_loaded", b"{}"), Ok(()));
+        assert_eq!(
+            check.check("decision", decision(Some(0)).as_bytes()),
+            Ok(())
+        );
+        assert_eq!(check.check("killswitch_engaged", b"{}"), Ok(()));
+        assert_eq!(check.check("decision", decision(None).as_bytes()), Ok(()));
+        assert_eq!(
+            check.check("decision", decision(Some(1)).as_bytes()),
+            Ok(())
+        );
+        // Evaluated before the engage, sequenced after it.
+        let missed = check.check("decision", decision(Some(0)).as_bytes());
+        let missed = missed.unwrap_err();
+        assert!(missed.contains("after 1 control changes"), "{missed}");
+        // Claims a change not yet sequenced.
+        assert!(
+            check
+                .check("decision", decision(Some(2)).as_bytes())
+                .is_err()
+        );
+        assert!(check.check("decision", b"not json").is_err());
+    }
 
     #[test]
     fn encoding_is_canonical() {

@@ -61,7 +61,14 @@ pub struct Report {
     pub entries: u64,
     pub checkpoints: usize,
     pub root: Hash,
+    /// On a shared ledger: entries sequenced after the integrated tree, not yet in it (their
+    /// bytes are checked against their stored leaf hash only).
+    pub pending: u64,
 }
+
+/// A check of each entry's meaning, in index order, that the caller supplies (the ledger does
+/// not know what entries mean): the index, kind and bytes; an error names the problem.
+pub type EntryCheck<'a> = &'a mut (dyn FnMut(u64, &str, &[u8]) -> Result<(), String> + Send);
 
 /// Checks a signed checkpoint note and returns its body.
 fn open_checkpoint(note: &str, verifier: &NoteVerifier) -> Result<Checkpoint, String> {
@@ -132,7 +139,16 @@ pub async fn verify_store(
     store: &Store,
     verifier: &NoteVerifier,
     trusted: Option<&str>,
+    mut check: Option<EntryCheck<'_>>,
 ) -> Result<Report, VerifyError> {
+    // On a shared ledger the tree covers the integrated prefix; what follows is sequenced only.
+    let (integrated, sequenced) = match store.postgres() {
+        Some(pool) => {
+            let state = crate::store::shared::state(pool).await?;
+            (state.tree_size, state.next)
+        }
+        None => (u64::MAX >> 1, u64::MAX >> 1),
+    };
     let mut checkpoints = Vec::new();
     for row in store.checkpoints().await? {
         let size = row.tree_size as u64;
@@ -162,9 +178,9 @@ pub async fn verify_store(
     let mut rebuild = Rebuild::new(checkpoints.iter().chain(trusted.iter()).map(|c| c.size));
     let mut next = 0u64;
     loop {
-        let rows = store.entries(next, next + PAGE).await?;
+        let rows = store.entries(next, (next + PAGE).min(integrated)).await?;
         let Some(last) = rows.last() else {
-            if !store.entries(next, u64::MAX >> 1).await?.is_empty() {
+            if !store.entries(next, integrated).await?.is_empty() {
                 return Err(VerifyError::Entry {
                     index: next,
                     problem: "is missing".into(),
@@ -192,6 +208,10 @@ pub async fn verify_store(
                 });
             }
             check_entry_bytes(index, &row.entry)?;
+            if let Some(check) = check.as_mut() {
+                check(index, &row.kind, &row.entry)
+                    .map_err(|problem| VerifyError::Entry { index, problem })?;
+            }
             let leaf = leaf_hash(&row.entry);
             for (node, hash) in rebuild.push(leaf) {
                 if stored.get(&node).map(Vec::as_slice) != Some(&hash[..]) {
@@ -214,6 +234,37 @@ pub async fn verify_store(
         }
     }
     let size = next;
+    // Sequenced, not yet integrated: each entry's bytes against its leaf, and its meaning.
+    let mut pending = 0;
+    if let Some(pool) = store.postgres() {
+        for row in crate::store::shared::pending(pool, size, sequenced).await? {
+            let index = row.idx as u64;
+            if index != size + pending {
+                return Err(VerifyError::Entry {
+                    index: size + pending,
+                    problem: "is missing (sequenced but not stored)".into(),
+                });
+            }
+            check_entry_bytes(index, &row.entry)?;
+            if leaf_hash(&row.entry)[..] != row.leaf[..] {
+                return Err(VerifyError::Entry {
+                    index,
+                    problem: "its bytes do not match its stored leaf hash".into(),
+                });
+            }
+            if let Some(check) = check.as_mut() {
+                check(index, &row.kind, &row.entry)
+                    .map_err(|problem| VerifyError::Entry { index, problem })?;
+            }
+            pending += 1;
+        }
+        if size + pending != sequenced {
+            return Err(VerifyError::Entry {
+                index: size + pending,
+                problem: format!("is missing: the counter gave out {sequenced} indices"),
+            });
+        }
+    }
 
     for cp in &checkpoints {
         if cp.size > size {
@@ -259,6 +310,7 @@ pub async fn verify_store(
         entries: size,
         checkpoints: checkpoints.len(),
         root: rebuild.frontier.root(),
+        pending,
     })
 }
 
@@ -383,5 +435,6 @@ pub async fn verify_remote(
         entries: latest.size,
         checkpoints: 1,
         root: latest.root,
+        pending: 0,
     })
 }

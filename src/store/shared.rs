@@ -410,6 +410,26 @@ pub async fn state(pool: &PgPool) -> Result<SeqState, StoreError> {
     })
 }
 
+/// An entry sequenced but not integrated, with its stored leaf hash.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingRow {
+    pub idx: i64,
+    pub kind: String,
+    pub entry: Vec<u8>,
+    pub leaf: Vec<u8>,
+}
+
+/// Entries with indices in `[start, end)` (sequenced after the integrated tree), in order.
+pub async fn pending(pool: &PgPool, start: u64, end: u64) -> Result<Vec<PendingRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT idx, kind, entry, leaf FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(sql_int(start))
+    .bind(sql_int(end))
+    .fetch_all(pool)
+    .await?)
+}
+
 /// What one integration pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Integrated {
