@@ -7,7 +7,9 @@
 # (axum's floor) and examples/cedar_baseline.rs, a bare axum + cedar-policy service answering the same
 # requests from the same policies and fleet (no token check, no registry, no ledger, no storage).
 # Then a batch run, a clean stop, and `reins ledger verify`: the ledger must hold exactly one entry
-# per answered decision. Prints decisions/s, p50/p99 and the ratios to both baselines.
+# per answered decision. Prints decisions/s, p50/p99 and the ratios to both baselines. Then the same
+# load on one and on three replicas sharing a PostgreSQL database (BENCH_DATABASE_URL, default the
+# local server), with the counter statement's mean batch size per replica.
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
@@ -48,23 +50,28 @@ SERVER=$!
 for _ in $(seq 1 200); do curl -fs "$BASE/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
 
 ADMIN=$($REINS token mint --agent bench-admin --roles admin,auditor --data-dir "$DATA" --ttl 2h)
-put() { curl -fs -X PUT "$BASE$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$2" >/dev/null; }
+put() { curl -fs -X PUT "$1$2" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$3" >/dev/null; }
 # No high-risk tools: their approval_required answers add an approval entry, and the ledger check
 # below counts one entry per decision. Critical tools give plain denies to high-tier agents.
 RISKS=(low medium low medium low medium low critical)
-for t in $(seq 0 $((TOOLS - 1))); do
-  put "/v1/tools/tool-$t" "{\"description\":\"tool $t\",\"risk\":\"${RISKS[$((t % 8))]}\",\"category\":\"cat-$((t % 6))\"}"
-done
 TIERS=(limited high minimal limited)
+# The agents' declared tools, as "tool-a,tool-b,...".
+declared() { local tools=""; for k in $(seq 0 9); do tools="$tools,tool-$((($1 + k * 3) % TOOLS))"; done; echo "${tools#,}"; }
+# Registers the fleet (tools, then agents) through the service at $1.
+register_fleet() {
+  for t in $(seq 0 $((TOOLS - 1))); do
+    put "$1" "/v1/tools/tool-$t" "{\"description\":\"tool $t\",\"risk\":\"${RISKS[$((t % 8))]}\",\"category\":\"cat-$((t % 6))\"}"
+  done
+  for a in $(seq 0 $((AGENTS - 1))); do
+    json_tools=$(declared "$a" | sed 's/[^,]*/"&"/g')
+    put "$1" "/v1/agents/agent-$a" "{\"name\":\"agent $a\",\"owner\":\"team-$((a % 12))\",\"risk_tier\":\"${TIERS[$((a % 4))]}\",\"tools\":[$json_tools]}"
+  done
+}
+register_fleet "$BASE"
 FLEET="$WORK/fleet.txt"
 : > "$FLEET"
 for a in $(seq 0 $((AGENTS - 1))); do
-  tools=""
-  for k in $(seq 0 9); do tools="$tools,tool-$(((a + k * 3) % TOOLS))"; done
-  tools=${tools#,}
-  json_tools=$(echo "$tools" | sed 's/[^,]*/"&"/g')
-  put "/v1/agents/agent-$a" "{\"name\":\"agent $a\",\"owner\":\"team-$((a % 12))\",\"risk_tier\":\"${TIERS[$((a % 4))]}\",\"tools\":[$json_tools]}"
-  echo "$($REINS token mint --agent "agent-$a" --data-dir "$DATA" --ttl 2h) $tools" >> "$FLEET"
+  echo "$($REINS token mint --agent "agent-$a" --data-dir "$DATA" --ttl 2h) $(declared "$a")" >> "$FLEET"
 done
 # The bare Cedar service reads the fleet once, read-only, from the same database.
 ./target/release/examples/cedar_baseline --data-dir "$DATA" --fleet "$FLEET" --listen "127.0.0.1:$CEDAR_PORT" \
@@ -186,6 +193,78 @@ if [ "$WRITTEN" -lt "$ANSWERED" ] || [ "$WRITTEN" -gt $((ANSWERED + INFLIGHT)) ]
 fi
 echo "no decision lost: every answered decision has its ledger entry, and the ledger verifies"
 
+# Replicas on PostgreSQL: the same fleet and load on one replica, then on three sharing one
+# database, after the SQLite node above in the same run. On this machine PostgreSQL, the replicas
+# and wrk share the same two cores, so three replicas here measure contention, not scale-out.
+# POSTGRES=0 skips it; without a PostgreSQL server it says so and skips it.
+PG_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
+PG_SUMMARY=""
+if [ "${POSTGRES:-1}" = 1 ] && command -v pg_isready >/dev/null && pg_isready -q -d "$PG_URL"; then
+  PG_DB="reins_bench_$$"
+  psql -q "${PG_URL%/}/postgres" -c "CREATE DATABASE $PG_DB"
+  PG_DB_URL="${PG_URL%/}/$PG_DB"
+  REPLICAS=()
+  trap 'kill ${REPLICAS[*]:-} 2>/dev/null || true; psql -q "${PG_URL%/}/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true; rm -rf "$WORK"' EXIT
+  replica_base() { echo "http://127.0.0.1:$((PORT + 10 + $1))"; }
+  start_replica() {
+    REINS_LOG_FORMAT=json $REINS serve --data-dir "$WORK/replica-$1" --keys-dir "$DATA/keys" --database-url "$PG_DB_URL" \
+      --listen "127.0.0.1:$((PORT + 10 + $1))" ${POLICY_DIR:+--policy-dir "$POLICY_DIR"} >"$WORK/replica-$1.log" 2>&1 &
+    REPLICAS+=($!)
+    for _ in $(seq 1 200); do curl -fs "$(replica_base "$1")/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+  }
+  sequenced() { psql -qtA "$PG_DB_URL" -c "SELECT next FROM ledger_seq"; }
+  start_replica 0
+  register_fleet "$(replica_base 0)"
+  PG_START=$(sequenced)
+  PG_ANSWERED=0
+  echo
+  row "PostgreSQL" "conns" "req/s" "p50 ms" "p99 ms" "÷ sqlite" "" ""
+  read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "$(replica_base 0)")
+  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
+  PG_ANSWERED=$((PG_ANSWERED + n - bad))
+  PG1_RATIO=$(div "$rps" "${T_RPS:-$rps}")
+  row "1 replica" 16 "$rps" "$p50" "$p99" "$PG1_RATIO" "" ""
+  PG1_RPS=$rps
+  start_replica 1
+  start_replica 2
+  sleep 1
+  LOADS=()
+  for i in 0 1 2; do
+    (run 6 -s scripts/decisions.lua "$(replica_base "$i")" > "$WORK/wrk-$i.txt") &
+    LOADS+=($!)
+  done
+  wait "${LOADS[@]}"
+  sleep 0.5
+  total=0; worst=0; sum_n=0
+  for i in 0 1 2; do
+    read -r n rps p50 p99 bad < "$WORK/wrk-$i.txt"
+    total=$(awk -v a="$total" -v b="$rps" 'BEGIN {print a + b}')
+    worst=$(awk -v a="$worst" -v b="$p99" 'BEGIN {print (b > a ? b : a)}')
+    PG_ANSWERED=$((PG_ANSWERED + n - bad))
+  done
+  row "3 replicas (3 x 6 conns)" 18 "$total" "" "$worst" "$(div "$total" "${T_RPS:-$total}")" "" "" "   p99: the worst replica's"
+  kill -TERM "${REPLICAS[@]}"; wait "${REPLICAS[@]}" 2>/dev/null || true
+  REPLICAS=()
+  echo
+  for i in 0 1 2; do
+    batch=$(grep "batcher stopped" "$WORK/replica-$i.log" | grep -o '"mean_batch":[0-9.]*' | cut -d: -f2)
+    txs=$(grep "batcher stopped" "$WORK/replica-$i.log" | grep -o '"transactions":[0-9]*' | cut -d: -f2)
+    echo "replica $i: ${txs:-?} sequencing transactions, mean batch ${batch:-?} entries"
+  done
+  PG_VERIFY=$($REINS ledger verify --database-url "$PG_DB_URL" --keys-dir "$DATA/keys" --data-dir "$WORK/replica-0")
+  echo "$PG_VERIFY"
+  PG_WRITTEN=$(( $(sequenced) - PG_START ))
+  echo "entries sequenced during the PostgreSQL runs: $PG_WRITTEN; decisions wrk counted as answered: $PG_ANSWERED"
+  if [ "$PG_WRITTEN" -lt "$PG_ANSWERED" ] || [ "$PG_WRITTEN" -gt $((PG_ANSWERED + 16 + 18)) ]; then
+    echo "MISMATCH on PostgreSQL: an answered decision is missing from the ledger" >&2
+    exit 1
+  fi
+  PG_SUMMARY="  one PostgreSQL replica >= 50% of SQLite:  ${PG1_RATIO} (${PG1_RPS}/s), $(awk "BEGIN {exit !(${PG1_RATIO} >= 0.5)}" && echo met || echo "NOT met")"
+else
+  echo
+  echo "PostgreSQL runs DID NOT RUN: no server answers at $PG_URL (set BENCH_DATABASE_URL), or POSTGRES=0"
+fi
+
 # The targets of issue 9, as printed facts, not pass/fail tests: this machine is shared and noisy.
 verdict() { if awk "BEGIN {exit !($1)}"; then echo "met"; else echo "NOT met"; fi; }
 echo
@@ -197,3 +276,4 @@ if [ -n "${T_RPS:-}" ]; then
   echo "  above the bare axum + Cedar service:     ${T_CEDAR}x its decisions/s, $(verdict "$T_CEDAR > 1")"
 fi
 echo "  no decision lost:                        met (checked above)"
+[ -z "$PG_SUMMARY" ] || echo "$PG_SUMMARY"

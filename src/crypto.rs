@@ -21,8 +21,18 @@ pub fn ed25519_key_file(path: &Path, generate: bool) -> Result<(SigningKey, bool
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| e.to_string())?;
-    write_private_file(path, pem.as_bytes()).map_err(|e| e.to_string())?;
-    Ok((key, true))
+    // Replicas sharing a keys folder may start together: the key appears whole or not at all
+    // (written aside, then linked into place, which fails if another got there first), and the
+    // one that lost uses the winner's.
+    let aside = path.with_extension(format!("new-{}", uuid::Uuid::new_v4().simple()));
+    write_private_file(&aside, pem.as_bytes()).map_err(|e| e.to_string())?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok((key, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ed25519_key_file(path, false),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Writes a secret file readable only by its owner, creating its folder (0700) if needed.

@@ -42,6 +42,10 @@ pub struct Follow {
     pub applied: watch::Sender<u64>,
     /// Older than this, the last read of the control version makes the replica refuse appends.
     pub max_staleness: Duration,
+    /// Sequencing transactions committed by this replica, and the entries they held (the mean
+    /// batch size is logged when the replica stops).
+    transactions: std::sync::atomic::AtomicU64,
+    sequenced: std::sync::atomic::AtomicU64,
     /// The integrated tree this replica serves from: moved by the follower's reads, by this
     /// replica's integrator, and by reads a request beyond it makes ([`Ledger::refresh_head`]).
     pub head: watch::Sender<TreeHead>,
@@ -107,10 +111,20 @@ pub(super) async fn start(
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 ) -> Result<SharedTasks, LedgerError> {
     let state = sql::state(&pool).await?;
-    let served = store
-        .latest_checkpoint()
-        .await?
-        .map_or(0, |c| c.tree_size as u64);
+    let latest = store.latest_checkpoint().await?;
+    // Replicas must sign with one key: a replica with a key of its own would sign checkpoints no
+    // verifier of the others' accepts.
+    if let Some(c) = &latest
+        && signer.verifier().verify(&c.note).is_err()
+    {
+        return Err(LedgerError::Key {
+            path: signer.verifier_key(),
+            message: "this is not the key that signed the database's checkpoints; start every \
+                      replica with the same --keys-dir (or ledger.signing_key_file)"
+                .into(),
+        });
+    }
+    let served = latest.map_or(0, |c| c.tree_size as u64);
     let follow = Arc::new(Follow {
         control: watch::channel(ControlSeen {
             version: state.control_version,
@@ -122,6 +136,8 @@ pub(super) async fn start(
         // The state the services load after this is at least this new.
         applied: watch::channel(state.control_version).0,
         max_staleness: settings.max_staleness,
+        transactions: 0.into(),
+        sequenced: 0.into(),
         head,
     });
     follow.head.send_replace(TreeHead {
@@ -225,6 +241,16 @@ async fn batcher(
             commit_jobs(&pool, &health, &follow, rest).await;
         }
     }
+    let (transactions, entries) = (
+        follow.transactions.load(Ordering::Relaxed),
+        follow.sequenced.load(Ordering::Relaxed),
+    );
+    tracing::info!(
+        transactions,
+        entries,
+        mean_batch = entries as f64 / transactions.max(1) as f64,
+        "the shared ledger's batcher stopped"
+    );
     let _ = stop.send(true);
 }
 
@@ -308,6 +334,10 @@ async fn commit_jobs(
                 follow
                     .backlog
                     .fetch_add(rows.len() as u64, Ordering::AcqRel);
+                follow.transactions.fetch_add(1, Ordering::Relaxed);
+                follow
+                    .sequenced
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 return;
             }
             Ok(Sequenced::Stale { current }) => {
@@ -500,6 +530,9 @@ async fn follower(
                 }
             }
         }
+        // Loaded before the database is read: a checkpoint served meanwhile was stored before it
+        // was served, so only a database that lost rows can show less than this.
+        let served = follow.served.load(Ordering::Acquire);
         match read(&store, &pool).await {
             Ok((state, latest)) => {
                 follow.control.send_modify(|seen| {
@@ -509,7 +542,6 @@ async fn follower(
                 follow
                     .backlog
                     .store(state.next - state.tree_size, Ordering::Release);
-                let served = follow.served.load(Ordering::Acquire);
                 if latest < served {
                     health.break_permanently(format!(
                         "the database's latest checkpoint covers {latest} entries but this replica \

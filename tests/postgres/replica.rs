@@ -100,12 +100,25 @@ pub struct Replica {
     child: Option<Child>,
     /// Its log lines so far.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Extra environment (configuration) for its process.
+    env: Vec<(String, String)>,
 }
 
 impl Replica {
     /// Starts a replica on `database_url` with the shared `keys` folder and its own data dir
     /// under `root`, and waits until it listens.
     pub async fn start(name: &str, root: &Path, keys: &Path, database_url: &str) -> Self {
+        Self::start_with(name, root, keys, database_url, &[]).await
+    }
+
+    /// [`Replica::start`] with configuration from the environment (`REINS_...`).
+    pub async fn start_with(
+        name: &str,
+        root: &Path,
+        keys: &Path,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut replica = Self {
             name: name.to_owned(),
             base: String::new(),
@@ -114,6 +127,10 @@ impl Replica {
             keys: keys.to_owned(),
             child: None,
             log: Default::default(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         replica.spawn().await;
         replica
@@ -138,6 +155,7 @@ impl Replica {
             .env("REINS_LEDGER__CHECKPOINT_INTERVAL", "100ms")
             .env("REINS_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -607,3 +607,245 @@ async fn a_database_outage_fails_every_replica_closed_and_loses_no_answer() {
         restored.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_listener_died_catches_up_by_polling() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 2).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every LISTEN connection dies (the replicas reconnect them later): only the poll is left.
+    let mut conn = fleet.db.connect().await;
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "no listening connection was found");
+    let (status, body) = fleet
+        .client
+        .post(
+            &format!("{}/v1/killswitch", bases[0]),
+            &fleet.admin,
+            json!({"scope": {"agent": "bot"}, "reason": "listener test"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let engaged = Instant::now();
+    loop {
+        let (_, d) = fleet
+            .client
+            .decide(&bases[1], &token, "crm.note")
+            .await
+            .unwrap();
+        if d["reasons"][0]["code"] == "kill_switch" {
+            break;
+        }
+        assert_eq!(d["decision"], "deny", "an allow after the engage: {d}");
+        assert!(engaged.elapsed() < Duration::from_secs(2), "{d}");
+    }
+    eprintln!(
+        "listener killed: the other replica denied {:?} after the engage answer",
+        engaged.elapsed()
+    );
+    fleet.stop().await;
+    fleet.verify();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_key_of_its_own_refuses_to_start() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 1).await;
+    let bases = fleet.bases();
+    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+    // The first replica has signed a checkpoint by now (every 100 ms after new entries).
+    let mut conn = fleet.db.connect().await;
+    for _ in 0..50 {
+        let signed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_checkpoints")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if signed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = tempfile::tempdir().unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_reins"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &fleet.db.url,
+            ])
+            .arg("--data-dir")
+            .arg(other.path().join("data"))
+            .arg("--policy-dir")
+            .arg(crate::replica::repo().join("policies"))
+            .arg("--schema-file")
+            .arg(crate::replica::repo().join("schemas/reins.cedarschema"))
+            .output(),
+    )
+    .await
+    .expect("the replica with the wrong key stops at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("same --keys-dir"), "{stderr}");
+    fleet.stop().await;
+    fleet.verify();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_denied_past_the_integration_backlog_until_it_drains() {
+    let db = postgres_or_skip!();
+    // The test holds the integrator's advisory lock, so no replica integrates (safety does not
+    // depend on that lock; only who integrates does).
+    let mut holder = db.connect().await;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(0x0072_6569_6e73_i64)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let keys = root.path().join("keys");
+    let mut replica = Replica::start_with(
+        "r0",
+        root.path(),
+        &keys,
+        &db.url,
+        &[("REINS_DATABASE__BACKLOG_LIMIT", "30")],
+    )
+    .await;
+    let tokens = Tokens::new(&keys);
+    let admin = tokens.mint("ops", None, &["admin"]);
+    let client = Client::new();
+    register(&client, &replica.base, &admin, "bot", &["crm.note"]).await;
+    let token = tokens.mint("bot", None, &[]);
+    let mut codes = Vec::new();
+    for _ in 0..60 {
+        let (_, d) = client
+            .decide(&replica.base, &token, "crm.note")
+            .await
+            .unwrap();
+        codes.push(d["reasons"][0]["code"].as_str().unwrap_or("-").to_owned());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let backlogged = codes.iter().filter(|c| *c == "ledger_backlog").count();
+    assert!(
+        backlogged > 0,
+        "no decision was refused for the backlog: {codes:?}"
+    );
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("ledger_backlog"),
+        "{codes:?}"
+    );
+    // Integration resumes: the backlog drains and decisions are allowed again.
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let released = Instant::now();
+    loop {
+        let (_, d) = client
+            .decide(&replica.base, &token, "crm.note")
+            .await
+            .unwrap();
+        if d["decision"] == "allow" {
+            break;
+        }
+        assert!(
+            released.elapsed() < Duration::from_secs(5),
+            "still refused: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_tables_refuse_changes_and_a_database_that_lost_rows_halts_appends() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 1).await;
+    let base = fleet.bases()[0].clone();
+    register(&fleet.client, &base, &fleet.admin, "bot", &["crm.note"]).await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    for _ in 0..5 {
+        fleet
+            .client
+            .decide(&base, &token, "crm.note")
+            .await
+            .unwrap();
+    }
+    let mut conn = fleet.db.connect().await;
+    for statement in [
+        "UPDATE ledger_entries SET kind = 'x' WHERE idx = 0",
+        "DELETE FROM ledger_entries WHERE idx = 0",
+        "DELETE FROM ledger_nodes",
+        "TRUNCATE ledger_checkpoints",
+    ] {
+        let refused = sqlx::query(statement).execute(&mut conn).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("append-only"),
+            "{statement}: {refused}"
+        );
+    }
+    // The replica serves a checkpoint; then the database "loses" it, as a restore from an older
+    // backup would (the triggers are disabled to play the restore).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let note = fleet
+        .client
+        .text(&format!("{base}/v1/ledger/checkpoint"), &fleet.admin)
+        .await
+        .unwrap();
+    let served: i64 = note.lines().nth(1).unwrap().parse().unwrap();
+    sqlx::query("ALTER TABLE ledger_checkpoints DISABLE TRIGGER USER")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM ledger_checkpoints WHERE tree_size >= $1")
+        .bind(served)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let lost = Instant::now();
+    loop {
+        let (ready, body) = fleet
+            .client
+            .get(&format!("{base}/readyz"), &fleet.admin)
+            .await
+            .unwrap();
+        if ready == 503 {
+            assert!(
+                body["ledger"].as_str().unwrap_or("").contains("lost rows"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(3),
+            "the fork went unnoticed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, d) = fleet
+        .client
+        .decide(&base, &token, "crm.note")
+        .await
+        .unwrap();
+    assert_eq!(
+        (d["decision"].as_str(), d["reasons"][0]["code"].as_str()),
+        (Some("deny"), Some("ledger_unavailable")),
+        "{d}"
+    );
+    fleet.stop().await;
+}
