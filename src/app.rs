@@ -58,15 +58,17 @@ impl Services {
     /// Whether this server should get traffic, and why not. A change from ready to not ready or
     /// back is logged once, with the reasons.
     pub async fn readiness(&self) -> Readiness {
+        // A second: a load balancer's check must not wait longer than a replica may go without
+        // the shared control state.
         let database = match tokio::time::timeout(
-            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(1),
             self.store.ping(),
         )
         .await
         {
             Ok(Ok(())) => Ok("ok".to_string()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("no answer within 2s".to_string()),
+            Err(_) => Err("no answer within 1s".to_string()),
         };
         let pack = self.pipeline.policies();
         let policies = if pack.policy_count() > 0 {

@@ -219,9 +219,19 @@ async fn batcher(
             batch.refuse(why);
             continue;
         }
+        // The follower may just be late (a busy machine): one read here refreshes the heartbeat,
+        // and a replica that cannot make it takes nothing.
         if let Some(why) = follow.staleness() {
-            batch.refuse(&why);
-            continue;
+            match sql::state(&pool).await {
+                Ok(state) => follow.control.send_modify(|seen| {
+                    seen.version = seen.version.max(state.control_version);
+                    seen.at = std::time::Instant::now();
+                }),
+                Err(error) => {
+                    batch.refuse(&format!("{why}; reading it again failed: {error}"));
+                    continue;
+                }
+            }
         }
         let backlog = follow.backlog.load(Ordering::Acquire);
         let (mut control, mut rest): (Vec<Job>, Vec<Job>) = batch
