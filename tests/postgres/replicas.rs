@@ -849,3 +849,77 @@ async fn the_ledger_tables_refuse_changes_and_a_database_that_lost_rows_halts_ap
     );
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_version_activated_on_one_replica_decides_on_the_others() {
+    let db = postgres_or_skip!();
+    let mut fleet = Fleet::start(db, 2).await;
+    let bases = fleet.bases();
+    register(
+        &fleet.client,
+        &bases[0],
+        &fleet.admin,
+        "bot",
+        &["crm.note", "lab.probe"],
+    )
+    .await;
+    let token = fleet.tokens.mint("bot", None, &[]);
+    let (_, d) = fleet
+        .client
+        .decide(&bases[1], &token, "lab.probe")
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], "allow", "{d}");
+    // The default pack plus one forbid.
+    let mut files = serde_json::Map::new();
+    for entry in std::fs::read_dir(crate::replica::repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, json!(std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    files.insert(
+        "zz_no_probe.cedar".into(),
+        json!(
+            "@id(\"no-lab-probe\")\nforbid (principal, action, resource == Tool::\"lab.probe\");\n"
+        ),
+    );
+    let policy_admin = fleet.tokens.mint("pa", None, &["policy_admin", "admin"]);
+    let (status, version) = fleet
+        .client
+        .post(
+            &format!("{}/v1/policies", bases[0]),
+            &policy_admin,
+            json!({"files": files}),
+        )
+        .await
+        .unwrap();
+    assert!(status == 201 || status == 200, "{status} {version}");
+    let id = version["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{version}"));
+    let (status, body) = fleet
+        .client
+        .post(
+            &format!("{}/v1/policies/{id}/activate", bases[0]),
+            &policy_admin,
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, d) = fleet
+        .client
+        .decide(&bases[1], &token, "lab.probe")
+        .await
+        .unwrap();
+    assert_eq!(
+        d["decision"], "deny",
+        "the other replica still decides with the old version: {d}"
+    );
+    assert_eq!(d["reasons"][0]["policy_id"], "no-lab-probe", "{d}");
+    assert_eq!(d["policy_digest"], version["digest"], "{d}");
+    fleet.stop().await;
+    fleet.verify();
+}
