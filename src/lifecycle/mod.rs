@@ -628,19 +628,11 @@ impl Versions {
             let shadow = self.store.shadow_policy_version(&store_key(store)).await?;
             let current = pipeline.shadow_of(store).map(|s| s.version.to_string());
             if shadow.as_ref().map(|r| &r.id) != current.as_ref() {
-                match shadow {
-                    Some(row) => {
-                        let pack = self.pack_of_row(pipeline, &row)?;
-                        pipeline.set_shadow(
-                            store,
-                            Some(Arc::new(crate::policy::shadow::Shadow::new(
-                                id_of(&row)?,
-                                pack,
-                            ))),
-                        );
-                    }
-                    None => pipeline.set_shadow(store, None),
-                }
+                let shadow = match shadow {
+                    Some(row) => Some(self.shadow_of_row(pipeline, &row)?),
+                    None => None,
+                };
+                pipeline.set_shadow(store, shadow);
             }
         }
         Ok(())
@@ -653,16 +645,22 @@ impl Versions {
         store: Option<&StoreName>,
     ) -> Result<(), VersionError> {
         if let Some(row) = self.store.shadow_policy_version(&store_key(store)).await? {
-            let pack = self.pack_of_row(pipeline, &row)?;
-            pipeline.set_shadow(
-                store,
-                Some(Arc::new(crate::policy::shadow::Shadow::new(
-                    id_of(&row)?,
-                    pack,
-                ))),
-            );
+            pipeline.set_shadow(store, Some(self.shadow_of_row(pipeline, &row)?));
         }
         Ok(())
+    }
+
+    /// A stored version as a shadow of its store (its counts start at zero).
+    fn shadow_of_row(
+        &self,
+        pipeline: &Pipeline,
+        row: &PolicyVersionRow,
+    ) -> Result<Arc<crate::policy::shadow::Shadow>, VersionError> {
+        let pack = self.pack_of_row(pipeline, row)?;
+        Ok(Arc::new(crate::policy::shadow::Shadow::new(
+            id_of(row)?,
+            pack,
+        )))
     }
 
     fn pack_of_row(

@@ -60,6 +60,21 @@ impl Fleet {
         }
     }
 
+    /// A fleet of `n` with agent `bot` declaring `crm.note`: the fleet, its addresses, bot's token.
+    async fn with_bot(db: crate::db::TestDb, n: usize) -> (Self, Vec<String>, String) {
+        let fleet = Self::start(db, n).await;
+        let bases = fleet.bases();
+        register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
+        let token = fleet.tokens.mint("bot", None, &[]);
+        (fleet, bases, token)
+    }
+
+    /// Stops every replica (each signs its last checkpoint) and verifies the ledger.
+    async fn finish(mut self) {
+        self.stop().await;
+        self.verify();
+    }
+
     fn bases(&self) -> Vec<String> {
         self.replicas.iter().map(|r| r.base.clone()).collect()
     }
@@ -193,10 +208,7 @@ async fn assert_checkpoints_stored(fleet: &Fleet, fetched: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn density_survives_replicas_killed_with_sigkill() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 3).await;
-    let bases = fleet.bases();
-    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
-    let token = fleet.tokens.mint("bot", None, &[]);
+    let (mut fleet, bases, token) = Fleet::with_bot(db, 3).await;
     let shared = Arc::new(RwLock::new(bases.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(
@@ -254,10 +266,7 @@ fn integrator(fleet: &Fleet) -> Option<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_replica_takes_over_integration_when_the_integrator_dies() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 3).await;
-    let bases = fleet.bases();
-    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
-    let token = fleet.tokens.mint("bot", None, &[]);
+    let (mut fleet, bases, token) = Fleet::with_bot(db, 3).await;
     let victim = integrator(&fleet).expect("one replica integrates");
     let survivors: Vec<String> = bases
         .iter()
@@ -325,10 +334,7 @@ async fn another_replica_takes_over_integration_when_the_integrator_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_allow_is_sequenced_after_a_kill_switch_on_any_replica() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 3).await;
-    let bases = fleet.bases();
-    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
-    let token = fleet.tokens.mint("bot", None, &[]);
+    let (fleet, bases, token) = Fleet::with_bot(db, 3).await;
     let mut propagation = Vec::new();
     let mut conn = fleet.db.connect().await;
     for round in 0..10 {
@@ -408,14 +414,13 @@ async fn no_allow_is_sequenced_after_a_kill_switch_on_any_replica() {
         "kill switch propagation (engage answered on A -> both other replicas deny), 10 rounds: \
          p50 {p50:?}, max {max:?}"
     );
-    fleet.stop().await;
-    fleet.verify();
+    fleet.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approval_raced_across_replicas_allows_exactly_once() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 3).await;
+    let fleet = Fleet::start(db, 3).await;
     let bases = fleet.bases();
     let client = &fleet.client;
     register(
@@ -488,8 +493,7 @@ async fn an_approval_raced_across_replicas_allows_exactly_once() {
         }
     }
     assert_eq!(allows, 1, "one approval, one allow");
-    fleet.stop().await;
-    fleet.verify();
+    fleet.finish().await;
 }
 
 /// Readiness and a decision through one replica.
@@ -508,10 +512,7 @@ async fn readiness(client: &Client, base: &str, token: &str) -> (u16, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_cut_from_the_database_fails_closed_and_recovers() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 2).await;
-    let bases = fleet.bases();
-    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
-    let token = fleet.tokens.mint("bot", None, &[]);
+    let (fleet, bases, token) = Fleet::with_bot(db, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         readiness(&fleet.client, &bases[1], &token).await,
@@ -554,17 +555,13 @@ async fn a_replica_cut_from_the_database_fails_closed_and_recovers() {
         "cut from the database: denied and unready after {took:?}; recovered {:?} after the link came back",
         restored.elapsed()
     );
-    fleet.stop().await;
-    fleet.verify();
+    fleet.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_fails_every_replica_closed_and_loses_no_answer() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 3).await;
-    let bases = fleet.bases();
-    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
-    let token = fleet.tokens.mint("bot", None, &[]);
+    let (mut fleet, bases, token) = Fleet::with_bot(db, 3).await;
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(
         fleet.client.clone(),
@@ -611,10 +608,7 @@ async fn a_database_outage_fails_every_replica_closed_and_loses_no_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_whose_listener_died_catches_up_by_polling() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 2).await;
-    let bases = fleet.bases();
-    register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
-    let token = fleet.tokens.mint("bot", None, &[]);
+    let (fleet, bases, token) = Fleet::with_bot(db, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Every LISTEN connection dies (the replicas reconnect them later): only the poll is left.
     let mut conn = fleet.db.connect().await;
@@ -653,14 +647,13 @@ async fn a_replica_whose_listener_died_catches_up_by_polling() {
         "listener killed: the other replica denied {:?} after the engage answer",
         engaged.elapsed()
     );
-    fleet.stop().await;
-    fleet.verify();
+    fleet.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_a_key_of_its_own_refuses_to_start() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 1).await;
+    let fleet = Fleet::start(db, 1).await;
     let bases = fleet.bases();
     register(&fleet.client, &bases[0], &fleet.admin, "bot", &["crm.note"]).await;
     // The first replica has signed a checkpoint by now (every 100 ms after new entries).
@@ -700,8 +693,7 @@ async fn a_replica_with_a_key_of_its_own_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("same --keys-dir"), "{stderr}");
-    fleet.stop().await;
-    fleet.verify();
+    fleet.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -853,7 +845,7 @@ async fn the_ledger_tables_refuse_changes_and_a_database_that_lost_rows_halts_ap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_version_activated_on_one_replica_decides_on_the_others() {
     let db = postgres_or_skip!();
-    let mut fleet = Fleet::start(db, 2).await;
+    let fleet = Fleet::start(db, 2).await;
     let bases = fleet.bases();
     register(
         &fleet.client,
@@ -920,6 +912,5 @@ async fn a_policy_version_activated_on_one_replica_decides_on_the_others() {
     );
     assert_eq!(d["reasons"][0]["policy_id"], "no-lab-probe", "{d}");
     assert_eq!(d["policy_digest"], version["digest"], "{d}");
-    fleet.stop().await;
-    fleet.verify();
+    fleet.finish().await;
 }
