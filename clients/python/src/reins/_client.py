@@ -1,0 +1,403 @@
+"""`Reins` and `AsyncReins`: the HTTP client of a Reins server, failing closed.
+
+One overall deadline per call (default 2 s). Connection errors, 429 and 503 are retried inside it,
+after the server's `Retry-After` when it gives one, and every try of one call carries the same
+`Idempotency-Key`, so a retry is answered from the record instead of being recorded twice. Past
+the deadline, or on any other failure, the answer is a deny whose reason is `unreachable`: never
+an allow, unless the client was built with `fail_open=True`, which logs every time it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from ._errors import ReinsError
+from ._models import Approval, ApprovalStatus, Decision, Outcome, Reason, ReasonCode
+
+log = logging.getLogger("reins")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 2.0
+#: Statuses worth another try inside the deadline.
+RETRYABLE = {429, 503}
+
+TokenSource = str | Callable[[], str]
+
+
+def _traceparent(headers: dict[str, str]) -> None:
+    """Adds the current span's `traceparent`, when OpenTelemetry is installed."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return
+    propagate.inject(headers)
+
+
+class _Config:
+    """What `Reins` and `AsyncReins` share: where, who, how long, what a failure means."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        token: TokenSource | None,
+        timeout: float,
+        fail_open: bool,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("REINS_URL") or DEFAULT_URL).rstrip("/")
+        self._token = token if token is not None else os.environ.get("REINS_TOKEN")
+        self.timeout = timeout
+        self.fail_open = fail_open
+        if fail_open:
+            log.warning("reins: fail_open=True: calls Reins cannot answer will be ALLOWED")
+
+    def headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        token = self._token() if callable(self._token) else self._token
+        if not token:
+            raise ReinsError("no token: pass token=, or set REINS_TOKEN")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        _traceparent(headers)
+        return headers
+
+    def unanswered(self, why: str) -> Decision:
+        """The answer when Reins gave none: a deny, or with `fail_open` a logged allow."""
+        if self.fail_open:
+            log.warning("reins: no answer (%s); ALLOWING because fail_open=True", why)
+        return Decision(
+            decision_id="",
+            decision=Outcome.ALLOW if self.fail_open else Outcome.DENY,
+            reasons=[Reason(code=ReasonCode.UNREACHABLE, message=why)],
+            evaluated_at=datetime.now(timezone.utc).isoformat(),
+        )
+
+
+def decision_body(
+    tool: str,
+    args: Mapping[str, Any] | None,
+    *,
+    action: str,
+    resource_type: str,
+    session_id: str | None,
+    approval_id: str | None,
+    context: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The JSON of a decision request for `tool` with its arguments."""
+    ctx: dict[str, Any] = dict(context or {})
+    if args is not None:
+        ctx["args"] = dict(args)
+    body: dict[str, Any] = {"action": action, "resource": {"type": resource_type, "id": tool}}
+    if ctx:
+        body["context"] = ctx
+    if session_id:
+        body["session_id"] = session_id
+    if approval_id:
+        body["approval_id"] = approval_id
+    return body
+
+
+def _retry_after(response: httpx.Response | None, attempt: int) -> float:
+    """Seconds to wait before the next try: the server's `Retry-After`, else backoff with jitter."""
+    if response is not None:
+        value = response.headers.get("Retry-After")
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                pass
+    return min(0.5, 0.05 * 2**attempt) * (0.5 + random.random())
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        return f"{response.status_code} {error.get('code', '')}: {error.get('message', '')}"
+    except ValueError:
+        return f"{response.status_code}: {response.text[:200]}"
+
+
+def expiry(approval: Approval) -> float:
+    """The approval's expiry as a Unix time."""
+    return datetime.fromisoformat(approval.expires_at.replace("Z", "+00:00")).timestamp()
+
+
+class Reins:
+    """The synchronous client. `token` may be a callable, called for every request."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: TokenSource | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        fail_open: bool = False,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self._config = _Config(base_url, token, timeout, fail_open)
+        self._http = http or httpx.Client()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Reins:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(
+        self, method: str, path: str, body: Any = None, *, idempotent: bool = False
+    ) -> httpx.Response:
+        """One call, retried inside the deadline; raises `ReinsError` when it runs out."""
+        deadline = time.monotonic() + self._config.timeout
+        key = str(uuid.uuid4()) if idempotent else None
+        attempt = 0
+        last = "no attempt made"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReinsError(f"no answer within {self._config.timeout} s ({last})")
+            response = None
+            try:
+                response = self._http.request(
+                    method,
+                    self._config.base_url + path,
+                    json=body,
+                    headers=self._config.headers(key),
+                    timeout=left,
+                )
+                if response.status_code not in RETRYABLE:
+                    return response
+                last = _error_text(response)
+            except httpx.TransportError as e:
+                last = f"{type(e).__name__}: {e}"
+            wait = _retry_after(response, attempt)
+            if time.monotonic() + wait >= deadline:
+                raise ReinsError(f"no answer within {self._config.timeout} s ({last})")
+            time.sleep(wait)
+            attempt += 1
+
+    def decide(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        action: str = "invoke",
+        resource_type: str = "Tool",
+        session_id: str | None = None,
+        approval_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Asks whether the token's agent may call `tool` with `args`. Never raises for a deny or
+        a failure: Reins's answer, or a deny with reason `unreachable`."""
+        body = decision_body(
+            tool,
+            args,
+            action=action,
+            resource_type=resource_type,
+            session_id=session_id,
+            approval_id=approval_id,
+            context=context,
+        )
+        try:
+            response = self._send("POST", "/v1/decisions", body, idempotent=True)
+        except ReinsError as e:
+            return self._config.unanswered(str(e))
+        if response.status_code != 200:
+            return self._config.unanswered(f"Reins answered {_error_text(response)}")
+        return Decision.model_validate(response.json())
+
+    def batch(self, requests: list[dict[str, Any]]) -> list[Decision]:
+        """Several requests in one call (`decision_body` builds each); all deny on failure."""
+        try:
+            response = self._send(
+                "POST", "/v1/decisions/batch", {"requests": requests}, idempotent=True
+            )
+        except ReinsError as e:
+            return [self._config.unanswered(str(e)) for _ in requests]
+        if response.status_code != 200:
+            why = f"Reins answered {_error_text(response)}"
+            return [self._config.unanswered(why) for _ in requests]
+        return [Decision.model_validate(d) for d in response.json()["decisions"]]
+
+    def approval(self, approval_id: str) -> Approval:
+        """The approval's current state; raises `ReinsError` when it cannot be read."""
+        response = self._send("GET", f"/v1/approvals/{approval_id}")
+        if response.status_code != 200:
+            raise ReinsError(f"approval {approval_id}: {_error_text(response)}")
+        return Approval.model_validate(response.json())
+
+    def wait_for_approval(self, approval_id: str, *, poll: float = 0.5) -> Approval:
+        """Polls until the approval is decided or expires (backoff with jitter, capped at
+        `poll` x 8); returns it in its final state."""
+        delay = poll
+        while True:
+            try:
+                approval = self.approval(approval_id)
+            except ReinsError as e:
+                log.debug("reins: polling approval %s: %s", approval_id, e)
+            else:
+                if approval.status != ApprovalStatus.PENDING or time.time() >= expiry(approval):
+                    return approval
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, poll * 8)
+
+    def evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """An AuthZEN 1.0 evaluation (`POST /access/v1/evaluation`), for policy enforcement
+        points; `{"decision": false, ...}` on any failure."""
+        try:
+            response = self._send("POST", "/access/v1/evaluation", dict(request))
+        except ReinsError as e:
+            return {"decision": self._config.fail_open, "context": {"reason": str(e)}}
+        if response.status_code != 200:
+            return {"decision": self._config.fail_open, "context": {"reason": _error_text(response)}}
+        result: dict[str, Any] = response.json()
+        return result
+
+
+class AsyncReins:
+    """The asynchronous client: the same calls as `Reins`, as coroutines."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: TokenSource | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        fail_open: bool = False,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._config = _Config(base_url, token, timeout, fail_open)
+        self._http = http or httpx.AsyncClient()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncReins:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(
+        self, method: str, path: str, body: Any = None, *, idempotent: bool = False
+    ) -> httpx.Response:
+        deadline = time.monotonic() + self._config.timeout
+        key = str(uuid.uuid4()) if idempotent else None
+        attempt = 0
+        last = "no attempt made"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReinsError(f"no answer within {self._config.timeout} s ({last})")
+            response = None
+            try:
+                response = await asyncio.wait_for(
+                    self._http.request(
+                        method,
+                        self._config.base_url + path,
+                        json=body,
+                        headers=self._config.headers(key),
+                        timeout=left,
+                    ),
+                    timeout=left,
+                )
+                if response.status_code not in RETRYABLE:
+                    return response
+                last = _error_text(response)
+            except (httpx.TransportError, asyncio.TimeoutError) as e:
+                last = f"{type(e).__name__}: {e}"
+            wait = _retry_after(response, attempt)
+            if time.monotonic() + wait >= deadline:
+                raise ReinsError(f"no answer within {self._config.timeout} s ({last})")
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def decide(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        action: str = "invoke",
+        resource_type: str = "Tool",
+        session_id: str | None = None,
+        approval_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """See `Reins.decide`."""
+        body = decision_body(
+            tool,
+            args,
+            action=action,
+            resource_type=resource_type,
+            session_id=session_id,
+            approval_id=approval_id,
+            context=context,
+        )
+        try:
+            response = await self._send("POST", "/v1/decisions", body, idempotent=True)
+        except ReinsError as e:
+            return self._config.unanswered(str(e))
+        if response.status_code != 200:
+            return self._config.unanswered(f"Reins answered {_error_text(response)}")
+        return Decision.model_validate(response.json())
+
+    async def batch(self, requests: list[dict[str, Any]]) -> list[Decision]:
+        """See `Reins.batch`."""
+        try:
+            response = await self._send(
+                "POST", "/v1/decisions/batch", {"requests": requests}, idempotent=True
+            )
+        except ReinsError as e:
+            return [self._config.unanswered(str(e)) for _ in requests]
+        if response.status_code != 200:
+            why = f"Reins answered {_error_text(response)}"
+            return [self._config.unanswered(why) for _ in requests]
+        return [Decision.model_validate(d) for d in response.json()["decisions"]]
+
+    async def approval(self, approval_id: str) -> Approval:
+        """See `Reins.approval`."""
+        response = await self._send("GET", f"/v1/approvals/{approval_id}")
+        if response.status_code != 200:
+            raise ReinsError(f"approval {approval_id}: {_error_text(response)}")
+        return Approval.model_validate(response.json())
+
+    async def wait_for_approval(self, approval_id: str, *, poll: float = 0.5) -> Approval:
+        """See `Reins.wait_for_approval`."""
+        delay = poll
+        while True:
+            try:
+                approval = await self.approval(approval_id)
+            except ReinsError as e:
+                log.debug("reins: polling approval %s: %s", approval_id, e)
+            else:
+                if approval.status != ApprovalStatus.PENDING or time.time() >= expiry(approval):
+                    return approval
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, poll * 8)
+
+    async def evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """See `Reins.evaluate`."""
+        try:
+            response = await self._send("POST", "/access/v1/evaluation", dict(request))
+        except ReinsError as e:
+            return {"decision": self._config.fail_open, "context": {"reason": str(e)}}
+        if response.status_code != 200:
+            return {"decision": self._config.fail_open, "context": {"reason": _error_text(response)}}
+        result: dict[str, Any] = response.json()
+        return result
+
+
+#: A synchronous or asynchronous function a guard wraps.
+AnyCallable = Callable[..., Any] | Callable[..., Awaitable[Any]]
