@@ -34,8 +34,15 @@ class Server:
     tokens: dict[str, str] = field(default_factory=dict)
 
     def mint(self, agent: str, *, roles: str = "", on_behalf_of: str | None = None) -> str:
-        args = [str(reins_binary()), "token", "mint", "--data-dir", str(self.data_dir),
-                "--agent", agent]
+        args = [
+            str(reins_binary()),
+            "token",
+            "mint",
+            "--data-dir",
+            str(self.data_dir),
+            "--agent",
+            agent,
+        ]
         if roles:
             args += ["--roles", roles]
         if on_behalf_of:
@@ -43,8 +50,9 @@ class Server:
         return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
 
     def put(self, path: str, body: dict[str, object]) -> None:
-        r = httpx.put(self.url + path, json=body,
-                      headers={"Authorization": f"Bearer {self.tokens['admin']}"})
+        r = httpx.put(
+            self.url + path, json=body, headers={"Authorization": f"Bearer {self.tokens['admin']}"}
+        )
         assert r.status_code in (200, 201), r.text
 
     def post(self, path: str, token: str, body: dict[str, object]) -> httpx.Response:
@@ -60,11 +68,14 @@ class Server:
 
     def grant_soon(self, approval_id: str, delay: float = 0.3) -> threading.Thread:
         """An approver grants `approval_id` from another thread after `delay`."""
+
         def grant() -> None:
             time.sleep(delay)
-            r = self.post(f"/v1/approvals/{approval_id}/grant", self.tokens["approver"],
-                          {"comment": "ok"})
+            r = self.post(
+                f"/v1/approvals/{approval_id}/grant", self.tokens["approver"], {"comment": "ok"}
+            )
             assert r.status_code == 200, r.text
+
         thread = threading.Thread(target=grant)
         thread.start()
         return thread
@@ -72,12 +83,25 @@ class Server:
 
 def start(data_dir: Path) -> Server:
     process = subprocess.Popen(
-        [str(reins_binary()), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
-         "--policy-dir", str(REPO / "policies"),
-         "--schema-file", str(REPO / "schemas" / "reins.cedarschema")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("REINS_")},
-             "REINS_LOG_FORMAT": "json"},
+        [
+            str(reins_binary()),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--policy-dir",
+            str(REPO / "policies"),
+            "--schema-file",
+            str(REPO / "schemas" / "reins.cedarschema"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("REINS_")},
+            "REINS_LOG_FORMAT": "json",
+        },
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 60
@@ -104,12 +128,21 @@ def server() -> Iterator[Server]:
         s = start(Path(tmp) / "data")
         s.tokens["admin"] = s.mint("ops", roles="admin,operator,auditor")
         s.tokens["approver"] = s.mint("bob", roles="approver")
-        for tool, risk in [("crm.note", "medium"), ("payments.refund", "high"),
-                           ("search.web", "low")]:
+        for tool, risk in [
+            ("crm.note", "medium"),
+            ("payments.refund", "high"),
+            ("search.web", "low"),
+        ]:
             s.put(f"/v1/tools/{tool}", {"description": tool, "risk": risk, "category": "test"})
-        s.put("/v1/agents/refund-bot", {"name": "Refund bot", "owner": "payments",
-                                         "risk_tier": "limited",
-                                         "tools": ["crm.note", "payments.refund", "search.web"]})
+        s.put(
+            "/v1/agents/refund-bot",
+            {
+                "name": "Refund bot",
+                "owner": "payments",
+                "risk_tier": "limited",
+                "tools": ["crm.note", "payments.refund", "search.web"],
+            },
+        )
         s.tokens["agent"] = s.mint("refund-bot", on_behalf_of="alice")
         try:
             yield s

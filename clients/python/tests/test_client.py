@@ -13,8 +13,8 @@ from reins import (
     ApprovalRequired,
     AsyncReins,
     Denied,
-    Reins,
     ReasonCode,
+    Reins,
     guard,
 )
 
@@ -104,17 +104,22 @@ def test_approval_is_raised_or_waited_for(server: Server) -> None:
 def test_kill_switch_denies_the_next_call(server: Server) -> None:
     reins = Reins(server.url, server.tokens["agent"])
     assert reins.decide("crm.note").allowed
-    engaged = server.post("/v1/killswitch", server.tokens["admin"],
-                          {"scope": {"agent": "refund-bot", "tool": "search.web"},
-                           "reason": "test"})
+    engaged = server.post(
+        "/v1/killswitch",
+        server.tokens["admin"],
+        {"scope": {"agent": "refund-bot", "tool": "search.web"}, "reason": "test"},
+    )
     assert engaged.status_code == 201, engaged.text
     try:
         d = reins.decide("search.web")
         assert not d.allowed and d.reasons[0].code == ReasonCode.KILL_SWITCH
     finally:
-        r = httpx.request("DELETE", f"{server.url}/v1/killswitch/{engaged.json()['id']}",
-                          json={"reason": "done"},
-                          headers={"Authorization": f"Bearer {server.tokens['admin']}"})
+        r = httpx.request(
+            "DELETE",
+            f"{server.url}/v1/killswitch/{engaged.json()['id']}",
+            json={"reason": "done"},
+            headers={"Authorization": f"Bearer {server.tokens['admin']}"},
+        )
         assert r.status_code == 200, r.text
 
 
@@ -134,8 +139,9 @@ def test_a_retried_call_is_recorded_once(server: Server) -> None:
             return response
 
     before = server.ledger_entries()
-    with Reins(server.url, server.tokens["agent"],
-               http=httpx.Client(transport=LoseFirstAnswer())) as reins:
+    with Reins(
+        server.url, server.tokens["agent"], http=httpx.Client(transport=LoseFirstAnswer())
+    ) as reins:
         d = reins.decide("crm.note", {"text": "once"})
     assert d.allowed
     assert len(seen) == 2 and seen[0] == seen[1] != ""
@@ -203,8 +209,10 @@ async def test_async_client_and_guard(server: Server) -> None:
         with pytest.raises(Denied):
             await shell("ls")
         assert ran == ["async"]
-        batch = await reins.batch([
-            {"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}},
-            {"action": "invoke", "resource": {"type": "Tool", "id": "shell.exec"}},
-        ])
+        batch = await reins.batch(
+            [
+                {"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}},
+                {"action": "invoke", "resource": {"type": "Tool", "id": "shell.exec"}},
+            ]
+        )
         assert [d.allowed for d in batch] == [True, False]

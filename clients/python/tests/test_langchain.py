@@ -66,8 +66,7 @@ def test_allowed_runs_denied_answers_with_the_reasons(server: Server) -> None:
     agent = create_agent(
         script(("crm.note", {"text": "hi"}), ("shell.exec", {"command": "rm -rf /"})),
         [crm_note, shell_exec],
-        middleware=[ReinsMiddleware(Reins(server.url, server.tokens["agent"]),
-                                    on_approval="deny")],
+        middleware=[ReinsMiddleware(Reins(server.url, server.tokens["agent"]), on_approval="deny")],
     )
     result = agent.invoke({"messages": [{"role": "user", "content": "go"}]})
     answers = tool_messages(result)
@@ -89,8 +88,9 @@ def test_an_approval_interrupts_and_resumes_with_the_granted_id(server: Server) 
     (pending,) = first["__interrupt__"]
     approval_id = pending.value["approval_id"]
     assert RAN == []
-    granted = server.post(f"/v1/approvals/{approval_id}/grant", server.tokens["approver"],
-                          {"comment": "ok"})
+    granted = server.post(
+        f"/v1/approvals/{approval_id}/grant", server.tokens["approver"], {"comment": "ok"}
+    )
     assert granted.status_code == 200, granted.text
     result = agent.invoke(Command(resume=approval_id), config)
     assert tool_messages(result)[-1].content == "refunded"
@@ -102,8 +102,11 @@ async def test_async_agents_are_checked_too(server: Server) -> None:
     agent = create_agent(
         script(("shell.exec", {"command": "ls"})),
         [shell_exec],
-        middleware=[ReinsMiddleware(async_client=AsyncReins(server.url, server.tokens["agent"]),
-                                    on_approval="deny")],
+        middleware=[
+            ReinsMiddleware(
+                async_client=AsyncReins(server.url, server.tokens["agent"]), on_approval="deny"
+            )
+        ],
     )
     result = await agent.ainvoke({"messages": [{"role": "user", "content": "go"}]})
     assert tool_messages(result)[0].status == "error"

@@ -51,23 +51,29 @@ def scripted(*calls: tuple[str, dict[str, Any]]) -> FunctionModel:
         if turn < len(calls):
             name, args = calls[turn]
             return ModelResponse(parts=[ToolCallPart(name, args, tool_call_id=f"c{turn}")])
-        returns = [p.content for m in messages for p in getattr(m, "parts", [])
-                   if getattr(p, "part_kind", "") == "tool-return"]
+        returns = [
+            p.content
+            for m in messages
+            for p in getattr(m, "parts", [])
+            if getattr(p, "part_kind", "") == "tool-return"
+        ]
         return ModelResponse(parts=[TextPart(" | ".join(str(r) for r in returns))])
 
     return FunctionModel(respond)
 
 
 def agent(server: Server, model: FunctionModel) -> Agent[None, str | DeferredToolRequests]:
-    toolset = ReinsToolset(tools, client=AsyncReins(server.url, server.tokens["agent"]),
-                           tools=NAMES)
+    toolset = ReinsToolset(
+        tools, client=AsyncReins(server.url, server.tokens["agent"]), tools=NAMES
+    )
     return Agent(model, toolsets=[toolset], output_type=[str, DeferredToolRequests])
 
 
 async def test_allowed_runs_denied_returns_the_reasons(server: Server) -> None:
     RAN.clear()
-    result = await agent(server, scripted(("crm_note", {"text": "hi"}),
-                                          ("shell_exec", {"command": "rm"}))).run("go")
+    result = await agent(
+        server, scripted(("crm_note", {"text": "hi"}), ("shell_exec", {"command": "rm"}))
+    ).run("go")
     assert isinstance(result.output, str)
     assert "noted" in result.output and "unknown_tool" in result.output
     assert RAN == ["note:hi"]
@@ -81,8 +87,9 @@ async def test_an_approval_defers_the_call_until_granted(server: Server) -> None
     (call,) = first.output.approvals
     approval_id = first.output.metadata[call.tool_call_id]["reins_approval_id"]
     assert RAN == []
-    granted = server.post(f"/v1/approvals/{approval_id}/grant", server.tokens["approver"],
-                          {"comment": "ok"})
+    granted = server.post(
+        f"/v1/approvals/{approval_id}/grant", server.tokens["approver"], {"comment": "ok"}
+    )
     assert granted.status_code == 200, granted.text
     resumed = await a.run(
         message_history=first.all_messages(),

@@ -115,7 +115,8 @@ def _retry_after(response: httpx.Response | None, attempt: int) -> float:
                 return max(0.0, float(value))
             except ValueError:
                 pass
-    return min(0.5, 0.05 * 2**attempt) * (0.5 + random.random())
+    backoff: float = min(0.5, 0.05 * 2.0**attempt)
+    return backoff * (0.5 + random.random())
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -261,7 +262,10 @@ class Reins:
         except ReinsError as e:
             return {"decision": self._config.fail_open, "context": {"reason": str(e)}}
         if response.status_code != 200:
-            return {"decision": self._config.fail_open, "context": {"reason": _error_text(response)}}
+            return {
+                "decision": self._config.fail_open,
+                "context": {"reason": _error_text(response)},
+            }
         result: dict[str, Any] = response.json()
         return result
 
@@ -394,7 +398,10 @@ class AsyncReins:
         except ReinsError as e:
             return {"decision": self._config.fail_open, "context": {"reason": str(e)}}
         if response.status_code != 200:
-            return {"decision": self._config.fail_open, "context": {"reason": _error_text(response)}}
+            return {
+                "decision": self._config.fail_open,
+                "context": {"reason": _error_text(response)},
+            }
         result: dict[str, Any] = response.json()
         return result
 

@@ -40,7 +40,9 @@ def _async_client() -> AsyncReins:
     return _default_async
 
 
-def call_args(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def call_args(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
     """The call's arguments by parameter name, as JSON values (anything else as its text)."""
     bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     bound.apply_defaults()
@@ -78,15 +80,16 @@ def guard(
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 reins = client if isinstance(client, AsyncReins) else _async_client()
                 named = call_args(fn, args, kwargs)
-                decision = await reins.decide(
-                    tool, named, action=action, session_id=session_id
-                )
+                decision = await reins.decide(tool, named, action=action, session_id=session_id)
                 if decision.approval_required and on_approval == "wait" and decision.access_request:
                     approval_id = decision.access_request.approval_id
                     approval = await reins.wait_for_approval(approval_id)
                     if approval.status == ApprovalStatus.GRANTED:
                         decision = await reins.decide(
-                            tool, named, action=action, session_id=session_id,
+                            tool,
+                            named,
+                            action=action,
+                            session_id=session_id,
                             approval_id=approval_id,
                         )
                 raise_unless_allowed(decision, reins._config.base_url)
@@ -104,7 +107,10 @@ def guard(
                 approval = reins.wait_for_approval(approval_id)
                 if approval.status == ApprovalStatus.GRANTED:
                     decision = reins.decide(
-                        tool, named, action=action, session_id=session_id,
+                        tool,
+                        named,
+                        action=action,
+                        session_id=session_id,
                         approval_id=approval_id,
                     )
             raise_unless_allowed(decision, reins._config.base_url)

@@ -105,6 +105,8 @@ class Decision(_Wire):
     access_request: AccessRequest | None = None
     trace_id: str | None = None
     evaluation_id: str | None = None
+    #: The policy store that decided (absent for the default store).
+    store: str | None = None
 
     @property
     def allowed(self) -> bool:

@@ -36,7 +36,7 @@ def _denied(request: ToolCallRequest, decision: Decision) -> ToolMessage:
     )
 
 
-class ReinsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+class ReinsMiddleware(AgentMiddleware):
     """Checks each tool call with Reins (see the module docs). The tool's name is the Reins tool
     id, optionally mapped by `tools={"lc_name": "reins.id"}`."""
 
@@ -73,7 +73,9 @@ class ReinsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         )
         return str(resumed) if resumed else None
 
-    def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> ToolMessage | Command[Any]:
+    def wrap_tool_call(
+        self, request: ToolCallRequest, handler: Handler
+    ) -> ToolMessage | Command[Any]:
         reins = self._client or Reins()
         tool, args = self._tool(request)
         decision = reins.decide(tool, args)
