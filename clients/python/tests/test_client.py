@@ -216,3 +216,28 @@ async def test_async_client_and_guard(server: Server) -> None:
             ]
         )
         assert [d.allowed for d in batch] == [True, False]
+
+
+def test_an_authzen_evaluation_for_enforcement_points(server: Server) -> None:
+    pep = Reins(server.url, server.mint("gateway-1", roles="pep"))
+    request = {
+        "subject": {"type": "Agent", "id": "refund-bot"},
+        "action": {"name": "invoke"},
+        "resource": {"type": "Tool", "id": "crm.note"},
+    }
+    assert pep.evaluate(request)["decision"] is True
+    request["resource"] = {"type": "Tool", "id": "shell.exec"}
+    assert pep.evaluate(request)["decision"] is False
+    # A caller without the pep role gets no allow either.
+    assert Reins(server.url, server.tokens["agent"]).evaluate(request)["decision"] is False
+
+
+def test_url_and_token_from_the_environment(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REINS_URL", server.url)
+    monkeypatch.setenv("REINS_TOKEN", server.tokens["agent"])
+    assert Reins().decide("crm.note").allowed
+    monkeypatch.delenv("REINS_TOKEN")
+    d = Reins().decide("crm.note")
+    assert not d.allowed and "no token" in (d.reasons[0].message or "")
