@@ -213,6 +213,11 @@ impl Approvals {
     /// Reads the open approvals again: another replica requested, decided or used some.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _serialised = self.writes.lock().await;
+        self.refresh_open().await
+    }
+
+    /// Replaces the open approvals with the database's; the caller holds `writes`.
+    async fn refresh_open(&self) -> Result<(), StoreError> {
         let open = open_in(&self.store).await?;
         if let Ok(mut current) = self.open.lock() {
             *current = open;
@@ -485,6 +490,11 @@ impl Approvals {
         pick: impl Fn(&Approval) -> bool,
     ) -> Result<usize, ApprovalError> {
         let _serialised = self.writes.lock().await;
+        // Replicas: approvals requested or decided elsewhere since the last control change are
+        // in the database, not yet here; close what the database holds.
+        if self.ledger.control_version().is_some() {
+            self.refresh_open().await?;
+        }
         let closing: Vec<Approval> = self
             .open
             .lock()

@@ -914,3 +914,59 @@ async fn a_policy_version_activated_on_one_replica_decides_on_the_others() {
     assert_eq!(d["policy_digest"], version["digest"], "{d}");
     fleet.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_switch_cancels_approvals_opened_on_other_replicas() {
+    let db = postgres_or_skip!();
+    let fleet = Fleet::start(db, 2).await;
+    let bases = fleet.bases();
+    let client = &fleet.client;
+    register(
+        client,
+        &bases[0],
+        &fleet.admin,
+        "refund-bot",
+        &["payments.refund"],
+    )
+    .await;
+    let (status, _) = client
+        .put(
+            &format!("{}/v1/tools/payments.refund", bases[0]),
+            &fleet.admin,
+            json!({"description": "Refund", "risk": "high", "category": "payments"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let agent = fleet.tokens.mint("refund-bot", Some("alice"), &[]);
+    // Opened on replica 1: replica 0 has not heard of it (a request changes no control state).
+    let (_, asked) = client
+        .post(
+            &format!("{}/v1/decisions", bases[1]),
+            &agent,
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"},
+                   "context": {"args": {"amount": 9}}}),
+        )
+        .await
+        .unwrap();
+    let id = asked["access_request"]["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{asked}"))
+        .to_owned();
+    let (status, body) = client
+        .post(
+            &format!("{}/v1/killswitch", bases[0]),
+            &fleet.admin,
+            json!({"scope": {"agent": "refund-bot"}, "reason": "stop"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, approval) = client
+        .get(&format!("{}/v1/approvals/{id}", bases[0]), &fleet.admin)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{approval}");
+    assert_eq!(approval["status"], "cancelled", "{approval}");
+    fleet.finish().await;
+}
