@@ -1,21 +1,16 @@
-"""OpenAI Agents SDK: function calls made by a scripted `Model` go through the Reins guardrail in
-the runner's real tool-execution path; a denied tool never runs."""
+"""OpenAI Agents SDK: function calls scripted with the SDK's own `ScriptedModel` go through Reins
+in the runner's real tool-execution path; a denied tool never runs; a held call is the SDK's own
+interruption, resumed once the approval is granted in Reins."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from agents import Agent, ModelResponse, Runner, Usage, function_tool, set_tracing_disabled
-from agents.models.interface import Model
-from openai.types.responses import (
-    ResponseFunctionToolCall,
-    ResponseOutputMessage,
-    ResponseOutputText,
-)
+from agents import Agent, Runner, function_tool, set_tracing_disabled
+from agents.testing import ScriptedModel, assistant_message, function_call
 
 from reins import AsyncReins
-from reins.openai_agents import governed
+from reins.openai_agents import governed, reins_approval
 
 from .conftest import Server
 
@@ -23,49 +18,6 @@ from .conftest import Server
 set_tracing_disabled(True)
 
 RAN: list[str] = []
-
-
-class Scripted(Model):
-    """Calls each tool in turn, then answers with the tool outputs it was given."""
-
-    def __init__(self, *calls: tuple[str, dict[str, Any]]) -> None:
-        self.calls = list(calls)
-        self.turn = 0
-
-    async def get_response(
-        self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any
-    ) -> ModelResponse:
-        if self.turn < len(self.calls):
-            name, arguments = self.calls[self.turn]
-            item: Any = ResponseFunctionToolCall(
-                type="function_call",
-                name=name,
-                arguments=json.dumps(arguments),
-                call_id=f"call-{self.turn}",
-                id=f"fc-{self.turn}",
-            )
-        else:
-            outputs = [
-                i.get("output")
-                for i in input
-                if isinstance(i, dict) and i.get("type") == "function_call_output"
-            ]
-            item = ResponseOutputMessage(
-                id="m",
-                type="message",
-                role="assistant",
-                status="completed",
-                content=[
-                    ResponseOutputText(
-                        type="output_text", text=" | ".join(map(str, outputs)), annotations=[]
-                    )
-                ],
-            )
-        self.turn += 1
-        return ModelResponse(output=[item], usage=Usage(), response_id=None)
-
-    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
 
 
 @function_tool(name_override="crm.note")
@@ -89,21 +41,78 @@ def refund(order: str, amount: int) -> str:
     return "refunded"
 
 
-async def test_allowed_runs_denied_and_held_are_rejected_with_reasons(server: Server) -> None:
+def outputs(result: Any) -> list[str]:
+    return [
+        str(i.output) for i in result.new_items if getattr(i, "type", "") == "tool_call_output_item"
+    ]
+
+
+async def test_allowed_runs_denied_is_rejected_with_the_reasons(server: Server) -> None:
     RAN.clear()
-    client = AsyncReins(server.url, server.tokens["agent"])
+    model = ScriptedModel(
+        [
+            [function_call("crm.note", {"text": "hi"}, call_id="c1")],
+            [function_call("shell.exec", {"command": "rm"}, call_id="c2")],
+            [assistant_message("done")],
+        ]
+    )
     agent = Agent(
-        name="test",
-        model=Scripted(
-            ("crm.note", {"text": "hi"}),
-            ("shell.exec", {"command": "rm"}),
-            ("payments.refund", {"order": "o", "amount": 5}),
-        ),
-        tools=governed([crm_note, shell_exec, refund], client),
+        name="t",
+        model=model,
+        tools=governed([crm_note, shell_exec], AsyncReins(server.url, server.tokens["agent"])),
     )
     result = await Runner.run(agent, "go")
-    output = str(result.final_output)
-    assert "noted" in output
-    assert "unknown_tool" in output
-    assert "holds this call for a human's approval" in output
+    said = outputs(result)
+    assert said[0] == "noted"
+    assert "unknown_tool" in said[1]
     assert RAN == ["note:hi"]
+
+
+async def test_a_held_call_interrupts_the_run_until_granted(server: Server) -> None:
+    RAN.clear()
+    model = ScriptedModel(
+        [
+            [function_call("payments.refund", {"order": "o-3", "amount": 12}, call_id="c9")],
+            [assistant_message("done")],
+        ]
+    )
+    agent = Agent(
+        name="t",
+        model=model,
+        tools=governed([refund], AsyncReins(server.url, server.tokens["agent"])),
+    )
+    first = await Runner.run(agent, "refund")
+    (item,) = first.interruptions
+    approval_id = reins_approval(item)
+    assert approval_id and RAN == []
+    granted = server.post(
+        f"/v1/approvals/{approval_id}/grant", server.tokens["approver"], {"comment": "ok"}
+    )
+    assert granted.status_code == 200, granted.text
+    state = first.to_state()
+    state.approve(item)
+    resumed = await Runner.run(agent, state)
+    assert outputs(resumed)[-1] == "refunded"
+    assert RAN == ["refund:12"]
+
+
+async def test_approving_in_the_sdk_alone_does_not_run_the_call(server: Server) -> None:
+    RAN.clear()
+    model = ScriptedModel(
+        [
+            [function_call("payments.refund", {"order": "o-4", "amount": 13}, call_id="c10")],
+            [assistant_message("done")],
+        ]
+    )
+    agent = Agent(
+        name="t",
+        model=model,
+        tools=governed([refund], AsyncReins(server.url, server.tokens["agent"])),
+    )
+    first = await Runner.run(agent, "refund")
+    (item,) = first.interruptions
+    state = first.to_state()
+    state.approve(item)  # nobody granted it in Reins
+    resumed = await Runner.run(agent, state)
+    assert "approval_invalid" in outputs(resumed)[-1]
+    assert RAN == []
