@@ -22,6 +22,7 @@ pub struct Services {
     pub ledger: Arc<Ledger>,
     pub killswitches: Arc<KillSwitches>,
     pub approvals: Arc<Approvals>,
+    pub outcomes: crate::outcomes::Outcomes,
     pub versions: crate::lifecycle::Versions,
     pub control: crate::policy::control::ControlPolicy,
     pub(crate) sweeper: tokio::task::JoinHandle<()>,

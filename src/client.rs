@@ -168,6 +168,20 @@ impl Client {
         self.send(call.bearer_auth(token)).await
     }
 
+    /// `POST /v1/decisions/{id}/outcome`: what came of an allowed call.
+    pub async fn report_outcome(
+        &self,
+        token: &str,
+        decision_id: &str,
+        report: &Value,
+    ) -> Result<Value, ClientError> {
+        let call = self
+            .http
+            .post(self.url(&format!("/v1/decisions/{decision_id}/outcome")))
+            .json(report);
+        self.send(call.bearer_auth(token)).await
+    }
+
     /// `GET /v1/whoami`: the token checked by the server's verifier.
     pub async fn whoami(&self, token: &str) -> Result<Whoami, ClientError> {
         let call = self.http.get(self.url("/v1/whoami"));

@@ -60,6 +60,10 @@ pub struct Config {
     /// How long an `Idempotency-Key` answers the decision recorded with it.
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// An allowed decision with no outcome reported this long after it was made is listed by
+    /// `GET /v1/decisions?outcome=missing`.
+    #[serde(with = "humantime_serde")]
+    pub outcome_grace: Duration,
     pub identity: IdentityConfig,
     pub ledger: LedgerConfig,
     pub approvals: ApprovalsConfig,
@@ -333,6 +337,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             batch_max: 100,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            outcome_grace: Duration::from_secs(300),
             identity: IdentityConfig::default(),
             ledger: LedgerConfig::default(),
             approvals: ApprovalsConfig::default(),

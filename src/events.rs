@@ -65,6 +65,26 @@ pub enum Event {
     PolicyRetired(PolicyVersionEvent),
     PolicyShadowed(PolicyVersionEvent),
     AuditPackExported(AuditExportEvent),
+    DecisionOutcome(OutcomeEvent),
+}
+
+/// What came of an allowed action, reported by the agent that asked (or an enforcement point
+/// acting for it): at most one per decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeEvent {
+    pub decision_id: String,
+    pub agent_id: String,
+    /// `succeeded`, `failed`, `partial` or `not_executed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// SHA-256 of the action's result, hex, when the reporter gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Who reported it: the agent, or the enforcement point acting for it.
+    pub reported_by: String,
 }
 
 /// An audit pack handed out over HTTP.
@@ -276,6 +296,7 @@ impl Event {
             Event::PolicyRetired(_) => "policy_retired",
             Event::PolicyShadowed(_) => "policy_shadowed",
             Event::AuditPackExported(_) => "audit_pack_exported",
+            Event::DecisionOutcome(_) => "decision_outcome",
         }
     }
 

@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod mcp;
 pub mod model;
+pub mod outcomes;
 pub mod policy;
 pub mod registry;
 pub mod server;

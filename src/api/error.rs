@@ -233,6 +233,35 @@ impl From<KillSwitchError> for ApiError {
     }
 }
 
+impl From<crate::outcomes::OutcomeError> for ApiError {
+    fn from(e: crate::outcomes::OutcomeError) -> Self {
+        use crate::outcomes::OutcomeError as E;
+        match e {
+            E::NotFound(_) => Self::not_found(e.to_string()),
+            E::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            E::AlreadyReported(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::NotAllowed(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            ),
+            E::Invalid { field, .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            )
+            .with_field(field),
+            E::Ledger(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::Entry(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 impl From<ApprovalError> for ApiError {
     fn from(e: ApprovalError) -> Self {
         match e {

@@ -12,6 +12,7 @@ pub mod extract;
 mod killswitch;
 mod ledger;
 mod openapi;
+mod outcomes;
 mod policies;
 
 use axum::Json;
@@ -147,6 +148,7 @@ fn routes(state: AppState) -> axum::Router {
         .routes(routes!(put_tool, get_tool))
         .routes(routes!(list_tools))
         .merge(ledger::routes())
+        .merge(outcomes::routes())
         .merge(killswitch::routes())
         .merge(approvals::routes())
         .merge(compliance::routes())
@@ -374,6 +376,9 @@ struct ListDecisions {
     before: Option<String>,
     /// At most this many (default 100, max 1000).
     limit: Option<u32>,
+    /// `missing`: only allowed decisions with no outcome reported `outcome_grace` (config, 5
+    /// minutes) after they were made, newest first: the gaps in the audit trail.
+    outcome: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -409,10 +414,27 @@ async fn list_decisions(
                 .with_field("limit"),
         );
     }
-    let decisions = state
-        .pipeline
-        .list(agent.as_ref(), before.as_ref(), limit)
-        .await?;
+    let decisions = match query.outcome.as_deref() {
+        None => {
+            state
+                .pipeline
+                .list(agent.as_ref(), before.as_ref(), limit)
+                .await?
+        }
+        Some("missing") => {
+            state
+                .pipeline
+                .without_outcome(agent.as_ref(), state.config.outcome_grace, limit)
+                .await?
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("outcome must be `missing` (got `{other}`)"),
+            )
+            .with_field("outcome"));
+        }
+    };
     Ok(Json(DecisionPage { decisions }))
 }
 

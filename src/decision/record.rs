@@ -198,6 +198,22 @@ impl Pipeline {
             .transpose()
     }
 
+    /// Allowed decisions made more than `grace` ago with no outcome reported, newest first.
+    pub async fn without_outcome(
+        &self,
+        agent: Option<&AgentId>,
+        grace: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        let before = crate::timestamp::Timestamp::now().minus(grace);
+        self.store
+            .decisions_without_outcome(agent, before, limit)
+            .await?
+            .iter()
+            .map(record_of)
+            .collect()
+    }
+
     /// Stored decisions, newest first.
     pub async fn list(
         &self,

@@ -172,6 +172,32 @@ fn call_key(ask: &Ask<'_>) -> String {
     )
 }
 
+/// The outcome report of a forwarded call's result.
+fn outcome_of(result: Result<&rmcp::model::CallToolResult, &ErrorData>) -> Value {
+    use sha2::Digest;
+    match result {
+        Ok(answer) => {
+            let bytes = serde_json::to_vec(answer).unwrap_or_default();
+            let hash = hex::encode(sha2::Sha256::digest(&bytes));
+            let failed = answer.is_error == Some(true);
+            json!({
+                "status": if failed { "failed" } else { "succeeded" },
+                "summary": if failed { "the MCP server answered the call with an error result" }
+                           else { "the MCP server answered the call" },
+                "result_sha256": hash,
+            })
+        }
+        Err(error) => {
+            let mut summary = format!(
+                "the MCP server answered JSON-RPC error {}: {}",
+                error.code.0, error.message
+            );
+            summary.truncate(crate::outcomes::MAX_SUMMARY_BYTES);
+            json!({"status": "failed", "summary": summary})
+        }
+    }
+}
+
 /// How long a token checked with `whoami` is taken as good without asking again.
 const WHOAMI_TTL: Duration = Duration::from_secs(30);
 
@@ -192,6 +218,34 @@ impl Gate {
             whoami: quick_cache::sync::Cache::new(1024),
             opened: quick_cache::sync::Cache::new(10_000),
         }
+    }
+
+    /// Reports what came of a forwarded call as its decision's outcome, in the background (the
+    /// agent's answer does not wait for it; a failure is logged): `succeeded`, or `failed` when
+    /// the server answered an error, with the SHA-256 of the result it answered. A call the
+    /// server has not finished (it asks the client for input, or made it a task) has no outcome
+    /// yet, and none is reported.
+    pub fn report_outcome(
+        &self,
+        token: &str,
+        decision_id: &str,
+        result: &Result<rmcp::model::CallToolResponse, ErrorData>,
+    ) {
+        let report = match result {
+            Ok(rmcp::model::CallToolResponse::Complete(answer)) => outcome_of(Ok(answer)),
+            Err(error) => outcome_of(Err(error)),
+            Ok(_) => return,
+        };
+        if decision_id.is_empty() {
+            return;
+        }
+        let (reins, decision_id) = (self.reins.clone(), decision_id.to_owned());
+        let token = self.pep_token.clone().unwrap_or_else(|| token.to_owned());
+        tokio::spawn(async move {
+            if let Err(error) = reins.report_outcome(&token, &decision_id, &report).await {
+                tracing::warn!(%error, decision_id, "cannot report the call's outcome to Reins");
+            }
+        });
     }
 
     /// The token checked by Reins's verifier, remembered for a short while so that a session's

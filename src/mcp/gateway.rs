@@ -245,11 +245,16 @@ impl ServerHandler for Gateway {
             meta.set_tracestate(state.clone());
         }
         let (server, name) = (routed.server.to_owned(), routed.name.to_owned());
-        self.shared
+        let result = self
+            .shared
             .upstreams
             .call_tool(&server, request, &name, meta)
             .instrument(span)
-            .await
+            .await;
+        self.shared
+            .gate
+            .report_outcome(&asker.token, &allowed.decision_id, &result);
+        result
     }
 
     async fn list_prompts(

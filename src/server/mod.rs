@@ -217,8 +217,10 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
             move || approvals.pending_count()
         }),
     });
+    let outcomes = crate::outcomes::Outcomes::new(store.clone(), ledger.clone());
     Ok(Services {
         lock: std::sync::Mutex::new(Some(lock)),
+        outcomes,
         was_ready: std::sync::atomic::AtomicBool::new(true),
         _gauges: gauges,
         versions,

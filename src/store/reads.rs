@@ -430,4 +430,39 @@ impl Store {
         .fetch_optional(pool)
         .await)?)
     }
+
+    /// The outcome reported for a decision, if any.
+    pub async fn outcome(&self, decision: &DecisionId) -> Result<Option<OutcomeRow>, StoreError> {
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(
+            "SELECT decision_id, agent_id, status, summary, result_sha256, completed_at, reported_by, recorded_at
+             FROM decision_outcomes WHERE decision_id = $1",
+        )
+        .bind(decision.to_string())
+        .fetch_optional(pool)
+        .await
+        })?)
+    }
+
+    /// Allowed decisions evaluated before `before` with no outcome reported, newest first.
+    pub async fn decisions_without_outcome(
+        &self,
+        agent: Option<&AgentId>,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!(
+                "{DECISION_SELECT}
+             WHERE d.decision = 'allow' AND d.evaluated_at < $1 AND ($2 IS NULL OR d.agent_id = $2)
+               AND NOT EXISTS (SELECT 1 FROM decision_outcomes o WHERE o.decision_id = d.id)
+             ORDER BY d.evaluated_at DESC LIMIT $3"
+            )
+        ))
+        .bind(before)
+        .bind(agent.map(AgentId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)?)
+    }
 }

@@ -152,6 +152,21 @@ pub enum SideEffect {
         store: String,
         version: String,
     },
+    /// The outcome of an allowed decision: one per decision.
+    Outcome(OutcomeRow),
+}
+
+/// A decision's reported outcome as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct OutcomeRow {
+    pub decision_id: String,
+    pub agent_id: String,
+    pub status: String,
+    pub summary: Option<String>,
+    pub result_sha256: Option<String>,
+    pub completed_at: Option<Timestamp>,
+    pub reported_by: String,
+    pub recorded_at: Timestamp,
 }
 
 /// A policy version as stored.

@@ -229,6 +229,25 @@ async fn write_side_effect(
                 .await?;
         }
         SideEffect::Approval(a) => return write_approval(tx, a).await,
+        // One outcome per decision, whichever replica is told first.
+        SideEffect::Outcome(o) => {
+            let inserted = sqlx::query(
+                "INSERT INTO decision_outcomes (decision_id, agent_id, status, summary, result_sha256,
+                                                completed_at, reported_by, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (decision_id) DO NOTHING",
+            )
+            .bind(&o.decision_id)
+            .bind(&o.agent_id)
+            .bind(&o.status)
+            .bind(&o.summary)
+            .bind(&o.result_sha256)
+            .bind(o.completed_at)
+            .bind(&o.reported_by)
+            .bind(o.recorded_at)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(inserted.rows_affected() == 1);
+        }
         SideEffect::PolicyText(p) => {
             sqlx::query(
                 "INSERT INTO policy_texts (digest, files, schema_text, first_seen) VALUES ($1, $2, $3, $4)

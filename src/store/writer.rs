@@ -363,6 +363,23 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                 [version],
             )?;
         }
+        SideEffect::Outcome(o) => {
+            tx.execute(
+                "INSERT INTO decision_outcomes (decision_id, agent_id, status, summary, result_sha256, completed_at,
+                                                reported_by, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    o.decision_id,
+                    o.agent_id,
+                    o.status,
+                    o.summary,
+                    o.result_sha256,
+                    o.completed_at,
+                    o.reported_by,
+                    o.recorded_at
+                ],
+            )?;
+        }
         SideEffect::KillSwitch(k) => {
             tx.execute(
                 "INSERT INTO killswitches (id, scope_agent, scope_tool, scope_action, reason, drill, engaged_by, engaged_at,

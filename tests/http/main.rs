@@ -18,6 +18,7 @@ mod killswitch;
 mod ledger;
 mod llm_args;
 mod mcp;
+mod outcomes;
 mod policies;
 mod registry;
 mod telemetry;

@@ -220,6 +220,27 @@ async fn over_stdio_only_allowed_calls_reach_the_server() {
     assert!(session.starts_with("mcp-"), "{recorded}");
     assert_eq!(recorded["request"]["context"]["mcp"]["server"], "files");
     assert_eq!(recorded["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    // The gateway reports what came of the call as the decision's outcome (in the background).
+    let outcome_path = format!(
+        "/v1/decisions/{}/outcome",
+        recorded["decision_id"].as_str().unwrap()
+    );
+    let mut outcome = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = s.get(&outcome_path, &s.admin()).await;
+        if status == 200 {
+            outcome = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(outcome["reported_by"], "mcp-agent", "{outcome}");
+    assert_eq!(
+        outcome["result_sha256"].as_str().map(str::len),
+        Some(64),
+        "{outcome}"
+    );
 
     // Denied: -32001 with the reasons, the decision and its ledger entry; never forwarded.
     let denied = call(&client, "files.delete", json!({"path": "/etc"}))

@@ -86,6 +86,24 @@ async fn scenario(config: Config) -> Transcript {
     assert_eq!(stored["ledger"], d["ledger"], "{stored}");
     assert_eq!(stored["request"]["resource"]["id"], "crm.note", "{stored}");
 
+    // Its outcome, once: the second report is refused (on PostgreSQL by the database itself).
+    let outcome = format!("{base}/v1/decisions/{id}/outcome");
+    let mut reported = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = client
+            .post(&outcome, &agent, json!({"status": "succeeded"}))
+            .await
+            .unwrap();
+        reported.push(status);
+        if status == 201 {
+            out.push(format!(
+                "outcome: {} @{}",
+                body["status"], body["ledger"]["index"]
+            ));
+        }
+    }
+    assert_eq!(reported, [201, 409]);
+
     let (_, d) = client.decide(&base, &agent, "shell.exec").await.unwrap();
     out.push(line("unknown tool", &d));
 
@@ -244,6 +262,7 @@ async fn sqlite_and_postgres_answer_the_same_scenario_alike() {
     let on_postgres = scenario(config(postgres_dir.path(), Some(&db.url))).await;
     let wanted = [
         "declared tool: allow policy @",
+        "outcome: \"succeeded\" @",
         "unknown tool: deny unknown_tool @",
         "high risk: deny approval_required @",
         "approved: allow policy @",

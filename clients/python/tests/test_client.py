@@ -241,3 +241,25 @@ def test_url_and_token_from_the_environment(
     monkeypatch.delenv("REINS_TOKEN")
     d = Reins().decide("crm.note")
     assert not d.allowed and "no token" in (d.reasons[0].message or "")
+
+
+def test_guard_reports_each_allowed_calls_outcome(server: Server) -> None:
+    reins = Reins(server.url, server.tokens["agent"])
+
+    @guard("crm.note", client=reins)
+    def note(text: str) -> str:
+        if text == "boom":
+            raise ValueError("no such customer")
+        return "noted"
+
+    note("fine")
+    with pytest.raises(ValueError):
+        note("boom")
+    page = server.get("/v1/decisions?limit=2&agent=refund-bot", server.tokens["admin"]).json()
+    failed_id, succeeded_id = (d["decision_id"] for d in page["decisions"])
+    ok = server.get(f"/v1/decisions/{succeeded_id}/outcome", server.tokens["admin"]).json()
+    bad = server.get(f"/v1/decisions/{failed_id}/outcome", server.tokens["admin"]).json()
+    assert ok["status"] == "succeeded" and ok["reported_by"] == "refund-bot"
+    assert bad["status"] == "failed" and "ValueError: no such customer" in bad["summary"]
+    # A second report of the same decision is refused, and says so without raising.
+    assert reins.outcome(succeeded_id, "failed") is False

@@ -192,6 +192,7 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
         | Event::PolicyRetired(_)
         | Event::PolicyShadowed(_) => true,
         Event::AuditPackExported(e) => e.agent_id.as_deref().is_none_or(|a| a == agent),
+        Event::DecisionOutcome(e) => e.agent_id == agent,
     }
 }
 

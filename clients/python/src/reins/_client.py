@@ -106,6 +106,15 @@ def decision_body(
     return body
 
 
+def _outcome_body(status: str, summary: str | None, result_sha256: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status}
+    if summary:
+        body["summary"] = summary[:2048]
+    if result_sha256:
+        body["result_sha256"] = result_sha256
+    return body
+
+
 def _retry_after(response: httpx.Response | None, attempt: int) -> float:
     """Seconds to wait before the next try: the server's `Retry-After`, else backoff with jitter."""
     if response is not None:
@@ -254,6 +263,26 @@ class Reins:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, poll * 8)
 
+    def outcome(
+        self,
+        decision_id: str,
+        status: str,
+        *,
+        summary: str | None = None,
+        result_sha256: str | None = None,
+    ) -> bool:
+        """Reports what came of an allowed call (`succeeded`, `failed`, `partial`,
+        `not_executed`); True if Reins recorded it. Never raises: a lost report is logged."""
+        body = _outcome_body(status, summary, result_sha256)
+        try:
+            response = self._send("POST", f"/v1/decisions/{decision_id}/outcome", body)
+        except ReinsError as e:
+            log.warning("reins: cannot report the outcome of %s: %s", decision_id, e)
+            return False
+        if response.status_code != 201:
+            log.warning("reins: outcome of %s refused: %s", decision_id, _error_text(response))
+        return response.status_code == 201
+
     def evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """An AuthZEN 1.0 evaluation (`POST /access/v1/evaluation`), for policy enforcement
         points; `{"decision": false, ...}` on any failure."""
@@ -390,6 +419,25 @@ class AsyncReins:
                     return approval
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, poll * 8)
+
+    async def outcome(
+        self,
+        decision_id: str,
+        status: str,
+        *,
+        summary: str | None = None,
+        result_sha256: str | None = None,
+    ) -> bool:
+        """See `Reins.outcome`."""
+        body = _outcome_body(status, summary, result_sha256)
+        try:
+            response = await self._send("POST", f"/v1/decisions/{decision_id}/outcome", body)
+        except ReinsError as e:
+            log.warning("reins: cannot report the outcome of %s: %s", decision_id, e)
+            return False
+        if response.status_code != 201:
+            log.warning("reins: outcome of %s refused: %s", decision_id, _error_text(response))
+        return response.status_code == 201
 
     async def evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """See `Reins.evaluate`."""

@@ -54,6 +54,10 @@ def call_args(
     return named
 
 
+def _failure(e: BaseException) -> str:
+    return f"raised {type(e).__name__}: {e}"[:2048]
+
+
 def raise_unless_allowed(decision: Decision, base_url: str) -> None:
     """Raises the exception a denied or held call gets."""
     if decision.allowed:
@@ -70,8 +74,12 @@ def guard(
     action: str = "invoke",
     on_approval: OnApproval = "raise",
     session_id: str | None = None,
+    report_outcome: bool = True,
 ) -> Callable[[F], F]:
-    """Decorates a function or coroutine function so that each call asks Reins first."""
+    """Decorates a function or coroutine function so that each call asks Reins first. With
+    `report_outcome` (the default), what came of an allowed call is reported to Reins as its
+    decision's outcome: `succeeded` when the function returns, `failed` (naming the exception)
+    when it raises; a report that cannot be made is logged and changes nothing for the caller."""
 
     def wrap(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
@@ -93,7 +101,15 @@ def guard(
                             approval_id=approval_id,
                         )
                 raise_unless_allowed(decision, reins._config.base_url)
-                return await fn(*args, **kwargs)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as e:
+                    if report_outcome:
+                        await reins.outcome(decision.decision_id, "failed", summary=_failure(e))
+                    raise
+                if report_outcome:
+                    await reins.outcome(decision.decision_id, "succeeded")
+                return result
 
             return cast(F, run_async)
 
@@ -114,7 +130,15 @@ def guard(
                         approval_id=approval_id,
                     )
             raise_unless_allowed(decision, reins._config.base_url)
-            return fn(*args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                if report_outcome:
+                    reins.outcome(decision.decision_id, "failed", summary=_failure(e))
+                raise
+            if report_outcome:
+                reins.outcome(decision.decision_id, "succeeded")
+            return result
 
         return cast(F, run)
 

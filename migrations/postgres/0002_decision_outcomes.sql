@@ -1,0 +1,12 @@
+-- What came of an allowed action, one row per decision (its ledger entry is `decision_outcome`).
+CREATE TABLE decision_outcomes (
+    decision_id    TEXT PRIMARY KEY,
+    agent_id       TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    summary        TEXT,
+    result_sha256  TEXT,
+    completed_at   TEXT,
+    reported_by    TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL
+);
+CREATE INDEX decisions_allowed_by_time ON decisions (evaluated_at) WHERE decision = 'allow';
