@@ -101,6 +101,8 @@ async fn run(decisions: usize) {
         ),
         session_id: None,
         approval_id: None,
+        intent: None,
+        trace: None,
     };
     let started = Instant::now();
     let mut done = 0;

@@ -108,6 +108,8 @@ fn bench(c: &mut Criterion) {
             .cloned(),
         session_id: None,
         approval_id: None,
+        intent: None,
+        trace: None,
     };
     let evaluated = services.pipeline.evaluate(&caller, &request).unwrap();
     assert_eq!(evaluated.decision.decision, reins::model::Outcome::Allow);
@@ -202,6 +204,8 @@ fn bench(c: &mut Criterion) {
             policy_digest: evaluated.decision.policy_digest.clone(),
             store: None,
             subject_type: None,
+            intent: None,
+            trace: None,
             control_version: None,
         }),
     };

@@ -23,6 +23,9 @@ fn is_config_env(key: &str) -> bool {
     !NON_CONFIG_ENV.contains(&key) && !key.starts_with("bench_") && !key.starts_with("test_")
 }
 
+/// Longest stated `intent` of a decision request, in bytes, unless configured.
+pub const DEFAULT_MAX_INTENT_BYTES: usize = 2048;
+
 /// How long an `Idempotency-Key` answers the decision recorded with it, unless configured.
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -64,6 +67,8 @@ pub struct Config {
     /// `GET /v1/decisions?outcome=missing`.
     #[serde(with = "humantime_serde")]
     pub outcome_grace: Duration,
+    /// Longest `intent` (and `trace.user_request`) of a decision request, in bytes.
+    pub max_intent_bytes: usize,
     pub identity: IdentityConfig,
     pub ledger: LedgerConfig,
     pub approvals: ApprovalsConfig,
@@ -256,6 +261,9 @@ pub struct LedgerConfig {
     /// JSON pointers into a decision's context whose values the ledger stores only as salted
     /// SHA-256 commitments, e.g. `/args/customer/email`.
     pub mask: Vec<String>,
+    /// Record a decision's `intent` and `trace.user_request` only as salted commitments, as
+    /// `mask` does for context values.
+    pub mask_intent: bool,
     /// Most entries committed in one transaction.
     pub max_batch: usize,
     /// Size, in MiB, at which the SQLite write-ahead log is restarted from its beginning under
@@ -270,6 +278,7 @@ impl Default for LedgerConfig {
             signing_key_file: None,
             checkpoint_interval: Duration::from_secs(1),
             mask: Vec::new(),
+            mask_intent: false,
             max_batch: 1024,
             wal_limit_mib: 64,
         }
@@ -338,6 +347,7 @@ impl Default for Config {
             batch_max: 100,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             outcome_grace: Duration::from_secs(300),
+            max_intent_bytes: DEFAULT_MAX_INTENT_BYTES,
             identity: IdentityConfig::default(),
             ledger: LedgerConfig::default(),
             approvals: ApprovalsConfig::default(),

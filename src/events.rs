@@ -40,6 +40,9 @@ impl Entry {
     }
 }
 
+// Decisions are most entries, and each is built once and serialized at once: boxing the large
+// variant would add an allocation per decision to save stack space nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -211,6 +214,12 @@ pub struct DecisionEvent {
     /// The principal's entity type in that store (the default store's is always `Agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_type: Option<String>,
+    /// The agent's stated reason for the action (a string, or its commitment when masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Value>,
+    /// The request's `trace` (its `user_request` a commitment when masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Value>,
     /// On a ledger replicas share: the control version the decision was evaluated under, which
     /// equals the number of control-changing entries before it ([`is_control_kind`]); `reins
     /// ledger verify` checks that. Absent on a single server's ledger.

@@ -157,6 +157,8 @@ pub async fn decide(args: &HookArgs, input: &[u8]) -> Verdict {
         context: Some(context),
         session_id: event.session_id,
         approval_id: None,
+        intent: None,
+        trace: None,
     };
     let client = match Client::new(&args.url, args.timeout) {
         Ok(c) => c,

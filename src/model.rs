@@ -29,6 +29,30 @@ pub struct DecisionRequest {
     /// A granted approval for exactly this request (from an earlier `approval_required` answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<ApprovalId>,
+    /// The agent's stated reason for this action (at most `max_intent_bytes`, default 2 KiB).
+    /// Recorded in the decision's ledger entry; policies see `context.intent_present`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// Where this action sits in the agent's work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<DecisionTrace>,
+}
+
+/// Where an action sits in the agent's work: its trace, the decision it follows from, the user
+/// request it serves. Recorded with the decision.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionTrace {
+    /// The agent's own trace id (any string up to 128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The decision this action follows from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_decision_id: Option<crate::ids::DecisionId>,
+    /// The user's request this action serves (at most `max_intent_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_request: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

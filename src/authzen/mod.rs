@@ -204,6 +204,8 @@ fn prepare(
         context: Some(context),
         session_id,
         approval_id,
+        intent: None,
+        trace: None,
     };
     Ok((caller, target, decision_request))
 }

@@ -5,7 +5,7 @@ use crate::ids::ApprovalId;
 use crate::policy::json::{restricted, to_cedar_json};
 
 /// Context keys Reins fills in itself; a caller may not set them.
-const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval"];
+const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval", "intent_present"];
 
 /// The Cedar context of a request: the caller's, plus what Reins knows (delegating user, session,
 /// a granted approval as `(id, approver)`).
@@ -53,6 +53,12 @@ pub(super) fn cedar_context(
         pairs.push((
             "session_id".into(),
             RestrictedExpression::new_string(session.clone()),
+        ));
+    }
+    if request.intent.is_some() {
+        pairs.push((
+            "intent_present".into(),
+            RestrictedExpression::new_bool(true),
         ));
     }
     if let Some((id, approver)) = approval {
@@ -110,6 +116,9 @@ pub(super) fn cedar_context_from_json(
     if let Some(session) = &request.session_id {
         context.insert("session_id".into(), Value::String(session.clone()));
     }
+    if request.intent.is_some() {
+        context.insert("intent_present".into(), Value::Bool(true));
+    }
     if let Some((id, approver)) = approval {
         context.insert(
             "approval".into(),
@@ -135,6 +144,8 @@ pub(super) mod tests {
             context: context.as_object().cloned(),
             session_id: Some("s-1".into()),
             approval_id: None,
+            intent: None,
+            trace: None,
         }
     }
 
@@ -188,7 +199,7 @@ pub(super) mod tests {
             assert_eq!(direct, parsed, "{refused}");
             assert_eq!(direct.field, "context");
         }
-        for reserved in ["user", "session_id", "approval"] {
+        for reserved in ["user", "session_id", "approval", "intent_present"] {
             let request = request(json!({ reserved: "x" }));
             assert_eq!(
                 cedar_context(None, &request, None).unwrap_err().field,

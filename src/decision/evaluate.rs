@@ -16,6 +16,7 @@ impl Pipeline {
         // version, so a ledger that refuses older versions never records a decision that missed
         // a control change.
         let control_version = self.ledger.control_version();
+        self.check_intent(request)?;
         let mut evaluation = match target {
             Target::Default => self.evaluate(caller, request),
             Target::Store {
@@ -32,6 +33,39 @@ impl Pipeline {
         }?;
         evaluation.control_version = control_version;
         Ok(evaluation)
+    }
+
+    /// The stated intent and trace are bounded: they are recorded in the ledger with the decision.
+    fn check_intent(&self, request: &DecisionRequest) -> Result<(), RequestError> {
+        let max = self.max_intent_bytes;
+        let too_long = |field: &str, text: &str| {
+            (text.len() > max).then(|| {
+                RequestError::new(field, format!("at most {max} bytes (got {})", text.len()))
+            })
+        };
+        if let Some(e) = request
+            .intent
+            .as_deref()
+            .and_then(|t| too_long("intent", t))
+        {
+            return Err(e);
+        }
+        if let Some(trace) = &request.trace {
+            if let Some(e) = trace
+                .user_request
+                .as_deref()
+                .and_then(|t| too_long("trace.user_request", t))
+            {
+                return Err(e);
+            }
+            if trace.trace_id.as_ref().is_some_and(|t| t.len() > 128) {
+                return Err(RequestError::new(
+                    "trace.trace_id",
+                    "at most 128 characters",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A decision in a folder-backed store: the same checks as the default store's, with the

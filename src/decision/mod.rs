@@ -159,6 +159,10 @@ pub struct Pipeline {
     /// How long an `Idempotency-Key` answers the decision recorded with it.
     idempotency_window: std::time::Duration,
     in_flight: idempotency::InFlight,
+    /// Longest `intent` (and `trace.user_request`) accepted, in bytes.
+    max_intent_bytes: usize,
+    /// Whether the intent and the user's request are recorded only as commitments.
+    mask_intent: bool,
 }
 
 impl Pipeline {
@@ -186,7 +190,16 @@ impl Pipeline {
             shadow: Default::default(),
             idempotency_window: crate::config::DEFAULT_IDEMPOTENCY_WINDOW,
             in_flight: Default::default(),
+            max_intent_bytes: crate::config::DEFAULT_MAX_INTENT_BYTES,
+            mask_intent: false,
         })
+    }
+
+    /// How long a stated intent may be, and whether it is recorded only as a commitment.
+    pub fn with_intent(mut self, max_bytes: usize, masked: bool) -> Self {
+        self.max_intent_bytes = max_bytes;
+        self.mask_intent = masked;
+        self
     }
 
     /// How long an `Idempotency-Key` answers the decision recorded with it.

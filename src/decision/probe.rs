@@ -24,6 +24,8 @@ impl Pipeline {
             context: None,
             session_id: None,
             approval_id: None,
+            intent: None,
+            trace: None,
         };
         let outcome = |result: Result<Evaluation, RequestError>| match result {
             Ok(e) => format!(

@@ -27,8 +27,9 @@ impl Pipeline {
         idempotency: Option<&Idempotency>,
     ) -> Result<Vec<Append>, RequestError> {
         let mut context = Value::Object(request.context.clone().unwrap_or_default());
-        let salts = crate::events::mask(&mut context, self.ledger.mask())
+        let mut salts = crate::events::mask(&mut context, self.ledger.mask())
             .map_err(|e| RequestError::new("context", e.to_string()))?;
+        let (intent, trace) = self.recorded_intent(request, &mut salts)?;
         // The row holds no context: the request as recorded (masked) is the entry's.
         let row = row_of(caller, request, &evaluation.decision, idempotency)
             .map_err(|e| RequestError::new("request", e.to_string()))?;
@@ -58,6 +59,8 @@ impl Pipeline {
                     Target::Default => None,
                     Target::Store { subject_type, .. } => Some(subject_type.clone()),
                 },
+                intent,
+                trace,
                 control_version: evaluation.control_version,
             }),
         };
@@ -84,6 +87,40 @@ impl Pipeline {
             );
         }
         Ok(appends)
+    }
+
+    /// The request's intent and trace as its entry records them: with `ledger.mask_intent`, the
+    /// intent and the user's request are salted commitments (their salts kept as `#intent` and
+    /// `#trace/user_request`, apart from the context's pointers).
+    fn recorded_intent(
+        &self,
+        request: &DecisionRequest,
+        salts: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<(Option<Value>, Option<Value>), RequestError> {
+        let intent = request.intent.clone().map(Value::String);
+        let trace = request
+            .trace
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| RequestError::new("trace", e.to_string()))?;
+        if !self.mask_intent {
+            return Ok((intent, trace));
+        }
+        let mut texts = serde_json::json!({ "intent": intent, "trace": trace });
+        let pointers: Vec<String> = ["/intent", "/trace/user_request"]
+            .into_iter()
+            .filter(|p| texts.pointer(p).is_some_and(Value::is_string))
+            .map(str::to_owned)
+            .collect();
+        for (pointer, salt) in crate::events::mask(&mut texts, &pointers)
+            .map_err(|e| RequestError::new("intent", e.to_string()))?
+        {
+            salts.push((format!("#{}", pointer.trim_start_matches('/')), salt));
+        }
+        let intent = texts.get("intent").filter(|v| !v.is_null()).cloned();
+        let trace = texts.get("trace").filter(|v| !v.is_null()).cloned();
+        Ok((intent, trace))
     }
 
     /// Appends the decisions to the ledger in one job; if that fails, every one of them becomes a
@@ -280,6 +317,14 @@ struct AnswerExtra {
 
 /// A stored decision as answered and as asked, rebuilt from its ledger entry (which holds the
 /// request, its context masked as recorded, and the answer) and the row's extra fields.
+/// A recorded text as shown: itself, or its commitment when it was masked.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => format!("masked {}", other["masked"].as_str().unwrap_or("")),
+    }
+}
+
 pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
     let corrupt =
         |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("decision {}: {e}", row.id));
@@ -348,6 +393,16 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
             // Requests were once recorded with whatever `approval_id` was sent; one that is not
             // an approval id could not have named an approval, and the entry keeps the text.
             approval_id: event.approval_id.and_then(|id| id.parse().ok()),
+            intent: event.intent.as_ref().map(shown),
+            trace: event
+                .trace
+                .map(|mut t| {
+                    if let Some(masked) = t.get_mut("user_request").filter(|v| !v.is_string()) {
+                        *masked = Value::String(shown(masked));
+                    }
+                    serde_json::from_value(t).map_err(|e| corrupt(&e))
+                })
+                .transpose()?,
         },
         agent_id: row.agent_id.clone(),
         on_behalf_of: row.on_behalf_of.clone(),

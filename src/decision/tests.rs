@@ -167,7 +167,9 @@ async fn a_forbid_names_its_policy() {
         .await;
     assert_eq!((d.decision, code(&d)), (Outcome::Deny, ReasonCode::Policy));
     assert_eq!(d.reasons[0].policy_id.as_deref(), Some("amount-cap"));
-    let d = f.decide("hr-bot", invoke("db.drop", json!({}))).await;
+    let mut request = invoke("db.drop", json!({}));
+    request.intent = Some("drop the table".into());
+    let d = f.decide("hr-bot", request).await;
     assert_eq!(
         d.reasons[0].policy_id.as_deref(),
         Some("tier-high-no-critical")
@@ -177,7 +179,10 @@ async fn a_forbid_names_its_policy() {
 #[tokio::test]
 async fn an_undeclared_tool_matches_no_permit() {
     let f = fixture(default_pack()).await;
-    let d = f.decide("bot", invoke("db.drop", json!({}))).await;
+    // With a stated intent, so that the critical tool's intent rule is not what denies it.
+    let mut request = invoke("db.drop", json!({}));
+    request.intent = Some("drop the table".into());
+    let d = f.decide("bot", request).await;
     assert_eq!(
         (d.decision, code(&d)),
         (Outcome::Deny, ReasonCode::NoMatchingPermit)

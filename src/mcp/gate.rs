@@ -424,6 +424,8 @@ impl Gate {
                     context: Some(context),
                     session_id: ask.session.map(str::to_owned),
                     approval_id: approval.copied(),
+                    intent: None,
+                    trace: None,
                 };
                 self.reins
                     .decide(ask.token, &request, options)

@@ -193,7 +193,8 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         config.batch_max,
     )?
     .with_stores(stores)
-    .with_idempotency_window(config.idempotency_window);
+    .with_idempotency_window(config.idempotency_window)
+    .with_intent(config.max_intent_bytes, config.ledger.mask_intent);
     record_self_check(&pipeline, &ledger).await?;
     versions.resume_shadow(&pipeline, None).await?;
     for s in pipeline

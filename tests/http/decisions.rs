@@ -68,7 +68,14 @@ async fn risk_tier_limits_what_a_declared_tool_may_do() {
     assert_eq!(d["decision"], "allow", "{d}");
     let (_, d) = s.invoke(&credit, "payments.refund", json!({})).await;
     assert_eq!(codes(&d), ["approval_required"], "{d}");
-    let (_, d) = s.invoke(&credit, "db.drop", json!({})).await;
+    let (_, d) = s
+        .post(
+            "/v1/decisions",
+            &credit,
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "db.drop"},
+                   "intent": "clean up"}),
+        )
+        .await;
     assert_eq!(d["decision"], "deny", "{d}");
     assert_eq!(policy_ids(&d), ["tier-high-no-critical"]);
 
@@ -88,30 +95,32 @@ async fn risk_tier_limits_what_a_declared_tool_may_do() {
     assert_eq!(codes(&d), ["policy", "policy"]);
     assert!(d["access_request"].is_null());
 
-    // Limited tier: the declaration alone decides, critical included.
+    // Limited tier: the declaration alone decides, critical included, once the agent states
+    // why (policies/intent.cedar); without an intent a critical tool is denied.
+    let drop_with_intent = json!({"action": "invoke", "resource": {"type": "Tool", "id": "db.drop"},
+                                  "intent": "the ticket asks to drop the staging table"});
+    let bot = s.token("support-bot", &[]);
     let (_, d) = s
-        .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
+        .post("/v1/decisions", &bot, drop_with_intent.clone())
         .await;
     assert_eq!(d["decision"], "allow", "{d}");
+    let (_, d) = s.invoke(&bot, "db.drop", json!({})).await;
+    assert_eq!(policy_ids(&d), ["intent-for-critical-tools"], "{d}");
 
     // Changing the tier in the registry changes the next decision.
     s.agent("support-bot", "high", &["db.drop"]).await;
     let (_, d) = s
-        .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
+        .post("/v1/decisions", &bot, drop_with_intent.clone())
         .await;
     assert_eq!(policy_ids(&d), ["tier-high-no-critical"], "{d}");
 
     // So does changing the tool: Reins keeps the entities of an agent-tool pair built, and a
     // change to either record must reach the next decision for that very pair.
     s.tool("db.drop", "low").await;
-    let (_, d) = s
-        .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
-        .await;
+    let (_, d) = s.invoke(&bot, "db.drop", json!({})).await;
     assert_eq!(d["decision"], "allow", "{d}");
     s.tool("db.drop", "critical").await;
-    let (_, d) = s
-        .invoke(&s.token("support-bot", &[]), "db.drop", json!({}))
-        .await;
+    let (_, d) = s.post("/v1/decisions", &bot, drop_with_intent).await;
     assert_eq!(policy_ids(&d), ["tier-high-no-critical"], "{d}");
 }
 

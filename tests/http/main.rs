@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod hook;
 mod idempotency;
+mod intent;
 mod interop;
 mod killswitch;
 mod ledger;

@@ -263,3 +263,13 @@ def test_guard_reports_each_allowed_calls_outcome(server: Server) -> None:
     assert bad["status"] == "failed" and "ValueError: no such customer" in bad["summary"]
     # A second report of the same decision is refused, and says so without raising.
     assert reins.outcome(succeeded_id, "failed") is False
+
+
+def test_the_intent_goes_with_the_decision(server: Server) -> None:
+    reins = Reins(server.url, server.tokens["agent"])
+    d = reins.decide(
+        "crm.note", {"text": "x"}, intent="log the customer's call", trace={"trace_id": "run-1"}
+    )
+    stored = server.get(f"/v1/decisions/{d.decision_id}", server.tokens["admin"]).json()
+    assert stored["request"]["intent"] == "log the customer's call"
+    assert stored["request"]["trace"] == {"trace_id": "run-1"}

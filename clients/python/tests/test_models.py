@@ -22,6 +22,7 @@ MODELS: list[tuple[str, type[BaseModel]]] = [
     ("DecisionRequest", m.DecisionRequest),
     ("ResourceRef", m.ResourceRef),
     ("EvaluationError", m.EvaluationError),
+    ("DecisionTrace", m.DecisionTrace),
 ]
 ENUMS: list[tuple[str, type[Enum]]] = [
     ("ReasonCode", m.ReasonCode),

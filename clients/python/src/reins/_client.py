@@ -91,6 +91,8 @@ def decision_body(
     session_id: str | None,
     approval_id: str | None,
     context: Mapping[str, Any] | None,
+    intent: str | None = None,
+    trace: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON of a decision request for `tool` with its arguments."""
     ctx: dict[str, Any] = dict(context or {})
@@ -103,6 +105,10 @@ def decision_body(
         body["session_id"] = session_id
     if approval_id:
         body["approval_id"] = approval_id
+    if intent:
+        body["intent"] = intent
+    if trace:
+        body["trace"] = dict(trace)
     return body
 
 
@@ -208,6 +214,8 @@ class Reins:
         session_id: str | None = None,
         approval_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        intent: str | None = None,
+        trace: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Asks whether the token's agent may call `tool` with `args`. Never raises for a deny or
         a failure: Reins's answer, or a deny with reason `unreachable`."""
@@ -219,6 +227,8 @@ class Reins:
             session_id=session_id,
             approval_id=approval_id,
             context=context,
+            intent=intent,
+            trace=trace,
         )
         try:
             response = self._send("POST", "/v1/decisions", body, idempotent=True)
@@ -367,6 +377,8 @@ class AsyncReins:
         session_id: str | None = None,
         approval_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        intent: str | None = None,
+        trace: Mapping[str, Any] | None = None,
     ) -> Decision:
         """See `Reins.decide`."""
         body = decision_body(
@@ -377,6 +389,8 @@ class AsyncReins:
             session_id=session_id,
             approval_id=approval_id,
             context=context,
+            intent=intent,
+            trace=trace,
         )
         try:
             response = await self._send("POST", "/v1/decisions", body, idempotent=True)

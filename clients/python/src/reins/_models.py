@@ -79,12 +79,20 @@ class ResourceRef(_Wire):
     attributes: dict[str, Any] | None = None
 
 
+class DecisionTrace(_Wire):
+    trace_id: str | None = None
+    parent_decision_id: str | None = None
+    user_request: str | None = None
+
+
 class DecisionRequest(_Wire):
     action: str
     resource: ResourceRef
     context: dict[str, Any] | None = None
     session_id: str | None = None
     approval_id: str | None = None
+    intent: str | None = None
+    trace: DecisionTrace | None = None
 
 
 class EvaluationError(_Wire):
