@@ -69,6 +69,30 @@ impl Fleet {
         (fleet, bases, token)
     }
 
+    /// Registers `refund-bot` declaring `payments.refund`, a high-risk tool (the default pack
+    /// asks for an approval), through `base`; its token, acting for alice.
+    async fn refund_bot(&self, base: &str) -> String {
+        register(
+            &self.client,
+            base,
+            &self.admin,
+            "refund-bot",
+            &["payments.refund"],
+        )
+        .await;
+        let (status, body) = self
+            .client
+            .put(
+                &format!("{base}/v1/tools/payments.refund"),
+                &self.admin,
+                json!({"description": "Refund", "risk": "high", "category": "payments"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        self.tokens.mint("refund-bot", Some("alice"), &[])
+    }
+
     /// Stops every replica (each signs its last checkpoint) and verifies the ledger.
     async fn finish(mut self) {
         self.stop().await;
@@ -423,25 +447,7 @@ async fn an_approval_raced_across_replicas_allows_exactly_once() {
     let fleet = Fleet::start(db, 3).await;
     let bases = fleet.bases();
     let client = &fleet.client;
-    register(
-        client,
-        &bases[0],
-        &fleet.admin,
-        "refund-bot",
-        &["payments.refund"],
-    )
-    .await;
-    // payments.refund is high risk: the default pack asks for an approval.
-    let (status, _) = client
-        .put(
-            &format!("{}/v1/tools/payments.refund", bases[0]),
-            &fleet.admin,
-            json!({"description": "Refund", "risk": "high", "category": "payments"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    let agent = fleet.tokens.mint("refund-bot", Some("alice"), &[]);
+    let agent = fleet.refund_bot(&bases[0]).await;
     let approver = fleet.tokens.mint("bob", None, &["approver"]);
     let refund = json!({"action": "invoke", "resource": {"type": "Tool", "id": "payments.refund"},
                         "context": {"args": {"amount": 50, "currency": "EUR"}}});
@@ -921,24 +927,7 @@ async fn a_kill_switch_cancels_approvals_opened_on_other_replicas() {
     let fleet = Fleet::start(db, 2).await;
     let bases = fleet.bases();
     let client = &fleet.client;
-    register(
-        client,
-        &bases[0],
-        &fleet.admin,
-        "refund-bot",
-        &["payments.refund"],
-    )
-    .await;
-    let (status, _) = client
-        .put(
-            &format!("{}/v1/tools/payments.refund", bases[0]),
-            &fleet.admin,
-            json!({"description": "Refund", "risk": "high", "category": "payments"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    let agent = fleet.tokens.mint("refund-bot", Some("alice"), &[]);
+    let agent = fleet.refund_bot(&bases[0]).await;
     // Opened on replica 1: replica 0 has not heard of it (a request changes no control state).
     let (_, asked) = client
         .post(

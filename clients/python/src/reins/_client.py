@@ -15,7 +15,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -69,6 +69,44 @@ class _Config:
             headers["Idempotency-Key"] = idempotency_key
         _traceparent(headers)
         return headers
+
+    # What an answer (or the failure to get one) means; the same for both clients.
+
+    def read_decision(self, answer: httpx.Response | ReinsError) -> Decision:
+        if isinstance(answer, ReinsError):
+            return self.unanswered(str(answer))
+        if answer.status_code != 200:
+            return self.unanswered(f"Reins answered {_error_text(answer)}")
+        return Decision.model_validate(answer.json())
+
+    def read_decisions(self, answer: httpx.Response | ReinsError, n: int) -> list[Decision]:
+        if isinstance(answer, httpx.Response) and answer.status_code == 200:
+            return [Decision.model_validate(d) for d in answer.json()["decisions"]]
+        failed = self.read_decision(answer)
+        return [failed for _ in range(n)]
+
+    def read_approval(self, answer: httpx.Response | ReinsError, approval_id: str) -> Approval:
+        if isinstance(answer, ReinsError):
+            raise answer
+        if answer.status_code != 200:
+            raise ReinsError(f"approval {approval_id}: {_error_text(answer)}")
+        return Approval.model_validate(answer.json())
+
+    def read_outcome(self, answer: httpx.Response | ReinsError, decision_id: str) -> bool:
+        if isinstance(answer, ReinsError):
+            log.warning("reins: cannot report the outcome of %s: %s", decision_id, answer)
+            return False
+        if answer.status_code != 201:
+            log.warning("reins: outcome of %s refused: %s", decision_id, _error_text(answer))
+        return answer.status_code == 201
+
+    def read_evaluation(self, answer: httpx.Response | ReinsError) -> dict[str, Any]:
+        if isinstance(answer, ReinsError):
+            return {"decision": self.fail_open, "context": {"reason": str(answer)}}
+        if answer.status_code != 200:
+            return {"decision": self.fail_open, "context": {"reason": _error_text(answer)}}
+        result: dict[str, Any] = answer.json()
+        return result
 
     def unanswered(self, why: str) -> Decision:
         """The answer when Reins gave none: a deny, or with `fail_open` a logged allow."""
@@ -204,6 +242,15 @@ class Reins:
             time.sleep(wait)
             attempt += 1
 
+    def _try(
+        self, method: str, path: str, body: Any = None, *, idempotent: bool = False
+    ) -> httpx.Response | ReinsError:
+        """`_send`, with running out of time (or any refusal of the call) as a value."""
+        try:
+            return self._send(method, path, body, idempotent=idempotent)
+        except ReinsError as e:
+            return e
+
     def decide(
         self,
         tool: str,
@@ -230,33 +277,17 @@ class Reins:
             intent=intent,
             trace=trace,
         )
-        try:
-            response = self._send("POST", "/v1/decisions", body, idempotent=True)
-        except ReinsError as e:
-            return self._config.unanswered(str(e))
-        if response.status_code != 200:
-            return self._config.unanswered(f"Reins answered {_error_text(response)}")
-        return Decision.model_validate(response.json())
+        return self._config.read_decision(self._try("POST", "/v1/decisions", body, idempotent=True))
 
     def batch(self, requests: list[dict[str, Any]]) -> list[Decision]:
         """Several requests in one call (`decision_body` builds each); all deny on failure."""
-        try:
-            response = self._send(
-                "POST", "/v1/decisions/batch", {"requests": requests}, idempotent=True
-            )
-        except ReinsError as e:
-            return [self._config.unanswered(str(e)) for _ in requests]
-        if response.status_code != 200:
-            why = f"Reins answered {_error_text(response)}"
-            return [self._config.unanswered(why) for _ in requests]
-        return [Decision.model_validate(d) for d in response.json()["decisions"]]
+        answer = self._try("POST", "/v1/decisions/batch", {"requests": requests}, idempotent=True)
+        return self._config.read_decisions(answer, len(requests))
 
     def approval(self, approval_id: str) -> Approval:
         """The approval's current state; raises `ReinsError` when it cannot be read."""
-        response = self._send("GET", f"/v1/approvals/{approval_id}")
-        if response.status_code != 200:
-            raise ReinsError(f"approval {approval_id}: {_error_text(response)}")
-        return Approval.model_validate(response.json())
+        answer = self._try("GET", f"/v1/approvals/{approval_id}")
+        return self._config.read_approval(answer, approval_id)
 
     def wait_for_approval(self, approval_id: str, *, poll: float = 0.5) -> Approval:
         """Polls until the approval is decided or expires (backoff with jitter, capped at
@@ -284,29 +315,15 @@ class Reins:
         """Reports what came of an allowed call (`succeeded`, `failed`, `partial`,
         `not_executed`); True if Reins recorded it. Never raises: a lost report is logged."""
         body = _outcome_body(status, summary, result_sha256)
-        try:
-            response = self._send("POST", f"/v1/decisions/{decision_id}/outcome", body)
-        except ReinsError as e:
-            log.warning("reins: cannot report the outcome of %s: %s", decision_id, e)
-            return False
-        if response.status_code != 201:
-            log.warning("reins: outcome of %s refused: %s", decision_id, _error_text(response))
-        return response.status_code == 201
+        answer = self._try("POST", f"/v1/decisions/{decision_id}/outcome", body)
+        return self._config.read_outcome(answer, decision_id)
 
     def evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """An AuthZEN 1.0 evaluation (`POST /access/v1/evaluation`), for policy enforcement
-        points; `{"decision": false, ...}` on any failure."""
-        try:
-            response = self._send("POST", "/access/v1/evaluation", dict(request))
-        except ReinsError as e:
-            return {"decision": self._config.fail_open, "context": {"reason": str(e)}}
-        if response.status_code != 200:
-            return {
-                "decision": self._config.fail_open,
-                "context": {"reason": _error_text(response)},
-            }
-        result: dict[str, Any] = response.json()
-        return result
+        points; a `false` decision on any failure."""
+        return self._config.read_evaluation(
+            self._try("POST", "/access/v1/evaluation", dict(request))
+        )
 
 
 class AsyncReins:
@@ -367,6 +384,15 @@ class AsyncReins:
             await asyncio.sleep(wait)
             attempt += 1
 
+    async def _try(
+        self, method: str, path: str, body: Any = None, *, idempotent: bool = False
+    ) -> httpx.Response | ReinsError:
+        """`_send`, with running out of time (or any refusal of the call) as a value."""
+        try:
+            return await self._send(method, path, body, idempotent=idempotent)
+        except ReinsError as e:
+            return e
+
     async def decide(
         self,
         tool: str,
@@ -392,33 +418,21 @@ class AsyncReins:
             intent=intent,
             trace=trace,
         )
-        try:
-            response = await self._send("POST", "/v1/decisions", body, idempotent=True)
-        except ReinsError as e:
-            return self._config.unanswered(str(e))
-        if response.status_code != 200:
-            return self._config.unanswered(f"Reins answered {_error_text(response)}")
-        return Decision.model_validate(response.json())
+        return self._config.read_decision(
+            await self._try("POST", "/v1/decisions", body, idempotent=True)
+        )
 
     async def batch(self, requests: list[dict[str, Any]]) -> list[Decision]:
         """See `Reins.batch`."""
-        try:
-            response = await self._send(
-                "POST", "/v1/decisions/batch", {"requests": requests}, idempotent=True
-            )
-        except ReinsError as e:
-            return [self._config.unanswered(str(e)) for _ in requests]
-        if response.status_code != 200:
-            why = f"Reins answered {_error_text(response)}"
-            return [self._config.unanswered(why) for _ in requests]
-        return [Decision.model_validate(d) for d in response.json()["decisions"]]
+        answer = await self._try(
+            "POST", "/v1/decisions/batch", {"requests": requests}, idempotent=True
+        )
+        return self._config.read_decisions(answer, len(requests))
 
     async def approval(self, approval_id: str) -> Approval:
         """See `Reins.approval`."""
-        response = await self._send("GET", f"/v1/approvals/{approval_id}")
-        if response.status_code != 200:
-            raise ReinsError(f"approval {approval_id}: {_error_text(response)}")
-        return Approval.model_validate(response.json())
+        answer = await self._try("GET", f"/v1/approvals/{approval_id}")
+        return self._config.read_approval(answer, approval_id)
 
     async def wait_for_approval(self, approval_id: str, *, poll: float = 0.5) -> Approval:
         """See `Reins.wait_for_approval`."""
@@ -444,29 +458,12 @@ class AsyncReins:
     ) -> bool:
         """See `Reins.outcome`."""
         body = _outcome_body(status, summary, result_sha256)
-        try:
-            response = await self._send("POST", f"/v1/decisions/{decision_id}/outcome", body)
-        except ReinsError as e:
-            log.warning("reins: cannot report the outcome of %s: %s", decision_id, e)
-            return False
-        if response.status_code != 201:
-            log.warning("reins: outcome of %s refused: %s", decision_id, _error_text(response))
-        return response.status_code == 201
+        answer = await self._try("POST", f"/v1/decisions/{decision_id}/outcome", body)
+        return self._config.read_outcome(answer, decision_id)
 
     async def evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """See `Reins.evaluate`."""
-        try:
-            response = await self._send("POST", "/access/v1/evaluation", dict(request))
-        except ReinsError as e:
-            return {"decision": self._config.fail_open, "context": {"reason": str(e)}}
-        if response.status_code != 200:
-            return {
-                "decision": self._config.fail_open,
-                "context": {"reason": _error_text(response)},
-            }
-        result: dict[str, Any] = response.json()
-        return result
+        return self._config.read_evaluation(
+            await self._try("POST", "/access/v1/evaluation", dict(request))
+        )
 
-
-#: A synchronous or asynchronous function a guard wraps.
-AnyCallable = Callable[..., Any] | Callable[..., Awaitable[Any]]
