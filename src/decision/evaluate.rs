@@ -115,6 +115,7 @@ impl Pipeline {
             risk_tier: None,
             started,
             control_version: None,
+            shadow: None,
         };
         if let Some(switch) = self
             .killswitches
@@ -187,16 +188,16 @@ impl Pipeline {
         let response = tracing::debug_span!("cedar", policies = pack.policy_count())
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(pack, &response);
-        if let Some(shadow) = store.shadow.load().as_ref() {
-            let answer = evaluate_shadow(shadow, &cedar_request, &entities);
-            shadow.observe(
-                answer,
-                &decision,
-                caller.agent.as_str(),
-                request,
-                Some(store.name.as_str()),
-            );
-        }
+        let shadow = store.shadow.load_full().map(|shadow| {
+            Box::new(ShadowSeen {
+                answer: evaluate_shadow(&shadow, &cedar_request, &entities),
+                shadow,
+                active: decision.clone(),
+                agent: caller.agent.to_string(),
+                request: request.clone(),
+                store: Some(store.name.to_string()),
+            })
+        });
         decision.store = Some(store.name.to_string());
         Ok(Evaluation {
             decision,
@@ -206,6 +207,7 @@ impl Pipeline {
             risk_tier: None,
             started,
             control_version: None,
+            shadow,
         })
     }
 
@@ -250,6 +252,7 @@ impl Pipeline {
                 risk_tier: agent.map(|a| a.agent.record.risk_tier),
                 started,
                 control_version: None,
+                shadow: None,
             };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
@@ -358,10 +361,16 @@ impl Pipeline {
         let response = tracing::debug_span!("cedar", policies = pack.policy_count())
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(&pack, &response);
-        if let Some(shadow) = self.shadow.load().as_ref() {
-            let answer = evaluate_shadow(shadow, &cedar_request, &entities);
-            shadow.observe(answer, &decision, caller.agent.as_str(), request, None);
-        }
+        let shadow = self.shadow.load_full().map(|shadow| {
+            Box::new(ShadowSeen {
+                answer: evaluate_shadow(&shadow, &cedar_request, &entities),
+                shadow,
+                active: decision.clone(),
+                agent: caller.agent.to_string(),
+                request: request.clone(),
+                store: None,
+            })
+        });
         let approval_requested = match approval_used {
             None => self.ask_for_approval(caller, request, &mut decision, now),
             Some(_) => None,
@@ -374,6 +383,7 @@ impl Pipeline {
             risk_tier: Some(agent.agent.record.risk_tier),
             started,
             control_version: None,
+            shadow,
         })
     }
 

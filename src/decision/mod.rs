@@ -74,6 +74,52 @@ pub struct Evaluation {
     /// On replicas sharing a ledger: the control version read before evaluating (the state seen
     /// is at least that new). Recorded in the entry; the ledger refuses it once outdated.
     pub control_version: Option<u64>,
+    /// The shadow version's answer, counted once the decision is recorded (an evaluation the
+    /// ledger refuses as outdated is evaluated again, and must not count twice).
+    pub shadow: Option<Box<ShadowSeen>>,
+}
+
+/// What a shadow version answered to one evaluated request.
+#[derive(Clone)]
+pub struct ShadowSeen {
+    shadow: Arc<Shadow>,
+    answer: Decision,
+    active: Decision,
+    agent: String,
+    request: DecisionRequest,
+    store: Option<String>,
+}
+
+impl std::fmt::Debug for ShadowSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowSeen")
+            .field("version", &self.shadow.version)
+            .field("answer", &self.answer.decision)
+            .finish()
+    }
+}
+
+impl PartialEq for ShadowSeen {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shadow, &other.shadow)
+            && self.answer == other.answer
+            && self.active == other.active
+            && self.agent == other.agent
+            && self.request == other.request
+            && self.store == other.store
+    }
+}
+
+impl ShadowSeen {
+    fn count(self) {
+        self.shadow.observe(
+            self.answer,
+            &self.active,
+            &self.agent,
+            &self.request,
+            self.store.as_deref(),
+        );
+    }
 }
 
 /// A request the schema cannot make sense of (HTTP 422). Nothing is stored for it.

@@ -161,6 +161,10 @@ impl Pipeline {
         };
         let decisions: Vec<Decision> = match appended {
             Ok(refs) => {
+                // Recorded: the shadow version's answers count now, once each.
+                for shadow in evaluations.iter().filter_map(|e| e.shadow.clone()) {
+                    shadow.count();
+                }
                 let requested = evaluations
                     .iter()
                     .filter_map(|e| e.approval_requested.clone())

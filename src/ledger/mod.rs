@@ -371,6 +371,31 @@ impl Ledger {
         Ok(self.head().max_by_size(head))
     }
 
+    /// Entries recorded: on a single server the tree's size; on a shared ledger the entries
+    /// sequenced as this replica last saw them (the tree follows within milliseconds).
+    pub fn size(&self) -> u64 {
+        match &self.follow {
+            Some(f) => f.next.load(Ordering::Acquire),
+            None => self.head().size,
+        }
+    }
+
+    /// The number of entries readable now, for a request that needs `wanted`: the tree's size
+    /// on a single server; on a shared ledger every sequenced (committed) entry, read again from
+    /// the database when the request goes beyond what this replica last saw.
+    pub(crate) async fn readable(&self, wanted: u64) -> Result<u64, LedgerError> {
+        let (Some(follow), Some(pool)) = (&self.follow, self.store.postgres()) else {
+            return Ok(self.head().size);
+        };
+        let seen = follow.next.load(Ordering::Acquire);
+        if wanted <= seen {
+            return Ok(seen);
+        }
+        let state = crate::store::shared::state(pool).await?;
+        follow.next.fetch_max(state.next, Ordering::AcqRel);
+        Ok(state.next)
+    }
+
     /// On a shared ledger, the control version whose state this replica has loaded.
     pub fn applied_version(&self) -> Option<u64> {
         self.follow.as_ref().map(|f| *f.applied.borrow())

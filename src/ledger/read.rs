@@ -105,7 +105,7 @@ impl Ledger {
 
     /// Entries `[start, end)`, at most `limit` of them.
     pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<ServedEntry>, LedgerError> {
-        let end = end.min(self.size_for(end).await?);
+        let end = end.min(self.readable(end).await?);
         let rows = self.store.entries(start, end).await?;
         rows.into_iter()
             .map(|row| {

@@ -34,6 +34,8 @@ const CANDIDATE_RETRY: Duration = Duration::from_millis(500);
 pub struct Follow {
     /// The control version and when it was read (the decision path's heartbeat).
     pub control: watch::Sender<ControlSeen>,
+    /// The counter as this replica last saw it: entries `[0, next)` are committed and readable.
+    pub next: std::sync::atomic::AtomicU64,
     /// Entries sequenced but not integrated, at the last read.
     backlog: std::sync::atomic::AtomicU64,
     /// The largest checkpoint this replica served or signed.
@@ -131,6 +133,7 @@ pub(super) async fn start(
             at: std::time::Instant::now(),
         })
         .0,
+        next: state.next.into(),
         backlog: (state.next - state.tree_size).into(),
         served: served.into(),
         // The state the services load after this is at least this new.
@@ -344,6 +347,9 @@ async fn commit_jobs(
                 follow
                     .backlog
                     .fetch_add(rows.len() as u64, Ordering::AcqRel);
+                follow
+                    .next
+                    .fetch_max(first + rows.len() as u64, Ordering::AcqRel);
                 follow.transactions.fetch_add(1, Ordering::Relaxed);
                 follow
                     .sequenced
@@ -552,6 +558,7 @@ async fn follower(
                 follow
                     .backlog
                     .store(state.next - state.tree_size, Ordering::Release);
+                follow.next.fetch_max(state.next, Ordering::AcqRel);
                 if latest < served {
                     health.break_permanently(format!(
                         "the database's latest checkpoint covers {latest} entries but this replica \

@@ -386,27 +386,35 @@ impl RunningServer {
 
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // Listening for the signals starts before the server does: a SIGTERM that arrives as soon as
+    // `/readyz` answers must stop it gracefully, not kill it with the default action.
+    let stop = shutdown_signal()?;
     let server = start(config).await?;
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.stop().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+/// A future that resolves on Ctrl-C or SIGTERM; the handlers are installed when this returns.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, StartError> {
+    let signal_error = |source: std::io::Error| StartError::Io {
+        path: PathBuf::from("signal handlers"),
+        source,
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(signal_error)?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(signal_error)?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! { _ = term.recv() => {}, _ = interrupt.recv() => {} }
+        #[cfg(not(unix))]
+        {
+            let _ = signal_error;
+            let _ = tokio::signal::ctrl_c().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    })
 }

@@ -715,7 +715,7 @@ async fn audit_pack_exports_verifies_offline_and_names_what_was_tampered_with() 
     let dir = tempfile::tempdir().unwrap();
     let pack = dir.path().join("pack.zip");
     let data = s.data.path().to_str().unwrap();
-    let out = run(&mut reins(&[
+    let out = run(s.on_database(&mut reins(&[
         "audit-pack",
         "export",
         "--data-dir",
@@ -724,7 +724,7 @@ async fn audit_pack_exports_verifies_offline_and_names_what_was_tampered_with() 
         REFUND_BOT,
         "-o",
         pack.to_str().unwrap(),
-    ]));
+    ])));
     assert!(
         out.status.success(),
         "{}{}",

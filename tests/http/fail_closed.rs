@@ -80,6 +80,7 @@ async fn a_policy_that_errors_denies_even_when_a_permit_matched() {
 
 #[tokio::test]
 async fn a_storage_failure_is_a_deny_not_an_allow() {
+    crate::sqlite_only!();
     let s = TestServer::start().await;
     s.tool("search.web", "low").await;
     s.agent("bot", "minimal", &["search.web"]).await;
@@ -134,6 +135,7 @@ async fn the_suspended_forbid_holds_inside_cedar_too() {
 
 #[tokio::test]
 async fn an_admin_change_that_cannot_be_stored_changes_nothing_and_the_ledger_carries_on() {
+    crate::sqlite_only!();
     let mut s = TestServer::start().await;
     s.tool("search.web", "low").await;
     s.agent("bot", "minimal", &["search.web"]).await;

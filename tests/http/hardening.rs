@@ -382,6 +382,7 @@ fn fill(filler: &std::path::Path) {
 /// with no restart, and no entry was answered allow without being stored.
 #[tokio::test]
 async fn a_full_disk_fails_readiness_and_recovers_without_a_restart() {
+    crate::sqlite_only!();
     let disk = Tmpfs::mount("24m");
     let data = tempfile::TempDir::new_in(disk.0.path()).unwrap();
     let config = test_config(data.path(), None);
@@ -468,6 +469,7 @@ async fn ids_follow_one_grammar() {
 /// of refusing to start or serving an id that cannot be addressed.
 #[tokio::test]
 async fn legacy_ids_are_reported_at_start_and_not_served() {
+    crate::sqlite_only!();
     let mut s = TestServer::start().await;
     s.tool("search.web", "low").await;
     s.agent("bot", "limited", &["search.web"]).await;

@@ -18,6 +18,8 @@ pub struct TestServer {
     pub config: Config,
     pub client: reqwest::Client,
     pub base: String,
+    /// On PostgreSQL: the test's database, dropped with the server.
+    pub _database: Option<DatabaseGuard>,
 }
 
 /// Config for a fresh data dir with the default pack (or `policy_dir`).
@@ -36,7 +38,86 @@ pub fn test_config(data: &Path, policy_dir: Option<&Path>) -> Config {
     let mut config = Config::load(None, &overrides).expect("test config");
     config.request_timeout = Duration::from_secs(30);
     config.ledger.checkpoint_interval = Duration::from_millis(50);
+    config.database.url = postgres::database();
     config
+}
+
+/// `REINS_TEST_BACKEND=postgres` runs this suite on PostgreSQL (`REINS_TEST_DATABASE_URL`): each
+/// server gets a database of its own, dropped with it. Tests of SQLite's own files say so with
+/// [`sqlite_only`].
+pub mod postgres {
+    use sqlx::{Connection, Executor, PgConnection};
+
+    pub fn enabled() -> bool {
+        std::env::var("REINS_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+    }
+
+    fn admin() -> String {
+        let base = std::env::var("REINS_TEST_DATABASE_URL")
+            .expect("REINS_TEST_BACKEND=postgres needs REINS_TEST_DATABASE_URL");
+        let mut url = url::Url::parse(&base).expect("a URL");
+        url.set_path("/postgres");
+        url.to_string()
+    }
+
+    fn run(sql: String) {
+        let admin = admin();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await.unwrap();
+                conn.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+            })
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A new database's URL when the suite runs on PostgreSQL.
+    pub fn database() -> Option<String> {
+        if !enabled() {
+            return None;
+        }
+        let name = format!("reins_http_{}", uuid::Uuid::new_v4().simple());
+        run(format!("CREATE DATABASE {name}"));
+        let mut url = url::Url::parse(&admin()).unwrap();
+        url.set_path(&format!("/{name}"));
+        Some(url.to_string())
+    }
+
+    pub fn drop_database(url: &str) {
+        if let Some(name) = url::Url::parse(url)
+            .ok()
+            .map(|u| u.path().trim_start_matches('/').to_owned())
+            .filter(|n| n.starts_with("reins_http_"))
+        {
+            run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Skips a test of SQLite's own files when the suite runs on PostgreSQL, saying so.
+#[macro_export]
+macro_rules! sqlite_only {
+    () => {
+        if $crate::harness::postgres::enabled() {
+            eprintln!("skipped on PostgreSQL: this test is about SQLite's own files");
+            return;
+        }
+    };
+}
+
+/// Drops a test's PostgreSQL database when the test is done with it.
+pub struct DatabaseGuard(String);
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        // The server's connections close with it; FORCE ends any that linger.
+        postgres::drop_database(&self.0);
+    }
 }
 
 impl TestServer {
@@ -54,12 +135,14 @@ impl TestServer {
         reins::crypto::install_crypto_provider();
         let server = start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", server.addr);
+        let database = config.database.url.clone().map(DatabaseGuard);
         Self {
             server: Some(server),
             data,
             config,
             client: reqwest::Client::new(),
             base,
+            _database: database,
         }
     }
 
@@ -245,8 +328,20 @@ impl TestServer {
         panic!("no checkpoint covering {size} entries");
     }
 
+    /// A `reins` command reading this server's database (on PostgreSQL, through
+    /// `REINS_DATABASE_URL`; on SQLite the data dir names it).
+    pub fn on_database<'a>(
+        &self,
+        command: &'a mut std::process::Command,
+    ) -> &'a mut std::process::Command {
+        if let Some(url) = &self.config.database.url {
+            command.env("REINS_DATABASE_URL", url);
+        }
+        command
+    }
+
     pub fn ledger_size(&self) -> u64 {
-        self.server.as_ref().unwrap().state.ledger.head().size
+        self.server.as_ref().unwrap().state.ledger.size()
     }
 }
 
@@ -258,7 +353,12 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.stop().await;
         }
-        let out = run(&mut reins(&["ledger", "verify", "--data-dir", &data]));
+        let mut args = vec!["ledger", "verify", "--data-dir", &data];
+        let url = self.config.database.url.clone().unwrap_or_default();
+        if !url.is_empty() {
+            args.extend(["--database-url", &url]);
+        }
+        let out = run(&mut reins(&args));
         assert!(
             out.status.success(),
             "ledger verify: {}{}",

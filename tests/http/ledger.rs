@@ -368,6 +368,7 @@ async fn verify_after(data: &Path, tamper: &[&str], trusted: Option<&str>) -> (b
 
 #[tokio::test]
 async fn ledger_verify_detects_every_kind_of_tampering() {
+    crate::sqlite_only!();
     let (data, trusted, size) = recorded_ledger().await;
     let data = data.path();
 
@@ -457,6 +458,7 @@ async fn ledger_verify_detects_every_kind_of_tampering() {
 
 #[tokio::test]
 async fn a_server_refuses_to_start_on_a_ledger_that_does_not_match_its_checkpoint() {
+    crate::sqlite_only!();
     // Start-up reads only the O(log n) subtrees on the tree's right edge (a full re-derivation is
     // `reins ledger verify`); damage the largest of them.
     let (data, _, _) = recorded_ledger().await;
@@ -775,6 +777,7 @@ async fn tlog_tiles_authenticates_our_tiles_against_our_checkpoint() {
 /// instead. Without it the file would not change until shutdown and the WAL would only grow.
 #[tokio::test]
 async fn committed_entries_reach_the_database_file_while_serving() {
+    crate::sqlite_only!();
     let s = TestServer::start().await;
     s.tool("search.web", "low").await;
     s.agent("bot", "limited", &["search.web"]).await;
@@ -806,6 +809,7 @@ async fn committed_entries_reach_the_database_file_while_serving() {
 /// header's checkpoint sequence number counts the restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_steady_load() {
+    crate::sqlite_only!();
     let data = tempfile::tempdir().unwrap();
     let mut config = test_config(data.path(), None);
     config.ledger.wal_limit_mib = 1;
@@ -858,6 +862,7 @@ async fn the_wal_stays_bounded_under_steady_load() {
 /// Removing the WAL file while serving makes the next flush fail.
 #[tokio::test]
 async fn a_failed_flush_stops_decisions_and_readiness() {
+    crate::sqlite_only!();
     let s = TestServer::start().await;
     s.tool("search.web", "low").await;
     s.agent("bot", "limited", &["search.web"]).await;
@@ -951,6 +956,7 @@ async fn indices_past_i64_are_refused_not_wrapped() {
 /// user it was opened for, and after more decisions the ledger verifies again.
 #[tokio::test]
 async fn a_ledger_written_before_this_version_verifies_and_keeps_serving() {
+    crate::sqlite_only!();
     let data = tempfile::tempdir().unwrap();
     let fixture = crate::harness::repo().join("tests/fixtures/ledger-c1ff28b");
     copy_dir(&fixture, data.path());

@@ -459,13 +459,13 @@ async fn replay_reports_exactly_the_decisions_a_policy_change_would_change() {
 
     // The CLI replays from the data dir, no server needed, with the same answer.
     let data = s.data.path().to_str().unwrap().to_owned();
-    let out = crate::cli::run(&mut crate::cli::reins(&[
+    let out = crate::cli::run(s.on_database(&mut crate::cli::reins(&[
         "policy",
         "replay",
         &id,
         "--data-dir",
         &data,
-    ]));
+    ])));
     assert!(out.status.success(), "{}", crate::cli::text(&out.stderr));
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -761,6 +761,7 @@ async fn with_watch_an_edit_goes_through_the_gate_and_a_failing_edit_changes_not
 
 #[tokio::test]
 async fn an_activation_that_cannot_be_recorded_changes_nothing() {
+    crate::sqlite_only!();
     let s = TestServer::start().await;
     fleet(&s).await;
     let (_, draft) = upload_no_weather(&s).await;
