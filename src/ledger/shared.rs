@@ -26,8 +26,11 @@ const INTEGRATOR_LOCK: i64 = 0x0072_6569_6e73;
 /// Most entries one integration pass adds.
 const INTEGRATE_MAX: u64 = 16_384;
 
-/// How long an idle integrator or a waiting candidate sleeps between tries.
-const INTEGRATOR_IDLE: Duration = Duration::from_millis(5);
+/// How long an integrator sleeps between passes: the shortest while entries keep coming, up to
+/// the longest when a pass finds nothing (an idle integrator costs a few queries a second, not
+/// hundreds). A waiting candidate retries every `CANDIDATE_RETRY`.
+const INTEGRATOR_BUSY: Duration = Duration::from_millis(5);
+const INTEGRATOR_IDLE: Duration = Duration::from_millis(50);
 const CANDIDATE_RETRY: Duration = Duration::from_millis(500);
 
 /// What the replica last read of the shared counters, and when.
@@ -451,10 +454,17 @@ async fn integrate_while_locked(
     let mut last_signed = store.latest_checkpoint().await?.map(|c| c.tree_size as u64);
     let mut last_sign_at = std::time::Instant::now() - interval;
     let mut last_ping = std::time::Instant::now();
+    let mut pause = INTEGRATOR_BUSY;
     loop {
         let stopping = *stop.borrow();
         match sql::integrate(pool, &frontier, INTEGRATE_MAX).await? {
             Integrated::Grew(next) => {
+                // Nothing new: wait longer next time (doubling up to the idle pause).
+                pause = if next.size() == frontier.size() {
+                    (pause * 2).min(INTEGRATOR_IDLE)
+                } else {
+                    INTEGRATOR_BUSY
+                };
                 frontier = next;
                 follow.advance(TreeHead::of(&frontier));
             }
@@ -491,7 +501,7 @@ async fn integrate_while_locked(
                 .map_err(StoreError::from)?;
             last_ping = std::time::Instant::now();
         }
-        tokio::time::sleep(INTEGRATOR_IDLE).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
