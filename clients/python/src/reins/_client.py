@@ -466,4 +466,3 @@ class AsyncReins:
         return self._config.read_evaluation(
             await self._try("POST", "/access/v1/evaluation", dict(request))
         )
-
