@@ -19,10 +19,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 
+def reins_env() -> dict[str, str]:
+    """The environment for `reins` commands: this one without its `REINS_*` variables, which the
+    CLI would read as configuration."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("REINS_")}
+
+
 def reins_binary() -> Path:
-    path = Path(os.environ.get("REINS_BIN", REPO / "target" / "debug" / "reins"))
+    path = Path(os.environ.get("REINS_TEST_BIN", REPO / "target" / "debug" / "reins"))
     if not path.exists():
-        pytest.fail(f"{path} does not exist: run `cargo build` first (or set REINS_BIN)")
+        pytest.fail(f"{path} does not exist: run `cargo build` first (or set REINS_TEST_BIN)")
     return path
 
 
@@ -47,7 +53,9 @@ class Server:
             args += ["--roles", roles]
         if on_behalf_of:
             args += ["--on-behalf-of", on_behalf_of]
-        return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+        done = subprocess.run(args, capture_output=True, text=True, env=reins_env())
+        assert done.returncode == 0, f"reins token mint failed: {done.stderr}"
+        return done.stdout.strip()
 
     def put(self, path: str, body: dict[str, object]) -> None:
         r = httpx.put(
