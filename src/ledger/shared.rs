@@ -50,7 +50,7 @@ pub struct Follow {
     /// Sequencing transactions committed by this replica, and the entries they held (the mean
     /// batch size is logged when the replica stops).
     transactions: std::sync::atomic::AtomicU64,
-    sequenced: std::sync::atomic::AtomicU64,
+    sequenced_here: std::sync::atomic::AtomicU64,
     /// The integrated tree this replica serves from: moved by the follower's reads, by this
     /// replica's integrator, and by reads a request beyond it makes ([`Ledger::refresh_head`]).
     pub head: watch::Sender<TreeHead>,
@@ -143,7 +143,7 @@ pub(super) async fn start(
         applied: watch::channel(state.control_version).0,
         max_staleness: settings.max_staleness,
         transactions: 0.into(),
-        sequenced: 0.into(),
+        sequenced_here: 0.into(),
         head,
     });
     follow.head.send_replace(TreeHead {
@@ -259,7 +259,7 @@ async fn batcher(
     }
     let (transactions, entries) = (
         follow.transactions.load(Ordering::Relaxed),
-        follow.sequenced.load(Ordering::Relaxed),
+        follow.sequenced_here.load(Ordering::Relaxed),
     );
     tracing::info!(
         transactions,
@@ -355,7 +355,7 @@ async fn commit_jobs(
                     .fetch_max(first + rows.len() as u64, Ordering::AcqRel);
                 follow.transactions.fetch_add(1, Ordering::Relaxed);
                 follow
-                    .sequenced
+                    .sequenced_here
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 return;
             }

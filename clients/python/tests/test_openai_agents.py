@@ -68,19 +68,21 @@ async def test_allowed_runs_denied_is_rejected_with_the_reasons(server: Server) 
     assert RAN == ["note:hi"]
 
 
-async def test_a_held_call_interrupts_the_run_until_granted(server: Server) -> None:
-    RAN.clear()
+def refund_agent(server: Server, *, order: str, amount: int, call_id: str) -> Agent[Any]:
+    """An agent whose model asks for one refund, which Reins holds for a human."""
     model = ScriptedModel(
         [
-            [function_call("payments.refund", {"order": "o-3", "amount": 12}, call_id="c9")],
+            [function_call("payments.refund", {"order": order, "amount": amount}, call_id=call_id)],
             [assistant_message("done")],
         ]
     )
-    agent = Agent(
-        name="t",
-        model=model,
-        tools=governed([refund], AsyncReins(server.url, server.tokens["agent"])),
-    )
+    client = AsyncReins(server.url, server.tokens["agent"])
+    return Agent(name="t", model=model, tools=governed([refund], client))
+
+
+async def test_a_held_call_interrupts_the_run_until_granted(server: Server) -> None:
+    RAN.clear()
+    agent = refund_agent(server, order="o-3", amount=12, call_id="c9")
     first = await Runner.run(agent, "refund")
     (item,) = first.interruptions
     approval_id = reins_approval(item)
@@ -98,17 +100,7 @@ async def test_a_held_call_interrupts_the_run_until_granted(server: Server) -> N
 
 async def test_approving_in_the_sdk_alone_does_not_run_the_call(server: Server) -> None:
     RAN.clear()
-    model = ScriptedModel(
-        [
-            [function_call("payments.refund", {"order": "o-4", "amount": 13}, call_id="c10")],
-            [assistant_message("done")],
-        ]
-    )
-    agent = Agent(
-        name="t",
-        model=model,
-        tools=governed([refund], AsyncReins(server.url, server.tokens["agent"])),
-    )
+    agent = refund_agent(server, order="o-4", amount=13, call_id="c10")
     first = await Runner.run(agent, "refund")
     (item,) = first.interruptions
     state = first.to_state()

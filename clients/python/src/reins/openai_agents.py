@@ -38,11 +38,11 @@ from ._models import Decision
 
 
 class _Calls:
-    """Per tool call: the decision `needs_approval` got, or the approval the call waits for."""
+    """Per tool call: the decision `needs_approval` got. The approval a held call waits for is
+    in `_HELD`, where `reins_approval` finds it; both are taken when the guardrail runs."""
 
     def __init__(self) -> None:
         self.decided: dict[str, Decision] = {}
-        self.held: dict[str, str] = {}
 
 
 def _args(arguments: str | None) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def _guardrail(
         call_id = context.tool_call_id
         if calls is not None and call_id in calls.decided:
             return _verdict(calls.decided.pop(call_id))
-        approval_id = calls.held.pop(call_id, None) if calls is not None else None
+        approval_id = _HELD.pop(call_id, None) if calls is not None else None
         decision = await (client or AsyncReins()).decide(
             names.get(context.tool_name, context.tool_name),
             _args(context.tool_arguments),
@@ -133,11 +133,10 @@ def _asker(client: AsyncReins | None, reins_id: str, calls: _Calls) -> Any:
     async def needs_approval(
         ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str
     ) -> bool:
-        if call_id in calls.held:
+        if call_id in _HELD:
             return True
         decision = await (client or AsyncReins()).decide(reins_id, args)
         if decision.approval_required and decision.access_request:
-            calls.held[call_id] = decision.access_request.approval_id
             _HELD[call_id] = decision.access_request.approval_id
             return True
         calls.decided[call_id] = decision
