@@ -54,6 +54,7 @@ async fn run(decisions: usize) {
                 description: "web search".into(),
                 risk: ToolRisk::Low,
                 category: "search".into(),
+                reversible: true,
             },
             now,
         )
@@ -75,6 +76,7 @@ async fn run(decisions: usize) {
                 status: AgentStatus::Active,
                 documentation: Default::default(),
                 ai_act: Default::default(),
+                operators: Vec::new(),
             },
             now,
         )
@@ -103,6 +105,7 @@ async fn run(decisions: usize) {
         approval_id: None,
         intent: None,
         trace: None,
+        compensates: None,
     };
     let started = Instant::now();
     let mut done = 0;

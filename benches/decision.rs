@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
                 description: format!("tool {t}"),
                 risk: risks[t % 4],
                 category: format!("cat-{}", t % 5),
+                reversible: true,
             };
             registry
                 .put_tool(
@@ -76,6 +77,7 @@ fn bench(c: &mut Criterion) {
                 status: AgentStatus::Active,
                 documentation: Default::default(),
                 ai_act: Default::default(),
+                operators: Vec::new(),
             };
             registry
                 .put_agent(
@@ -110,6 +112,7 @@ fn bench(c: &mut Criterion) {
         approval_id: None,
         intent: None,
         trace: None,
+        compensates: None,
     };
     let evaluated = services.pipeline.evaluate(&caller, &request).unwrap();
     assert_eq!(evaluated.decision.decision, reins::model::Outcome::Allow);
@@ -206,6 +209,7 @@ fn bench(c: &mut Criterion) {
             subject_type: None,
             intent: None,
             trace: None,
+            compensates: None,
             control_version: None,
         }),
     };

@@ -220,6 +220,9 @@ pub struct DecisionEvent {
     /// The request's `trace` (its `user_request` a commitment when masked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Value>,
+    /// The decision this action undoes (the request's `compensates`, checked before recording).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<String>,
     /// On a ledger replicas share: the control version the decision was evaluated under, which
     /// equals the number of control-changing entries before it ([`is_control_kind`]); `reins
     /// ledger verify` checks that. Absent on a single server's ledger.

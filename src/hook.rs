@@ -159,6 +159,7 @@ pub async fn decide(args: &HookArgs, input: &[u8]) -> Verdict {
         approval_id: None,
         intent: None,
         trace: None,
+        compensates: None,
     };
     let client = match Client::new(&args.url, args.timeout) {
         Ok(c) => c,

@@ -36,6 +36,13 @@ pub struct DecisionRequest {
     /// Where this action sits in the agent's work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<DecisionTrace>,
+    /// The allowed decision this action undoes (a refund that reverses a charge, a restore that
+    /// reverses a delete). It must be an allowed decision of the same agent, or of an agent that
+    /// declares the caller among its `operators`; the link is recorded in this decision's entry,
+    /// and the other decision lists this one in `compensated_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub compensates: Option<DecisionId>,
 }
 
 /// Where an action sits in the agent's work: its trace, the decision it follows from, the user
@@ -203,4 +210,9 @@ pub struct DecisionRecord {
     pub agent_id: String,
     pub on_behalf_of: Option<String>,
     pub request: DecisionRequest,
+    /// Allowed decisions that undo this one (their requests named it in `compensates`). Filled
+    /// in when one decision is read, not in lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub compensated_by: Vec<DecisionId>,
 }

@@ -206,6 +206,7 @@ fn prepare(
         approval_id,
         intent: None,
         trace: None,
+        compensates: None,
     };
     Ok((caller, target, decision_request))
 }

@@ -146,6 +146,7 @@ pub(super) mod tests {
             approval_id: None,
             intent: None,
             trace: None,
+            compensates: None,
         }
     }
 

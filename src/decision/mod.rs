@@ -331,6 +331,7 @@ impl Pipeline {
     ) -> Result<Decision, RequestError> {
         let span = decision_span(caller, &request, &target);
         async {
+            self.check_compensates(caller, &request).await?;
             let evaluation = self.evaluate_in(&target, caller, &request)?;
             let mut recorded = self
                 .record_evaluated(vec![Evaluated {
@@ -439,6 +440,7 @@ impl Pipeline {
     ) -> Result<Decision, RequestError> {
         let span = decision_span(caller, &request, &Target::Default);
         let decision = async {
+            self.check_compensates(caller, &request).await?;
             let mut attempt = 1;
             loop {
                 let evaluation = self.evaluate_in(&Target::Default, caller, &request)?;
@@ -544,6 +546,11 @@ impl Pipeline {
                     items.len()
                 ),
             ));
+        }
+        for (i, (_, request)) in items.iter().enumerate() {
+            self.check_compensates(caller, request)
+                .await
+                .map_err(|e| e.in_batch(i))?;
         }
         let mut attempt = 1;
         loop {

@@ -26,6 +26,7 @@ impl Pipeline {
             approval_id: None,
             intent: None,
             trace: None,
+            compensates: None,
         };
         let outcome = |result: Result<Evaluation, RequestError>| match result {
             Ok(e) => format!(

@@ -61,6 +61,7 @@ impl Pipeline {
                 },
                 intent,
                 trace,
+                compensates: request.compensates.map(|id| id.to_string()),
                 control_version: evaluation.control_version,
             }),
         };
@@ -229,14 +230,63 @@ impl Pipeline {
         Recorded::Done(decisions)
     }
 
-    /// A stored decision with its request.
+    /// A stored decision with its request, and the allowed decisions that undo it.
     pub async fn get(&self, id: &DecisionId) -> Result<Option<DecisionRecord>, StoreError> {
-        self.store
-            .decision(id)
+        let Some(row) = self.store.decision(id).await? else {
+            return Ok(None);
+        };
+        let mut record = record_of(&row)?;
+        record.compensated_by = self
+            .store
+            .compensations_of(id)
             .await?
-            .as_ref()
-            .map(record_of)
-            .transpose()
+            .iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("compensation {id}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(record))
+    }
+
+    /// Checks a request's `compensates`: the decision it undoes exists, was allowed, and was made
+    /// for the caller or for an agent that declares the caller among its `operators`. A read of
+    /// the store, so only requests that name one wait for it.
+    pub(super) async fn check_compensates(
+        &self,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> Result<(), RequestError> {
+        let Some(undone) = request.compensates else {
+            return Ok(());
+        };
+        let refuse = |message: String| Err(RequestError::new("compensates", message));
+        let row = match self.store.decision(&undone).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return refuse(format!("no decision {undone}")),
+            Err(e) => return refuse(format!("decision {undone} could not be read: {e}")),
+        };
+        if row.decision != "allow" {
+            return refuse(format!(
+                "decision {undone} was a deny: only an allowed action can be undone"
+            ));
+        }
+        if row.agent_id == caller.agent.as_str() {
+            return Ok(());
+        }
+        let snapshot = self.registry.snapshot();
+        let declared = row.agent_id.parse::<AgentId>().ok().is_some_and(|id| {
+            snapshot
+                .agent(&id)
+                .is_some_and(|a| a.agent.record.operators.contains(&caller.agent))
+        });
+        if declared {
+            return Ok(());
+        }
+        refuse(format!(
+            "decision {undone} was made for agent `{}`, which does not declare `{}` among its operators",
+            row.agent_id, caller.agent
+        ))
     }
 
     /// Allowed decisions made more than `grace` ago with no outcome reported, newest first.
@@ -308,6 +358,7 @@ pub(super) fn row_of(
         entry: None,
         idempotency_key: idempotency.map(|i| i.key.as_str().to_owned()),
         request_digest: idempotency.map(|i| i.request_digest.clone()),
+        compensates: request.compensates.map(|id| id.to_string()),
     })
 }
 
@@ -350,6 +401,7 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
             request: serde_json::from_str(request).map_err(|e| corrupt(&e))?,
             agent_id: row.agent_id.clone(),
             on_behalf_of: row.on_behalf_of.clone(),
+            compensated_by: Vec::new(),
         });
     }
     let bytes = row
@@ -407,9 +459,14 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
                     serde_json::from_value(t).map_err(|e| corrupt(&e))
                 })
                 .transpose()?,
+            compensates: event
+                .compensates
+                .map(|id| id.parse().map_err(|e| corrupt(&e)))
+                .transpose()?,
         },
         agent_id: row.agent_id.clone(),
         on_behalf_of: row.on_behalf_of.clone(),
+        compensated_by: Vec::new(),
     })
 }
 
@@ -437,6 +494,7 @@ mod tests {
             entry: None,
             idempotency_key: None,
             request_digest: None,
+            compensates: None,
         }
     }
 

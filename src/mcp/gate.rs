@@ -426,6 +426,7 @@ impl Gate {
                     approval_id: approval.copied(),
                     intent: None,
                     trace: None,
+                    compensates: None,
                 };
                 self.reins
                     .decide(ask.token, &request, options)

@@ -95,6 +95,10 @@ pub fn tool_entity(types: &EntityTypes, tool: &Tool) -> Result<Entity, RegistryE
         ("description".to_string(), string(&r.description)),
         ("risk".to_string(), string(r.risk.as_str())),
         ("category".to_string(), string(&r.category)),
+        (
+            "reversible".to_string(),
+            RestrictedExpression::new_bool(r.reversible),
+        ),
     ]);
     let parents = HashSet::from([types.uid(&types.tool_category, &r.category)]);
     Entity::new(types.uid(&types.tool, tool.id.as_str()), attrs, parents).map_err(|e| {

@@ -114,6 +114,11 @@ pub struct AgentRecord {
     /// What the EU AI Act checklist scopes obligations by (see `registry::ai_act`).
     #[serde(default, skip_serializing_if = "ai_act::AiActScope::is_empty")]
     pub ai_act: ai_act::AiActScope,
+    /// Other agents that may undo this agent's actions: a decision request of theirs may name one
+    /// of this agent's allowed decisions in `compensates`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub operators: Vec<AgentId>,
 }
 
 impl AgentRecord {
@@ -208,6 +213,24 @@ pub struct ToolRecord {
     pub risk: ToolRisk,
     /// Becomes the tool's `ToolCategory` parent entity in Cedar.
     pub category: String,
+    /// Whether what the tool does can be undone (by a compensating action). Default true;
+    /// policies see `resource.reversible` (the default pack holds an irreversible tool's call
+    /// for approval).
+    #[serde(
+        default = "reversible_by_default",
+        skip_serializing_if = "is_reversible"
+    )]
+    pub reversible: bool,
+}
+
+// Unset and `true` are the same record, and a record written before the field existed keeps its
+// bytes in the ledger.
+fn reversible_by_default() -> bool {
+    true
+}
+
+fn is_reversible(reversible: &bool) -> bool {
+    *reversible
 }
 
 /// Bookkeeping shared by both kinds of registry entry.

@@ -465,4 +465,18 @@ impl Store {
         .fetch_all(pool)
         .await)?)
     }
+
+    /// The allowed decisions whose requests named `id` in `compensates`, oldest first.
+    pub async fn compensations_of(&self, id: &DecisionId) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_db!(self, |pool| sqlx::query_as(
+            "SELECT c.decision_id FROM decision_compensations c
+             JOIN decisions d ON d.id = c.decision_id
+             WHERE c.compensates = $1 AND d.decision = 'allow'
+             ORDER BY d.evaluated_at, d.id"
+        )
+        .bind(id.to_string())
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
 }

@@ -48,6 +48,9 @@ pub struct DecisionRow {
     /// The `Idempotency-Key` it was asked with, and the SHA-256 of the request it answered.
     pub idempotency_key: Option<String>,
     pub request_digest: Option<String>,
+    /// The decision this one undoes; written to `decision_compensations`, not read back here.
+    #[sqlx(skip)]
+    pub compensates: Option<String>,
 }
 
 /// A ledger entry as stored.

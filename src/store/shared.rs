@@ -70,6 +70,15 @@ pub async fn sequence(
     let mut d = DecisionColumns::default();
     for (offset, row) in rows.iter().enumerate() {
         if let SideEffect::Decision { row: r, salts } = &row.side {
+            if let Some(undone) = &r.compensates {
+                sqlx::query(
+                    "INSERT INTO decision_compensations (decision_id, compensates) VALUES ($1, $2)",
+                )
+                .bind(&r.id)
+                .bind(undone)
+                .execute(&mut *tx)
+                .await?;
+            }
             for (pointer, value) in salts {
                 salt.0.push(r.id.clone());
                 salt.1.push(pointer.clone());

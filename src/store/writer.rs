@@ -258,6 +258,12 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                     salt.execute(params![d.id, pointer, value])?;
                 }
             }
+            if let Some(undone) = &d.compensates {
+                tx.prepare_cached(
+                    "INSERT INTO decision_compensations (decision_id, compensates) VALUES (?1, ?2)",
+                )?
+                .execute(params![d.id, undone])?;
+            }
         }
         SideEffect::Registry { table, row: r } => {
             let sql = match table {

@@ -4,6 +4,7 @@ mod approvals;
 mod authzen;
 mod bad_input;
 mod cli;
+mod compensations;
 mod compliance;
 mod conformance;
 mod decisions;

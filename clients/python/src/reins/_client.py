@@ -131,6 +131,7 @@ def decision_body(
     context: Mapping[str, Any] | None,
     intent: str | None = None,
     trace: Mapping[str, Any] | None = None,
+    compensates: str | None = None,
 ) -> dict[str, Any]:
     """The JSON of a decision request for `tool` with its arguments."""
     ctx: dict[str, Any] = dict(context or {})
@@ -147,6 +148,8 @@ def decision_body(
         body["intent"] = intent
     if trace:
         body["trace"] = dict(trace)
+    if compensates:
+        body["compensates"] = compensates
     return body
 
 
@@ -263,6 +266,7 @@ class Reins:
         context: Mapping[str, Any] | None = None,
         intent: str | None = None,
         trace: Mapping[str, Any] | None = None,
+        compensates: str | None = None,
     ) -> Decision:
         """Asks whether the token's agent may call `tool` with `args`. Never raises for a deny or
         a failure: Reins's answer, or a deny with reason `unreachable`."""
@@ -276,6 +280,7 @@ class Reins:
             context=context,
             intent=intent,
             trace=trace,
+            compensates=compensates,
         )
         return self._config.read_decision(self._try("POST", "/v1/decisions", body, idempotent=True))
 
@@ -405,6 +410,7 @@ class AsyncReins:
         context: Mapping[str, Any] | None = None,
         intent: str | None = None,
         trace: Mapping[str, Any] | None = None,
+        compensates: str | None = None,
     ) -> Decision:
         """See `Reins.decide`."""
         body = decision_body(
@@ -417,6 +423,7 @@ class AsyncReins:
             context=context,
             intent=intent,
             trace=trace,
+            compensates=compensates,
         )
         return self._config.read_decision(
             await self._try("POST", "/v1/decisions", body, idempotent=True)

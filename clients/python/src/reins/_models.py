@@ -93,6 +93,7 @@ class DecisionRequest(_Wire):
     approval_id: str | None = None
     intent: str | None = None
     trace: DecisionTrace | None = None
+    compensates: str | None = None
 
 
 class EvaluationError(_Wire):
