@@ -23,9 +23,13 @@ pub struct Services {
     pub killswitches: Arc<KillSwitches>,
     pub approvals: Arc<Approvals>,
     pub outcomes: crate::outcomes::Outcomes,
+    pub contests: crate::contests::Contests,
+    pub incidents: crate::incidents::Incidents,
     pub versions: crate::lifecycle::Versions,
     pub control: crate::policy::control::ControlPolicy,
     pub(crate) sweeper: tokio::task::JoinHandle<()>,
+    /// Counts overdue incidents for the metric.
+    pub(crate) incident_counter: tokio::task::JoinHandle<()>,
     /// Kept alive for as long as the services: dropping it unregisters the gauges.
     pub(crate) _gauges: crate::telemetry::Gauges,
     /// Held until the server stops: no second server writes to this data dir meanwhile.
@@ -124,6 +128,56 @@ impl Services {
             .await
             .map_err(|e| format!("policy versions: {e}"))?;
         Ok(())
+    }
+
+    /// Engages a kill switch for `caller` (already authorized); with
+    /// `compliance.incident_on_killswitch` set, an engagement that is not a drill also opens an
+    /// incident of that severity, linked to the switch and its agent. The switch holds whatever
+    /// becomes of the incident: a failure to open one is logged, not answered.
+    pub async fn engage_killswitch(
+        &self,
+        caller: &crate::identity::Caller,
+        request: crate::killswitch::EngageRequest,
+    ) -> Result<crate::killswitch::Switch, crate::killswitch::KillSwitchError> {
+        let now = crate::timestamp::Timestamp::now();
+        let switch = self
+            .killswitches
+            .engage(caller.agent.as_str(), request, now)
+            .await?;
+        let severity = self
+            .config
+            .compliance
+            .incident_on_killswitch
+            .as_deref()
+            .and_then(crate::incidents::Severity::parse);
+        if let Some(severity) = severity
+            && !switch.drill
+        {
+            let opened = self
+                .incidents
+                .open(
+                    caller.agent.as_str(),
+                    crate::incidents::OpenIncident {
+                        severity,
+                        widespread: false,
+                        summary: format!("Kill switch engaged: {}", switch.reason),
+                        agents: switch.scope.agent.iter().cloned().collect(),
+                        decisions: Vec::new(),
+                        killswitches: vec![switch.id],
+                        aware_at: switch.engaged_at,
+                    },
+                )
+                .await;
+            match opened {
+                Ok(incident) => {
+                    tracing::info!(incident = %incident.id, switch = %switch.id, "incident opened by a kill switch")
+                }
+                Err(error) => {
+                    tracing::error!(%error, switch = %switch.id, "kill switch engaged; its incident could not be opened")
+                }
+            }
+        }
+        Ok(switch)
     }
 
     /// Asks the control policy whether `caller` may perform `action`.

@@ -51,6 +51,9 @@ pub enum Command {
     /// Audit packs: export from the local data dir, verify offline.
     #[command(subcommand)]
     AuditPack(AuditPackCommand),
+    /// Serious incidents (AI Act Art 73), read from the local data dir.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
     /// Command hooks for coding agents (Claude Code, Codex): Reins decides each tool call.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -80,6 +83,32 @@ pub enum AuditPackCommand {
         #[arg(long)]
         key: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// An incident's report: its deadline and whether it was met, and its timeline from the
+    /// ledger with every cited entry's inclusion proof (the server may keep running).
+    Report(IncidentReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentReportArgs {
+    /// The incident's id.
+    pub id: crate::ids::IncidentId,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
+    /// Write the report here instead of to stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -349,6 +378,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             export_pack(&config, args).await?;
         }
         Command::AuditPack(AuditPackCommand::Verify { pack, key }) => verify_pack(&pack, key)?,
+        Command::Incident(IncidentCommand::Report(args)) => {
+            let config = Config::load(config_file, &args.local.overrides())?;
+            incident_report(&config, args).await?;
+        }
         Command::Ledger(LedgerCommand::Verify(args)) => {
             let config = Config::load(config_file, &args.local.overrides())?;
             verify_ledger(&config, args).await?;
@@ -508,6 +541,34 @@ async fn offline_sources(config: &Config) -> anyhow::Result<crate::compliance::S
         config: config.compliance.clone(),
         signer: std::sync::Arc::new(ledger_signer(config)?),
     })
+}
+
+async fn incident_report(config: &Config, args: IncidentReportArgs) -> anyhow::Result<()> {
+    use crate::compliance::incident;
+    let sources = offline_sources(config).await?;
+    let report = incident::report(&sources, &args.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no incident {}", args.id))?;
+    let text = match args.format {
+        ReportFormat::Markdown => incident::markdown(&report)?,
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => write_stdout(&text)?,
+    }
+    Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the output quietly.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 async fn export_pack(config: &Config, args: ExportArgs) -> anyhow::Result<()> {

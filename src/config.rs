@@ -211,7 +211,21 @@ pub struct ComplianceConfig {
     /// How long an attestation counts; after that the checklist reports it stale.
     #[serde(with = "humantime_serde")]
     pub attestation_validity: Duration,
+    /// A severity (`death`, `serious_harm`, `critical_infrastructure`, `fundamental_rights`,
+    /// `property_or_environment`): every kill switch engaged (not a drill) opens an incident of it,
+    /// linked to the switch and its agent, aware from the engagement. Unset: none is opened.
+    pub incident_on_killswitch: Option<String>,
 }
+
+/// The severities `compliance.incident_on_killswitch` takes: `incidents::Severity`'s names (its
+/// tests check the two agree; this layer cannot name the type).
+pub const INCIDENT_SEVERITIES: [&str; 5] = [
+    "death",
+    "serious_harm",
+    "critical_infrastructure",
+    "fundamental_rights",
+    "property_or_environment",
+];
 
 impl Default for ComplianceConfig {
     fn default() -> Self {
@@ -220,6 +234,7 @@ impl Default for ComplianceConfig {
             drill_window: Duration::from_secs(90 * 86_400),
             card_period: Duration::from_secs(30 * 86_400),
             attestation_validity: Duration::from_secs(365 * 86_400),
+            incident_on_killswitch: None,
         }
     }
 }
@@ -467,6 +482,17 @@ impl Config {
             return Err(invalid(
                 "database.control_poll",
                 "must be greater than zero and shorter than database.control_max_staleness",
+            ));
+        }
+        if let Some(severity) = &self.compliance.incident_on_killswitch
+            && !INCIDENT_SEVERITIES.contains(&severity.as_str())
+        {
+            return Err(invalid(
+                "compliance.incident_on_killswitch",
+                &format!(
+                    "`{severity}` is not a severity; one of {}",
+                    INCIDENT_SEVERITIES.join(", ")
+                ),
             ));
         }
         if self.max_body_bytes < 1024 {

@@ -69,6 +69,62 @@ pub enum Event {
     PolicyShadowed(PolicyVersionEvent),
     AuditPackExported(AuditExportEvent),
     DecisionOutcome(OutcomeEvent),
+    DecisionContested(ContestEvent),
+    ContestResolved(ContestEvent),
+    IncidentOpened(IncidentEvent),
+    IncidentUpdated(IncidentEvent),
+    IncidentReported(IncidentEvent),
+    IncidentClosed(IncidentEvent),
+}
+
+/// An objection to a decision, or its resolution: the contest as it stands after the step, and
+/// who took the step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContestEvent {
+    pub contest_id: String,
+    pub decision_id: String,
+    /// The agent the contested decision was made for.
+    pub agent_id: String,
+    pub actor: String,
+    /// `open`, `upheld` or `overturned`.
+    pub status: String,
+    pub statement: String,
+    /// Whose objection it is (e.g. the affected person), when not the actor's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A serious incident (AI Act Art 3(49), 73) as it stands after one step of its timeline, and
+/// who took the step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentEvent {
+    pub incident_id: String,
+    pub actor: String,
+    pub severity: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub widespread: bool,
+    pub summary: String,
+    pub aware_at: String,
+    /// The reporting deadline (Art 73(2)-(4)) computed from `aware_at` and the severity.
+    pub deadline: String,
+    /// `open`, `reported` or `closed`.
+    pub status: String,
+    pub agents: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub killswitches: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// What this step adds, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What came of an allowed action, reported by the agent that asked (or an enforcement point
@@ -309,6 +365,12 @@ impl Event {
             Event::PolicyShadowed(_) => "policy_shadowed",
             Event::AuditPackExported(_) => "audit_pack_exported",
             Event::DecisionOutcome(_) => "decision_outcome",
+            Event::DecisionContested(_) => "decision_contested",
+            Event::ContestResolved(_) => "contest_resolved",
+            Event::IncidentOpened(_) => "incident_opened",
+            Event::IncidentUpdated(_) => "incident_updated",
+            Event::IncidentReported(_) => "incident_reported",
+            Event::IncidentClosed(_) => "incident_closed",
         }
     }
 

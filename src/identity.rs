@@ -41,6 +41,8 @@ pub mod roles {
     pub const POLICY_ADMIN: &str = "policy_admin";
     /// A policy enforcement point calling the AuthZEN API on behalf of its subjects.
     pub const PEP: &str = "pep";
+    /// Records objections to decisions and their resolution.
+    pub const REVIEWER: &str = "reviewer";
 }
 
 /// Why a token was refused. Every variant is a 401 except [`AuthError::KeysUnavailable`].

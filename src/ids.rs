@@ -218,6 +218,10 @@ minted_id! {
     VersionId,
     /// An attestation's id.
     AttestationId,
+    /// A contest's id (an objection to a decision).
+    ContestId,
+    /// An incident's id.
+    IncidentId,
 }
 
 #[cfg(test)]

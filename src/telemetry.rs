@@ -350,6 +350,8 @@ pub struct GaugeSources {
     pub checkpoint_age: Box<dyn Fn() -> Option<std::time::Duration> + Send + Sync>,
     pub engaged_switches: Box<dyn Fn() -> usize + Send + Sync>,
     pub pending_approvals: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Open incidents past their reporting deadline, as last counted.
+    pub overdue_incidents: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// Registers the observable gauges: checkpoint age, engaged kill switches, pending approvals.
@@ -358,6 +360,7 @@ pub fn register_gauges(sources: GaugeSources) -> Gauges {
         checkpoint_age,
         engaged_switches,
         pending_approvals,
+        overdue_incidents,
     } = sources;
     let meter = &metrics().meter;
     let checkpoint = meter
@@ -380,8 +383,18 @@ pub fn register_gauges(sources: GaugeSources) -> Gauges {
         .with_description("Approvals waiting for a human")
         .with_callback(move |o| o.observe(pending_approvals() as u64, &[]))
         .build();
+    let overdue = meter
+        .u64_observable_gauge("reins.incidents.overdue")
+        .with_description("Open serious incidents past their Art 73 reporting deadline")
+        .with_callback(move |o| o.observe(overdue_incidents(), &[]))
+        .build();
     Gauges {
-        _instruments: vec![Box::new(checkpoint), Box::new(switches), Box::new(pending)],
+        _instruments: vec![
+            Box::new(checkpoint),
+            Box::new(switches),
+            Box::new(pending),
+            Box::new(overdue),
+        ],
     }
 }
 

@@ -41,14 +41,14 @@ struct PeriodQuery {
     to: Option<String>,
 }
 
-fn wants(headers: &HeaderMap, media: &str) -> bool {
+pub(super) fn wants(headers: &HeaderMap, media: &str) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(media))
 }
 
-fn markdown(text: String) -> Response {
+pub(super) fn markdown(text: String) -> Response {
     (
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         text,

@@ -262,6 +262,55 @@ impl From<crate::outcomes::OutcomeError> for ApiError {
     }
 }
 
+impl From<crate::contests::ContestError> for ApiError {
+    fn from(e: crate::contests::ContestError) -> Self {
+        use crate::contests::ContestError as E;
+        match e {
+            E::NoDecision(_) | E::NotFound(_) => Self::not_found(e.to_string()),
+            E::AlreadyResolved { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::Invalid { field, .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            )
+            .with_field(field),
+            E::Ledger(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::Entry(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<crate::incidents::IncidentError> for ApiError {
+    fn from(e: crate::incidents::IncidentError) -> Self {
+        use crate::incidents::IncidentError as E;
+        match e {
+            E::NotFound(_) => Self::not_found(e.to_string()),
+            E::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::Invalid { ref field, .. } => {
+                let field = field.clone();
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    e.to_string(),
+                )
+                .with_field(field)
+            }
+            E::Ledger(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::Entry(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 impl From<ApprovalError> for ApiError {
     fn from(e: ApprovalError) -> Self {
         match e {

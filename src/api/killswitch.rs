@@ -30,14 +30,7 @@ async fn engage(
     ApiJson(request): ApiJson<EngageRequest>,
 ) -> Result<(StatusCode, Json<Switch>), ApiError> {
     state.authorize(&caller, ControlAction::KillswitchEngage)?;
-    let switch = state
-        .killswitches
-        .engage(
-            caller.agent.as_str(),
-            request,
-            crate::timestamp::Timestamp::now(),
-        )
-        .await?;
+    let switch = state.engage_killswitch(&caller, request).await?;
     Ok((StatusCode::CREATED, Json(switch)))
 }
 

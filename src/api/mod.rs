@@ -7,8 +7,10 @@
 mod approvals;
 mod authzen;
 mod compliance;
+mod contests;
 pub mod error;
 pub mod extract;
+mod incidents;
 mod killswitch;
 mod ledger;
 mod openapi;
@@ -149,6 +151,8 @@ fn routes(state: AppState) -> axum::Router {
         .routes(routes!(list_tools))
         .merge(ledger::routes())
         .merge(outcomes::routes())
+        .merge(contests::routes())
+        .merge(incidents::routes())
         .merge(killswitch::routes())
         .merge(approvals::routes())
         .merge(compliance::routes())

@@ -8,7 +8,10 @@
 
 pub mod card;
 pub mod checklist;
+pub mod explanation;
+pub mod incident;
 pub mod pack;
+pub mod proof;
 
 use std::sync::Arc;
 

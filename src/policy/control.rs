@@ -30,6 +30,11 @@ pub enum ControlAction {
     AttestationRecord,
     AuditExport,
     RegistryWrite,
+    DecisionExplain,
+    DecisionContest,
+    ContestResolve,
+    IncidentRead,
+    IncidentRecord,
 }
 
 impl ControlAction {
@@ -45,6 +50,11 @@ impl ControlAction {
             Self::AttestationRecord => "attestation.record",
             Self::AuditExport => "audit.export",
             Self::RegistryWrite => "registry.write",
+            Self::DecisionExplain => "decision.explain",
+            Self::DecisionContest => "decision.contest",
+            Self::ContestResolve => "contest.resolve",
+            Self::IncidentRead => "incident.read",
+            Self::IncidentRecord => "incident.record",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! `file:line:column: message`. The pack's digest (SHA-256 over file names and texts) names the
 //! exact policy version behind every decision.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -343,6 +343,54 @@ pub fn read_pack_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyError>
 
 /// Parses every file with Reins' ids into one set; returns which file each policy came from
 /// (index into `files`) and every problem found.
+/// One policy of a recorded pack, as an explanation quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DescribedPolicy {
+    /// `permit` or `forbid`.
+    pub effect: &'static str,
+    /// The policy's `@description`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The file it is in.
+    pub file: String,
+    /// The policy's Cedar text.
+    pub text: String,
+}
+
+/// The policies of a pack's texts by id (the ids decisions record), without validating them:
+/// they were validated when the pack was loaded. Texts that no longer parse give no entries.
+pub fn describe(files: &[(String, String)]) -> BTreeMap<String, DescribedPolicy> {
+    let too_deep = files
+        .iter()
+        .any(|(name, text)| limits::check_nesting(name, text).is_err());
+    if too_deep {
+        return BTreeMap::new();
+    }
+    let parsed = limits::on_parser_stack(|| parse_files(files));
+    let Ok((policies, origin, _)) = parsed else {
+        return BTreeMap::new();
+    };
+    policies
+        .policies()
+        .map(|p| {
+            let described = DescribedPolicy {
+                effect: match p.effect() {
+                    cedar_policy::Effect::Permit => "permit",
+                    cedar_policy::Effect::Forbid => "forbid",
+                },
+                description: p.annotation("description").map(str::to_owned),
+                file: origin
+                    .get(p.id())
+                    .and_then(|i| files.get(*i))
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default(),
+                text: p.to_string(),
+            };
+            (p.id().to_string(), described)
+        })
+        .collect()
+}
+
 fn parse_files(
     files: &[(String, String)],
 ) -> (PolicySet, HashMap<PolicyId, usize>, Vec<Diagnostic>) {

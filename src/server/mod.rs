@@ -204,6 +204,12 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     {
         versions.resume_shadow(&pipeline, Some(&s)).await?;
     }
+    let incidents = crate::incidents::Incidents::new(
+        store.clone(),
+        ledger.clone(),
+        pipeline.registry().clone(),
+    );
+    let incident_counter = incidents.spawn_overdue_counter(std::time::Duration::from_secs(30));
     let gauges = crate::telemetry::register_gauges(crate::telemetry::GaugeSources {
         checkpoint_age: Box::new({
             let ledger = ledger.clone();
@@ -217,11 +223,18 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
             let approvals = approvals.clone();
             move || approvals.pending_count()
         }),
+        overdue_incidents: Box::new({
+            let overdue = incidents.overdue_gauge();
+            move || overdue.load(std::sync::atomic::Ordering::Relaxed)
+        }),
     });
     let outcomes = crate::outcomes::Outcomes::new(store.clone(), ledger.clone());
+    let contests = crate::contests::Contests::new(store.clone(), ledger.clone());
     Ok(Services {
         lock: std::sync::Mutex::new(Some(lock)),
         outcomes,
+        contests,
+        incidents,
         was_ready: std::sync::atomic::AtomicBool::new(true),
         _gauges: gauges,
         versions,
@@ -234,6 +247,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         killswitches,
         approvals,
         sweeper,
+        incident_counter,
     })
 }
 
@@ -374,6 +388,7 @@ impl RunningServer {
             Err(e) => tracing::error!(error = %e, "server task failed"),
         }
         self.state.sweeper.abort();
+        self.state.incident_counter.abort();
         self.state.ledger.shutdown().await;
         self.state.store.close().await;
         // Released here rather than when the last handle to the services drops: a connection

@@ -479,4 +479,41 @@ impl Store {
         .await)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
+
+    /// A decision's contests, oldest first.
+    pub async fn contests_of(&self, decision: &DecisionId) -> Result<Vec<ContestRow>, StoreError> {
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {CONTEST_COLUMNS} FROM contests WHERE decision_id = $1 ORDER BY id")
+        ))
+        .bind(decision.to_string())
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    pub async fn contest(&self, id: &str) -> Result<Option<ContestRow>, StoreError> {
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {CONTEST_COLUMNS} FROM contests WHERE id = $1")
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    pub async fn incident(&self, id: &str) -> Result<Option<IncidentRow>, StoreError> {
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1")
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Every incident, newest first.
+    pub async fn incidents(&self) -> Result<Vec<IncidentRow>, StoreError> {
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC")
+        ))
+        .fetch_all(pool)
+        .await)?)
+    }
 }

@@ -118,6 +118,11 @@ pub(super) const DECISION_SELECT: &str = "SELECT d.id, d.agent_id, d.on_behalf_o
 pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, on_behalf_of, action, resource_type, resource_id, context_digest, approver_group, policy_ids,
     evaluation_id, requested_at, expires_at, decided_by, decided_at, comment, used_at, used_decision_id";
 
+pub(super) const CONTEST_COLUMNS: &str = "id, decision_id, version, status, statement, raised_by, contested_by, contested_at, comment, resolved_by, resolved_at";
+
+pub(super) const INCIDENT_COLUMNS: &str = "id, version, severity, widespread, summary, aware_at, deadline, status, agents, decisions, killswitches,
+    opened_by, opened_at, reported_at, authority, reference, closed_at";
+
 /// What is written in the same transaction as a ledger entry, so that the state it records and
 /// the record itself are durable together or not at all.
 #[derive(Debug, Clone)]
@@ -157,6 +162,48 @@ pub enum SideEffect {
     },
     /// The outcome of an allowed decision: one per decision.
     Outcome(OutcomeRow),
+    /// A contest as it stands after this step: inserted at version 1, else replacing version - 1.
+    Contest(ContestRow),
+    /// An incident as it stands after this step: inserted at version 1, else replacing version - 1.
+    Incident(IncidentRow),
+}
+
+/// An objection to a decision, as stored.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct ContestRow {
+    pub id: String,
+    pub decision_id: String,
+    pub version: i64,
+    pub status: String,
+    pub statement: String,
+    pub raised_by: Option<String>,
+    pub contested_by: String,
+    pub contested_at: Timestamp,
+    pub comment: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// An incident, as stored. Its links are JSON arrays of ids.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct IncidentRow {
+    pub id: String,
+    pub version: i64,
+    pub severity: String,
+    pub widespread: bool,
+    pub summary: String,
+    pub aware_at: Timestamp,
+    pub deadline: Timestamp,
+    pub status: String,
+    pub agents: String,
+    pub decisions: String,
+    pub killswitches: String,
+    pub opened_by: String,
+    pub opened_at: Timestamp,
+    pub reported_at: Option<Timestamp>,
+    pub authority: Option<String>,
+    pub reference: Option<String>,
+    pub closed_at: Option<Timestamp>,
 }
 
 /// A decision's reported outcome as stored.

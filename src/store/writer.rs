@@ -369,6 +369,58 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                 [version],
             )?;
         }
+        SideEffect::Contest(c) => {
+            let changed = if c.version == 1 {
+                tx.execute(
+                    "INSERT INTO contests (id, decision_id, version, status, statement, raised_by, contested_by,
+                                           contested_at, comment, resolved_by, resolved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![c.id, c.decision_id, c.version, c.status, c.statement, c.raised_by,
+                            c.contested_by, c.contested_at, c.comment, c.resolved_by, c.resolved_at],
+                )?
+            } else {
+                tx.execute(
+                    "UPDATE contests SET version = ?2, status = ?3, comment = ?4, resolved_by = ?5, resolved_at = ?6
+                     WHERE id = ?1 AND version = ?2 - 1",
+                    params![c.id, c.version, c.status, c.comment, c.resolved_by, c.resolved_at],
+                )?
+            };
+            if changed != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "contest {} moved on before step {} was written",
+                    c.id, c.version
+                )));
+            }
+        }
+        SideEffect::Incident(i) => {
+            let changed = if i.version == 1 {
+                tx.execute(
+                    "INSERT INTO incidents (id, version, severity, widespread, summary, aware_at, deadline, status,
+                                            agents, decisions, killswitches, opened_by, opened_at, reported_at,
+                                            authority, reference, closed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    params![i.id, i.version, i.severity, i.widespread, i.summary, i.aware_at, i.deadline,
+                            i.status, i.agents, i.decisions, i.killswitches, i.opened_by, i.opened_at,
+                            i.reported_at, i.authority, i.reference, i.closed_at],
+                )?
+            } else {
+                tx.execute(
+                    "UPDATE incidents SET version = ?2, severity = ?3, widespread = ?4, summary = ?5, aware_at = ?6,
+                            deadline = ?7, status = ?8, agents = ?9, decisions = ?10, killswitches = ?11,
+                            reported_at = ?12, authority = ?13, reference = ?14, closed_at = ?15
+                     WHERE id = ?1 AND version = ?2 - 1",
+                    params![i.id, i.version, i.severity, i.widespread, i.summary, i.aware_at, i.deadline,
+                            i.status, i.agents, i.decisions, i.killswitches, i.reported_at, i.authority,
+                            i.reference, i.closed_at],
+                )?
+            };
+            if changed != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "incident {} moved on before step {} was written",
+                    i.id, i.version
+                )));
+            }
+        }
         SideEffect::Outcome(o) => {
             tx.execute(
                 "INSERT INTO decision_outcomes (decision_id, agent_id, status, summary, result_sha256, completed_at,

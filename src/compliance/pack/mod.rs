@@ -193,6 +193,11 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
         | Event::PolicyShadowed(_) => true,
         Event::AuditPackExported(e) => e.agent_id.as_deref().is_none_or(|a| a == agent),
         Event::DecisionOutcome(e) => e.agent_id == agent,
+        Event::DecisionContested(e) | Event::ContestResolved(e) => e.agent_id == agent,
+        Event::IncidentOpened(e)
+        | Event::IncidentUpdated(e)
+        | Event::IncidentReported(e)
+        | Event::IncidentClosed(e) => e.agents.iter().any(|a| a == agent),
     }
 }
 
