@@ -61,8 +61,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ));
             }
         }
+        if escapes_nul(&bytes) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "strings may not contain U+0000 (NUL)",
+            ));
+        }
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether a JSON text escapes U+0000 in a string (a raw NUL is not JSON at all). PostgreSQL's
+/// text type cannot hold one, and no field of this API needs one: refused before anything reads
+/// the body, on either backend alike, instead of failing the write that records it.
+fn escapes_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            // Every backslash in valid JSON starts an escape: `\\` is one escaped backslash, so
+            // stepping over pairs keeps `\\u0000` (a backslash, then text) from matching.
+            if bytes[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 /// Deserialises JSON, naming the field that is wrong.
@@ -172,5 +198,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
             .map_err(|_| crate::decision::BadIdempotencyKey)?
             .parse()?;
         Ok(Self(Some(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escapes_nul;
+
+    #[test]
+    fn only_an_escaped_nul_is_found() {
+        assert!(escapes_nul(br#"{"a": "x\u0000y"}"#));
+        assert!(escapes_nul(br#"{"a\u0000": 1}"#));
+        assert!(escapes_nul(br#"{"a": "\\\u0000"}"#));
+        assert!(!escapes_nul(br#"{"a": "\\u0000"}"#));
+        assert!(!escapes_nul(br#"{"a": "\u0001 u0000"}"#));
+        assert!(!escapes_nul(br#"{"a": "trailing \"#));
     }
 }

@@ -276,3 +276,63 @@ async fn every_answer_carries_the_request_id() {
         (401, "r-401")
     );
 }
+
+/// PostgreSQL's text columns refuse U+0000: a body escaping one is a 400 naming it on either
+/// backend, before anything is written, and the server stays ready.
+#[tokio::test]
+async fn nul_characters_are_refused_before_anything_is_written() {
+    use serde_json::json;
+    let s = crate::harness::TestServer::start().await;
+    s.tool("crm.note", "medium").await;
+    s.agent("bot", "limited", &["crm.note"]).await;
+    let bot = s.token("bot", &[]);
+    let (_, d) = s.invoke(&bot, "crm.note", json!({})).await;
+    let id = d["decision_id"].as_str().unwrap();
+    let before = s.ledger_size();
+    let reviewer = s.token("r", &["reviewer"]);
+    let operator = s.token("o", &["operator"]);
+    let pep = s.token("gw", &["pep"]);
+    let outcome = format!("/v1/decisions/{id}/outcome");
+    let contest = format!("/v1/decisions/{id}/contest");
+    for (path, token, body) in [
+        (
+            "/v1/decisions",
+            &bot,
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"},
+                                        "context": {"args": {"text": "a\u{0}b"}}}),
+        ),
+        (
+            "/v1/decisions",
+            &bot,
+            json!({"action": "invoke", "resource": {"type": "Doc", "id": "a\u{0}"}}),
+        ),
+        (
+            outcome.as_str(),
+            &bot,
+            json!({"status": "succeeded", "summary": "x\u{0}y"}),
+        ),
+        (contest.as_str(), &reviewer, json!({"statement": "x\u{0}y"})),
+        (
+            "/v1/killswitch",
+            &operator,
+            json!({"scope": {"agent": "bot"}, "reason": "x\u{0}y"}),
+        ),
+        (
+            "/access/v1/evaluation",
+            &pep,
+            json!({"subject": {"type": "Agent", "id": "bot"},
+            "action": {"name": "invoke"}, "resource": {"type": "Tool", "id": "x\u{0}"}}),
+        ),
+    ] {
+        let (status, answer) = s.post(path, token, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        // AuthZEN answers its errors in plain text.
+        assert!(
+            answer.is_null() || answer.to_string().contains("U+0000"),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(s.ledger_size(), before, "nothing was recorded");
+    let (status, body) = s.get("/readyz", &bot).await;
+    assert_eq!(status, 200, "{body}");
+}
