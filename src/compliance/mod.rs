@@ -185,6 +185,23 @@ pub struct Figures {
     pub last_decision_index: Option<u64>,
     pub approvals: ApprovalFigures,
     pub kill_switch: Vec<KillSwitchUse>,
+    /// What came of the allowed actions, per tool (outcomes as reported).
+    pub outcomes: Vec<ToolOutcomes>,
+}
+
+/// What came of one tool's allowed calls in the period, as their outcomes were reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct ToolOutcomes {
+    pub tool: String,
+    pub allowed: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub partial: u64,
+    pub not_executed: u64,
+    /// Allowed calls with no outcome reported.
+    pub not_reported: u64,
+    /// Allowed calls a later allowed decision undid (`compensates`).
+    pub compensated: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -259,7 +276,41 @@ pub async fn figures(
         .filter(|u| period.contains(u.engaged_at))
         .collect();
 
+    let mut outcomes: Vec<ToolOutcomes> = Vec::new();
+    for count in sources
+        .store
+        .outcome_counts(agent, period.from, period.to)
+        .await?
+    {
+        if outcomes.last().is_none_or(|t| t.tool != count.tool) {
+            outcomes.push(ToolOutcomes {
+                tool: count.tool.clone(),
+                ..Default::default()
+            });
+        }
+        let Some(tool) = outcomes.last_mut() else {
+            continue;
+        };
+        tool.allowed += count.count;
+        tool.compensated += count.compensated;
+        let slot = match count.status.as_deref() {
+            None => &mut tool.not_reported,
+            Some("succeeded") => &mut tool.succeeded,
+            Some("failed") => &mut tool.failed,
+            Some("partial") => &mut tool.partial,
+            Some("not_executed") => &mut tool.not_executed,
+            Some(other) => {
+                return Err(ComplianceError::Damaged(format!(
+                    "an outcome of `{}` has status `{other}`",
+                    count.tool
+                )));
+            }
+        };
+        *slot += count.count;
+    }
+
     Ok(Figures {
+        outcomes,
         period: period.json(),
         decisions,
         allowed: counts.allow,

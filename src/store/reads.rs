@@ -516,4 +516,39 @@ impl Store {
         .fetch_all(pool)
         .await)?)
     }
+
+    /// An agent's allowed decisions in `[from, to)` per tool and reported outcome (`None`: none
+    /// reported), with how many of them an allowed compensation undid.
+    pub async fn outcome_counts(
+        &self,
+        agent: &AgentId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<OutcomeCount>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64, i64)> = on_db!(self, |pool| {
+            sqlx::query_as(
+            "SELECT d.resource_id, o.status, CAST(COUNT(*) AS BIGINT),
+                    CAST(COUNT(CASE WHEN EXISTS (
+                        SELECT 1 FROM decision_compensations c JOIN decisions u ON u.id = c.decision_id
+                        WHERE c.compensates = d.id AND u.decision = 'allow') THEN 1 END) AS BIGINT)
+             FROM decisions d LEFT JOIN decision_outcomes o ON o.decision_id = d.id
+             WHERE d.agent_id = $1 AND d.decision = 'allow' AND d.evaluated_at >= $2 AND d.evaluated_at < $3
+             GROUP BY d.resource_id, o.status ORDER BY d.resource_id"
+        )
+        .bind(agent.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(tool, status, count, compensated)| OutcomeCount {
+                tool,
+                status,
+                count: count as u64,
+                compensated: compensated as u64,
+            })
+            .collect())
+    }
 }

@@ -243,6 +243,16 @@ pub struct PolicyTextRow {
     pub first_seen: String,
 }
 
+/// Allowed decisions of one tool with one reported outcome status (`None`: none reported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCount {
+    pub tool: String,
+    pub status: Option<String>,
+    pub count: u64,
+    /// How many of them an allowed compensation undid.
+    pub compensated: u64,
+}
+
 /// Counts of one agent's decisions in a period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecisionCounts {

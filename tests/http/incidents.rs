@@ -330,3 +330,216 @@ async fn a_kill_switch_opens_an_incident_when_configured() {
         "{i}"
     );
 }
+
+fn checklist_item<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("no item {id}"))
+}
+
+/// Art 73 applies now; Art 20 and 26(5) from the high-risk date, so their status today is their
+/// readiness.
+fn statuses(list: &Value) -> (String, String, String) {
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    (
+        text(&checklist_item(list, "art73-serious-incidents")["status"]),
+        text(&checklist_item(list, "art20-corrective-action")["readiness"]),
+        text(&checklist_item(list, "art26-5-monitor-suspend")["readiness"]),
+    )
+}
+
+#[tokio::test]
+async fn checklist_items_follow_incidents_as_they_are_reported_or_overdue() {
+    let s = TestServer::start().await;
+    s.tool("payments.refund", "high").await;
+    s.agent_with(
+        "bot",
+        json!({"name": "Refund bot", "owner": "payments", "risk_tier": "high",
+               "tools": ["payments.refund"],
+               "ai_act": {"role": "provider_and_deployer", "annex": "annex_iii:5(b)",
+                          "deployer_kind": "private"}}),
+    )
+    .await;
+    let auditor = s.token("audrey", &["auditor"]);
+    let officer = s.token("olga", &["compliance_officer"]);
+    let operator = s.token("oscar", &["operator"]);
+    let list = || async { s.get("/v1/agents/bot/checklist", &auditor).await.1 };
+
+    // Nothing recorded: the procedure needs a statement.
+    let (art73, art20, art26) = statuses(&list().await);
+    assert_eq!(art73, "attestation_required");
+    assert_eq!(art20, "attestation_required");
+    assert_eq!(art26, "attestation_required");
+
+    // An incident 20 days old, unreported: overdue, named.
+    let (_, late) = s
+        .post(
+            "/v1/incidents",
+            &officer,
+            json!({"severity": "serious_harm", "summary": "wrong refunds", "agents": ["bot"],
+                     "aware_at": ago(20)}),
+        )
+        .await;
+    let late_id = late["id"].as_str().unwrap();
+    let list_now = list().await;
+    let (art73, art20, art26) = statuses(&list_now);
+    assert_eq!(
+        (art73.as_str(), art20.as_str(), art26.as_str()),
+        ("evidence_missing", "evidence_missing", "evidence_missing")
+    );
+    let detail = checklist_item(&list_now, "art73-serious-incidents")["detail"]
+        .as_str()
+        .unwrap();
+    assert!(detail.contains(late_id), "{detail}");
+
+    // Reported late, it stays missing: the deadline was not met.
+    s.post(
+        &format!("/v1/incidents/{late_id}/report"),
+        &officer,
+        json!({"authority": "MSA", "reference": "R-1"}),
+    )
+    .await;
+    assert_eq!(statuses(&list().await).0, "evidence_missing");
+
+    // On a fresh agent: an incident met by a suspension and reported in time satisfies all three.
+    s.agent_with(
+        "bot2",
+        json!({"name": "Refund bot 2", "owner": "payments", "risk_tier": "high",
+               "tools": ["payments.refund"],
+               "ai_act": {"role": "provider_and_deployer", "annex": "annex_iii:5(b)",
+                          "deployer_kind": "private"}}),
+    )
+    .await;
+    let list2 = || async { s.get("/v1/agents/bot2/checklist", &auditor).await.1 };
+    let (_, open) = s
+        .post(
+            "/v1/incidents",
+            &officer,
+            json!({"severity": "fundamental_rights", "summary": "biased refusals",
+                     "agents": ["bot2"], "aware_at": ago(1)}),
+        )
+        .await;
+    let open_id = open["id"].as_str().unwrap();
+    let (art73, art20, _) = statuses(&list2().await);
+    assert_eq!(art73, "supporting_evidence", "open, not yet due");
+    assert_eq!(art20, "attestation_required", "no suspension linked yet");
+    let (_, switch) = s
+        .post(
+            "/v1/killswitch",
+            &operator,
+            json!({"scope": {"agent": "bot2"}, "reason": "bias"}),
+        )
+        .await;
+    s.post(
+        &format!("/v1/incidents/{open_id}/updates"),
+        &officer,
+        json!({"killswitches": [switch["id"]]}),
+    )
+    .await;
+    s.post(
+        &format!("/v1/incidents/{open_id}/report"),
+        &officer,
+        json!({"authority": "MSA", "reference": "R-2"}),
+    )
+    .await;
+    let after = list2().await;
+    assert_eq!(
+        statuses(&after),
+        ("satisfied".into(), "satisfied".into(), "satisfied".into()),
+        "{after}"
+    );
+    let evidence = &checklist_item(&after, "art73-serious-incidents")["evidence"][0];
+    assert!(
+        evidence["ledger_index"].is_u64(),
+        "cites the report's entry: {evidence}"
+    );
+}
+
+#[tokio::test]
+async fn the_model_card_counts_outcomes_per_tool_and_the_checklist_their_share() {
+    let s = TestServer::start().await;
+    s.tool("crm.note", "medium").await;
+    s.tool("crm.unnote", "medium").await;
+    s.agent_with(
+        "bot",
+        json!({"name": "Notes", "owner": "crm", "risk_tier": "high",
+               "tools": ["crm.note", "crm.unnote"],
+               "ai_act": {"role": "provider", "annex": "annex_iii:5(b)"}}),
+    )
+    .await;
+    let bot = s.token("bot", &[]);
+    let mut ids = vec![];
+    for _ in 0..4 {
+        let (_, d) = s.invoke(&bot, "crm.note", json!({})).await;
+        ids.push(d["decision_id"].as_str().unwrap().to_owned());
+    }
+    for (id, status) in ids.iter().zip(["succeeded", "succeeded", "failed"]) {
+        let (code, body) = s
+            .post(
+                &format!("/v1/decisions/{id}/outcome"),
+                &bot,
+                json!({"status": status}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let (_, undo) = s
+        .post(
+            "/v1/decisions",
+            &bot,
+            json!({"action": "invoke", "resource": {"type": "Tool", "id": "crm.unnote"},
+                     "context": {"args": {}}, "compensates": ids[0]}),
+        )
+        .await;
+    assert_eq!(undo["decision"], "allow", "{undo}");
+
+    let auditor = s.token("audrey", &["auditor"]);
+    let card: Value = reqwest::Client::new()
+        .get(s.url("/v1/agents/bot/model-card"))
+        .bearer_auth(&auditor)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outcomes = card["figures"]["outcomes"].as_array().unwrap();
+    let note = outcomes.iter().find(|t| t["tool"] == "crm.note").unwrap();
+    assert_eq!(
+        [
+            &note["allowed"],
+            &note["succeeded"],
+            &note["failed"],
+            &note["not_reported"],
+            &note["compensated"]
+        ],
+        [&json!(4), &json!(2), &json!(1), &json!(1), &json!(1)],
+        "{note}"
+    );
+    let (_, markdown) = s.get_text("/v1/agents/bot/model-card", &auditor).await;
+    assert!(
+        markdown.contains("| `crm.note` | 4 | 2 | 1 | 0 | 0 | 1 | 1 |"),
+        "{markdown}"
+    );
+
+    let (_, list) = s.get("/v1/agents/bot/checklist", &auditor).await;
+    let art12 = checklist_item(&list, "art12-logging");
+    let shares: Vec<&str> = art12["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["description"].as_str())
+        .filter(|d| d.contains("outcome reported"))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            "3 of 5 allowed actions (60.0%) have an outcome reported by the agent or its enforcement point"
+        ],
+        "{art12}"
+    );
+}

@@ -173,6 +173,8 @@ pub enum Rule {
     OversightStatistics,
     PurposeHistory,
     SuspensionRecords,
+    CorrectiveAction,
+    IncidentReporting,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
@@ -490,7 +492,20 @@ async fn evaluate(
         Rule::PolicyTests => policy_tests(sources).await,
         Rule::OversightStatistics => oversight_statistics(sources, agent).await,
         Rule::PurposeHistory => purpose_history(sources, agent).await,
-        Rule::SuspensionRecords => suspension_records(sources, agent).await,
+        Rule::SuspensionRecords => {
+            let suspensions = suspension_records(sources, agent).await?;
+            corrective_action(sources, agent, now, suspensions).await
+        }
+        Rule::CorrectiveAction => {
+            let without = Finding::new(
+                Status::AttestationRequired,
+                "no serious incident is recorded for the agent; needs a statement of the \
+                 corrective-action procedure",
+                Vec::new(),
+            );
+            corrective_action(sources, agent, now, without).await
+        }
+        Rule::IncidentReporting => incident_reporting(sources, agent, now).await,
     }
 }
 
@@ -663,6 +678,8 @@ mod tests {
             Rule::OversightStatistics,
             Rule::PurposeHistory,
             Rule::SuspensionRecords,
+            Rule::CorrectiveAction,
+            Rule::IncidentReporting,
             Rule::DecisionLogging,
             Rule::LogRetention,
             Rule::KillSwitchDrill,
