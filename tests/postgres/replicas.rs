@@ -959,3 +959,95 @@ async fn a_kill_switch_cancels_approvals_opened_on_other_replicas() {
     assert_eq!(approval["status"], "cancelled", "{approval}");
     fleet.finish().await;
 }
+
+/// A contest resolved and an incident reported at once through three replicas: the database
+/// takes one step of each, the others are 409s, and the ledger holds exactly one entry for each.
+#[tokio::test]
+async fn contest_and_incident_steps_raced_across_replicas_land_once() {
+    let db = postgres_or_skip!();
+    let (fleet, bases, bot) = Fleet::with_bot(db, 3).await;
+    let client = &fleet.client;
+    let (_, d) = client.decide(&bases[0], &bot, "crm.note").await.unwrap();
+    let id = d["decision_id"].as_str().unwrap().to_owned();
+    let reviewer = fleet.tokens.mint("rita", None, &["reviewer"]);
+    let (status, contest) = client
+        .post(
+            &format!("{}/v1/decisions/{id}/contest", bases[1]),
+            &reviewer,
+            json!({"statement": "not mine"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{contest}");
+    let officer = fleet.tokens.mint("olga", None, &["compliance_officer"]);
+    let (status, incident) = client
+        .post(
+            &format!("{}/v1/incidents", bases[2]),
+            &officer,
+            json!({"severity": "serious_harm", "summary": "s", "agents": ["bot"],
+                   "aware_at": "2026-11-01T00:00:00Z"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{incident}");
+    let steps = [
+        (
+            format!(
+                "/v1/contests/{}/resolution",
+                contest["id"].as_str().unwrap()
+            ),
+            reviewer.clone(),
+            json!({"resolution": "upheld", "comment": "c"}),
+        ),
+        (
+            format!("/v1/incidents/{}/report", incident["id"].as_str().unwrap()),
+            officer.clone(),
+            json!({"authority": "MSA", "reference": "R"}),
+        ),
+    ];
+    for (path, token, body) in steps {
+        let mut tries = Vec::new();
+        for i in 0..9 {
+            let (client, url, token, body) = (
+                client.clone(),
+                format!("{}{path}", bases[i % 3]),
+                token.clone(),
+                body.clone(),
+            );
+            tries.push(tokio::spawn(async move {
+                client.post(&url, &token, body).await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tries {
+            statuses.push(t.await.unwrap().unwrap().0);
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [200, 409, 409, 409, 409, 409, 409, 409, 409],
+            "{path}"
+        );
+    }
+    let (_, entries) = client
+        .get(
+            &format!("{}/v1/ledger/entries?start=0&end=1000", bases[0]),
+            &fleet.admin,
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["entry"]["type"].as_str())
+        .collect();
+    for kind in ["contest_resolved", "incident_reported"] {
+        assert_eq!(
+            kinds.iter().filter(|k| **k == kind).count(),
+            1,
+            "{kind}: {kinds:?}"
+        );
+    }
+    fleet.finish().await;
+}
