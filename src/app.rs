@@ -139,6 +139,9 @@ impl Services {
         caller: &crate::identity::Caller,
         request: crate::killswitch::EngageRequest,
     ) -> Result<crate::killswitch::Switch, crate::killswitch::KillSwitchError> {
+        if !request.force {
+            self.check_scope(&request.scope)?;
+        }
         let now = crate::timestamp::Timestamp::now();
         let switch = self
             .killswitches
@@ -178,6 +181,50 @@ impl Services {
             }
         }
         Ok(switch)
+    }
+
+    /// Refuses a kill-switch scope naming an agent or tool the registry does not hold, or an
+    /// action the default store's schema does not declare.
+    fn check_scope(
+        &self,
+        scope: &crate::killswitch::Scope,
+    ) -> Result<(), crate::killswitch::KillSwitchError> {
+        use crate::killswitch::KillSwitchError::Invalid;
+        let snapshot = self.pipeline.registry().snapshot();
+        let unknown = |what: &str, id: &str| {
+            format!(
+                "{what} `{id}` is not registered; check the id, or send `force: true` (`--force`) to engage for one not yet registered"
+            )
+        };
+        if let Some(agent) = &scope.agent
+            && snapshot.agent(agent).is_none()
+        {
+            return Err(Invalid {
+                field: "scope.agent",
+                message: unknown("agent", agent.as_str()),
+            });
+        }
+        if let Some(tool) = &scope.tool
+            && snapshot.tool(tool).is_none()
+        {
+            return Err(Invalid {
+                field: "scope.tool",
+                message: unknown("tool", tool.as_str()),
+            });
+        }
+        if let Some(action) = &scope.action {
+            let actions = self.pipeline.policies().action_names();
+            if !actions.iter().any(|a| a == action) {
+                return Err(Invalid {
+                    field: "scope.action",
+                    message: format!(
+                        "action `{action}` is not in the schema (actions: {}); send `force: true` (`--force`) to engage anyway",
+                        actions.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Asks the control policy whether `caller` may perform `action`.

@@ -53,6 +53,11 @@ pub struct EngageRequest {
     /// A drill stops traffic like a real engagement; it is recorded as a drill.
     #[serde(default)]
     pub drill: bool,
+    /// Engage even though the scope names an agent, tool or action Reins does not know (one
+    /// about to be registered). Without it such a scope is refused: a typo would otherwise stop
+    /// nothing while the real agent keeps running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -498,3 +498,45 @@ async fn approvals_bind_the_user_the_agent_acts_for() {
     let d = decide(&for_nobody, &nobodys).await;
     assert_eq!(d["decision"], "allow", "{d}");
 }
+
+// Multi-threaded: the CLI child is awaited synchronously while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_and_auditors_work_from_the_cli() {
+    use crate::cli::{reins, run, text};
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let id = ask(&s, "refund-bot", refund(5000)).await;
+    let approver = s.token("alice", &["approver"]);
+    let cli = |token: &str, args: &[&str]| {
+        let out = run(reins(args)
+            .env("REINS_URL", &s.base)
+            .env("REINS_TOKEN", token));
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, out, err) = cli(&approver, &["approvals", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&id), "{out}");
+    let (ok, out, _) = cli(&approver, &["approvals", "show", &id]);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && shown["resource"]["id"] == "payments.refund", "{out}");
+    let (ok, _, err) = cli(&s.token("bob", &[]), &["approvals", "grant", &id]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, out, err) = cli(&approver, &["approvals", "grant", &id, "--comment", "fine"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["status"],
+        "granted"
+    );
+    let (ok, _, err) = cli(&approver, &["approvals", "deny", &id]);
+    assert!(!ok && err.contains("409"), "decided once: {err}");
+
+    let auditor = s.token("audrey", &["auditor"]);
+    let (ok, out, err) = cli(&auditor, &["agents", "show", "refund-bot"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["owner"],
+        "team-lead"
+    );
+    let (ok, out, _) = cli(&auditor, &["agents", "list"]);
+    assert!(ok && out.contains("refund-bot"), "{out}");
+}

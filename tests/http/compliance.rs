@@ -739,6 +739,19 @@ async fn audit_pack_exports_verifies_offline_and_names_what_was_tampered_with() 
     let (ok, report) = verify(&pack, &key);
     assert!(ok, "{report}");
     assert!(report.contains(&format!("agent {REFUND_BOT}")), "{report}");
+    // `reins ledger key` gives the same key from the keys dir, to a file the README's command
+    // reads.
+    let vkey = dir.path().join("ledger.vkey");
+    let out = run(&mut reins(&[
+        "ledger",
+        "key",
+        "--data-dir",
+        data,
+        "-o",
+        vkey.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&vkey).unwrap().trim(), key);
 
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&pack).unwrap()).unwrap();
     let names: Vec<String> = archive

@@ -338,3 +338,119 @@ async fn the_cli_engages_lists_and_releases() {
     let out = run(&mut reins(&["kill", "--url", &s.base, "status"]));
     assert!(!out.status.success() && text(&out.stderr).contains("REINS_TOKEN"));
 }
+
+/// A typo in a scope stops nothing while the real agent runs on: refused unless forced.
+#[tokio::test]
+async fn a_scope_naming_an_unknown_id_is_refused_unless_forced() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let op = operator(&s);
+    for (scope, field) in [
+        (json!({"agent": "b0t"}), "scope.agent"),
+        (json!({"tool": "search.wbe"}), "scope.tool"),
+        (json!({"agent": "bot", "action": "invok"}), "scope.action"),
+    ] {
+        let (status, body) = s
+            .post(
+                "/v1/killswitch",
+                &op,
+                json!({"scope": scope, "reason": "typo"}),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (422, &json!(field)),
+            "{body}"
+        );
+        assert!(body.to_string().contains("force"), "{body}");
+    }
+    let (_, list) = s.get("/v1/killswitch", &op).await;
+    assert_eq!(list["history"], json!([]), "nothing was engaged");
+    let (status, body) = s
+        .post(
+            "/v1/killswitch",
+            &op,
+            json!({"scope": {"agent": "next-bot"}, "reason": "before it is registered", "force": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+// Multi-threaded: the CLI child is awaited synchronously while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_confirms_global_engagements_releases_by_prefix_and_lists_once() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let op = operator(&s);
+    let kill = |args: &[&str]| {
+        run(reins(&[&["kill", "--url", &s.base][..], args].concat())
+            .env("REINS_TOKEN", &op)
+            .stdin(std::process::Stdio::null()))
+    };
+    // Global without --yes and without a terminal to ask on: refused, nothing engaged.
+    let out = kill(&["engage", "--reason", "everything"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--yes"), "{}", text(&out.stderr));
+    let out = kill(&["engage", "--agent", "b0t", "--reason", "typo"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("not registered"));
+    let out = kill(&["engage", "--yes", "--reason", "everything"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let global: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let out = kill(&["engage", "--agent", "bot", "--reason", "loop"]);
+    let bot: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+
+    // Released by a prefix, once it is unambiguous.
+    let id = bot["id"].as_str().unwrap();
+    let out = kill(&["release", &id[..3], "--reason", "fixed"]);
+    assert!(
+        text(&out.stderr).contains("at least 4"),
+        "{}",
+        text(&out.stderr)
+    );
+    let common = id
+        .chars()
+        .zip(global["id"].as_str().unwrap().chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common >= 4 {
+        let out = kill(&["release", &id[..common], "--reason", "fixed"]);
+        assert!(
+            text(&out.stderr).contains("ambiguous"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = kill(&["release", &id[..common + 1], "--reason", "fixed"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let released: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(released["id"], bot["id"]);
+
+    let out = kill(&["status"]);
+    let status: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let ids = |key: &str| -> Vec<Value> {
+        status[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids("engaged"), [global["id"].clone()], "{status}");
+    assert_eq!(ids("released"), [bot["id"].clone()], "{status}");
+
+    // A reader that goes away early is no crash.
+    let mut child = reins(&["kill", "--url", &s.base, "status"])
+        .env("REINS_TOKEN", &op)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}

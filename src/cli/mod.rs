@@ -10,6 +10,8 @@ use crate::identity::{DevIssuer, MintRequest};
 use crate::ids::{AgentId, UserId};
 use crate::policy::PolicyPack;
 
+mod remote;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "reins",
@@ -47,7 +49,11 @@ pub enum Command {
     #[command(subcommand)]
     Ledger(LedgerCommand),
     /// The kill switch of a running server (role operator).
-    Kill(KillArgs),
+    Kill(remote::KillArgs),
+    /// Approvals waiting on a running server: list, show, grant, deny (role approver).
+    Approvals(remote::ApprovalsArgs),
+    /// The agents a running server has registered (role admin or auditor).
+    Agents(remote::AgentsArgs),
     /// Audit packs: export from the local data dir, verify offline.
     #[command(subcommand)]
     AuditPack(AuditPackCommand),
@@ -129,54 +135,20 @@ pub struct ExportArgs {
     pub local: LocalArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct KillArgs {
-    /// The server.
-    #[arg(
-        long,
-        env = "REINS_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub url: String,
-    /// Bearer token with role `operator`.
-    #[arg(long, env = "REINS_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
-    #[command(subcommand)]
-    pub command: KillCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KillCommand {
-    /// Stop every decision in the scope (no scope flags: stop everything).
-    Engage {
-        #[arg(long)]
-        agent: Option<AgentId>,
-        #[arg(long)]
-        tool: Option<crate::ids::ToolId>,
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long)]
-        reason: String,
-        /// Record it as a drill (it stops traffic all the same).
-        #[arg(long)]
-        drill: bool,
-    },
-    /// Release an engaged switch.
-    Release {
-        id: String,
-        #[arg(long)]
-        reason: String,
-    },
-    /// Engaged and past switches.
-    Status,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Recompute every leaf and the tree, check every checkpoint's signature and their consistency;
     /// exit non-zero at the first problem, naming the first bad entry index.
     Verify(VerifyArgs),
+    /// Print the ledger's verifier key (C2SP vkey), read from the keys dir: what `audit-pack
+    /// verify --key` and outside auditors trust.
+    Key {
+        #[command(flatten)]
+        local: LocalArgs,
+        /// Write it here instead of to stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -372,7 +344,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             })?;
             println!("{token}");
         }
-        Command::Kill(args) => kill(args).await?,
+        Command::Kill(args) => remote::kill(args).await?,
+        Command::Approvals(args) => remote::approvals(args).await?,
+        Command::Agents(args) => remote::agents(args).await?,
+        Command::Ledger(LedgerCommand::Key { local, output }) => {
+            let config = Config::load(config_file, &local.overrides())?;
+            let key = ledger_signer(&config)?.verifier_key() + "\n";
+            match output {
+                Some(path) => std::fs::write(&path, key)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => write_stdout(&key)?,
+            }
+        }
         Command::AuditPack(AuditPackCommand::Export(args)) => {
             let config = Config::load(config_file, &args.local.overrides())?;
             export_pack(&config, args).await?;
@@ -563,7 +546,7 @@ async fn incident_report(config: &Config, args: IncidentReportArgs) -> anyhow::R
 }
 
 /// Writes to stdout; a reader that went away (`| head`) ends the output quietly.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -720,56 +703,6 @@ fn verify_pack(path: &std::path::Path, key: Option<String>) -> anyhow::Result<()
             )
         }
     }
-}
-
-async fn kill(args: KillArgs) -> anyhow::Result<()> {
-    use crate::killswitch::{EngageRequest, ReleaseRequest, Scope};
-    crate::crypto::install_crypto_provider();
-    let token = args.token.ok_or_else(|| {
-        anyhow::anyhow!("set REINS_TOKEN (or --token) to a token with role operator")
-    })?;
-    let base = args.url.trim_end_matches('/');
-    let client = reqwest::Client::new();
-    let request = match args.command {
-        KillCommand::Engage {
-            agent,
-            tool,
-            action,
-            reason,
-            drill,
-        } => client
-            .post(format!("{base}/v1/killswitch"))
-            .json(&EngageRequest {
-                scope: Scope {
-                    agent,
-                    tool,
-                    action,
-                },
-                reason,
-                drill,
-            }),
-        KillCommand::Release { id, reason } => client
-            .delete(format!("{base}/v1/killswitch/{id}"))
-            .json(&ReleaseRequest { reason }),
-        KillCommand::Status => client.get(format!("{base}/v1/killswitch")),
-    };
-    let response = request
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{base}: {e}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    if !status.is_success() {
-        anyhow::bail!(
-            "{status}: {}",
-            body["error"]["message"]
-                .as_str()
-                .unwrap_or("request failed")
-        );
-    }
-    Ok(())
 }
 
 fn policy_test(paths: &[PathBuf], verbose: bool) -> anyhow::Result<()> {
