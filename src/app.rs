@@ -40,6 +40,31 @@ pub struct Services {
 
 pub type AppState = Arc<Services>;
 
+/// An approval as people read it: the approval, and the request it is bound to.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ApprovalView {
+    #[serde(flatten)]
+    pub approval: crate::approvals::Approval,
+    /// The request as its decision recorded it; absent when that decision cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<BoundRequest>,
+}
+
+/// What an approval would let the agent do.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BoundRequest {
+    /// The tool's arguments as recorded (a masked value shows as its commitment).
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Value,
+    /// The agent's stated reason, if it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_risk: Option<String>,
+}
+
 /// What `/readyz` answers: each part's state, `ok` or why not.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Readiness {
@@ -225,6 +250,51 @@ impl Services {
             }
         }
         Ok(())
+    }
+
+    /// An approval with the request it is bound to as its decision recorded it (arguments masked
+    /// as recorded, the stated intent, the tool's description), so an approver sees what they
+    /// approve, not only its digest.
+    pub async fn approval_view(
+        &self,
+        approval: crate::approvals::Approval,
+    ) -> Result<ApprovalView, crate::store::StoreError> {
+        let asked = match approval.evaluation_id.parse() {
+            Ok(id) => self.pipeline.get(&id).await?,
+            Err(_) => None,
+        };
+        let request = asked.map(|record| {
+            let tool = (record.request.resource.kind == "Tool")
+                .then(|| record.request.resource.id.parse().ok())
+                .flatten()
+                .and_then(|id| self.pipeline.registry().snapshot().tool(&id).cloned());
+            BoundRequest {
+                arguments: record
+                    .request
+                    .context
+                    .as_ref()
+                    .and_then(|c| c.get("args"))
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({})),
+                intent: record.request.intent,
+                tool_description: tool.as_ref().map(|t| t.tool.record.description.clone()),
+                tool_risk: tool.map(|t| t.tool.record.risk.as_str().to_owned()),
+            }
+        });
+        Ok(ApprovalView { approval, request })
+    }
+
+    /// Approvals, newest first, each with its request ([`Services::approval_view`]).
+    pub async fn approval_views(
+        &self,
+        status: Option<crate::approvals::Status>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalView>, crate::approvals::ApprovalError> {
+        let mut views = Vec::new();
+        for approval in self.approvals.list(status, limit).await? {
+            views.push(self.approval_view(approval).await?);
+        }
+        Ok(views)
     }
 
     /// Asks the control policy whether `caller` may perform `action`.

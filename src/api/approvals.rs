@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, path_id};
-use crate::app::AppState;
+use crate::app::{AppState, ApprovalView};
 use crate::approvals::{Approval, Status, Verdict};
 use crate::identity::{Caller, roles};
 use crate::ids::ApprovalId;
@@ -35,7 +35,7 @@ struct ListQuery {
 
 #[derive(Serialize, ToSchema)]
 struct ApprovalList {
-    approvals: Vec<Approval>,
+    approvals: Vec<ApprovalView>,
 }
 
 /// Approvals, newest first (role `approver`, `admin` or `auditor`).
@@ -55,18 +55,18 @@ async fn list(
         );
     }
     Ok(Json(ApprovalList {
-        approvals: state.approvals.list(q.status, limit).await?,
+        approvals: state.approval_views(q.status, limit).await?,
     }))
 }
 
 /// One approval: the requesting agent polls it here; approvers, admins and auditors read any.
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = uuid::Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Approval), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApprovalView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Approval>, ApiError> {
+) -> Result<Json<ApprovalView>, ApiError> {
     let id: ApprovalId = path_id(&id)?;
     let approval = state
         .approvals
@@ -76,7 +76,7 @@ async fn get(
     if approval.agent_id != caller.agent.as_str() {
         caller.require_any_role(READERS)?;
     }
-    Ok(Json(approval))
+    Ok(Json(state.approval_view(approval).await?))
 }
 
 async fn decide(

@@ -497,19 +497,33 @@ async fn offline_sources(config: &Config) -> anyhow::Result<crate::compliance::S
     let store = crate::store::Store::open_read_only(&config.database_url()).await?;
     let types = EntityTypes::new()?;
     let snapshot = Snapshot::load(&store, &types).await?;
-    let mut pack = None;
-    if let Some(row) = store.entries_of_kinds(&["policy_loaded"]).await?.pop() {
-        let entry: crate::events::Entry = serde_json::from_slice(&row.entry)?;
-        if let Event::PolicyLoaded(p) = entry.event
-            && let Some(texts) = store.policy_text(&p.policy_digest).await?
-        {
-            let files: Vec<(String, String)> = serde_json::from_str(&texts.files)?;
-            pack = Some(PolicyPack::from_sources(
-                "schema.cedarschema",
-                &texts.schema_text,
-                files,
-            )?);
+    // The default store's pack in force: its active version, else the last one a start loaded
+    // for it (other stores and the control plane record their loads too).
+    let mut digest = store
+        .active_policy_version(crate::ids::DEFAULT_STORE)
+        .await?
+        .map(|v| v.digest);
+    if digest.is_none() {
+        for row in store.entries_of_kinds(&["policy_loaded"]).await?.iter().rev() {
+            let entry: crate::events::Entry = serde_json::from_slice(&row.entry)?;
+            if let Event::PolicyLoaded(p) = entry.event
+                && p.store.is_none()
+            {
+                digest = Some(p.policy_digest);
+                break;
+            }
         }
+    }
+    let mut pack = None;
+    if let Some(digest) = digest
+        && let Some(texts) = store.policy_text(&digest).await?
+    {
+        let files: Vec<(String, String)> = serde_json::from_str(&texts.files)?;
+        pack = Some(PolicyPack::from_sources(
+            "schema.cedarschema",
+            &texts.schema_text,
+            files,
+        )?);
     }
     let pack = match pack {
         Some(p) => p,
@@ -615,6 +629,13 @@ async fn export_pack(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
         .sync_all()?;
     std::fs::rename(&partial, &args.output)?;
     let bytes = std::fs::metadata(&args.output)?.len();
+    if manifest.tree_size < sources.ledger_size {
+        eprintln!(
+            "note: the newest {} entries are not yet covered by a signed checkpoint and are not in \
+             the pack (a running server signs one within a second; export again)",
+            sources.ledger_size - manifest.tree_size
+        );
+    }
     println!(
         "wrote {}: {} entries (indices {}..{}), checkpoint of {} entries, {} files, {} bytes in {:.1}s",
         args.output.display(),

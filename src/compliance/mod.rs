@@ -113,6 +113,39 @@ impl Sources {
     }
 }
 
+/// A configured duration as a person writes it: whole days as days (humantime would print 90
+/// days as "2months 29days 2h 52m 48s", its months being 30.44 days), anything else as humantime
+/// does.
+pub(crate) fn human_duration(d: std::time::Duration) -> String {
+    const DAY: u64 = 86_400;
+    let secs = d.as_secs();
+    if secs >= DAY && secs % DAY == 0 && d.subsec_nanos() == 0 {
+        let days = secs / DAY;
+        return format!("{days} day{}", if days == 1 { "" } else { "s" });
+    }
+    humantime::format_duration(d).to_string()
+}
+
+/// Waits, up to `patience`, for a stored signed checkpoint covering the first `size` entries;
+/// returns the size the latest one covers (smaller when none came in time, e.g. no server runs).
+pub async fn await_checkpoint(
+    store: &Store,
+    size: u64,
+    patience: std::time::Duration,
+) -> Result<u64, ComplianceError> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let covered = store
+            .latest_checkpoint()
+            .await?
+            .map_or(0, |c| c.tree_size.max(0) as u64);
+        if covered >= size || std::time::Instant::now() >= deadline {
+            return Ok(covered);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) fn decode(row: EntryRow) -> Result<(u64, Entry), ComplianceError> {
     let entry = serde_json::from_slice(&row.entry)
         .map_err(|e| ComplianceError::Damaged(format!("entry {}: {e}", row.idx)))?;
@@ -396,6 +429,17 @@ pub(crate) async fn stored_root(store: &Store, size: u64) -> Result<merkle::Hash
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn whole_days_read_as_days() {
+        use std::time::Duration;
+        assert_eq!(
+            super::human_duration(Duration::from_secs(90 * 86_400)),
+            "90 days"
+        );
+        assert_eq!(super::human_duration(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(super::human_duration(Duration::from_secs(90)), "1m 30s");
+    }
     use super::*;
 
     #[test]

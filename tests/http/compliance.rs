@@ -883,3 +883,81 @@ async fn audit_pack_over_http_for_auditors() {
     let (status, body) = s.get("/v1/audit-pack?bogus=1", &auditor(&s)).await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// The documents as a person reads them: evidence one line each with no empty references, no API
+/// paths, durations in days, policies in their own words, a pack README with the times of what it
+/// holds, and a pack exported right after an attestation holding the entry its checklist cites.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_read_cleanly_and_a_pack_holds_what_its_checklist_cites() {
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    activity(&s).await;
+    let (status, attested) = s
+        .post(
+            &format!("/v1/agents/{REFUND_BOT}/attestations"),
+            &officer(&s),
+            json!({"item": "art4-ai-literacy", "statement": "trained on 2026-11-02"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{attested}");
+    let attestation_index = attested["ledger_index"].as_u64().unwrap();
+
+    // Exported at once, before the next checkpoint: the export waits for one.
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack.zip");
+    let data = s.data.path().to_str().unwrap();
+    let out = run(s.on_database(&mut reins(&[
+        "audit-pack",
+        "export",
+        "--data-dir",
+        data,
+        "--agent",
+        REFUND_BOT,
+        "-o",
+        pack.to_str().unwrap(),
+    ])));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&pack).unwrap()).unwrap();
+    let mut read = |name: &str| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut archive.by_name(name).unwrap(), &mut text).unwrap();
+        text
+    };
+    let entries = read("entries.jsonl");
+    assert!(
+        entries
+            .lines()
+            .any(|l| l.contains(&format!("\"index\":{attestation_index},"))
+                || l.contains(&format!("\"index\": {attestation_index},"))),
+        "the attestation at {attestation_index} is in the pack"
+    );
+    let readme = read("README.md");
+    assert!(!readme.contains("1970-01-01"), "{readme}");
+    assert!(readme.contains("entries, recorded between 2"), "{readme}");
+    let checklist = read("checklist.md");
+    let card = read("model-card.md");
+
+    for (name, text) in [("checklist", &checklist), ("card", &card)] {
+        assert!(!text.contains("(ledger index )"), "{name}: {text}");
+        assert!(!text.contains("GET /v1/"), "{name}: {text}");
+        // humantime's "2months 29days 2h 52m 48s" for 90 days.
+        assert!(
+            !(0..10).any(|d| text.contains(&format!("{d}months"))),
+            "{name}: {text}"
+        );
+        for line in text.lines().filter(|l| l.starts_with("- ")) {
+            assert!(
+                !line.contains(")- "),
+                "{name}: two evidence lines run together: {line}"
+            );
+        }
+    }
+    assert!(
+        checklist.contains("compliance.drill_window = 90 days"),
+        "{checklist}"
+    );
+    assert!(
+        card.contains("| `declared-tools` | permit | An agent may call only the tools it declared"),
+        "{card}"
+    );
+}

@@ -349,7 +349,7 @@ pub(super) async fn kill_switch_drill(
     let config = Evidence {
         config: Some(format!(
             "compliance.drill_window = {}",
-            humantime::format_duration(window)
+            crate::compliance::human_duration(window)
         )),
         ..Evidence::text("drill window")
     };
@@ -576,15 +576,19 @@ pub(super) async fn decision_explanation(
         if evidence.len() < 3 {
             evidence.push(Evidence {
                 ledger_index: row.ledger_index.map(|i| i as u64),
-                ..Evidence::text(format!("GET /v1/decisions/{}", row.id))
+                ..Evidence::text(format!(
+                    "decision {}: its explanation names the deciding policies in their own words",
+                    row.id
+                ))
             });
         }
     }
     Ok(Finding::new(
         Status::SupportingEvidence,
         format!(
-            "the {} newest tool-call decisions are retrievable with their reasons and policy \
-             digest; the explanation of the deployer's decision about a person is the deployer's",
+            "the {} newest tool-call decisions can be explained (what was asked, for whom, the \
+             deciding policies quoted, the ledger proof); the explanation of the deployer's \
+             decision about a person is the deployer's",
             rows.len()
         ),
         evidence,

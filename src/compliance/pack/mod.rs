@@ -259,6 +259,9 @@ async fn write_policies<W: Write + Seek>(
     Ok(())
 }
 
+/// How long an export waits for a checkpoint covering the ledger as it found it.
+const CHECKPOINT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Writes an audit pack to `out`; `progress(done, total)` is called as entries are written and
 /// proved. Returns the manifest.
 pub async fn export<W: Write + Seek>(
@@ -271,6 +274,9 @@ pub async fn export<W: Write + Seek>(
         sources.agent(agent)?;
     }
     let verifier = sources.signer.verifier();
+    // Checkpoints are signed within a second of a write: an export right after an attestation
+    // would otherwise leave out the entry its own checklist cites.
+    super::await_checkpoint(&sources.store, sources.ledger_size, CHECKPOINT_PATIENCE).await?;
     let latest = sources.store.latest_checkpoint().await?.ok_or_else(|| {
         invalid(
             "to",
@@ -378,9 +384,24 @@ pub async fn export<W: Write + Seek>(
             &serde_json::to_vec_pretty(&list).map_err(write_error)?,
         )?;
     }
+    let recorded = match (indices.first(), indices.last()) {
+        (Some(first), Some(last)) => Some((
+            sources.entry_time(*first).await?,
+            sources.entry_time(*last).await?,
+        )),
+        _ => None,
+    };
     pack.file(
         "README.md",
-        readme(request, start, end, checkpoint.size).as_bytes(),
+        readme(
+            request,
+            start,
+            end,
+            checkpoint.size,
+            indices.len(),
+            recorded,
+        )
+        .as_bytes(),
     )?;
     pack.close();
 
@@ -416,15 +437,34 @@ fn parse_checkpoint(verifier: &NoteVerifier, note: &str) -> Result<Checkpoint, S
     Checkpoint::parse(text).map_err(|e| e.to_string())
 }
 
-fn readme(request: &ExportRequest, start: u64, end: u64, size: u64) -> String {
+fn readme(
+    request: &ExportRequest,
+    start: u64,
+    end: u64,
+    size: u64,
+    count: usize,
+    recorded: Option<(Timestamp, Timestamp)>,
+) -> String {
     let scope = match &request.agent {
         Some(a) => format!("the entries concerning agent `{a}`"),
         None => "every entry".into(),
     };
+    let asked = if request.period.from == whole_history().from {
+        format!("up to {}", request.period.to)
+    } else {
+        format!("from {} to {}", request.period.from, request.period.to)
+    };
+    let when = match recorded {
+        Some((first, last)) => {
+            format!(
+                "{count} entries, recorded between {first} and {last} (the period asked: {asked})"
+            )
+        }
+        None => format!("no entries (the period asked: {asked})"),
+    };
     format!(
         "# Reins audit pack\n\n\
-This pack holds {scope} with ledger indices {start} to {end} (exclusive), recorded between \
-{from} and {to}, and proves each of them is in the ledger whose signed checkpoint of {size} \
+This pack holds {scope} with ledger indices {start} to {end} (exclusive): {when}. It proves each of them is in the ledger whose signed checkpoint of {size} \
 entries is `checkpoint.txt`.\n\n\
 ## Verify it\n\n\
     reins audit-pack verify pack.zip --key \"$(cat trusted-verifier.key)\"\n\n\
@@ -447,8 +487,6 @@ digest is SHA-256 over, for each file in load order, the file name's length (8 b
 the name, the text's length (8 bytes, big endian) and the text. `model-card.md` and \
 `checklist.md` (present when the pack is for one agent) were generated from the same ledger; \
 their `.json` twins carry the ledger indices their evidence cites.\n",
-        from = request.period.from,
-        to = request.period.to,
     )
 }
 
