@@ -119,7 +119,7 @@ impl Sources {
 pub(crate) fn human_duration(d: std::time::Duration) -> String {
     const DAY: u64 = 86_400;
     let secs = d.as_secs();
-    if secs >= DAY && secs % DAY == 0 && d.subsec_nanos() == 0 {
+    if secs >= DAY && secs.is_multiple_of(DAY) && d.subsec_nanos() == 0 {
         let days = secs / DAY;
         return format!("{days} day{}", if days == 1 { "" } else { "s" });
     }
