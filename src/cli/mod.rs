@@ -504,7 +504,12 @@ async fn offline_sources(config: &Config) -> anyhow::Result<crate::compliance::S
         .await?
         .map(|v| v.digest);
     if digest.is_none() {
-        for row in store.entries_of_kinds(&["policy_loaded"]).await?.iter().rev() {
+        for row in store
+            .entries_of_kinds(&["policy_loaded"])
+            .await?
+            .iter()
+            .rev()
+        {
             let entry: crate::events::Entry = serde_json::from_slice(&row.entry)?;
             if let Event::PolicyLoaded(p) = entry.event
                 && p.store.is_none()

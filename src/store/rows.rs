@@ -120,6 +120,29 @@ pub(super) const APPROVAL_COLUMNS: &str = "id, status, agent_id, on_behalf_of, a
 
 pub(super) const CONTEST_COLUMNS: &str = "id, decision_id, version, status, statement, raised_by, contested_by, contested_at, comment, resolved_by, resolved_at";
 
+/// The first step of a contest; with `ON CONFLICT (id) DO UPDATE SET` [`CONTEST_STEP`], any
+/// later one. `$n` placeholders, which SQLite reads as numbered parameters too.
+pub(super) const CONTEST_UPSERT: &str = "INSERT INTO contests (id, decision_id, version, status, statement, raised_by, contested_by,
+    contested_at, comment, resolved_by, resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// A later step replaces the row only over the step before it: a step that lost a race (or a
+/// first step whose id exists) changes nothing.
+pub(super) const CONTEST_STEP: &str =
+    "version = excluded.version, status = excluded.status, comment = excluded.comment,
+    resolved_by = excluded.resolved_by, resolved_at = excluded.resolved_at
+    WHERE contests.version = excluded.version - 1";
+
+pub(super) const INCIDENT_UPSERT: &str = "INSERT INTO incidents (id, version, severity, widespread, summary, aware_at, deadline, status,
+    agents, decisions, killswitches, opened_by, opened_at, reported_at, authority, reference, closed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+
+pub(super) const INCIDENT_STEP: &str = "version = excluded.version, severity = excluded.severity,
+    widespread = excluded.widespread, summary = excluded.summary, aware_at = excluded.aware_at,
+    deadline = excluded.deadline, status = excluded.status, agents = excluded.agents,
+    decisions = excluded.decisions, killswitches = excluded.killswitches, reported_at = excluded.reported_at,
+    authority = excluded.authority, reference = excluded.reference, closed_at = excluded.closed_at
+    WHERE incidents.version = excluded.version - 1";
+
 pub(super) const INCIDENT_COLUMNS: &str = "id, version, severity, widespread, summary, aware_at, deadline, status, agents, decisions, killswitches,
     opened_by, opened_at, reported_at, authority, reference, closed_at";
 

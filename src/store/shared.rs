@@ -17,7 +17,8 @@
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{
-    AppendRow, ApprovalRow, CheckpointRow, RegistryTable, SideEffect, StoreError, sql_int,
+    AppendRow, ApprovalRow, CONTEST_STEP, CONTEST_UPSERT, CheckpointRow, INCIDENT_STEP,
+    INCIDENT_UPSERT, RegistryTable, SideEffect, StoreError, sql_int,
 };
 use crate::tlog::merkle::{Frontier, Hash, NodeId};
 
@@ -238,96 +239,50 @@ async fn write_side_effect(
                 .await?;
         }
         SideEffect::Approval(a) => return write_approval(tx, a).await,
-        // Each step replaces the step before it; a replica that lost the race changes nothing.
+        // Each step replaces the step before it (`version - 1`); a replica that lost the race
+        // changes nothing.
         SideEffect::Contest(c) => {
-            let changed = if c.version == 1 {
-                sqlx::query(
-                    "INSERT INTO contests (id, decision_id, version, status, statement, raised_by, contested_by,
-                                           contested_at, comment, resolved_by, resolved_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&c.id)
-                .bind(&c.decision_id)
-                .bind(c.version)
-                .bind(&c.status)
-                .bind(&c.statement)
-                .bind(&c.raised_by)
-                .bind(&c.contested_by)
-                .bind(c.contested_at)
-                .bind(&c.comment)
-                .bind(&c.resolved_by)
-                .bind(c.resolved_at)
-                .execute(&mut **tx)
-                .await?
-            } else {
-                sqlx::query(
-                    "UPDATE contests SET version = $2, status = $3, comment = $4, resolved_by = $5, resolved_at = $6
-                     WHERE id = $1 AND version = $2 - 1",
-                )
-                .bind(&c.id)
-                .bind(c.version)
-                .bind(&c.status)
-                .bind(&c.comment)
-                .bind(&c.resolved_by)
-                .bind(c.resolved_at)
-                .execute(&mut **tx)
-                .await?
-            };
+            let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{CONTEST_UPSERT} ON CONFLICT (id) DO UPDATE SET {CONTEST_STEP}"
+            )))
+            .bind(&c.id)
+            .bind(&c.decision_id)
+            .bind(c.version)
+            .bind(&c.status)
+            .bind(&c.statement)
+            .bind(&c.raised_by)
+            .bind(&c.contested_by)
+            .bind(c.contested_at)
+            .bind(&c.comment)
+            .bind(&c.resolved_by)
+            .bind(c.resolved_at)
+            .execute(&mut **tx)
+            .await?;
             return Ok(changed.rows_affected() == 1);
         }
         SideEffect::Incident(i) => {
-            let changed = if i.version == 1 {
-                sqlx::query(
-                    "INSERT INTO incidents (id, version, severity, widespread, summary, aware_at, deadline, status,
-                                            agents, decisions, killswitches, opened_by, opened_at, reported_at,
-                                            authority, reference, closed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&i.id)
-                .bind(i.version)
-                .bind(&i.severity)
-                .bind(i.widespread)
-                .bind(&i.summary)
-                .bind(i.aware_at)
-                .bind(i.deadline)
-                .bind(&i.status)
-                .bind(&i.agents)
-                .bind(&i.decisions)
-                .bind(&i.killswitches)
-                .bind(&i.opened_by)
-                .bind(i.opened_at)
-                .bind(i.reported_at)
-                .bind(&i.authority)
-                .bind(&i.reference)
-                .bind(i.closed_at)
-                .execute(&mut **tx)
-                .await?
-            } else {
-                sqlx::query(
-                    "UPDATE incidents SET version = $2, severity = $3, widespread = $4, summary = $5, aware_at = $6,
-                            deadline = $7, status = $8, agents = $9, decisions = $10, killswitches = $11,
-                            reported_at = $12, authority = $13, reference = $14, closed_at = $15
-                     WHERE id = $1 AND version = $2 - 1",
-                )
-                .bind(&i.id)
-                .bind(i.version)
-                .bind(&i.severity)
-                .bind(i.widespread)
-                .bind(&i.summary)
-                .bind(i.aware_at)
-                .bind(i.deadline)
-                .bind(&i.status)
-                .bind(&i.agents)
-                .bind(&i.decisions)
-                .bind(&i.killswitches)
-                .bind(i.reported_at)
-                .bind(&i.authority)
-                .bind(&i.reference)
-                .bind(i.closed_at)
-                .execute(&mut **tx)
-                .await?
-            };
+            let changed = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{INCIDENT_UPSERT} ON CONFLICT (id) DO UPDATE SET {INCIDENT_STEP}"
+            )))
+            .bind(&i.id)
+            .bind(i.version)
+            .bind(&i.severity)
+            .bind(i.widespread)
+            .bind(&i.summary)
+            .bind(i.aware_at)
+            .bind(i.deadline)
+            .bind(&i.status)
+            .bind(&i.agents)
+            .bind(&i.decisions)
+            .bind(&i.killswitches)
+            .bind(&i.opened_by)
+            .bind(i.opened_at)
+            .bind(i.reported_at)
+            .bind(&i.authority)
+            .bind(&i.reference)
+            .bind(i.closed_at)
+            .execute(&mut **tx)
+            .await?;
             return Ok(changed.rows_affected() == 1);
         }
         // One outcome per decision, whichever replica is told first.

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use super::{AppendRow, CheckpointRow, RegistryTable, SideEffect, StoreError, WalState};
+use super::{
+    AppendRow, CONTEST_STEP, CONTEST_UPSERT, CheckpointRow, INCIDENT_STEP, INCIDENT_UPSERT,
+    RegistryTable, SideEffect, StoreError, WalState,
+};
 
 /// The writer's page cache: 16 MiB holds the pages commits touch (the right edges of the tables
 /// and indexes, the per-agent index leaves), so they are not read back from the file. Larger
@@ -220,6 +223,17 @@ impl Writer {
     }
 }
 
+/// A contest or incident step that did not land: another wrote a step first (checked before, so
+/// this is a fault).
+fn moved_on(what: &str, id: &str, version: i64, changed: usize) -> Result<(), StoreError> {
+    if changed == 1 {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "{what} {id} moved on before step {version} was written"
+    )))
+}
+
 /// The state an entry records, written with it. Decisions are the common case and use cached
 /// statements; the rest are administrative and rare.
 // About 160 lines, kept as one: one arm per kind of state a ledger entry records, each a single
@@ -369,57 +383,52 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                 [version],
             )?;
         }
+        // A step is written only over the step before it (`version - 1`); the first inserts.
         SideEffect::Contest(c) => {
-            let changed = if c.version == 1 {
-                tx.execute(
-                    "INSERT INTO contests (id, decision_id, version, status, statement, raised_by, contested_by,
-                                           contested_at, comment, resolved_by, resolved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![c.id, c.decision_id, c.version, c.status, c.statement, c.raised_by,
-                            c.contested_by, c.contested_at, c.comment, c.resolved_by, c.resolved_at],
-                )?
-            } else {
-                tx.execute(
-                    "UPDATE contests SET version = ?2, status = ?3, comment = ?4, resolved_by = ?5, resolved_at = ?6
-                     WHERE id = ?1 AND version = ?2 - 1",
-                    params![c.id, c.version, c.status, c.comment, c.resolved_by, c.resolved_at],
-                )?
-            };
-            if changed != 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "contest {} moved on before step {} was written",
-                    c.id, c.version
-                )));
-            }
+            let changed = tx
+                .prepare_cached(&format!(
+                    "{CONTEST_UPSERT} ON CONFLICT (id) DO UPDATE SET {CONTEST_STEP}"
+                ))?
+                .execute(params![
+                    c.id,
+                    c.decision_id,
+                    c.version,
+                    c.status,
+                    c.statement,
+                    c.raised_by,
+                    c.contested_by,
+                    c.contested_at,
+                    c.comment,
+                    c.resolved_by,
+                    c.resolved_at
+                ])?;
+            moved_on("contest", &c.id, c.version, changed)?;
         }
         SideEffect::Incident(i) => {
-            let changed = if i.version == 1 {
-                tx.execute(
-                    "INSERT INTO incidents (id, version, severity, widespread, summary, aware_at, deadline, status,
-                                            agents, decisions, killswitches, opened_by, opened_at, reported_at,
-                                            authority, reference, closed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                    params![i.id, i.version, i.severity, i.widespread, i.summary, i.aware_at, i.deadline,
-                            i.status, i.agents, i.decisions, i.killswitches, i.opened_by, i.opened_at,
-                            i.reported_at, i.authority, i.reference, i.closed_at],
-                )?
-            } else {
-                tx.execute(
-                    "UPDATE incidents SET version = ?2, severity = ?3, widespread = ?4, summary = ?5, aware_at = ?6,
-                            deadline = ?7, status = ?8, agents = ?9, decisions = ?10, killswitches = ?11,
-                            reported_at = ?12, authority = ?13, reference = ?14, closed_at = ?15
-                     WHERE id = ?1 AND version = ?2 - 1",
-                    params![i.id, i.version, i.severity, i.widespread, i.summary, i.aware_at, i.deadline,
-                            i.status, i.agents, i.decisions, i.killswitches, i.reported_at, i.authority,
-                            i.reference, i.closed_at],
-                )?
-            };
-            if changed != 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "incident {} moved on before step {} was written",
-                    i.id, i.version
-                )));
-            }
+            let changed = tx
+                .prepare_cached(&format!(
+                    "{INCIDENT_UPSERT} ON CONFLICT (id) DO UPDATE SET {INCIDENT_STEP}"
+                ))?
+                .execute(params![
+                    i.id,
+                    i.version,
+                    i.severity,
+                    i.widespread,
+                    i.summary,
+                    i.aware_at,
+                    i.deadline,
+                    i.status,
+                    i.agents,
+                    i.decisions,
+                    i.killswitches,
+                    i.opened_by,
+                    i.opened_at,
+                    i.reported_at,
+                    i.authority,
+                    i.reference,
+                    i.closed_at
+                ])?;
+            moved_on("incident", &i.id, i.version, changed)?;
         }
         SideEffect::Outcome(o) => {
             tx.execute(

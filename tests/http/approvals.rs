@@ -522,7 +522,10 @@ async fn approvers_and_auditors_work_from_the_cli() {
     // The approver sees what they approve: the arguments as recorded and the tool, not a digest.
     assert_eq!(shown["request"]["arguments"]["amount"], 5000, "{out}");
     assert_eq!(shown["request"]["tool_risk"], "high", "{out}");
-    assert_eq!(shown["request"]["tool_description"], "payments.refund tool", "{out}");
+    assert_eq!(
+        shown["request"]["tool_description"], "payments.refund tool",
+        "{out}"
+    );
     let (ok, _, err) = cli(&s.token("bob", &[]), &["approvals", "grant", &id]);
     assert!(!ok && err.contains("403"), "{err}");
     let (ok, out, err) = cli(&approver, &["approvals", "grant", &id, "--comment", "fine"]);

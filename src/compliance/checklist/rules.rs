@@ -891,12 +891,18 @@ fn incident_line(t: &TrackedIncident, now: Timestamp) -> Evidence {
     }
 }
 
-/// Whether an incident's report is missing past its deadline, or came after it.
-fn late(t: &TrackedIncident, now: Timestamp) -> bool {
-    matches!(
-        crate::compliance::incident::deadline_status(&t.incident, now),
-        "overdue" | "reported_late"
-    )
+/// The incidents whose report is missing past their deadline, or came after it.
+fn late(tracked: &[TrackedIncident], now: Timestamp) -> Vec<String> {
+    tracked
+        .iter()
+        .filter(|t| {
+            matches!(
+                crate::compliance::incident::deadline_status(&t.incident, now),
+                "overdue" | "reported_late"
+            )
+        })
+        .map(|t| t.incident.id.to_string())
+        .collect()
 }
 
 /// Art 73(2)-(4): every serious incident recorded for the agent reported within its deadline.
@@ -916,11 +922,7 @@ pub(super) async fn incident_reporting(
         ));
     }
     let evidence: Vec<Evidence> = tracked.iter().map(|t| incident_line(t, now)).collect();
-    let late_ones: Vec<String> = tracked
-        .iter()
-        .filter(|t| late(t, now))
-        .map(|t| t.incident.id.to_string())
-        .collect();
+    let late_ones = late(&tracked, now);
     if !late_ones.is_empty() {
         return Ok(Finding::new(
             Status::EvidenceMissing,
@@ -972,11 +974,7 @@ pub(super) async fn corrective_action(
         return Ok(without_incidents);
     }
     let evidence: Vec<Evidence> = tracked.iter().map(|t| incident_line(t, now)).collect();
-    let late_ones: Vec<String> = tracked
-        .iter()
-        .filter(|t| late(t, now))
-        .map(|t| t.incident.id.to_string())
-        .collect();
+    let late_ones = late(&tracked, now);
     if !late_ones.is_empty() {
         return Ok(Finding::new(
             Status::EvidenceMissing,
