@@ -73,6 +73,7 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub approvals: ApprovalsConfig,
     pub compliance: ComplianceConfig,
+    pub console: ConsoleConfig,
     pub authzen: AuthzenConfig,
     pub http: HttpConfig,
     /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
@@ -215,6 +216,31 @@ pub struct ComplianceConfig {
     /// `property_or_environment`): every kill switch engaged (not a drill) opens an incident of it,
     /// linked to the switch and its agent, aware from the engagement. Unset: none is opened.
     pub incident_on_killswitch: Option<String>,
+}
+
+/// The console's sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A session unused this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, however busy.
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// Mark the session cookie `Secure` (set it when Reins is served over TLS; it is also set
+    /// when a proxy sends `X-Forwarded-Proto: https`).
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            secure_cookie: false,
+        }
+    }
 }
 
 /// The severities `compliance.incident_on_killswitch` takes: `incidents::Severity`'s names (its
@@ -367,6 +393,7 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             approvals: ApprovalsConfig::default(),
             compliance: ComplianceConfig::default(),
+            console: ConsoleConfig::default(),
             authzen: AuthzenConfig::default(),
             http: HttpConfig::default(),
             stores: Default::default(),

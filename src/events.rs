@@ -75,6 +75,23 @@ pub enum Event {
     IncidentUpdated(IncidentEvent),
     IncidentReported(IncidentEvent),
     IncidentClosed(IncidentEvent),
+    ConsoleSignedIn(ConsoleEvent),
+    ConsoleSignedOut(ConsoleEvent),
+}
+
+/// A person's console session begun (with a one-time sign-in link) or ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleEvent {
+    pub person: String,
+    pub roles: Vec<String>,
+    /// The session's id (its cookie carries it, signed).
+    pub session: String,
+    /// How the person signed in: `dev_link` (`reins console-link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The sign-in link's id, used once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// An objection to a decision, or its resolution: the contest as it stands after the step, and
@@ -371,6 +388,8 @@ impl Event {
             Event::IncidentUpdated(_) => "incident_updated",
             Event::IncidentReported(_) => "incident_reported",
             Event::IncidentClosed(_) => "incident_closed",
+            Event::ConsoleSignedIn(_) => "console_signed_in",
+            Event::ConsoleSignedOut(_) => "console_signed_out",
         }
     }
 

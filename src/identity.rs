@@ -122,6 +122,24 @@ pub struct Verifier {
     leeway: Duration,
     roles_claim: String,
     cache: quick_cache::sync::Cache<String, Verified>,
+    /// The dev issuer's key and the audience of its console sign-in links, when it is enabled.
+    console_links: Option<(DecodingKey, String)>,
+}
+
+/// A verified console sign-in link: who signs in with which roles, and the link's own id (used
+/// once).
+#[derive(Debug, Clone)]
+pub struct ConsoleLink {
+    pub person: Caller,
+    pub jti: String,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+/// The audience of console sign-in links: never the API's, so a link is no bearer token and a
+/// bearer token no link.
+pub fn console_audience(api_audience: &str) -> String {
+    format!("{api_audience}/console")
 }
 
 #[derive(Clone)]
@@ -209,6 +227,38 @@ impl Verifier {
             leeway: config.leeway,
             roles_claim: config.roles_claim.clone(),
             cache: quick_cache::sync::Cache::new(CACHE_CAPACITY),
+            console_links: dev_key.map(|d| (d.decoding_key(), console_audience(&config.audience))),
+        })
+    }
+
+    /// Verifies a console sign-in link minted by `reins console-link` (the dev issuer, the console
+    /// audience, a `jti`); whether it was used already is the caller's to check.
+    pub fn verify_console_link(&self, token: &str) -> Result<ConsoleLink, AuthError> {
+        let (key, audience) = self.console_links.as_ref().ok_or_else(|| {
+            AuthError::UntrustedIssuer(format!("{DEV_ISSUER} (the dev issuer is off)"))
+        })?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[DEV_ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Value>(token, key, &validation)
+            .map_err(|e| AuthError::Rejected(describe_jwt_error(&e)))?;
+        let jti = data
+            .claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| AuthError::BadClaim {
+                claim: "jti".into(),
+                message: "missing".into(),
+            })?;
+        let expires = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok(ConsoleLink {
+            person: self.caller_from_claims(DEV_ISSUER, data.claims)?,
+            jti,
+            expires,
         })
     }
 

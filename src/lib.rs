@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod compliance;
 pub mod config;
+pub mod console;
 pub mod contests;
 pub mod crypto;
 pub mod decision;

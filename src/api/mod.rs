@@ -159,6 +159,13 @@ fn routes(state: AppState) -> axum::Router {
         .merge(authzen::routes())
         .merge(policies::routes())
         .split_for_parts();
+    let router = match crate::console::routes(state.clone()) {
+        Ok(console) => router.nest_service("/console", console),
+        Err(error) => {
+            tracing::error!(%error, "the console is not served");
+            router
+        }
+    };
     // Built once: the document is the same for every request.
     let document = axum::body::Bytes::from(openapi::complete(&openapi).to_string());
     let timeout = state.config.request_timeout;

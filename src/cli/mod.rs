@@ -42,6 +42,9 @@ pub enum Command {
     /// Tokens from the local dev issuer.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a one-time, short-lived sign-in link to the console for a person (the dev issuer
+    /// signs it, as it signs `token mint`'s tokens).
+    ConsoleLink(ConsoleLinkArgs),
     /// Policy packs.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -250,6 +253,24 @@ pub struct MintArgs {
     pub local: LocalArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ConsoleLinkArgs {
+    /// The person (their id, in the grammar of agent ids: letters, digits, `. - _ : @`).
+    #[arg(long)]
+    pub user: AgentId,
+    /// Their roles, comma-separated (e.g. auditor,approver).
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// The server's address as the person's browser reaches it [default: http://<listen>].
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// How long the link may wait to be used (at most 15m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Parse and validate the policy pack against the schema; print each problem as file:line:col.
@@ -343,6 +364,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 roles_claim: &config.identity.roles_claim,
             })?;
             println!("{token}");
+        }
+        Command::ConsoleLink(args) => {
+            let config = Config::load(config_file, &args.local.overrides())?;
+            if !config.identity.dev_issuer {
+                return Err(crate::identity::IdentitySetupError::DevIssuerOff.into());
+            }
+            if args.ttl > Duration::from_secs(15 * 60) || args.ttl.is_zero() {
+                anyhow::bail!("--ttl: a sign-in link lives at most 15m");
+            }
+            let (dev, _) = DevIssuer::load_or_generate(&config.keys_dir())?;
+            let token = dev.mint(&MintRequest {
+                agent: &args.user,
+                on_behalf_of: None,
+                roles: &args.roles,
+                ttl: args.ttl,
+                audience: &crate::identity::console_audience(&config.identity.audience),
+                roles_claim: &config.identity.roles_claim,
+            })?;
+            let base = args
+                .base_url
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            write_stdout(&format!(
+                "{}/console/sign-in/link?token={token}\n",
+                base.trim_end_matches('/')
+            ))?;
         }
         Command::Kill(args) => remote::kill(args).await?,
         Command::Approvals(args) => remote::approvals(args).await?,

@@ -551,4 +551,26 @@ impl Store {
             })
             .collect())
     }
+
+    /// Whether a console sign-in link was used.
+    pub async fn console_link_used(&self, link: &str) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = on_db!(self, |pool| sqlx::query_as(
+            "SELECT link FROM console_links WHERE link = $1"
+        )
+        .bind(link)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.is_some())
+    }
+
+    /// Whether a console session was signed out.
+    pub async fn console_signed_out(&self, session: &str) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = on_db!(self, |pool| sqlx::query_as(
+            "SELECT session FROM console_sign_outs WHERE session = $1"
+        )
+        .bind(session)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.is_some())
+    }
 }

@@ -189,6 +189,16 @@ pub enum SideEffect {
     Contest(ContestRow),
     /// An incident as it stands after this step: inserted at version 1, else replacing version - 1.
     Incident(IncidentRow),
+    /// A console sign-in link used (once: a second use conflicts).
+    ConsoleLink {
+        link: String,
+        used_at: Timestamp,
+    },
+    /// A console session ended: its cookie is refused from now on.
+    ConsoleSignOut {
+        session: String,
+        at: Timestamp,
+    },
 }
 
 /// An objection to a decision, as stored.

@@ -285,6 +285,26 @@ async fn write_side_effect(
             .await?;
             return Ok(changed.rows_affected() == 1);
         }
+        // A link signs in once, whichever replica it reaches first.
+        SideEffect::ConsoleLink { link, used_at } => {
+            let inserted = sqlx::query(
+                "INSERT INTO console_links (link, used_at) VALUES ($1, $2) ON CONFLICT (link) DO NOTHING",
+            )
+            .bind(link)
+            .bind(used_at)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(inserted.rows_affected() == 1);
+        }
+        SideEffect::ConsoleSignOut { session, at } => {
+            sqlx::query(
+                "INSERT INTO console_sign_outs (session, at) VALUES ($1, $2) ON CONFLICT (session) DO NOTHING",
+            )
+            .bind(session)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
         // One outcome per decision, whichever replica is told first.
         SideEffect::Outcome(o) => {
             let inserted = sqlx::query(

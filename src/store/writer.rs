@@ -430,6 +430,18 @@ fn write_side_effect(tx: &rusqlite::Transaction<'_>, row: &AppendRow) -> Result<
                 ])?;
             moved_on("incident", &i.id, i.version, changed)?;
         }
+        SideEffect::ConsoleLink { link, used_at } => {
+            tx.execute(
+                "INSERT INTO console_links (link, used_at) VALUES (?1, ?2)",
+                params![link, used_at],
+            )?;
+        }
+        SideEffect::ConsoleSignOut { session, at } => {
+            tx.execute(
+                "INSERT INTO console_sign_outs (session, at) VALUES (?1, ?2) ON CONFLICT (session) DO NOTHING",
+                params![session, at],
+            )?;
+        }
         SideEffect::Outcome(o) => {
             tx.execute(
                 "INSERT INTO decision_outcomes (decision_id, agent_id, status, summary, result_sha256, completed_at,

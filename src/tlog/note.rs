@@ -54,6 +54,19 @@ pub struct NoteSigner {
 }
 
 impl NoteSigner {
+    /// A 32-byte secret derived from the signing key for another use (`label` names it), so that
+    /// every holder of the key (replicas sharing a keys dir) derives the same one and the key
+    /// itself never leaves this type.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"reins derived secret\0");
+        h.update(label.as_bytes());
+        h.update([0]);
+        h.update(self.key.to_bytes());
+        h.finalize().into()
+    }
+
     pub fn new(name: &str, key: SigningKey) -> Result<Self, NoteError> {
         if !valid_name(name) {
             return Err(NoteError::BadKeyName);

@@ -198,6 +198,7 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
         | Event::IncidentUpdated(e)
         | Event::IncidentReported(e)
         | Event::IncidentClosed(e) => e.agents.iter().any(|a| a == agent),
+        Event::ConsoleSignedIn(_) | Event::ConsoleSignedOut(_) => false,
     }
 }
 

@@ -1,0 +1,142 @@
+//! The fleet page's figures: every agent with its tier, status, owner, decisions and deny rate
+//! over the last 24 hours, pending approvals and the kill switches stopping it; the tools with
+//! their risk; the switches in force.
+
+use serde::Serialize;
+
+use crate::app::Services;
+use crate::store::StoreError;
+use crate::timestamp::Timestamp;
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+#[derive(Debug, Serialize)]
+pub struct Fleet {
+    pub generated_at: Timestamp,
+    pub agents: Vec<AgentLine>,
+    pub tools: Vec<ToolLine>,
+    pub switches: Vec<SwitchLine>,
+    pub pending_approvals: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentLine {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub risk_tier: &'static str,
+    pub status: &'static str,
+    pub decisions_24h: u64,
+    /// Percent, one decimal; none without decisions.
+    pub deny_rate_24h: Option<String>,
+    pub pending_approvals: usize,
+    /// Switches in force that stop it (its own, a global one).
+    pub stopped_by: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolLine {
+    pub id: String,
+    pub description: String,
+    pub risk: &'static str,
+    pub category: String,
+    pub reversible: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SwitchLine {
+    pub id: String,
+    pub scope: String,
+    pub reason: String,
+    pub drill: bool,
+    pub engaged_by: String,
+    pub engaged_at: Timestamp,
+}
+
+pub async fn fleet(app: &Services) -> Result<Fleet, StoreError> {
+    let now = Timestamp::now();
+    let registry = app.pipeline.registry();
+    let pending = app
+        .approvals
+        .list(Some(crate::approvals::Status::Pending), 1000)
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let engaged = app.killswitches.engaged();
+    let mut agents = Vec::new();
+    for agent in registry.agents() {
+        let counts = app
+            .store
+            .decision_counts(&agent.id, now.minus(DAY), now)
+            .await?;
+        let decisions = counts.allow + counts.deny;
+        let stopped_by = engaged
+            .iter()
+            .filter(|s| {
+                s.scope.agent.as_ref().is_none_or(|a| *a == agent.id)
+                    && s.scope.tool.is_none()
+                    && s.scope.action.is_none()
+            })
+            .map(|s| s.id.to_string())
+            .collect();
+        agents.push(AgentLine {
+            id: agent.id.to_string(),
+            name: agent.record.name.clone(),
+            owner: agent.record.owner.clone(),
+            risk_tier: agent.record.risk_tier.as_str(),
+            status: agent.record.status.as_str(),
+            decisions_24h: decisions,
+            deny_rate_24h: (decisions > 0)
+                .then(|| format!("{:.1}%", counts.deny as f64 * 100.0 / decisions as f64)),
+            pending_approvals: pending
+                .iter()
+                .filter(|a| a.agent_id == agent.id.as_str())
+                .count(),
+            stopped_by,
+        });
+    }
+    let tools = registry
+        .tools()
+        .into_iter()
+        .map(|t| ToolLine {
+            id: t.id.to_string(),
+            description: t.record.description.clone(),
+            risk: t.record.risk.as_str(),
+            category: t.record.category.clone(),
+            reversible: t.record.reversible,
+        })
+        .collect();
+    let switches = engaged
+        .iter()
+        .map(|s| {
+            let mut scope: Vec<String> = Vec::new();
+            if let Some(a) = &s.scope.agent {
+                scope.push(format!("agent {a}"));
+            }
+            if let Some(t) = &s.scope.tool {
+                scope.push(format!("tool {t}"));
+            }
+            if let Some(a) = &s.scope.action {
+                scope.push(format!("action {a}"));
+            }
+            SwitchLine {
+                id: s.id.to_string(),
+                scope: if scope.is_empty() {
+                    "everything (global)".into()
+                } else {
+                    scope.join(", ")
+                },
+                reason: s.reason.clone(),
+                drill: s.drill,
+                engaged_by: s.engaged_by.clone(),
+                engaged_at: s.engaged_at,
+            }
+        })
+        .collect();
+    Ok(Fleet {
+        generated_at: now,
+        agents,
+        tools,
+        switches,
+        pending_approvals: pending.len(),
+    })
+}
