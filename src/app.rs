@@ -284,6 +284,37 @@ impl Services {
         Ok(ApprovalView { approval, request })
     }
 
+    /// Grants (`grant`) or denies approval `id` for `caller` (already authorized by the control
+    /// policy): never by the requesting agent, and by default not by its registered owner.
+    pub async fn decide_approval(
+        &self,
+        caller: &crate::identity::Caller,
+        id: &crate::ids::ApprovalId,
+        grant: bool,
+        verdict: crate::approvals::Verdict,
+    ) -> Result<crate::approvals::Approval, crate::approvals::ApprovalError> {
+        let owner = match self.approvals.get(id).await? {
+            Some(a) => a.agent_id.parse().ok().and_then(|agent| {
+                self.pipeline
+                    .registry()
+                    .snapshot()
+                    .agent(&agent)
+                    .map(|e| e.agent.record.owner.clone())
+            }),
+            None => None,
+        };
+        self.approvals
+            .decide(
+                caller,
+                id,
+                grant,
+                verdict,
+                owner.as_deref(),
+                crate::timestamp::Timestamp::now(),
+            )
+            .await
+    }
+
     /// Approvals, newest first, each with its request ([`Services::approval_view`]).
     pub async fn approval_views(
         &self,

@@ -90,29 +90,8 @@ async fn decide(
         caller,
         crate::policy::control::ControlAction::ApprovalDecide,
     )?;
-    let id: &ApprovalId = &path_id(id)?;
-    let owner = match state.approvals.get(id).await? {
-        Some(a) => a.agent_id.parse().ok().and_then(|agent| {
-            state
-                .pipeline
-                .registry()
-                .snapshot()
-                .agent(&agent)
-                .map(|e| e.agent.record.owner.clone())
-        }),
-        None => None,
-    };
-    Ok(state
-        .approvals
-        .decide(
-            caller,
-            id,
-            grant,
-            verdict,
-            owner.as_deref(),
-            crate::timestamp::Timestamp::now(),
-        )
-        .await?)
+    let id: ApprovalId = path_id(id)?;
+    Ok(state.decide_approval(caller, &id, grant, verdict).await?)
 }
 
 /// Grant a pending approval (role `approver`; never the requesting agent, nor by default its owner).

@@ -13,6 +13,7 @@
 
 pub mod session;
 
+mod actions;
 mod fleet;
 
 use std::sync::{Arc, OnceLock};
@@ -32,10 +33,12 @@ use crate::store::SideEffect;
 use crate::timestamp::Timestamp;
 use session::{COOKIE, Session, SessionError, SessionKeys};
 
-/// No script, no frames, nothing from elsewhere; forms post only here.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+/// Scripts and styles only from here (no inline code, no eval), requests only to here, no frames;
+/// forms post only here.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLESHEET: &str = include_str!("assets/console.css");
+const HTMX: &str = include_str!("assets/htmx-2.0.11.min.js");
 
 /// What the console's handlers share.
 #[derive(Clone)]
@@ -67,6 +70,14 @@ pub fn routes(app: AppState) -> Result<Router, String> {
     let signed_in = Router::new()
         .route("/", get(fleet_page))
         .route("/sign-out", post(sign_out))
+        .route("/approvals", get(actions::approvals_page))
+        .route("/approvals/queue", get(actions::approvals_queue))
+        .route("/approvals/{id}", post(actions::decide_approval))
+        .route(
+            "/killswitch",
+            get(actions::killswitch_page).post(actions::engage),
+        )
+        .route("/killswitch/{id}/release", post(actions::release))
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
             require_session,
@@ -75,6 +86,7 @@ pub fn routes(app: AppState) -> Result<Router, String> {
         .route("/sign-in", get(sign_in_page))
         .route("/sign-in/link", get(sign_in_with_link))
         .route("/assets/console.css", get(stylesheet))
+        .route("/assets/htmx-2.0.11.min.js", get(htmx))
         .merge(signed_in)
         .fallback(|| async { page_error(StatusCode::NOT_FOUND, "There is no such page.") })
         .layer(axum::middleware::from_fn(security_headers))
@@ -90,6 +102,12 @@ fn templates() -> Result<&'static minijinja::Environment<'static>, String> {
             ("fleet.html", include_str!("templates/fleet.html")),
             ("sign_in.html", include_str!("templates/sign_in.html")),
             ("message.html", include_str!("templates/message.html")),
+            ("approvals.html", include_str!("templates/approvals.html")),
+            (
+                "approvals_queue.html",
+                include_str!("templates/approvals_queue.html"),
+            ),
+            ("killswitch.html", include_str!("templates/killswitch.html")),
         ] {
             env.add_template(name, text)
                 .map_err(|e| format!("console template {name}: {e}"))?;
@@ -147,6 +165,13 @@ async fn security_headers(request: Request, next: Next) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+async fn htmx() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        HTMX,
+    )
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -231,12 +256,15 @@ async fn require_session(
         ..session.clone()
     };
     let headers = request.headers().clone();
+    // A page's own refreshing (htmx polling the approval queue) is no sign of a person: it does
+    // not keep an idle session alive.
+    let in_use = !headers.contains_key("hx-request");
     request.extensions_mut().insert(Person {
         csrf: console.keys.csrf(&session.id),
         session,
     });
     let mut response = next.run(request).await;
-    if !response.headers().contains_key(header::SET_COOKIE) {
+    if in_use && !response.headers().contains_key(header::SET_COOKIE) {
         let cookie = set_cookie(&console, &headers, &console.keys.seal(&refreshed));
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }

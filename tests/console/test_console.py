@@ -4,9 +4,12 @@ API token as a link, a form without its CSRF token, a person without a console r
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from .conftest import Server, screenshot
@@ -99,3 +102,86 @@ def test_pages_carry_a_strict_content_security_policy(server: Server) -> None:
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
         assert r.headers["x-frame-options"] == "DENY"
     assert httpx.get(f"{server.url}/console/no-such-page").status_code == 404
+
+
+def test_an_approval_appears_live_and_is_granted_from_the_queue(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    agent = server.mint("refund-bot")
+    browser.get(server.link("alice", "approver"))
+    browser.get(f"{server.url}/console/approvals")
+    assert "Nothing is waiting." in browser.page_source or "Waiting" in browser.page_source
+
+    refund = {
+        "action": "invoke",
+        "resource": {"type": "Tool", "id": "payments.refund"},
+        "context": {"args": {"amount": 4321, "currency": "EUR"}},
+        "intent": "customer 881 was charged twice",
+    }
+    asked = server.api("POST", "/v1/decisions", agent, refund).json()
+    approval = asked["access_request"]["approval_id"]
+    # It appears without a reload: the queue refreshes itself.
+    item = WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, f"approval-{approval}"))
+    )
+    assert "4321" in item.text and "customer 881 was charged twice" in item.text
+    assert "approval-high-risk-tools" in item.text
+    screenshot(browser, "approvals")
+
+    item.find_element(By.NAME, "comment").send_keys("duplicate charge confirmed")
+    # The queue refreshes every 2 s meanwhile; what the approver typed stays.
+    time.sleep(2.5)
+    item = browser.find_element(By.ID, f"approval-{approval}")
+    assert item.find_element(By.NAME, "comment").get_attribute("value") == "duplicate charge confirmed"
+    item.find_element(By.XPATH, ".//button[@value='grant']").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("done="))
+    assert "Granted the approval for refund-bot" in browser.page_source
+
+    retried = server.api("POST", "/v1/decisions", agent, {**refund, "approval_id": approval}).json()
+    assert retried["decision"] == "allow", retried
+    decided = server.api("GET", f"/v1/approvals/{approval}", server.tokens["admin"]).json()
+    assert decided["decided_by"] == "alice" and decided["comment"] == "duplicate charge confirmed"
+
+
+def test_a_kill_switch_is_engaged_and_released_from_the_page(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    agent = server.mint("refund-bot")
+    note = {"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}}
+    browser.get(server.link("oscar", "operator"))
+    browser.get(f"{server.url}/console/killswitch")
+
+    # Everything, without typing the confirmation: refused, nothing engaged.
+    browser.find_element(By.ID, "reason").send_keys("stop it all")
+    browser.find_element(By.XPATH, "//button[text()='Engage']").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("error="))
+    assert "type `global` to confirm" in browser.page_source
+    assert server.api("POST", "/v1/decisions", agent, note).json()["decision"] == "allow"
+
+    Select(browser.find_element(By.ID, "agent")).select_by_value("refund-bot")
+    browser.find_element(By.ID, "reason").send_keys("refunds to strangers")
+    browser.find_element(By.XPATH, "//button[text()='Engage']").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("done="))
+    screenshot(browser, "killswitch")
+    denied = server.api("POST", "/v1/decisions", agent, note).json()
+    assert denied["decision"] == "deny" and denied["reasons"][0]["code"] == "kill_switch", denied
+    switches = server.api("GET", "/v1/killswitch", server.tokens["admin"]).json()["engaged"]
+    assert switches[0]["engaged_by"] == "oscar"
+
+    browser.find_element(By.CSS_SELECTOR, "article.switch input[name=reason]").send_keys("fixed")
+    browser.find_element(By.XPATH, "//button[text()='Release']").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("done="))
+    assert server.api("POST", "/v1/decisions", agent, note).json()["decision"] == "allow"
+
+
+def test_the_control_policy_decides_what_a_person_may_do(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    # An auditor reads the kill switch page but may not engage: the control policy refuses.
+    browser.get(server.link("audrey", "auditor"))
+    browser.get(f"{server.url}/console/killswitch")
+    Select(browser.find_element(By.ID, "agent")).select_by_value("refund-bot")
+    browser.find_element(By.ID, "reason").send_keys("curious")
+    browser.find_element(By.XPATH, "//button[text()='Engage']").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("error="))
+    assert "control policy does not permit" in browser.page_source
+    assert server.api("GET", "/v1/killswitch", server.tokens["admin"]).json()["engaged"] == []
+    # An operator may not read the approval queue.
+    browser.delete_all_cookies()
+    browser.get(server.link("oscar2", "operator"))
+    browser.get(f"{server.url}/console/approvals")
+    assert "Forbidden" in browser.find_element(By.TAG_NAME, "h1").text
