@@ -259,11 +259,11 @@ pub async fn explain(
 
 fn summary_of(record: &crate::model::DecisionRecord, reasons: &[ExplainedReason]) -> String {
     let who = match &record.on_behalf_of {
-        Some(user) => format!("Agent `{}`, acting for `{user}`,", record.agent_id),
-        None => format!("Agent `{}`", record.agent_id),
+        Some(user) => format!("Agent {}, acting for {user},", record.agent_id),
+        None => format!("Agent {}", record.agent_id),
     };
     let what = format!(
-        "{} `{}` ({})",
+        "{} {} ({})",
         record.request.action, record.request.resource.id, record.request.resource.kind
     );
     let answer = match record.decision.decision {

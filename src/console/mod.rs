@@ -14,6 +14,7 @@
 pub mod session;
 
 mod actions;
+mod decisions;
 mod fleet;
 
 use std::sync::{Arc, OnceLock};
@@ -39,6 +40,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLESHEET: &str = include_str!("assets/console.css");
 const HTMX: &str = include_str!("assets/htmx-2.0.11.min.js");
+const VERIFY_JS: &str = include_str!("assets/verify.js");
 
 /// What the console's handlers share.
 #[derive(Clone)]
@@ -78,6 +80,8 @@ pub fn routes(app: AppState) -> Result<Router, String> {
             get(actions::killswitch_page).post(actions::engage),
         )
         .route("/killswitch/{id}/release", post(actions::release))
+        .route("/decisions", get(decisions::list))
+        .route("/decisions/{id}", get(decisions::one))
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
             require_session,
@@ -87,6 +91,7 @@ pub fn routes(app: AppState) -> Result<Router, String> {
         .route("/sign-in/link", get(sign_in_with_link))
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/htmx-2.0.11.min.js", get(htmx))
+        .route("/assets/verify.js", get(verify_js))
         .merge(signed_in)
         .fallback(|| async { page_error(StatusCode::NOT_FOUND, "There is no such page.") })
         .layer(axum::middleware::from_fn(security_headers))
@@ -108,6 +113,8 @@ fn templates() -> Result<&'static minijinja::Environment<'static>, String> {
                 include_str!("templates/approvals_queue.html"),
             ),
             ("killswitch.html", include_str!("templates/killswitch.html")),
+            ("decisions.html", include_str!("templates/decisions.html")),
+            ("decision.html", include_str!("templates/decision.html")),
         ] {
             env.add_template(name, text)
                 .map_err(|e| format!("console template {name}: {e}"))?;
@@ -171,6 +178,13 @@ async fn htmx() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         HTMX,
+    )
+}
+
+async fn verify_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        VERIFY_JS,
     )
 }
 

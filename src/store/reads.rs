@@ -573,4 +573,29 @@ impl Store {
         .await)?;
         Ok(row.is_some())
     }
+
+    /// Newest first, filtered by what decision rows hold: agent, tool (resource id), outcome
+    /// (`allow`/`deny`) and a time range `[from, to)`.
+    pub async fn decisions_matching(
+        &self,
+        filter: &DecisionFilter,
+        limit: u32,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(on_db!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DECISION_SELECT} WHERE ($1 IS NULL OR d.agent_id = $1) AND ($2 IS NULL OR d.resource_id = $2)
+               AND ($3 IS NULL OR d.decision = $3) AND ($4 IS NULL OR d.evaluated_at >= $4)
+               AND ($5 IS NULL OR d.evaluated_at < $5)
+             ORDER BY d.id DESC LIMIT $6"
+        )))
+        .bind(filter.agent.as_deref())
+        .bind(filter.tool.as_deref())
+        .bind(filter.outcome.as_deref())
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        })?)
+    }
 }

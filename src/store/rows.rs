@@ -276,6 +276,17 @@ pub struct PolicyTextRow {
     pub first_seen: String,
 }
 
+/// What a list of decisions is narrowed to (each `None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct DecisionFilter {
+    pub agent: Option<String>,
+    pub tool: Option<String>,
+    /// `allow` or `deny`.
+    pub outcome: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
 /// Allowed decisions of one tool with one reported outcome status (`None`: none reported).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeCount {

@@ -185,3 +185,54 @@ def test_the_control_policy_decides_what_a_person_may_do(server: Server, browser
     browser.get(server.link("oscar2", "operator"))
     browser.get(f"{server.url}/console/approvals")
     assert "Forbidden" in browser.find_element(By.TAG_NAME, "h1").text
+
+
+def test_a_decision_is_explained_and_verified_in_the_browser(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    agent = server.mint("refund-bot")
+    allowed = server.api(
+        "POST",
+        "/v1/decisions",
+        agent,
+        {"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}, "context": {"args": {"text": "hi"}}},
+    ).json()
+    denied = server.api(
+        "POST",
+        "/v1/decisions",
+        agent,
+        {"action": "invoke", "resource": {"type": "Tool", "id": "shell.exec"}},
+    ).json()
+    assert allowed["decision"] == "allow" and denied["decision"] == "deny"
+    time.sleep(1.5)  # the checkpoint covering them is signed within a second
+
+    browser.get(server.link("rita", "reviewer"))
+    browser.get(f"{server.url}/console/decisions?outcome=deny&agent=refund-bot")
+    page = browser.page_source
+    assert f"/console/decisions/{denied['decision_id']}" in page
+    assert f"/console/decisions/{allowed['decision_id']}" not in page
+    answers = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "td.answer-deny, td.answer-allow")]
+    assert answers and set(answers) == {"deny"}, answers
+    screenshot(browser, "decisions")
+
+    browser.get(f"{server.url}/console/decisions/{allowed['decision_id']}")
+    result = WebDriverWait(browser, 10).until(
+        lambda b: b.find_element(By.ID, "verify-result")
+        if "pending" not in b.find_element(By.ID, "verify-result").get_attribute("class")
+        else False
+    )
+    assert result.text.startswith("Verified in your browser"), result.text
+    page = browser.page_source
+    assert "declared-tools" in page and "An agent may call only the tools it declared" in page
+    assert '"text": "hi"' in page
+    screenshot(browser, "decision-verified")
+
+    # A proof that does not lead to the signed root fails, in the browser too.
+    browser.execute_script(
+        "const el = document.getElementById('proof');"
+        "el.dataset.entry = btoa('{\"tampered\":true}');"
+    )
+    browser.find_element(By.ID, "verify-again").click()
+    WebDriverWait(browser, 10).until(
+        lambda b: "failed" in b.find_element(By.ID, "verify-result").get_attribute("class")
+    )
+    assert "Does NOT verify" in browser.find_element(By.ID, "verify-result").text
+    screenshot(browser, "decision-tampered")

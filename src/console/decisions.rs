@@ -1,0 +1,196 @@
+//! The decisions pages: a filtered list, and one decision explained (what was asked, by whom for
+//! whom, each deciding policy's text and what it says, the policy digest) with its ledger entry
+//! and inclusion proof, which the page verifies in the person's own browser against the signed
+//! checkpoint (`assets/verify.js`: WebCrypto SHA-256 and Ed25519).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use super::{Console, Person, page_error, render, serialized};
+use crate::model::Outcome;
+use crate::store::DecisionFilter;
+use crate::timestamp::Timestamp;
+
+/// Most decisions a list shows.
+const LIST_LIMIT: u32 = 200;
+
+const READERS: &[&str] = &["admin", "auditor", "compliance_officer", "reviewer"];
+
+fn may_read(person: &Person) -> bool {
+    person
+        .session
+        .roles
+        .iter()
+        .any(|r| READERS.contains(&r.as_str()))
+}
+
+#[derive(Deserialize, Serialize, Default)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    tool: Option<String>,
+    /// `allow` or `deny`.
+    #[serde(default)]
+    outcome: Option<String>,
+    /// A reason code (`policy`, `kill_switch`, `approval_required`, ...).
+    #[serde(default)]
+    reason: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Line {
+    id: String,
+    at: String,
+    agent: String,
+    on_behalf_of: Option<String>,
+    tool: String,
+    decision: &'static str,
+    reasons: String,
+}
+
+fn blank_is_none(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+pub(super) async fn list(
+    State(console): State<Console>,
+    axum::Extension(person): axum::Extension<Person>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if !may_read(&person) {
+        return page_error(
+            StatusCode::FORBIDDEN,
+            "Decisions are for admins, auditors, compliance officers and reviewers.",
+        );
+    }
+    let time = |v: &Option<String>, field: &str| -> Result<Option<Timestamp>, String> {
+        blank_is_none(v)
+            .map(|t| {
+                t.parse()
+                    .map_err(|e| format!("{field}: {e} (RFC 3339, e.g. 2026-11-30T12:00:00Z)"))
+            })
+            .transpose()
+    };
+    let filter = match (time(&q.from, "from"), time(&q.to, "to")) {
+        (Ok(from), Ok(to)) => DecisionFilter {
+            agent: blank_is_none(&q.agent),
+            tool: blank_is_none(&q.tool),
+            outcome: blank_is_none(&q.outcome).filter(|o| o == "allow" || o == "deny"),
+            from,
+            to,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            return page_error(StatusCode::BAD_REQUEST, &e);
+        }
+    };
+    let reason = blank_is_none(&q.reason);
+    let rows = match console
+        .app
+        .store
+        .decisions_matching(&filter, LIST_LIMIT)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::error!(%error, "console: decisions");
+            return page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Reins cannot read its database just now; try again.",
+            );
+        }
+    };
+    let mut lines = Vec::new();
+    for row in &rows {
+        let Ok(record) = crate::decision::record_of(row) else {
+            continue;
+        };
+        let codes: Vec<&str> = record
+            .decision
+            .reasons
+            .iter()
+            .map(|r| r.code.as_str())
+            .collect();
+        if reason.as_deref().is_some_and(|r| !codes.contains(&r)) {
+            continue;
+        }
+        lines.push(Line {
+            id: row.id.clone(),
+            at: row.evaluated_at.to_string(),
+            agent: row.agent_id.clone(),
+            on_behalf_of: row.on_behalf_of.clone(),
+            tool: row.resource_id.clone(),
+            decision: match record.decision.decision {
+                Outcome::Allow => "allow",
+                Outcome::Deny => "deny",
+            },
+            reasons: codes.join(", "),
+        });
+    }
+    let registry = console.app.pipeline.registry();
+    let agents: Vec<String> = registry.agents().iter().map(|a| a.id.to_string()).collect();
+    let tools: Vec<String> = registry.tools().iter().map(|t| t.id.to_string()).collect();
+    render(
+        StatusCode::OK,
+        "decisions.html",
+        minijinja::context! {
+            person => serialized(&person.session), csrf => &person.csrf,
+            lines => serialized(&lines), query => serialized(&q), agents, tools,
+            limit => LIST_LIMIT, reason,
+        },
+    )
+}
+
+pub(super) async fn one(
+    State(console): State<Console>,
+    axum::Extension(person): axum::Extension<Person>,
+    Path(id): Path<String>,
+) -> Response {
+    if !may_read(&person) {
+        return page_error(
+            StatusCode::FORBIDDEN,
+            "Decisions are for admins, auditors, compliance officers and reviewers.",
+        );
+    }
+    let Ok(id) = id.parse() else {
+        return page_error(StatusCode::NOT_FOUND, "There is no such decision.");
+    };
+    let explained = crate::compliance::explanation::explain(
+        &console.app.compliance_sources(),
+        &console.app.outcomes,
+        &console.app.contests,
+        &id,
+    )
+    .await;
+    match explained {
+        Ok(Some(e)) => {
+            let arguments = serde_json::to_string_pretty(&e.arguments).unwrap_or_default();
+            render(
+                StatusCode::OK,
+                "decision.html",
+                minijinja::context! {
+                    person => serialized(&person.session), csrf => &person.csrf,
+                    e => serialized(&e), arguments,
+                },
+            )
+        }
+        Ok(None) => page_error(StatusCode::NOT_FOUND, "There is no such decision."),
+        Err(error) => {
+            tracing::error!(%error, "console: decision");
+            page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Reins cannot read this decision just now; try again.",
+            )
+        }
+    }
+}
