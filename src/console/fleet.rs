@@ -17,6 +17,19 @@ pub struct Fleet {
     pub tools: Vec<ToolLine>,
     pub switches: Vec<SwitchLine>,
     pub pending_approvals: usize,
+    /// Serious incidents not yet closed, overdue ones first.
+    pub incidents: Vec<IncidentLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentLine {
+    pub id: String,
+    pub severity: &'static str,
+    pub summary: String,
+    pub status: &'static str,
+    pub deadline: Timestamp,
+    pub overdue: bool,
+    pub agents: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,7 +145,24 @@ pub async fn fleet(app: &Services) -> Result<Fleet, StoreError> {
             }
         })
         .collect();
+    let mut incidents: Vec<IncidentLine> = crate::incidents::load_all(&app.store)
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .into_iter()
+        .filter(|i| i.status != crate::incidents::IncidentStatus::Closed)
+        .map(|i| IncidentLine {
+            id: i.id.to_string(),
+            severity: i.severity.as_str(),
+            summary: i.summary,
+            status: i.status.as_str(),
+            deadline: i.deadline,
+            overdue: i.overdue,
+            agents: i.agents.join(", "),
+        })
+        .collect();
+    incidents.sort_by_key(|i| (!i.overdue, i.deadline));
     Ok(Fleet {
+        incidents,
         generated_at: now,
         agents,
         tools,

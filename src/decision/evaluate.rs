@@ -575,6 +575,9 @@ pub(super) fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) 
             policy_id: Some(id.to_string()),
             annotations: Some(
                 pack.annotations(id)
+                    // A description documents the policy: explanations quote it from the pack
+                    // recorded by digest, so each decision's entry does not carry it again.
+                    .filter(|(k, _)| *k != "description")
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
             ),

@@ -236,3 +236,28 @@ def test_a_decision_is_explained_and_verified_in_the_browser(server: Server, bro
     )
     assert "Does NOT verify" in browser.find_element(By.ID, "verify-result").text
     screenshot(browser, "decision-tampered")
+
+
+def test_the_fleet_shows_overdue_incidents(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    officer = server.mint("olga", "compliance_officer")
+    r = server.api(
+        "POST",
+        "/v1/incidents",
+        officer,
+        {
+            "severity": "serious_harm",
+            "summary": "refunds paid twice",
+            "agents": ["refund-bot"],
+            "aware_at": "2026-01-05T00:00:00Z",
+        },
+    )
+    assert r.status_code == 201, r.text
+    incident = r.json()["id"]
+    try:
+        browser.get(server.link("cora", "auditor"))
+        alert = browser.find_element(By.XPATH, "//section[@aria-labelledby='incidents']//p[@role='alert']")
+        assert "overdue" in alert.text
+        table = browser.find_element(By.XPATH, "//table[caption='Incidents not closed']").text
+        assert "refunds paid twice" in table and "overdue" in table
+    finally:
+        server.api("POST", f"/v1/incidents/{incident}/close", officer, {"note": "test over"})

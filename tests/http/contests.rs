@@ -47,6 +47,13 @@ async fn an_explanation_names_every_deciding_policy_with_its_words_and_proves_th
         .filter_map(|r| r["policy_id"].as_str())
         .collect();
     assert!(deciding.len() >= 2, "{d}");
+    // The entry does not carry the descriptions: the explanation quotes the recorded pack.
+    for reason in d["reasons"].as_array().unwrap() {
+        assert!(
+            reason["annotations"].get("description").is_none(),
+            "{reason}"
+        );
+    }
     for policy in &deciding {
         let reason = e["reasons"]
             .as_array()
