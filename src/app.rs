@@ -328,6 +328,44 @@ impl Services {
         Ok(views)
     }
 
+    /// An audit pack (zip bytes) for `caller` (already authorized) over `[from, to)` (RFC 3339;
+    /// default the whole ledger), of one agent or all; its export is recorded in the ledger.
+    pub async fn audit_pack(
+        &self,
+        caller: &crate::identity::Caller,
+        agent: Option<crate::ids::AgentId>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<u8>, crate::compliance::ComplianceError> {
+        use crate::compliance::pack;
+        let whole = pack::whole_history();
+        let period = crate::compliance::Period {
+            from: match from {
+                Some(f) => crate::compliance::parse_time("from", f)?,
+                None => whole.from,
+            },
+            to: match to {
+                Some(t) => crate::compliance::parse_time("to", t)?,
+                None => whole.to,
+            },
+        };
+        if period.from >= period.to {
+            return Err(crate::compliance::ComplianceError::Invalid {
+                field: "from".into(),
+                message: "must be earlier than `to`".into(),
+            });
+        }
+        let (manifest, cursor) = pack::export(
+            &self.compliance_sources(),
+            &pack::ExportRequest { agent, period },
+            std::io::Cursor::new(Vec::new()),
+            &|_, _| {},
+        )
+        .await?;
+        pack::record_export(&self.ledger, caller.agent.as_str(), &manifest).await?;
+        Ok(cursor.into_inner())
+    }
+
     /// Asks the control policy whether `caller` may perform `action`.
     pub fn authorize(
         &self,

@@ -15,10 +15,9 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, path_id};
 use crate::app::AppState;
+use crate::compliance::Period;
 use crate::compliance::card::{self, ModelCard};
 use crate::compliance::checklist::{self, Attestation, AttestationRequest, Checklist};
-use crate::compliance::pack::{self, ExportRequest};
-use crate::compliance::{ComplianceError, Period};
 use crate::identity::{Caller, roles};
 use crate::ids::AgentId;
 
@@ -177,32 +176,9 @@ async fn audit_pack(
         })?),
         None => None,
     };
-    let whole = pack::whole_history();
-    let period = Period {
-        from: match &q.from {
-            Some(f) => crate::compliance::parse_time("from", f)?,
-            None => whole.from,
-        },
-        to: match &q.to {
-            Some(t) => crate::compliance::parse_time("to", t)?,
-            None => whole.to,
-        },
-    };
-    if period.from >= period.to {
-        return Err(ComplianceError::Invalid {
-            field: "from".into(),
-            message: "must be earlier than `to`".into(),
-        }
-        .into());
-    }
-    let (manifest, cursor) = pack::export(
-        &state.compliance_sources(),
-        &ExportRequest { agent, period },
-        std::io::Cursor::new(Vec::new()),
-        &|_, _| {},
-    )
-    .await?;
-    pack::record_export(&state.ledger, caller.agent.as_str(), &manifest).await?;
+    let zip = state
+        .audit_pack(&caller, agent, q.from.as_deref(), q.to.as_deref())
+        .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip"),
@@ -211,7 +187,7 @@ async fn audit_pack(
                 "attachment; filename=\"reins-audit-pack.zip\"",
             ),
         ],
-        cursor.into_inner(),
+        zip,
     )
         .into_response())
 }

@@ -16,7 +16,7 @@ use crate::identity::Caller;
 use crate::policy::control::ControlAction;
 
 /// The person as a caller of the domain: their name, their roles, no delegation.
-fn caller_of(person: &Person) -> Option<Caller> {
+pub(super) fn caller_of(person: &Person) -> Option<Caller> {
     Some(Caller {
         agent: person.session.person.parse().ok()?,
         on_behalf_of: None,
@@ -30,7 +30,7 @@ fn caller_of(person: &Person) -> Option<Caller> {
     })
 }
 
-fn no_caller() -> Response {
+pub(super) fn no_caller() -> Response {
     page_error(
         StatusCode::FORBIDDEN,
         "Your name is not one Reins can act under.",
@@ -38,16 +38,16 @@ fn no_caller() -> Response {
 }
 
 /// A form's fields, from the raw urlencoded body (the CSRF token among them).
-fn fields(body: &[u8]) -> std::collections::HashMap<String, String> {
+pub(super) fn fields(body: &[u8]) -> std::collections::HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
 #[derive(Deserialize, Default)]
 pub(super) struct Notice {
     #[serde(default)]
-    done: Option<String>,
+    pub(super) done: Option<String>,
     #[serde(default)]
-    error: Option<String>,
+    pub(super) error: Option<String>,
 }
 
 fn notice_of(q: &Notice) -> (Option<&str>, Option<&str>) {
@@ -55,7 +55,7 @@ fn notice_of(q: &Notice) -> (Option<&str>, Option<&str>) {
 }
 
 /// Back to `page` saying what happened (`done`) or what was refused (`error`).
-fn back(page: &str, key: &str, message: &str) -> Response {
+pub(super) fn back(page: &str, key: &str, message: &str) -> Response {
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair(key, message)
         .finish();

@@ -7,15 +7,16 @@
 //! sign-in and sign-out are ledger entries. Anything a person does here goes through the same
 //! domain calls as the API, decided by the control policy under the person's own name.
 //!
-//! What exists: sign-in with a dev link, the session, sign-out, and the fleet page. The other pages
-//! the console will hold (agents, decisions, approvals, kill switch, policies, ledger) and OpenID
-//! Connect sign-in are not built yet; nothing links to them.
+//! What exists: sign-in with a dev link, the session, sign-out; the fleet, an agent, decisions,
+//! approvals, the kill switch and the ledger. The policies page and OpenID Connect sign-in are not
+//! built yet; nothing links to them.
 
 pub mod session;
 
 mod actions;
 mod decisions;
 mod fleet;
+mod records;
 
 use std::sync::{Arc, OnceLock};
 
@@ -82,6 +83,12 @@ pub fn routes(app: AppState) -> Result<Router, String> {
         .route("/killswitch/{id}/release", post(actions::release))
         .route("/decisions", get(decisions::list))
         .route("/decisions/{id}", get(decisions::one))
+        .route("/agents/{id}", get(records::agent_page))
+        .route("/agents/{id}/attestations", post(records::attest))
+        .route("/agents/{id}/audit-pack", get(records::audit_pack))
+        .route("/ledger", get(records::ledger_page))
+        .route("/ledger/entry", get(records::entry_lookup))
+        .route("/ledger/entries/{index}", get(records::entry_page))
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
             require_session,
@@ -115,6 +122,10 @@ fn templates() -> Result<&'static minijinja::Environment<'static>, String> {
             ("killswitch.html", include_str!("templates/killswitch.html")),
             ("decisions.html", include_str!("templates/decisions.html")),
             ("decision.html", include_str!("templates/decision.html")),
+            ("proof.html", include_str!("templates/proof.html")),
+            ("entry.html", include_str!("templates/entry.html")),
+            ("ledger.html", include_str!("templates/ledger.html")),
+            ("agent.html", include_str!("templates/agent.html")),
         ] {
             env.add_template(name, text)
                 .map_err(|e| format!("console template {name}: {e}"))?;
@@ -512,6 +523,17 @@ async fn fleet_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Reins cannot read its database just now; try again.",
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every template parses (a broken one would leave the console unserved, logged only).
+    #[test]
+    fn the_templates_compile() {
+        if let Err(error) = super::templates() {
+            panic!("{error}");
         }
     }
 }

@@ -12,7 +12,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import Server, screenshot
+from .conftest import Server, reins, screenshot
 
 
 def cookie_of(browser) -> str:  # type: ignore[no-untyped-def]
@@ -261,3 +261,48 @@ def test_the_fleet_shows_overdue_incidents(server: Server, browser) -> None:  # 
         assert "refunds paid twice" in table and "overdue" in table
     finally:
         server.api("POST", f"/v1/incidents/{incident}/close", officer, {"note": "test over"})
+
+
+def test_an_officer_attests_follows_evidence_to_the_ledger_and_downloads_a_pack(server: Server, browser, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    browser.get(server.link("cora", "compliance_officer"))
+    browser.find_element(By.LINK_TEXT, "Refund Bot").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("/console/agents/refund-bot"))
+    assert "EU AI Act checklist" in browser.page_source
+    Select(browser.find_element(By.ID, "item")).select_by_value("art4-ai-literacy")
+    browser.find_element(By.ID, "statement").send_keys("Payments team trained on 2026-11-02")
+    browser.find_element(By.XPATH, "//button[text()='Record the attestation']").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("done="))
+    assert "Attested art4-ai-literacy" in browser.page_source
+    screenshot(browser, "agent")
+
+    time.sleep(1.5)  # the checkpoint covering the attestation is signed within a second
+    browser.refresh()
+    row = browser.find_element(By.ID, "item-art4-ai-literacy")
+    assert "attested" in row.text
+    row.find_element(By.PARTIAL_LINK_TEXT, "ledger entry").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("/console/ledger/entries/"))
+    assert "attestation_recorded" in browser.page_source
+    result = WebDriverWait(browser, 10).until(
+        lambda b: b.find_element(By.ID, "verify-result")
+        if "pending" not in b.find_element(By.ID, "verify-result").get_attribute("class")
+        else False
+    )
+    assert result.text.startswith("Verified in your browser"), result.text
+    screenshot(browser, "ledger-entry")
+
+    # The pack the page offers, fetched with the page's own session, verifies offline.
+    session = browser.get_cookie("reins_console")["value"]
+    r = httpx.get(
+        f"{server.url}/console/agents/refund-bot/audit-pack",
+        cookies={"reins_console": session},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip", r.text[:200]
+    pack = tmp_path / "pack.zip"
+    pack.write_bytes(r.content)
+    key = reins("ledger", "key", "--data-dir", str(server.data_dir))
+    assert "ok:" in reins("audit-pack", "verify", str(pack), "--key", key)
+
+    browser.get(f"{server.url}/console/ledger")
+    assert "Latest signed checkpoint" in browser.page_source
+    screenshot(browser, "ledger")
