@@ -37,6 +37,23 @@ pub struct Scope {
 
 impl Scope {
     /// Whether a request by `agent` for `action` on `tool` (if the resource is a tool) is in scope.
+    /// What the scope stops, in words: "agent a, tool t", or "everything (global)".
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            self.agent.as_ref().map(|a| format!("agent {a}")),
+            self.tool.as_ref().map(|t| format!("tool {t}")),
+            self.action.as_ref().map(|a| format!("action {a}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if parts.is_empty() {
+            "everything (global)".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     pub fn covers(&self, agent: &AgentId, tool: Option<&ToolId>, action: &str) -> bool {
         self.agent.as_ref().is_none_or(|a| a == agent)
             && self.tool.as_ref().is_none_or(|t| Some(t) == tool)

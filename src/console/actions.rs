@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{Console, Person, csrf_ok, page_error, render, serialized};
+use super::{Console, Person, csrf_ok, forged_form, page_error, render, serialized, unavailable};
 use crate::identity::Caller;
 use crate::policy::control::ControlAction;
 
@@ -63,14 +63,6 @@ pub(super) fn back(page: &str, key: &str, message: &str) -> Response {
 }
 
 const APPROVAL_READERS: &[&str] = &["approver", "admin", "auditor"];
-
-fn may(person: &Person, roles: &[&str]) -> bool {
-    person
-        .session
-        .roles
-        .iter()
-        .any(|r| roles.contains(&r.as_str()))
-}
 
 /// One pending approval as the queue shows it.
 #[derive(Serialize)]
@@ -137,7 +129,7 @@ pub(super) async fn approvals_page(
     axum::Extension(person): axum::Extension<Person>,
     Query(q): Query<Notice>,
 ) -> Response {
-    if !may(&person, APPROVAL_READERS) {
+    if !person.has_any(APPROVAL_READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "The approval queue is for approvers, admins and auditors.",
@@ -153,13 +145,7 @@ pub(super) async fn approvals_page(
                 items => serialized(&items), done, error,
             },
         ),
-        Err(error) => {
-            tracing::error!(%error, "console: approvals");
-            page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Reins cannot read its database just now; try again.",
-            )
-        }
+        Err(error) => unavailable("approvals", error),
     }
 }
 
@@ -168,7 +154,7 @@ pub(super) async fn approvals_queue(
     State(console): State<Console>,
     axum::Extension(person): axum::Extension<Person>,
 ) -> Response {
-    if !may(&person, APPROVAL_READERS) {
+    if !person.has_any(APPROVAL_READERS) {
         return StatusCode::FORBIDDEN.into_response();
     }
     match queue(&console).await {
@@ -189,10 +175,7 @@ pub(super) async fn decide_approval(
 ) -> Response {
     const PAGE: &str = "/console/approvals";
     if !csrf_ok(&console, &person, &body) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            "This form is not from your session (its CSRF token is missing or wrong).",
-        );
+        return forged_form();
     }
     let Some(caller) = caller_of(&person) else {
         return no_caller();
@@ -254,7 +237,7 @@ pub(super) async fn killswitch_page(
     axum::Extension(person): axum::Extension<Person>,
     Query(q): Query<Notice>,
 ) -> Response {
-    if !may(&person, SWITCH_READERS) {
+    if !person.has_any(SWITCH_READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "The kill switch page is for operators, admins and auditors.",
@@ -262,45 +245,23 @@ pub(super) async fn killswitch_page(
     }
     let history = match console.app.killswitches.history().await {
         Ok(h) => h,
-        Err(error) => {
-            tracing::error!(%error, "console: kill switches");
-            return page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Reins cannot read its database just now; try again.",
-            );
-        }
+        Err(error) => return unavailable("kill switches", error),
     };
-    let line = |s: &crate::killswitch::Switch| {
-        let mut scope = Vec::new();
-        if let Some(a) = &s.scope.agent {
-            scope.push(format!("agent {a}"));
-        }
-        if let Some(t) = &s.scope.tool {
-            scope.push(format!("tool {t}"));
-        }
-        if let Some(a) = &s.scope.action {
-            scope.push(format!("action {a}"));
-        }
-        SwitchLine {
-            id: s.id.to_string(),
-            scope: if scope.is_empty() {
-                "everything (global)".into()
-            } else {
-                scope.join(", ")
-            },
-            reason: s.reason.clone(),
-            drill: s.drill,
-            engaged_by: s.engaged_by.clone(),
-            engaged_at: s.engaged_at.to_string(),
-            released: s.released_at.map(|at| {
-                format!(
-                    "{} by {}: {}",
-                    at,
-                    s.released_by.clone().unwrap_or_default(),
-                    s.release_reason.clone().unwrap_or_default()
-                )
-            }),
-        }
+    let line = |s: &crate::killswitch::Switch| SwitchLine {
+        id: s.id.to_string(),
+        scope: s.scope.describe(),
+        reason: s.reason.clone(),
+        drill: s.drill,
+        engaged_by: s.engaged_by.clone(),
+        engaged_at: s.engaged_at.to_string(),
+        released: s.released_at.map(|at| {
+            format!(
+                "{} by {}: {}",
+                at,
+                s.released_by.clone().unwrap_or_default(),
+                s.release_reason.clone().unwrap_or_default()
+            )
+        }),
     };
     let engaged: Vec<SwitchLine> = history
         .iter()
@@ -336,10 +297,7 @@ pub(super) async fn engage(
 ) -> Response {
     const PAGE: &str = "/console/killswitch";
     if !csrf_ok(&console, &person, &body) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            "This form is not from your session (its CSRF token is missing or wrong).",
-        );
+        return forged_form();
     }
     let Some(caller) = caller_of(&person) else {
         return no_caller();
@@ -402,10 +360,7 @@ pub(super) async fn release(
 ) -> Response {
     const PAGE: &str = "/console/killswitch";
     if !csrf_ok(&console, &person, &body) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            "This form is not from your session (its CSRF token is missing or wrong).",
-        );
+        return forged_form();
     }
     let Some(caller) = caller_of(&person) else {
         return no_caller();

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::{Console, Person, page_error, render, serialized};
+use super::{Console, Person, page_error, render, serialized, unavailable};
 use crate::model::Outcome;
 use crate::store::DecisionFilter;
 use crate::timestamp::Timestamp;
@@ -17,14 +17,6 @@ use crate::timestamp::Timestamp;
 const LIST_LIMIT: u32 = 200;
 
 const READERS: &[&str] = &["admin", "auditor", "compliance_officer", "reviewer"];
-
-fn may_read(person: &Person) -> bool {
-    person
-        .session
-        .roles
-        .iter()
-        .any(|r| READERS.contains(&r.as_str()))
-}
 
 #[derive(Deserialize, Serialize, Default)]
 pub(super) struct ListQuery {
@@ -68,7 +60,7 @@ pub(super) async fn list(
     axum::Extension(person): axum::Extension<Person>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if !may_read(&person) {
+    if !person.has_any(READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "Decisions are for admins, auditors, compliance officers and reviewers.",
@@ -102,13 +94,7 @@ pub(super) async fn list(
         .await
     {
         Ok(rows) => rows,
-        Err(error) => {
-            tracing::error!(%error, "console: decisions");
-            return page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Reins cannot read its database just now; try again.",
-            );
-        }
+        Err(error) => return unavailable("decisions", error),
     };
     let mut lines = Vec::new();
     for row in &rows {
@@ -156,7 +142,7 @@ pub(super) async fn one(
     axum::Extension(person): axum::Extension<Person>,
     Path(id): Path<String>,
 ) -> Response {
-    if !may_read(&person) {
+    if !person.has_any(READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "Decisions are for admins, auditors, compliance officers and reviewers.",
@@ -185,12 +171,6 @@ pub(super) async fn one(
             )
         }
         Ok(None) => page_error(StatusCode::NOT_FOUND, "There is no such decision."),
-        Err(error) => {
-            tracing::error!(%error, "console: decision");
-            page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Reins cannot read this decision just now; try again.",
-            )
-        }
+        Err(error) => unavailable("decision", error),
     }
 }

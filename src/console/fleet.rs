@@ -120,29 +120,13 @@ pub async fn fleet(app: &Services) -> Result<Fleet, StoreError> {
         .collect();
     let switches = engaged
         .iter()
-        .map(|s| {
-            let mut scope: Vec<String> = Vec::new();
-            if let Some(a) = &s.scope.agent {
-                scope.push(format!("agent {a}"));
-            }
-            if let Some(t) = &s.scope.tool {
-                scope.push(format!("tool {t}"));
-            }
-            if let Some(a) = &s.scope.action {
-                scope.push(format!("action {a}"));
-            }
-            SwitchLine {
-                id: s.id.to_string(),
-                scope: if scope.is_empty() {
-                    "everything (global)".into()
-                } else {
-                    scope.join(", ")
-                },
-                reason: s.reason.clone(),
-                drill: s.drill,
-                engaged_by: s.engaged_by.clone(),
-                engaged_at: s.engaged_at,
-            }
+        .map(|s| SwitchLine {
+            id: s.id.to_string(),
+            scope: s.scope.describe(),
+            reason: s.reason.clone(),
+            drill: s.drill,
+            engaged_by: s.engaged_by.clone(),
+            engaged_at: s.engaged_at,
         })
         .collect();
     let mut incidents: Vec<IncidentLine> = crate::incidents::load_all(&app.store)

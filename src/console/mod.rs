@@ -61,6 +61,17 @@ pub struct Person {
     pub csrf: String,
 }
 
+impl Person {
+    /// Whether the person holds one of `roles`: which pages they see. What they may do is the
+    /// control policy's to say.
+    pub fn has_any(&self, roles: &[&str]) -> bool {
+        self.session
+            .roles
+            .iter()
+            .any(|r| roles.contains(&r.as_str()))
+    }
+}
+
 /// The console's routes, to be nested under `/console` (paths here are relative to it).
 pub fn routes(app: AppState) -> Result<Router, String> {
     let keys = SessionKeys::new(app.ledger.signer().derive_secret("console session"))?;
@@ -159,6 +170,23 @@ fn render(status: StatusCode, name: &str, context: minijinja::Value) -> Response
 
 fn serialized(value: &impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
+}
+
+/// The page for a read that failed (logged with `what`).
+fn unavailable(what: &str, error: impl std::fmt::Display) -> Response {
+    tracing::error!(%error, "console: {what}");
+    page_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Reins cannot read its database just now; try again.",
+    )
+}
+
+/// The page for a form that is not from the person's session.
+fn forged_form() -> Response {
+    page_error(
+        StatusCode::FORBIDDEN,
+        "This form is not from your session (its CSRF token is missing or wrong).",
+    )
 }
 
 fn page_error(status: StatusCode, message: &str) -> Response {
@@ -262,13 +290,7 @@ async fn require_session(
         Ok(session) => match console.app.store.console_signed_out(&session.id).await {
             Ok(false) => session,
             Ok(true) => return not_signed_in(request.method(), "signed_out"),
-            Err(error) => {
-                tracing::error!(%error, "console: cannot read sign-outs");
-                return page_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Reins cannot read its database just now; try again.",
-                );
-            }
+            Err(error) => return unavailable("sign-outs", error),
         },
         Err(SessionError::Missing) => return not_signed_in(request.method(), ""),
         Err(SessionError::Idle | SessionError::Expired) => {
@@ -368,13 +390,7 @@ async fn sign_in_with_link(
     match console.app.store.console_link_used(&link.jti).await {
         Ok(false) => {}
         Ok(true) => return used(),
-        Err(error) => {
-            tracing::error!(%error, "console: cannot read used links");
-            return page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Reins cannot read its database just now; try again.",
-            );
-        }
+        Err(error) => return unavailable("used links", error),
     }
     let now = now_secs();
     let session = Session {
@@ -437,10 +453,7 @@ async fn sign_out(
     body: axum::body::Bytes,
 ) -> Response {
     if !csrf_ok(&console, &person, &body) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            "This form is not from your session (its CSRF token is missing or wrong).",
-        );
+        return forged_form();
     }
     let at = Timestamp::now();
     let entry = Entry {
@@ -489,19 +502,11 @@ const READERS: &[&str] = &[
     crate::identity::roles::REVIEWER,
 ];
 
-fn may_read(person: &Person) -> bool {
-    person
-        .session
-        .roles
-        .iter()
-        .any(|r| READERS.contains(&r.as_str()))
-}
-
 async fn fleet_page(
     State(console): State<Console>,
     axum::Extension(person): axum::Extension<Person>,
 ) -> Response {
-    if !may_read(&person) {
+    if !person.has_any(READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "Your roles do not include one the console is for (admin, auditor, compliance_officer, operator, approver, reviewer).",
@@ -517,13 +522,7 @@ async fn fleet_page(
                 fleet => serialized(&view),
             },
         ),
-        Err(error) => {
-            tracing::error!(%error, "console: fleet");
-            page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Reins cannot read its database just now; try again.",
-            )
-        }
+        Err(error) => unavailable("fleet", error),
     }
 }
 

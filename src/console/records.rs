@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::actions::{Notice, back, caller_of, fields, no_caller};
-use super::{Console, Person, csrf_ok, page_error, render, serialized};
+use super::{Console, Person, csrf_ok, forged_form, page_error, render, serialized, unavailable};
 use crate::compliance::{Period, card, checklist};
 use crate::ids::AgentId;
 use crate::policy::control::ControlAction;
@@ -17,29 +17,13 @@ use crate::policy::control::ControlAction;
 const AGENT_READERS: &[&str] = &["admin", "auditor", "compliance_officer"];
 const LEDGER_READERS: &[&str] = &["admin", "auditor", "compliance_officer", "reviewer"];
 
-fn may(person: &Person, roles: &[&str]) -> bool {
-    person
-        .session
-        .roles
-        .iter()
-        .any(|r| roles.contains(&r.as_str()))
-}
-
-fn unavailable(what: &str, error: impl std::fmt::Display) -> Response {
-    tracing::error!(%error, "console: {what}");
-    page_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Reins cannot read this just now; try again.",
-    )
-}
-
 pub(super) async fn agent_page(
     State(console): State<Console>,
     axum::Extension(person): axum::Extension<Person>,
     Path(id): Path<String>,
     Query(q): Query<Notice>,
 ) -> Response {
-    if !may(&person, AGENT_READERS) {
+    if !person.has_any(AGENT_READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "Agent pages are for admins, auditors and compliance officers.",
@@ -96,10 +80,7 @@ pub(super) async fn attest(
 ) -> Response {
     let page = format!("/console/agents/{id}");
     if !csrf_ok(&console, &person, &body) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            "This form is not from your session (its CSRF token is missing or wrong).",
-        );
+        return forged_form();
     }
     let Some(caller) = caller_of(&person) else {
         return no_caller();
@@ -205,7 +186,7 @@ pub(super) async fn ledger_page(
     State(console): State<Console>,
     axum::Extension(person): axum::Extension<Person>,
 ) -> Response {
-    if !may(&person, LEDGER_READERS) {
+    if !person.has_any(LEDGER_READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "The ledger page is for admins, auditors, compliance officers and reviewers.",
@@ -234,7 +215,7 @@ pub(super) async fn entry_page(
     axum::Extension(person): axum::Extension<Person>,
     Path(index): Path<String>,
 ) -> Response {
-    if !may(&person, LEDGER_READERS) {
+    if !person.has_any(LEDGER_READERS) {
         return page_error(
             StatusCode::FORBIDDEN,
             "The ledger page is for admins, auditors, compliance officers and reviewers.",
