@@ -28,9 +28,11 @@ use crate::store::SideEffect;
 use crate::tlog::merkle::{leaf_hash, verify_inclusion};
 use crate::tlog::note::Checkpoint;
 
+mod incidents;
 mod rules;
 pub mod scope;
 
+use incidents::*;
 use rules::*;
 
 const CATALOGUE: &str = include_str!("../../../compliance/eu-ai-act.toml");
