@@ -30,6 +30,27 @@ pub(super) fn caller_of(person: &Person) -> Option<Caller> {
     })
 }
 
+/// What every form that acts goes through, in order: the session's CSRF token, the person as a
+/// caller, the control policy's permission for `action` (a refusal goes back to `page` saying
+/// why). The caller, or the answer to give instead (boxed: a response is large).
+pub(super) fn acting(
+    console: &Console,
+    person: &Person,
+    body: &[u8],
+    action: ControlAction,
+    page: &str,
+) -> Result<Caller, Box<Response>> {
+    if !csrf_ok(console, person, body) {
+        return Err(Box::new(forged_form()));
+    }
+    let caller = caller_of(person).ok_or_else(|| Box::new(no_caller()))?;
+    console
+        .app
+        .authorize(&caller, action)
+        .map_err(|denied| Box::new(back(page, "error", &denied.to_string())))?;
+    Ok(caller)
+}
+
 pub(super) fn no_caller() -> Response {
     page_error(
         StatusCode::FORBIDDEN,
@@ -174,11 +195,15 @@ pub(super) async fn decide_approval(
     body: axum::body::Bytes,
 ) -> Response {
     const PAGE: &str = "/console/approvals";
-    if !csrf_ok(&console, &person, &body) {
-        return forged_form();
-    }
-    let Some(caller) = caller_of(&person) else {
-        return no_caller();
+    let caller = match acting(
+        &console,
+        &person,
+        &body,
+        ControlAction::ApprovalDecide,
+        PAGE,
+    ) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
     };
     let form = fields(&body);
     let grant = match form.get("verdict").map(String::as_str) {
@@ -189,12 +214,6 @@ pub(super) async fn decide_approval(
     let Ok(id) = id.parse() else {
         return back(PAGE, "error", "no such approval");
     };
-    if let Err(denied) = console
-        .app
-        .authorize(&caller, ControlAction::ApprovalDecide)
-    {
-        return back(PAGE, "error", &denied.to_string());
-    }
     let comment = form
         .get("comment")
         .map(|c| c.trim().to_owned())
@@ -296,18 +315,16 @@ pub(super) async fn engage(
     body: axum::body::Bytes,
 ) -> Response {
     const PAGE: &str = "/console/killswitch";
-    if !csrf_ok(&console, &person, &body) {
-        return forged_form();
-    }
-    let Some(caller) = caller_of(&person) else {
-        return no_caller();
+    let caller = match acting(
+        &console,
+        &person,
+        &body,
+        ControlAction::KillswitchEngage,
+        PAGE,
+    ) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
     };
-    if let Err(denied) = console
-        .app
-        .authorize(&caller, ControlAction::KillswitchEngage)
-    {
-        return back(PAGE, "error", &denied.to_string());
-    }
     let form = fields(&body);
     let picked = |name: &str| {
         form.get(name)
@@ -359,18 +376,16 @@ pub(super) async fn release(
     body: axum::body::Bytes,
 ) -> Response {
     const PAGE: &str = "/console/killswitch";
-    if !csrf_ok(&console, &person, &body) {
-        return forged_form();
-    }
-    let Some(caller) = caller_of(&person) else {
-        return no_caller();
+    let caller = match acting(
+        &console,
+        &person,
+        &body,
+        ControlAction::KillswitchRelease,
+        PAGE,
+    ) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
     };
-    if let Err(denied) = console
-        .app
-        .authorize(&caller, ControlAction::KillswitchRelease)
-    {
-        return back(PAGE, "error", &denied.to_string());
-    }
     let Ok(id) = id.parse() else {
         return back(PAGE, "error", "no such kill switch");
     };

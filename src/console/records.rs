@@ -8,8 +8,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::actions::{Notice, back, caller_of, fields, no_caller};
-use super::{Console, Person, csrf_ok, forged_form, page_error, render, serialized, unavailable};
+use super::actions::{Notice, acting, back, caller_of, fields, no_caller};
+use super::{Console, Person, page_error, render, serialized, unavailable};
 use crate::compliance::{Period, card, checklist};
 use crate::ids::AgentId;
 use crate::policy::control::ControlAction;
@@ -79,18 +79,16 @@ pub(super) async fn attest(
     body: axum::body::Bytes,
 ) -> Response {
     let page = format!("/console/agents/{id}");
-    if !csrf_ok(&console, &person, &body) {
-        return forged_form();
-    }
-    let Some(caller) = caller_of(&person) else {
-        return no_caller();
+    let caller = match acting(
+        &console,
+        &person,
+        &body,
+        ControlAction::AttestationRecord,
+        &page,
+    ) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
     };
-    if let Err(denied) = console
-        .app
-        .authorize(&caller, ControlAction::AttestationRecord)
-    {
-        return back(&page, "error", &denied.to_string());
-    }
     let Ok(agent) = id.parse::<AgentId>() else {
         return page_error(StatusCode::NOT_FOUND, "There is no such agent.");
     };
