@@ -231,6 +231,9 @@ pub struct ConsoleConfig {
     /// Mark the session cookie `Secure` (set it when Reins is served over TLS; it is also set
     /// when a proxy sends `X-Forwarded-Proto: https`).
     pub secure_cookie: bool,
+    /// Sign-in through an OpenID Connect provider (authorization code flow with PKCE). Unset:
+    /// only the dev issuer's one-time links sign in.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -239,8 +242,56 @@ impl Default for ConsoleConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(12 * 3600),
             secure_cookie: false,
+            oidc: None,
         }
     }
+}
+
+/// The OpenID Connect provider people sign in to the console with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; its metadata is discovered at
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// What the sign-in page calls it ("Sign in with ...").
+    #[serde(default = "default_oidc_name")]
+    pub name: String,
+    pub client_id: String,
+    /// File holding the client secret, for a confidential client. Unset: a public client (PKCE
+    /// alone proves the code was asked for here).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the provider sends people back: this server's `/console/oidc/callback` as the
+    /// browser reaches it, registered with the provider
+    /// (e.g. `https://reins.example.com/console/oidc/callback`).
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim holding the person's roles (an array of strings or a space-separated
+    /// string). Someone with no role the console knows is not signed in.
+    #[serde(default = "default_oidc_roles_claim")]
+    pub roles_claim: String,
+    /// The ID token claim that names the person in the ledger (letters, digits and `. _ - : @`).
+    #[serde(default = "default_oidc_person_claim")]
+    pub person_claim: String,
+}
+
+fn default_oidc_name() -> String {
+    "your identity provider".into()
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["profile".into(), "email".into()]
+}
+
+fn default_oidc_roles_claim() -> String {
+    "roles".into()
+}
+
+fn default_oidc_person_claim() -> String {
+    "sub".into()
 }
 
 /// The severities `compliance.incident_on_killswitch` takes: `incidents::Severity`'s names (its
@@ -521,6 +572,26 @@ impl Config {
                     INCIDENT_SEVERITIES.join(", ")
                 ),
             ));
+        }
+        if let Some(oidc) = &self.console.oidc {
+            for (key, value) in [
+                ("console.oidc.issuer", &oidc.issuer),
+                ("console.oidc.redirect_url", &oidc.redirect_url),
+            ] {
+                match url::Url::parse(value) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                    _ => return Err(invalid(key, "must be an http(s) URL")),
+                }
+            }
+            if !oidc.redirect_url.ends_with("/console/oidc/callback") {
+                return Err(invalid(
+                    "console.oidc.redirect_url",
+                    "must be this server's /console/oidc/callback",
+                ));
+            }
+            if oidc.client_id.is_empty() {
+                return Err(invalid("console.oidc.client_id", "must not be empty"));
+            }
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));

@@ -86,7 +86,8 @@ pub struct ConsoleEvent {
     pub roles: Vec<String>,
     /// The session's id (its cookie carries it, signed).
     pub session: String,
-    /// How the person signed in: `dev_link` (`reins console-link`).
+    /// How the person signed in: `dev_link` (`reins console-link`) or `oidc` (the console's
+    /// OpenID Connect provider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// The sign-in link's id, used once.

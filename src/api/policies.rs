@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(upload, list))
         .routes(routes!(get))
         .routes(routes!(activate))
+        .routes(routes!(test))
         .routes(routes!(retire))
         .routes(routes!(replay))
         .routes(routes!(shadow, shadow_report))
@@ -213,6 +214,26 @@ async fn activate(
         state
             .versions
             .activate(&state.pipeline, &version, caller.agent.as_str())
+            .await?,
+    ))
+}
+
+/// Run the store's policy tests against a version without activating it (what an activation
+/// checks first). The run is a ledger entry; failures are in the answer, not an error.
+#[utoipa::path(post, path = "/v1/policies/{version}/test", tag = "policies", params(("version" = uuid::Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = crate::lifecycle::TestRun), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<crate::lifecycle::TestRun>, ApiError> {
+    // Running the tests is an activation's first step, recorded as one.
+    state.authorize(&caller, ControlAction::PolicyActivate)?;
+    let version: VersionId = path_id(&version)?;
+    Ok(Json(
+        state
+            .versions
+            .test(&state.pipeline, &version, caller.agent.as_str())
             .await?,
     ))
 }

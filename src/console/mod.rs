@@ -7,32 +7,31 @@
 //! sign-in and sign-out are ledger entries. Anything a person does here goes through the same
 //! domain calls as the API, decided by the control policy under the person's own name.
 //!
-//! What exists: sign-in with a dev link, the session, sign-out; the fleet, an agent, decisions,
-//! approvals, the kill switch and the ledger. The policies page and OpenID Connect sign-in are not
-//! built yet; nothing links to them.
+//! Sign-in is with a dev link ([`sign_in`]) or an OpenID Connect provider ([`oidc`]); pages are
+//! the fleet ([`fleet`]), an agent and the ledger ([`records`]), decisions ([`decisions`]),
+//! approvals and the kill switch ([`actions`]) and policies ([`policies`]).
 
 pub mod session;
 
 mod actions;
 mod decisions;
 mod fleet;
+mod oidc;
+mod policies;
 mod records;
+mod sign_in;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::app::AppState;
-use crate::events::{ConsoleEvent, Entry, Event};
-use crate::ledger::LedgerError;
-use crate::store::SideEffect;
-use crate::timestamp::Timestamp;
 use session::{COOKIE, Session, SessionError, SessionKeys};
 
 /// Scripts and styles only from here (no inline code, no eval), requests only to here, no frames;
@@ -51,6 +50,8 @@ pub struct Console {
     /// One sign-in link is checked and recorded at a time in this process; across replicas the
     /// database takes a link once.
     sign_ins: Arc<tokio::sync::Mutex<()>>,
+    /// The OpenID Connect provider, when one is configured.
+    oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// The signed-in person of a request, put there by [`require_session`].
@@ -75,15 +76,23 @@ impl Person {
 /// The console's routes, to be nested under `/console` (paths here are relative to it).
 pub fn routes(app: AppState) -> Result<Router, String> {
     let keys = SessionKeys::new(app.ledger.signer().derive_secret("console session"))?;
+    let oidc = match app.config.console.oidc.clone() {
+        Some(config) => Some(Arc::new(oidc::Oidc::new(
+            config,
+            app.ledger.signer().derive_secret("console oidc"),
+        )?)),
+        None => None,
+    };
     let console = Console {
         app,
         keys: Arc::new(keys),
         sign_ins: Default::default(),
+        oidc,
     };
     templates()?;
     let signed_in = Router::new()
         .route("/", get(fleet_page))
-        .route("/sign-out", post(sign_out))
+        .route("/sign-out", post(sign_in::sign_out))
         .route("/approvals", get(actions::approvals_page))
         .route("/approvals/queue", get(actions::approvals_queue))
         .route("/approvals/{id}", post(actions::decide_approval))
@@ -97,6 +106,10 @@ pub fn routes(app: AppState) -> Result<Router, String> {
         .route("/agents/{id}", get(records::agent_page))
         .route("/agents/{id}/attestations", post(records::attest))
         .route("/agents/{id}/audit-pack", get(records::audit_pack))
+        .route("/policies", get(policies::list))
+        .route("/policies/diff", get(policies::compare))
+        .route("/policies/{version}", get(policies::version))
+        .route("/policies/{version}/{action}", post(policies::act))
         .route("/ledger", get(records::ledger_page))
         .route("/ledger/entry", get(records::entry_lookup))
         .route("/ledger/entries/{index}", get(records::entry_page))
@@ -105,8 +118,10 @@ pub fn routes(app: AppState) -> Result<Router, String> {
             require_session,
         ));
     Ok(Router::new()
-        .route("/sign-in", get(sign_in_page))
-        .route("/sign-in/link", get(sign_in_with_link))
+        .route("/sign-in", get(sign_in::sign_in_page))
+        .route("/sign-in/link", get(sign_in::sign_in_with_link))
+        .route("/oidc/start", get(oidc::start))
+        .route("/oidc/callback", get(oidc::callback))
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/htmx-2.0.11.min.js", get(htmx))
         .route("/assets/verify.js", get(verify_js))
@@ -120,10 +135,18 @@ fn templates() -> Result<&'static minijinja::Environment<'static>, String> {
     static ENV: OnceLock<Result<minijinja::Environment<'static>, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
+        // Ids are UUIDv7s: ones made within a minute share their leading (time) digits, so a
+        // short form is the trailing, random ones.
+        env.add_filter("short_id", |id: String| {
+            id.get(id.len().saturating_sub(8)..)
+                .unwrap_or(&id)
+                .to_owned()
+        });
         for (name, text) in [
             ("layout.html", include_str!("templates/layout.html")),
             ("fleet.html", include_str!("templates/fleet.html")),
             ("sign_in.html", include_str!("templates/sign_in.html")),
+            ("signed_in.html", include_str!("templates/signed_in.html")),
             ("message.html", include_str!("templates/message.html")),
             ("approvals.html", include_str!("templates/approvals.html")),
             (
@@ -136,6 +159,12 @@ fn templates() -> Result<&'static minijinja::Environment<'static>, String> {
             ("proof.html", include_str!("templates/proof.html")),
             ("entry.html", include_str!("templates/entry.html")),
             ("ledger.html", include_str!("templates/ledger.html")),
+            ("policies.html", include_str!("templates/policies.html")),
+            ("policy.html", include_str!("templates/policy.html")),
+            (
+                "policy_diff.html",
+                include_str!("templates/policy_diff.html"),
+            ),
             ("agent.html", include_str!("templates/agent.html")),
         ] {
             env.add_template(name, text)
@@ -234,30 +263,51 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+/// A form's date (a date picker sends `YYYY-MM-DD`: that day's start, UTC) or RFC 3339 time;
+/// blank is none.
+fn day_start(value: Option<String>) -> Option<String> {
+    value
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.len() == 10 {
+                format!("{s}T00:00:00Z")
+            } else {
+                s
+            }
+        })
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+/// The value of the request's cookie `name`.
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
 }
 
-/// `Set-Cookie` for `value` (empty: remove it). HttpOnly, SameSite=Strict, path `/console`;
-/// Secure when configured or when a proxy says the request came over TLS.
-fn set_cookie(console: &Console, headers: &HeaderMap, value: &str) -> HeaderValue {
-    let secure = console.app.config.console.secure_cookie
+/// Whether cookies are to be `Secure`: configured so, or a proxy says the request came over TLS.
+fn is_secure(console: &Console, headers: &HeaderMap) -> bool {
+    console.app.config.console.secure_cookie
         || headers
             .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// `Set-Cookie` for `value` (empty: remove it). HttpOnly, SameSite=Strict, path `/console`;
+/// Secure as [`is_secure`] says.
+fn set_cookie(console: &Console, headers: &HeaderMap, value: &str) -> HeaderValue {
+    let secure = is_secure(console, headers);
     let max_age = if value.is_empty() {
         0
     } else {
@@ -279,7 +329,7 @@ async fn require_session(
 ) -> Response {
     let config = &console.app.config.console;
     let now = now_secs();
-    let opened = cookie_value(request.headers())
+    let opened = cookie_named(request.headers(), COOKIE)
         .ok_or(SessionError::Missing)
         .and_then(|value| {
             console
@@ -333,111 +383,6 @@ fn not_signed_in(method: &Method, why: &str) -> Response {
     )
 }
 
-#[derive(Deserialize)]
-struct SignInQuery {
-    #[serde(default)]
-    expired: Option<u8>,
-    #[serde(default)]
-    signed_out: Option<u8>,
-}
-
-async fn sign_in_page(State(console): State<Console>, Query(q): Query<SignInQuery>) -> Response {
-    let notice = if q.signed_out.is_some() {
-        "You are signed out."
-    } else if q.expired.is_some() {
-        "Your session ended; sign in again."
-    } else {
-        ""
-    };
-    render(
-        StatusCode::OK,
-        "sign_in.html",
-        minijinja::context! {
-            notice,
-            dev_issuer => console.app.config.identity.dev_issuer,
-        },
-    )
-}
-
-#[derive(Deserialize)]
-struct LinkQuery {
-    token: String,
-}
-
-/// A one-time sign-in link: verified, recorded in the ledger (which takes it once), then a
-/// session.
-async fn sign_in_with_link(
-    State(console): State<Console>,
-    headers: HeaderMap,
-    Query(q): Query<LinkQuery>,
-) -> Response {
-    let link = match console.app.verifier.verify_console_link(&q.token) {
-        Ok(link) => link,
-        Err(error) => {
-            return page_error(
-                StatusCode::UNAUTHORIZED,
-                &format!("This sign-in link is not valid: {error}."),
-            );
-        }
-    };
-    let used = || {
-        page_error(
-            StatusCode::UNAUTHORIZED,
-            "This sign-in link was used already: ask for a new one.",
-        )
-    };
-    let _serialised = console.sign_ins.lock().await;
-    match console.app.store.console_link_used(&link.jti).await {
-        Ok(false) => {}
-        Ok(true) => return used(),
-        Err(error) => return unavailable("used links", error),
-    }
-    let now = now_secs();
-    let session = Session {
-        id: session::new_id(),
-        person: link.person.agent.to_string(),
-        roles: link.person.roles.iter().cloned().collect(),
-        started: now,
-        seen: now,
-    };
-    let at = Timestamp::now();
-    let entry = Entry {
-        time: at.to_string(),
-        event: Event::ConsoleSignedIn(ConsoleEvent {
-            person: session.person.clone(),
-            roles: session.roles.clone(),
-            session: session.id.clone(),
-            method: Some("dev_link".into()),
-            link: Some(link.jti.clone()),
-        }),
-    };
-    let recorded = match entry.append(SideEffect::ConsoleLink {
-        link: link.jti,
-        used_at: at,
-    }) {
-        Ok(append) => console.app.ledger.append(vec![append]).await,
-        Err(error) => {
-            tracing::error!(%error, "console: sign-in entry");
-            return page_error(StatusCode::BAD_REQUEST, "This sign-in link is not valid.");
-        }
-    };
-    match recorded {
-        Ok(_) => {}
-        Err(LedgerError::Conflict(_)) => return used(),
-        Err(error) => {
-            tracing::error!(%error, "console: sign-in not recorded");
-            return page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The sign-in could not be recorded in the ledger; nothing was signed in.",
-            );
-        }
-    }
-    let mut response = Redirect::to("/console").into_response();
-    let cookie = set_cookie(&console, &headers, &console.keys.seal(&session));
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
-    response
-}
-
 /// Whether a posted form (`application/x-www-form-urlencoded`, read from the raw body so that a
 /// post of anything else is the same refusal) carries this session's CSRF token.
 fn csrf_ok(console: &Console, person: &Person, body: &[u8]) -> bool {
@@ -446,55 +391,10 @@ fn csrf_ok(console: &Console, person: &Person, body: &[u8]) -> bool {
         .is_some_and(|(_, token)| console.keys.csrf_matches(&person.session.id, &token))
 }
 
-async fn sign_out(
-    State(console): State<Console>,
-    axum::Extension(person): axum::Extension<Person>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !csrf_ok(&console, &person, &body) {
-        return forged_form();
-    }
-    let at = Timestamp::now();
-    let entry = Entry {
-        time: at.to_string(),
-        event: Event::ConsoleSignedOut(ConsoleEvent {
-            person: person.session.person.clone(),
-            roles: person.session.roles.clone(),
-            session: person.session.id.clone(),
-            method: None,
-            link: None,
-        }),
-    };
-    let recorded = match entry.append(SideEffect::ConsoleSignOut {
-        session: person.session.id.clone(),
-        at,
-    }) {
-        Ok(append) => console
-            .app
-            .ledger
-            .append(vec![append])
-            .await
-            .map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    if let Err(error) = recorded {
-        tracing::error!(%error, "console: sign-out not recorded");
-        return page_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The sign-out could not be recorded; your session is still open. Try again.",
-        );
-    }
-    let mut response = Redirect::to("/console/sign-in?signed_out=1").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(&console, &headers, ""));
-    response
-}
-
 /// The roles that may read the fleet: everyone the console is for.
 const READERS: &[&str] = &[
     crate::identity::roles::ADMIN,
+    crate::identity::roles::POLICY_ADMIN,
     crate::identity::roles::AUDITOR,
     crate::identity::roles::COMPLIANCE_OFFICER,
     crate::identity::roles::OPERATOR,

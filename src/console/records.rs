@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::actions::{Notice, acting, back, caller_of, fields, no_caller};
-use super::{Console, Person, page_error, render, serialized, unavailable};
+use super::{Console, Person, day_start, page_error, render, serialized, unavailable};
 use crate::compliance::{Period, card, checklist};
 use crate::ids::AgentId;
 use crate::policy::control::ControlAction;
@@ -147,19 +147,7 @@ pub(super) async fn audit_pack(
     let Ok(agent) = id.parse::<AgentId>() else {
         return page_error(StatusCode::NOT_FOUND, "There is no such agent.");
     };
-    // A date picker sends YYYY-MM-DD: the day's start, UTC.
-    let day = |v: Option<String>| {
-        v.map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                if s.len() == 10 {
-                    format!("{s}T00:00:00Z")
-                } else {
-                    s
-                }
-            })
-    };
-    let (from, to) = (day(q.from), day(q.to));
+    let (from, to) = (day_start(q.from), day_start(q.to));
     match console
         .app
         .audit_pack(&caller, Some(agent.clone()), from.as_deref(), to.as_deref())

@@ -145,6 +145,17 @@ pub struct Activation {
     pub test_checks: usize,
 }
 
+/// A run of a store's policy tests against a version.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TestRun {
+    pub version: VersionId,
+    /// Test files run and checks made.
+    pub files: usize,
+    pub checks: usize,
+    /// One line per failed check; empty when the version passed.
+    pub failures: Vec<String>,
+}
+
 /// Most files in one version.
 const MAX_FILES: usize = 200;
 
@@ -455,6 +466,28 @@ impl Versions {
             previous,
             test_files,
             test_checks,
+        })
+    }
+
+    /// Runs the store's policy tests against the version and records the run, without
+    /// activating it: what an activation would check first.
+    pub async fn test(
+        &self,
+        pipeline: &Pipeline,
+        id: &VersionId,
+        actor: &str,
+    ) -> Result<TestRun, VersionError> {
+        let row = self.version_row(id).await?;
+        let pack = self.pack_of_row(pipeline, &row)?;
+        let (files, checks, failures) = self.run_tests(&row.store, &pack)?;
+        self.ledger
+            .append(vec![self.tested(&row, actor, files, checks, &failures)?])
+            .await?;
+        Ok(TestRun {
+            version: *id,
+            files,
+            checks,
+            failures,
         })
     }
 

@@ -69,13 +69,15 @@ class Server:
         )
 
 
-def start(data_dir: Path) -> Server:
+def start(data_dir: Path, config: Path | None = None, listen: str = "127.0.0.1:0") -> Server:
+    """`reins serve` on `listen` (default: a free port), with `config` as its `--config` file."""
     process = subprocess.Popen(
         [
             str(reins_binary()),
+            *(["--config", str(config)] if config else []),
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--data-dir",
             str(data_dir),
             "--policy-dir",
