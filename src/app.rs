@@ -263,6 +263,15 @@ impl Services {
             Ok(id) => self.pipeline.get(&id).await?,
             Err(_) => None,
         };
+        Ok(self.view_of(approval, asked.as_ref()))
+    }
+
+    /// An approval with the request its decision recorded (`asked`), as people read it.
+    fn view_of(
+        &self,
+        approval: crate::approvals::Approval,
+        asked: Option<&crate::model::DecisionRecord>,
+    ) -> ApprovalView {
         let request = asked.map(|record| {
             let tool = (record.request.resource.kind == "Tool")
                 .then(|| record.request.resource.id.parse().ok())
@@ -276,12 +285,12 @@ impl Services {
                     .and_then(|c| c.get("args"))
                     .cloned()
                     .unwrap_or_else(|| serde_json::json!({})),
-                intent: record.request.intent,
+                intent: record.request.intent.clone(),
                 tool_description: tool.as_ref().map(|t| t.tool.record.description.clone()),
                 tool_risk: tool.map(|t| t.tool.record.risk.as_str().to_owned()),
             }
         });
-        Ok(ApprovalView { approval, request })
+        ApprovalView { approval, request }
     }
 
     /// Grants (`grant`) or denies approval `id` for `caller` (already authorized by the control
@@ -321,11 +330,23 @@ impl Services {
         status: Option<crate::approvals::Status>,
         limit: u32,
     ) -> Result<Vec<ApprovalView>, crate::approvals::ApprovalError> {
-        let mut views = Vec::new();
-        for approval in self.approvals.list(status, limit).await? {
-            views.push(self.approval_view(approval).await?);
+        let approvals = self.approvals.list(status, limit).await?;
+        // The requests of all of them in one read, not one per approval.
+        let ids: Vec<crate::ids::DecisionId> = approvals
+            .iter()
+            .filter_map(|a| a.evaluation_id.parse().ok())
+            .collect();
+        let mut asked = std::collections::HashMap::new();
+        for row in self.store.decisions_by_id(&ids).await? {
+            asked.insert(row.id.clone(), crate::decision::record_of(&row)?);
         }
-        Ok(views)
+        Ok(approvals
+            .into_iter()
+            .map(|a| {
+                let record = asked.get(&a.evaluation_id);
+                self.view_of(a, record)
+            })
+            .collect())
     }
 
     /// An audit pack (zip bytes) for `caller` (already authorized) over `[from, to)` (RFC 3339;

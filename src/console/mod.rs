@@ -227,8 +227,16 @@ fn page_error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    // How long the page took here, for a browser's developer tools and for measuring pages.
+    if let Ok(timing) = HeaderValue::from_str(&format!(
+        "app;dur={:.1}",
+        started.elapsed().as_secs_f64() * 1000.0
+    )) {
+        headers.insert("server-timing", timing);
+    }
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

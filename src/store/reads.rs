@@ -210,6 +210,29 @@ impl Store {
         .await)?)
     }
 
+    /// The decisions with these ids, in one read (in no particular order; unknown ids are left
+    /// out). At most 500 ids.
+    pub async fn decisions_by_id(
+        &self,
+        ids: &[DecisionId],
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len().min(500))
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("{DECISION_SELECT} WHERE d.id IN ({placeholders})");
+        Ok(on_db!(self, |pool| {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+            for id in ids.iter().take(500) {
+                query = query.bind(id.to_string());
+            }
+            query.fetch_all(pool).await
+        })?)
+    }
+
     /// The newest decision `agent` asked for with idempotency key `key` at or after `since`.
     pub async fn decision_by_idempotency_key(
         &self,
