@@ -112,6 +112,7 @@ pub fn routes(app: AppState) -> Result<Router, String> {
         .route("/policies/{version}/{action}", post(policies::act))
         .route("/ledger", get(records::ledger_page))
         .route("/ledger/entry", get(records::entry_lookup))
+        .route("/ledger/consistency", get(records::consistency))
         .route("/ledger/entries/{index}", get(records::entry_page))
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),

@@ -196,6 +196,30 @@ pub(super) async fn ledger_page(
     )
 }
 
+#[derive(Deserialize)]
+pub(super) struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+/// The consistency proof between two tree sizes, for the ledger page's check in the browser.
+pub(super) async fn consistency(
+    State(console): State<Console>,
+    axum::Extension(person): axum::Extension<Person>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Response {
+    if !person.has_any(LEDGER_READERS) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    match console.app.ledger.consistency_proof(q.from, q.to).await {
+        Ok(proof) => axum::Json(proof).into_response(),
+        Err(crate::ledger::LedgerError::OutOfRange(message)) => {
+            (StatusCode::BAD_REQUEST, message).into_response()
+        }
+        Err(e) => unavailable("consistency proof", e),
+    }
+}
+
 pub(super) async fn entry_page(
     State(console): State<Console>,
     axum::Extension(person): axum::Extension<Person>,

@@ -306,3 +306,40 @@ def test_an_officer_attests_follows_evidence_to_the_ledger_and_downloads_a_pack(
     browser.get(f"{server.url}/console/ledger")
     assert "Latest signed checkpoint" in browser.page_source
     screenshot(browser, "ledger")
+
+
+def test_the_ledger_page_checks_in_the_browser_that_the_ledger_only_grew(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    def checked() -> str:
+        result = WebDriverWait(browser, 10).until(
+            lambda b: b.find_element(By.ID, "ledger-result")
+            if "pending" not in b.find_element(By.ID, "ledger-result").get_attribute("class")
+            else False
+        )
+        return str(result.text)
+
+    browser.get(server.link("ivy", "auditor"))
+    time.sleep(1.2)  # the checkpoint covering the sign-in is signed within a second
+    browser.get(f"{server.url}/console/ledger")
+    first = checked()
+    assert first.startswith("Verified in your browser") and "had not seen the ledger before" in first, first
+
+    # The ledger grows; on the next visit the browser proves the old one is a prefix of it.
+    agent = server.mint("notes-bot")
+    for _ in range(5):
+        server.api("POST", "/v1/decisions", agent, {"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}})
+    time.sleep(1.2)
+    browser.get(f"{server.url}/console/ledger")
+    second = checked()
+    assert "is a prefix of it" in second, second
+    screenshot(browser, "ledger-verified")
+
+    # A remembered ledger that this one does not extend (another root at a smaller size): caught.
+    browser.execute_script(
+        "const k = Object.keys(localStorage).find(k => k.startsWith('reins-ledger:'));"
+        "const seen = JSON.parse(localStorage.getItem(k));"
+        "seen.size = seen.size - 3; seen.root = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));"
+        "localStorage.setItem(k, JSON.stringify(seen));"
+    )
+    browser.find_element(By.ID, "ledger-verify").click()
+    WebDriverWait(browser, 10).until(lambda b: "failed" in b.find_element(By.ID, "ledger-result").get_attribute("class"))
+    assert "is not a prefix" in browser.find_element(By.ID, "ledger-result").text

@@ -1,7 +1,10 @@
-// Verifies a decision's ledger entry in the browser, with no help from the server beyond the
-// bytes it sent: the entry's RFC 6962 leaf hash, its inclusion proof up to the checkpoint's root
-// (RFC 9162 2.1.3.2), and the checkpoint's Ed25519 signature (a C2SP signed note) under the ledger
-// key. WebCrypto does the SHA-256 and the Ed25519.
+// Verifies the ledger in the browser, with no help from the server beyond the bytes it sent.
+// On an entry's page (#proof): the entry's RFC 6962 leaf hash, its inclusion proof up to the
+// checkpoint's root (RFC 9162 2.1.3.2), and the checkpoint's Ed25519 signature (a C2SP signed
+// note) under the ledger key. On the ledger's page (#ledger-check): the latest checkpoint's
+// signature, and that the ledger this browser saw last time is a prefix of it (a consistency
+// proof, RFC 9162 2.1.4.2), as a monitor of a transparency log checks; the browser then remembers
+// the new checkpoint. WebCrypto does the SHA-256 and the Ed25519.
 "use strict";
 
 const bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
@@ -73,6 +76,82 @@ async function verify(el) {
   if (!equal(root, checkpoint.root)) throw new Error("the proof does not lead to the checkpoint's root");
 }
 
+const odd = (n) => n % 2 === 1;
+const half = (n) => Math.floor(n / 2);
+
+// RFC 9162 2.1.4.2: whether `proof` shows the tree of `first` entries (root `firstRoot`) is a
+// prefix of the tree of `second` entries (root `secondRoot`).
+async function consistent(first, second, firstRoot, secondRoot, proof) {
+  if (first > second) throw new Error("the ledger is smaller than when this browser last saw it");
+  if (first === second) {
+    if (!equal(firstRoot, secondRoot)) throw new Error("the ledger's root changed at the same size");
+    return;
+  }
+  if (first === 0) return;
+  const path = (first & (first - 1)) === 0 && first < 2 ** 31 ? [firstRoot, ...proof] : proof;
+  if (path.length === 0) throw new Error("the consistency proof is empty");
+  let fn = first - 1, sn = second - 1;
+  while (odd(fn)) { fn = half(fn); sn = half(sn); }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) throw new Error("the consistency proof is too long");
+    if (odd(fn) || fn === sn) {
+      fr = await sha256(concat([1], c, fr));
+      sr = await sha256(concat([1], c, sr));
+      if (!odd(fn)) { while (!odd(fn) && fn !== 0) { fn = half(fn); sn = half(sn); } }
+    } else {
+      sr = await sha256(concat([1], sr, c));
+    }
+    fn = half(fn); sn = half(sn);
+  }
+  if (sn !== 0) throw new Error("the consistency proof is too short");
+  if (!equal(fr, firstRoot) || !equal(sr, secondRoot)) {
+    throw new Error("the ledger this browser saw before is not a prefix of this one");
+  }
+}
+
+const b64 = (a) => btoa(String.fromCharCode(...a));
+
+async function checkLedger(el, result) {
+  const checkpoint = await checkpointRoot(el.dataset.checkpoint, el.dataset.key);
+  const memory = "reins-ledger:" + el.dataset.key;
+  const seen = JSON.parse(localStorage.getItem(memory) || "null");
+  let said = "Verified in your browser: the latest checkpoint (" + checkpoint.size +
+    " entries) is signed by the ledger key.";
+  if (seen) {
+    let hashes = [];
+    if (seen.size > 0 && seen.size < checkpoint.size) {
+      const answer = await fetch("/console/ledger/consistency?from=" + seen.size + "&to=" + checkpoint.size,
+        { credentials: "same-origin" });
+      if (!answer.ok) throw new Error("the server gave no consistency proof (" + answer.status + ")");
+      hashes = (await answer.json()).hashes.map(bytes);
+    }
+    await consistent(seen.size, checkpoint.size, bytes(seen.root), checkpoint.root, hashes);
+    said += " The ledger of " + seen.size + " entries this browser saw on " + seen.at +
+      " is a prefix of it: nothing it held was changed or removed.";
+  } else {
+    said += " This browser had not seen the ledger before; from now on it checks that the ledger only grows.";
+  }
+  localStorage.setItem(memory, JSON.stringify(
+    { size: checkpoint.size, root: b64(checkpoint.root), at: new Date().toISOString() }));
+  result.className = "verified";
+  result.textContent = said;
+}
+
+async function runLedger() {
+  const el = document.getElementById("ledger-check");
+  const result = document.getElementById("ledger-result");
+  if (!el || !result) return;
+  result.className = "pending";
+  result.textContent = "Verifying in your browser…";
+  try {
+    await checkLedger(el, result);
+  } catch (e) {
+    result.className = "failed";
+    result.textContent = "Does NOT verify: " + e.message + ".";
+  }
+}
+
 async function run() {
   const el = document.getElementById("proof");
   const result = document.getElementById("verify-result");
@@ -91,6 +170,9 @@ async function run() {
 
 document.addEventListener("DOMContentLoaded", () => {
   run();
+  runLedger();
   const again = document.getElementById("verify-again");
   if (again) again.addEventListener("click", run);
+  const ledgerAgain = document.getElementById("ledger-verify");
+  if (ledgerAgain) ledgerAgain.addEventListener("click", runLedger);
 });
