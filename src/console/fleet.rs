@@ -1,6 +1,6 @@
 //! The fleet page's figures: every agent with its tier, status, owner, decisions and deny rate
-//! over the last 24 hours, pending approvals and the kill switches stopping it; the tools with
-//! their risk; the switches in force.
+//! over the last 24 hours, pending approvals, the kill switches stopping it and its EU AI Act
+//! checklist in brief; the tools with their risk; the switches in force.
 
 use serde::Serialize;
 
@@ -9,6 +9,43 @@ use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// How long an agent's checklist summary is shown before it is worked out again: a checklist
+/// reads the ledger's evidence item by item, too much to redo for every agent on every view.
+const CHECKLIST_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Summary = std::collections::BTreeMap<String, usize>;
+
+/// Agents' checklist summaries, each kept for [`CHECKLIST_FRESHNESS`].
+pub struct Checklists(quick_cache::sync::Cache<String, (std::time::Instant, Option<Summary>)>);
+
+impl Default for Checklists {
+    fn default() -> Self {
+        Self(quick_cache::sync::Cache::new(10_000))
+    }
+}
+
+impl Checklists {
+    async fn summary(
+        &self,
+        sources: &crate::compliance::Sources,
+        agent: &crate::ids::AgentId,
+    ) -> Option<Summary> {
+        if let Some((at, summary)) = self.0.get(agent.as_str())
+            && at.elapsed() < CHECKLIST_FRESHNESS
+        {
+            return summary;
+        }
+        let summary = crate::compliance::checklist::checklist(sources, agent)
+            .await
+            .ok()
+            .map(|c| c.summary);
+        self.0.insert(
+            agent.to_string(),
+            (std::time::Instant::now(), summary.clone()),
+        );
+        summary
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Fleet {
@@ -45,6 +82,11 @@ pub struct AgentLine {
     pub pending_approvals: usize,
     /// Switches in force that stop it (its own, a global one).
     pub stopped_by: Vec<String>,
+    /// Its EU AI Act checklist's items that apply, counted by status (`3 satisfied, 1
+    /// attestation required`); none when the checklist could not be made.
+    pub checklist: Option<String>,
+    /// Items that need a person: an attestation, missing or stale evidence, or scoping.
+    pub checklist_open: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,7 +108,21 @@ pub struct SwitchLine {
     pub engaged_at: Timestamp,
 }
 
-pub async fn fleet(app: &Services) -> Result<Fleet, StoreError> {
+/// `3 satisfied, 1 attestation required`: the statuses of the items that apply.
+fn describe_checklist(summary: &std::collections::BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = summary
+        .iter()
+        .filter(|(status, _)| !matches!(status.as_str(), "not_applicable" | "not_yet_applicable"))
+        .map(|(status, n)| format!("{n} {}", status.replace('_', " ")))
+        .collect();
+    if parts.is_empty() {
+        "no item applies yet".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub async fn fleet(app: &Services, checklists: &Checklists) -> Result<Fleet, StoreError> {
     let now = Timestamp::now();
     let registry = app.pipeline.registry();
     let pending = app
@@ -75,6 +131,7 @@ pub async fn fleet(app: &Services) -> Result<Fleet, StoreError> {
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let engaged = app.killswitches.engaged();
+    let sources = app.compliance_sources();
     let mut agents = Vec::new();
     for agent in registry.agents() {
         let counts = app
@@ -91,7 +148,20 @@ pub async fn fleet(app: &Services) -> Result<Fleet, StoreError> {
             })
             .map(|s| s.id.to_string())
             .collect();
+        let summary = checklists.summary(&sources, &agent.id).await;
         agents.push(AgentLine {
+            checklist: summary.as_ref().map(describe_checklist),
+            checklist_open: summary.as_ref().map_or(0, |s| {
+                [
+                    "attestation_required",
+                    "evidence_missing",
+                    "evidence_stale",
+                    "scoping_needed",
+                ]
+                .iter()
+                .filter_map(|k| s.get(*k))
+                .sum()
+            }),
             id: agent.id.to_string(),
             name: agent.record.name.clone(),
             owner: agent.record.owner.clone(),

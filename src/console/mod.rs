@@ -52,6 +52,8 @@ pub struct Console {
     sign_ins: Arc<tokio::sync::Mutex<()>>,
     /// The OpenID Connect provider, when one is configured.
     oidc: Option<Arc<oidc::Oidc>>,
+    /// The fleet's checklist summaries, recent ones kept.
+    checklists: Arc<fleet::Checklists>,
 }
 
 /// The signed-in person of a request, put there by [`require_session`].
@@ -88,6 +90,7 @@ pub fn routes(app: AppState) -> Result<Router, String> {
         keys: Arc::new(keys),
         sign_ins: Default::default(),
         oidc,
+        checklists: Default::default(),
     };
     templates()?;
     let signed_in = Router::new()
@@ -421,7 +424,7 @@ async fn fleet_page(
             "Your roles do not include one the console is for (admin, auditor, compliance_officer, operator, approver, reviewer).",
         );
     }
-    match fleet::fleet(&console.app).await {
+    match fleet::fleet(&console.app, &console.checklists).await {
         Ok(view) => render(
             StatusCode::OK,
             "fleet.html",

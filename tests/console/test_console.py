@@ -39,6 +39,12 @@ def test_sign_in_see_the_fleet_and_sign_out(server: Server, browser) -> None:  #
         assert "Signed in as cora" in browser.find_element(By.CLASS_NAME, "who").text
         agents = browser.find_element(By.XPATH, "//table[caption='Registered agents']").text
         assert "refund-bot" in agents and "notes-bot" in agents
+        # Each agent's checklist in brief, linking to its page.
+        brief = browser.find_element(
+            By.XPATH, "//table[caption='Registered agents']//tr[.//code[text()='refund-bot']]/td[last()]/a"
+        )
+        assert brief.get_attribute("href").endswith("/console/agents/refund-bot")
+        assert any(word in brief.text for word in ["satisfied", "attestation required", "supporting evidence"]), brief.text
         stopped = browser.find_elements(By.CSS_SELECTOR, "tr.stopped")
         assert any("notes-bot" in row.text for row in stopped)
         assert "runaway loop" in browser.find_element(By.XPATH, "//table[caption='Engaged kill switches']").text

@@ -303,11 +303,15 @@ pub struct Checklist {
 impl Catalogue {
     /// The catalogue compiled into this build.
     pub fn builtin() -> Result<Self, ComplianceError> {
-        let catalogue: Self = toml::from_str(CATALOGUE).map_err(|e| ComplianceError::Render {
-            what: "the checklist catalogue",
-            message: e.to_string(),
-        })?;
-        Ok(catalogue)
+        // Parsed once: every checklist (the console's fleet makes one per agent) starts here.
+        static PARSED: std::sync::OnceLock<Result<Catalogue, String>> = std::sync::OnceLock::new();
+        PARSED
+            .get_or_init(|| toml::from_str(CATALOGUE).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|message| ComplianceError::Render {
+                what: "the checklist catalogue",
+                message,
+            })
     }
 
     pub fn item(&self, id: &str) -> Option<&Item> {
