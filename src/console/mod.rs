@@ -1,9 +1,10 @@
 //! The console: server-rendered pages at `/console` for the people who run a fleet (compliance
-//! officers, approvers, operators), signed in with a one-time link (`reins console-link`).
+//! officers, approvers, operators, policy admins).
 //!
 //! Pages are minijinja templates compiled into the binary (auto-escaped HTML), with one
-//! stylesheet and no script: nothing is fetched from anywhere else, and every response carries a
-//! Content-Security-Policy that says so. A person's session is a signed cookie ([`session`]);
+//! stylesheet and two scripts, also compiled in: a vendored htmx (the approval queue refreshes in
+//! place) and `verify.js` (proofs checked in the browser). Nothing is fetched from anywhere else,
+//! and every response carries a Content-Security-Policy that says so. A person's session is a signed cookie ([`session`]);
 //! sign-in and sign-out are ledger entries. Anything a person does here goes through the same
 //! domain calls as the API, decided by the control policy under the person's own name.
 //!
