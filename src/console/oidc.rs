@@ -47,6 +47,8 @@ pub const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// fetched again, so that a provider's key rotation is picked up.
 const METADATA_TTL: Duration = Duration::from_secs(10 * 60);
 const COOKIE: &str = "reins_console_oidc";
+/// The most of a provider's answer Reins reads.
+const MAX_PROVIDER_BODY: usize = 1 << 20;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// The ID token's claims beyond the standard ones (where the roles are).
@@ -234,10 +236,19 @@ impl Oidc {
         move |request: openidconnect::HttpRequest| {
             let http = http.clone();
             Box::pin(async move {
-                let response = http.execute(request.try_into()?).await?;
+                let mut response = http.execute(request.try_into()?).await?;
                 let status = response.status();
                 let headers = response.headers().clone();
-                let body = response.bytes().await?.to_vec();
+                // Discovery documents, key sets and token answers are a few kilobytes; a body
+                // past the limit is cut there (and then fails to parse) rather than held whole.
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_PROVIDER_BODY {
+                        body.truncate(MAX_PROVIDER_BODY);
+                        break;
+                    }
+                }
                 let mut answer = openidconnect::HttpResponse::new(body);
                 *answer.status_mut() = status;
                 *answer.headers_mut() = headers;

@@ -91,6 +91,12 @@ async fn the_full_approval_flow() {
     let approver = s.token("alice", &["approver"]);
     let (_, pending) = s.get("/v1/approvals?status=pending", &approver).await;
     assert_eq!(pending["approvals"][0]["id"], id);
+    // The list carries what each approval would let the agent do, as the single read does.
+    assert_eq!(
+        pending["approvals"][0]["request"]["arguments"],
+        json!({"amount": 5000, "currency": "EUR"}),
+        "{pending}"
+    );
     let (status, granted) = grant(&s, id).await;
     assert_eq!(status, 200, "{granted}");
     assert_eq!(
