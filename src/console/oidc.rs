@@ -110,6 +110,8 @@ enum OidcError {
         "the answer from the identity provider is not for the sign-in this browser started (its state does not match)"
     )]
     WrongState,
+    #[error("the answer comes from another issuer ({0}) than the one configured")]
+    WrongIssuer(String),
     #[error("this sign-in was completed already: start again")]
     Replayed,
     #[error("the identity provider did not sign you in: {0}")]
@@ -124,7 +126,9 @@ impl OidcError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Provider(_) => StatusCode::BAD_GATEWAY,
-            Self::NoSignIn | Self::TooSlow | Self::WrongState => StatusCode::BAD_REQUEST,
+            Self::NoSignIn | Self::TooSlow | Self::WrongState | Self::WrongIssuer(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Replayed | Self::Refused(_) | Self::IdToken(_) => StatusCode::UNAUTHORIZED,
             Self::NotAPerson(_) => StatusCode::FORBIDDEN,
         }
@@ -429,6 +433,9 @@ pub(super) struct Callback {
     error: Option<String>,
     #[serde(default)]
     error_description: Option<String>,
+    /// RFC 9207: the issuer that answered, from a provider that says so.
+    #[serde(default)]
+    iss: Option<String>,
 }
 
 /// `GET /console/oidc/callback`: the provider's answer, checked, then a session.
@@ -479,6 +486,13 @@ pub(super) async fn callback(
 
 /// The sign-in id of this browser's sign-in, if the answer belongs to it.
 fn checked(oidc: &Oidc, headers: &HeaderMap, answer: &Callback) -> Result<String, OidcError> {
+    // An answer naming another issuer is a mix-up: a code from another provider would be spent
+    // at this one's token endpoint (RFC 9207).
+    if let Some(iss) = &answer.iss
+        && iss.trim_end_matches('/') != oidc.config.issuer.trim_end_matches('/')
+    {
+        return Err(OidcError::WrongIssuer(iss.clone()));
+    }
     if let Some(error) = &answer.error {
         let description = answer.error_description.as_deref().unwrap_or("");
         return Err(OidcError::Refused(

@@ -59,10 +59,10 @@ pub(super) async fn list(
         return not_for_you();
     }
     let stores = store_names(&console);
-    let store = q
-        .store
-        .filter(|s| stores.contains(s))
-        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    let store = q.store.unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    if !stores.contains(&store) {
+        return page_error(StatusCode::NOT_FOUND, "There is no such policy store.");
+    }
     let mut versions = match console.app.versions.list(&store).await {
         Ok(v) => v,
         Err(e) => return version_error(e),

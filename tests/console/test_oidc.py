@@ -202,6 +202,15 @@ def test_a_wrong_state_a_replay_and_a_spent_code_are_refused(oidc_server: Server
     r = httpx.get(f"{oidc_server.url}/console/oidc/callback", params=callback)
     assert r.status_code == 400
 
+    # An answer that names another issuer (RFC 9207): a mix-up, refused before the code is spent.
+    client, authorize = start_flow(oidc_server)
+    back = answer(authorize, sub="erin@example.com")
+    r = client.get(
+        "/console/oidc/callback",
+        params={"code": back["code"][0], "state": back["state"][0], "iss": "https://evil.example"},
+    )
+    assert r.status_code == 400 and "another issuer" in r.text
+
 
 def test_the_provider_refusing_or_giving_no_role_signs_no_one_in(oidc_server: Server, provider: str, browser) -> None:  # type: ignore[no-untyped-def]
     client, authorize = start_flow(oidc_server)

@@ -95,6 +95,8 @@ def test_an_auditor_reads_policies_but_cannot_act(server: Server, browser) -> No
         data={"csrf": csrf},
     )
     assert r.status_code == 303 and "control+policy+does+not+permit" in r.headers["location"]
+    r = httpx.get(f"{server.url}/console/policies?store=nope", cookies={"reins_console": cookie})
+    assert r.status_code == 404 and "no such policy store" in r.text
     # Someone without a policy role gets a 403 page.
     browser.delete_all_cookies()
     browser.get(server.link("opal", "operator"))
