@@ -83,6 +83,16 @@ pub enum Outcome {
     Deny,
 }
 
+impl Outcome {
+    /// The wire name: `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 /// Why the answer is what it is, machine-readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +136,22 @@ pub struct Reason {
 }
 
 impl ReasonCode {
+    /// Every code, in the order of the documentation (a form's choices).
+    pub const ALL: [ReasonCode; 12] = [
+        Self::Policy,
+        Self::KillSwitch,
+        Self::ApprovalRequired,
+        Self::ApprovalInvalid,
+        Self::NoMatchingPermit,
+        Self::PolicyError,
+        Self::UnknownAgent,
+        Self::AgentSuspended,
+        Self::UnknownTool,
+        Self::NoPolicy,
+        Self::LedgerUnavailable,
+        Self::LedgerBacklog,
+    ];
+
     /// The wire name, for metrics and spans.
     pub fn as_str(self) -> &'static str {
         match self {

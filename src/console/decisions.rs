@@ -8,13 +8,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::{Console, Person, page_error, render, serialized, unavailable};
-use crate::model::Outcome;
+use super::{Console, Person, blank_is_none, page_error, render, serialized, unavailable};
+use crate::model::ReasonCode;
 use crate::store::DecisionFilter;
 use crate::timestamp::Timestamp;
 
 /// Most decisions a list shows.
 const LIST_LIMIT: u32 = 200;
+/// Most decisions read to fill a list filtered by reason code: the code is inside each recorded
+/// entry, not a column, so that filter reads pages of the others' matches until the list is full.
+const SCAN_LIMIT: usize = 5_000;
 
 const READERS: &[&str] = &["admin", "auditor", "compliance_officer", "reviewer"];
 
@@ -48,13 +51,6 @@ struct Line {
     reasons: String,
 }
 
-fn blank_is_none(v: &Option<String>) -> Option<String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
 pub(super) async fn list(
     State(console): State<Console>,
     axum::Extension(person): axum::Extension<Person>,
@@ -67,7 +63,7 @@ pub(super) async fn list(
         );
     }
     let time = |v: &Option<String>, field: &str| -> Result<Option<Timestamp>, String> {
-        blank_is_none(v)
+        blank_is_none(v.clone())
             .map(|t| {
                 t.parse()
                     .map_err(|e| format!("{field}: {e} (RFC 3339, e.g. 2026-11-30T12:00:00Z)"))
@@ -76,53 +72,22 @@ pub(super) async fn list(
     };
     let filter = match (time(&q.from, "from"), time(&q.to, "to")) {
         (Ok(from), Ok(to)) => DecisionFilter {
-            agent: blank_is_none(&q.agent),
-            tool: blank_is_none(&q.tool),
-            outcome: blank_is_none(&q.outcome).filter(|o| o == "allow" || o == "deny"),
+            agent: blank_is_none(q.agent.clone()),
+            tool: blank_is_none(q.tool.clone()),
+            outcome: blank_is_none(q.outcome.clone()).filter(|o| o == "allow" || o == "deny"),
             from,
             to,
+            before: None,
         },
         (Err(e), _) | (_, Err(e)) => {
             return page_error(StatusCode::BAD_REQUEST, &e);
         }
     };
-    let reason = blank_is_none(&q.reason);
-    let rows = match console
-        .app
-        .store
-        .decisions_matching(&filter, LIST_LIMIT)
-        .await
-    {
-        Ok(rows) => rows,
+    let reason = blank_is_none(q.reason.clone());
+    let (lines, scanned) = match matching(&console, filter, reason.as_deref()).await {
+        Ok(found) => found,
         Err(error) => return unavailable("decisions", error),
     };
-    let mut lines = Vec::new();
-    for row in &rows {
-        let Ok(record) = crate::decision::record_of(row) else {
-            continue;
-        };
-        let codes: Vec<&str> = record
-            .decision
-            .reasons
-            .iter()
-            .map(|r| r.code.as_str())
-            .collect();
-        if reason.as_deref().is_some_and(|r| !codes.contains(&r)) {
-            continue;
-        }
-        lines.push(Line {
-            id: row.id.clone(),
-            at: row.evaluated_at.to_string(),
-            agent: row.agent_id.clone(),
-            on_behalf_of: row.on_behalf_of.clone(),
-            tool: row.resource_id.clone(),
-            decision: match record.decision.decision {
-                Outcome::Allow => "allow",
-                Outcome::Deny => "deny",
-            },
-            reasons: codes.join(", "),
-        });
-    }
     let registry = console.app.pipeline.registry();
     let agents: Vec<String> = registry.agents().iter().map(|a| a.id.to_string()).collect();
     let tools: Vec<String> = registry.tools().iter().map(|t| t.id.to_string()).collect();
@@ -132,9 +97,63 @@ pub(super) async fn list(
         minijinja::context! {
             person => serialized(&person.session), csrf => &person.csrf,
             lines => serialized(&lines), query => serialized(&q), agents, tools,
-            limit => LIST_LIMIT, reason,
+            limit => LIST_LIMIT, reason, scanned,
+            reasons => ReasonCode::ALL.map(ReasonCode::as_str),
         },
     )
+}
+
+/// The newest decisions that match `filter` and, when given, carry reason code `reason`: at most
+/// [`LIST_LIMIT`], from at most [`SCAN_LIMIT`] read (how many were read, when that cut it short).
+async fn matching(
+    console: &Console,
+    mut filter: DecisionFilter,
+    reason: Option<&str>,
+) -> Result<(Vec<Line>, Option<usize>), crate::store::StoreError> {
+    let mut lines = Vec::new();
+    let mut read = 0;
+    loop {
+        let rows = console
+            .app
+            .store
+            .decisions_matching(&filter, LIST_LIMIT)
+            .await?;
+        let last_page = rows.len() < LIST_LIMIT as usize;
+        read += rows.len();
+        for row in &rows {
+            let Ok(record) = crate::decision::record_of(row) else {
+                continue;
+            };
+            let codes: Vec<&str> = record
+                .decision
+                .reasons
+                .iter()
+                .map(|r| r.code.as_str())
+                .collect();
+            if reason.is_some_and(|r| !codes.contains(&r)) {
+                continue;
+            }
+            lines.push(Line {
+                id: row.id.clone(),
+                at: row.evaluated_at.to_string(),
+                agent: row.agent_id.clone(),
+                on_behalf_of: row.on_behalf_of.clone(),
+                tool: row.resource_id.clone(),
+                decision: record.decision.decision.as_str(),
+                reasons: codes.join(", "),
+            });
+            if lines.len() == LIST_LIMIT as usize {
+                return Ok((lines, None));
+            }
+        }
+        if last_page {
+            return Ok((lines, None));
+        }
+        if read >= SCAN_LIMIT {
+            return Ok((lines, Some(read)));
+        }
+        filter.before = rows.last().map(|r| r.id.clone());
+    }
 }
 
 pub(super) async fn one(

@@ -276,19 +276,21 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+/// A form field's value, trimmed; blank is none.
+fn blank_is_none(value: Option<String>) -> Option<String> {
+    value.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
 /// A form's date (a date picker sends `YYYY-MM-DD`: that day's start, UTC) or RFC 3339 time;
 /// blank is none.
 fn day_start(value: Option<String>) -> Option<String> {
-    value
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            if s.len() == 10 {
-                format!("{s}T00:00:00Z")
-            } else {
-                s
-            }
-        })
+    blank_is_none(value).map(|s| {
+        if s.len() == 10 {
+            format!("{s}T00:00:00Z")
+        } else {
+            s
+        }
+    })
 }
 
 fn now_secs() -> u64 {

@@ -476,10 +476,7 @@ impl Pipeline {
         started: Instant,
     ) {
         let tier = tier.map(RiskTier::as_str);
-        let outcome = match decision.decision {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-        };
+        let outcome = decision.decision.as_str();
         let reason = decision.reasons.first().map_or("none", |r| r.code.as_str());
         if !span.is_disabled() {
             let codes: Vec<&str> = decision.reasons.iter().map(|r| r.code.as_str()).collect();

@@ -344,10 +344,7 @@ pub(super) fn row_of(
         action: request.action.clone(),
         resource_type: request.resource.kind.clone(),
         resource_id: request.resource.id.clone(),
-        decision: match decision.decision {
-            Outcome::Allow => "allow".into(),
-            Outcome::Deny => "deny".into(),
-        },
+        decision: decision.decision.as_str().into(),
         policy_digest: decision.policy_digest.clone(),
         evaluated_at: decision.evaluated_at,
         ledger_index: None,

@@ -62,13 +62,6 @@ pub struct ReplayChange {
 
 const EXAMPLES: usize = 50;
 
-fn outcome(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Allow => "allow",
-        Outcome::Deny => "deny",
-    }
-}
-
 /// Whether a recorded decision came from Cedar (rather than a rule that runs before it).
 fn decided_by_cedar(decision: &Decision) -> bool {
     decision.store.is_none()
@@ -199,8 +192,8 @@ pub async fn replay(
                 agent_id: row.agent_id.clone(),
                 action: request.action.clone(),
                 resource: format!("{}::\"{}\"", request.resource.kind, request.resource.id),
-                was: outcome(recorded.decision).into(),
-                now: outcome(now.0).into(),
+                was: recorded.decision.as_str().into(),
+                now: now.0.as_str().into(),
                 policy_ids: now.1.into_iter().filter_map(|r| r.policy_id).collect(),
             });
         }

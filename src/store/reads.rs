@@ -608,14 +608,15 @@ impl Store {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{DECISION_SELECT} WHERE ($1 IS NULL OR d.agent_id = $1) AND ($2 IS NULL OR d.resource_id = $2)
                AND ($3 IS NULL OR d.decision = $3) AND ($4 IS NULL OR d.evaluated_at >= $4)
-               AND ($5 IS NULL OR d.evaluated_at < $5)
-             ORDER BY d.id DESC LIMIT $6"
+               AND ($5 IS NULL OR d.evaluated_at < $5) AND ($6 IS NULL OR d.id < $6)
+             ORDER BY d.id DESC LIMIT $7"
         )))
         .bind(filter.agent.as_deref())
         .bind(filter.tool.as_deref())
         .bind(filter.outcome.as_deref())
         .bind(filter.from)
         .bind(filter.to)
+        .bind(filter.before.as_deref())
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await

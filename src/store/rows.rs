@@ -285,6 +285,8 @@ pub struct DecisionFilter {
     pub outcome: Option<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+    /// Only decisions older than this one (ids sort by time): the next page.
+    pub before: Option<String>,
 }
 
 /// Allowed decisions of one tool with one reported outcome status (`None`: none reported).

@@ -349,3 +349,28 @@ def test_the_ledger_page_checks_in_the_browser_that_the_ledger_only_grew(server:
     browser.find_element(By.ID, "ledger-verify").click()
     WebDriverWait(browser, 10).until(lambda b: "failed" in b.find_element(By.ID, "ledger-result").get_attribute("class"))
     assert "is not a prefix" in browser.find_element(By.ID, "ledger-result").text
+
+
+def test_a_reason_filter_finds_decisions_older_than_the_newest_page(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    r = server.api(
+        "POST", "/v1/killswitch", server.tokens["operator"], {"scope": {"agent": "refund-bot"}, "reason": "paging test"}
+    )
+    assert r.status_code == 201, r.text
+    try:
+        stopped = server.api(
+            "POST",
+            "/v1/decisions",
+            server.mint("refund-bot"),
+            {"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}},
+        ).json()
+        assert stopped["reasons"][0]["code"] == "kill_switch", stopped
+    finally:
+        server.api("DELETE", f"/v1/killswitch/{r.json()['id']}", server.tokens["operator"], {"reason": "done"})
+    # More than a page of newer decisions with other reasons.
+    notes = server.mint("notes-bot")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {notes}"}) as client:
+        for _ in range(210):
+            client.post("/v1/decisions", json={"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}})
+    browser.get(server.link("rhea", "reviewer"))
+    browser.get(f"{server.url}/console/decisions?reason=kill_switch")
+    assert f"/console/decisions/{stopped['decision_id']}" in browser.page_source
