@@ -79,7 +79,8 @@ pub enum Event {
     ConsoleSignedOut(ConsoleEvent),
 }
 
-/// A person's console session begun (with a one-time sign-in link) or ended.
+/// A person's console session begun (with a one-time sign-in link or through the OpenID Connect
+/// provider) or ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsoleEvent {
     pub person: String,

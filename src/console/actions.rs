@@ -11,7 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{Console, Person, csrf_ok, forged_form, page_error, render, serialized, unavailable};
+use super::{
+    Console, Person, blank_is_none, csrf_ok, forged_form, page_error, render, serialized,
+    unavailable,
+};
 use crate::identity::Caller;
 use crate::policy::control::ControlAction;
 
@@ -214,10 +217,7 @@ pub(super) async fn decide_approval(
     let Ok(id) = id.parse() else {
         return back(PAGE, "error", "no such approval");
     };
-    let comment = form
-        .get("comment")
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty());
+    let comment = blank_is_none(form.get("comment").cloned());
     let verdict = crate::approvals::Verdict { comment };
     match console
         .app
@@ -326,12 +326,7 @@ pub(super) async fn engage(
         Err(refused) => return *refused,
     };
     let form = fields(&body);
-    let picked = |name: &str| {
-        form.get(name)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
+    let picked = |name: &str| blank_is_none(form.get(name).cloned());
     let agent = match picked("agent").map(|a| a.parse()).transpose() {
         Ok(a) => a,
         Err(_) => return back(PAGE, "error", "pick an agent from the list"),

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::actions::{Notice, acting, back, caller_of, fields, no_caller};
-use super::{Console, Person, day_start, page_error, render, serialized, unavailable};
+use super::{
+    Console, Person, blank_is_none, day_start, page_error, render, serialized, unavailable,
+};
 use crate::compliance::{Period, card, checklist};
 use crate::ids::AgentId;
 use crate::policy::control::ControlAction;
@@ -96,10 +98,7 @@ pub(super) async fn attest(
     let request = checklist::AttestationRequest {
         item: form.get("item").cloned().unwrap_or_default(),
         statement: form.get("statement").cloned().unwrap_or_default(),
-        document_sha256: form
-            .get("document_sha256")
-            .map(|d| d.trim().to_owned())
-            .filter(|d| !d.is_empty()),
+        document_sha256: blank_is_none(form.get("document_sha256").cloned()),
     };
     match checklist::attest(
         &console.app.ledger,
@@ -213,9 +212,10 @@ pub(super) async fn consistency(
     }
     match console.app.ledger.consistency_proof(q.from, q.to).await {
         Ok(proof) => axum::Json(proof).into_response(),
-        Err(crate::ledger::LedgerError::OutOfRange(message)) => {
-            (StatusCode::BAD_REQUEST, message).into_response()
-        }
+        Err(
+            error @ (crate::ledger::LedgerError::OutOfRange(_)
+            | crate::ledger::LedgerError::Proof(_)),
+        ) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
         Err(e) => unavailable("consistency proof", e),
     }
 }
@@ -234,7 +234,12 @@ pub(super) async fn entry_page(
     let Ok(index) = index.parse::<u64>() else {
         return page_error(StatusCode::NOT_FOUND, "There is no such entry.");
     };
-    let row = match console.app.store.entries(index, index + 1).await {
+    let row = match console
+        .app
+        .store
+        .entries(index, index.saturating_add(1))
+        .await
+    {
         Ok(rows) => rows.into_iter().next(),
         Err(e) => return unavailable("entry", e),
     };

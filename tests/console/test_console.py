@@ -110,6 +110,25 @@ def test_pages_carry_a_strict_content_security_policy(server: Server) -> None:
     assert httpx.get(f"{server.url}/console/no-such-page").status_code == 404
 
 
+def test_odd_addresses_get_pages_not_crashes(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    browser.get(server.link("otto", "auditor"))
+    jar = {"reins_console": browser.get_cookie("reins_console")["value"]}
+    for path, status in [
+        ("/console/ledger/entries/18446744073709551615", 404),
+        ("/console/ledger/entries/-1", 404),
+        ("/console/decisions/not-an-id", 404),
+        ("/console/decisions?from=yesterday", 400),
+        ("/console/policies/not-a-version", 404),
+        ("/console/policies/diff?from=a&to=b", 400),
+        ("/console/ledger/consistency?from=5&to=2", 400),
+        ("/console/agents/nobody", 404),
+    ]:
+        r = httpx.get(server.url + path, cookies=jar)
+        assert r.status_code == status, (path, r.status_code, r.text[:200])
+    # The server is still answering.
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
 def test_an_approval_appears_live_and_is_granted_from_the_queue(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
     agent = server.mint("refund-bot")
     browser.get(server.link("alice", "approver"))
