@@ -132,13 +132,15 @@ pub async fn fleet(app: &Services, checklists: &Checklists) -> Result<Fleet, Sto
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let engaged = app.killswitches.engaged();
     let sources = app.compliance_sources();
+    // Every agent's counts in one read, not one per agent.
+    let counts = app
+        .store
+        .decision_counts_by_agent(now.minus(DAY), now)
+        .await?;
     let mut agents = Vec::new();
     for agent in registry.agents() {
-        let counts = app
-            .store
-            .decision_counts(&agent.id, now.minus(DAY), now)
-            .await?;
-        let decisions = counts.allow + counts.deny;
+        let (allow, deny) = counts.get(agent.id.as_str()).copied().unwrap_or((0, 0));
+        let decisions = allow + deny;
         let stopped_by = engaged
             .iter()
             .filter(|s| {
@@ -169,7 +171,7 @@ pub async fn fleet(app: &Services, checklists: &Checklists) -> Result<Fleet, Sto
             status: agent.record.status.as_str(),
             decisions_24h: decisions,
             deny_rate_24h: (decisions > 0)
-                .then(|| format!("{:.1}%", counts.deny as f64 * 100.0 / decisions as f64)),
+                .then(|| format!("{:.1}%", deny as f64 * 100.0 / decisions as f64)),
             pending_approvals: pending
                 .iter()
                 .filter(|a| a.agent_id == agent.id.as_str())

@@ -319,6 +319,30 @@ impl Store {
         })
     }
 
+    /// Allowed and denied decisions in `[from, to)` per agent, in one read (agents without any
+    /// are left out).
+    pub async fn decision_counts_by_agent(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = on_db!(self, |pool| sqlx::query_as(
+            "SELECT agent_id,
+                    CAST(COUNT(CASE WHEN decision = 'allow' THEN 1 END) AS BIGINT),
+                    CAST(COUNT(CASE WHEN decision = 'deny' THEN 1 END) AS BIGINT)
+             FROM decisions WHERE evaluated_at >= $1 AND evaluated_at < $2
+             GROUP BY agent_id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(agent, allow, deny)| (agent, (allow as u64, deny as u64)))
+            .collect())
+    }
+
     /// Every decision made in `[from, to)`, in ledger order.
     pub async fn decisions_in(
         &self,

@@ -393,3 +393,21 @@ def test_a_reason_filter_finds_decisions_older_than_the_newest_page(server: Serv
     browser.get(server.link("rhea", "reviewer"))
     browser.get(f"{server.url}/console/decisions?reason=kill_switch")
     assert f"/console/decisions/{stopped['decision_id']}" in browser.page_source
+
+
+def test_the_fleet_counts_each_agents_decisions_and_denials(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
+    r = server.api(
+        "PUT",
+        "/v1/agents/counted-bot",
+        server.tokens["admin"],
+        {"name": "Counted Bot", "owner": "ops", "risk_tier": "minimal", "tools": ["crm.note"]},
+    )
+    assert r.status_code in (200, 201), r.text
+    token = server.mint("counted-bot")
+    for tool in ["crm.note", "crm.note", "shell.exec"]:
+        server.api("POST", "/v1/decisions", token, {"action": "invoke", "resource": {"type": "Tool", "id": tool}})
+    browser.get(server.link("fay", "auditor"))
+    row = browser.find_element(By.XPATH, "//table[caption='Registered agents']//tr[.//code[text()='counted-bot']]")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    # Owner, tier, status, decisions, denied, pending approvals, ...
+    assert cells[3:5] == ["3", "33.3%"], cells
