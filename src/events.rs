@@ -303,6 +303,10 @@ pub struct DecisionEvent {
     /// ledger verify` checks that. Absent on a single server's ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_version: Option<u64>,
+    /// The usage counts the decision saw and, when allowed, what it counted (`crate::usage`):
+    /// replay evaluates with these, and a restart rebuilds its windows from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Recorded>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -36,3 +36,4 @@ pub mod store;
 pub mod telemetry;
 pub mod timestamp;
 pub mod tlog;
+pub mod usage;

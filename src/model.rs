@@ -120,6 +120,15 @@ pub enum ReasonCode {
     /// Replicas on PostgreSQL: more entries wait to be integrated into the ledger's tree than
     /// `database.backlog_limit`; decisions are denied until integration catches up.
     LedgerBacklog,
+    /// A policy annotated `@reason("rate_limited")` denied it: too many calls in a window
+    /// (`context.usage`); see `retry_after`.
+    RateLimited,
+    /// A policy annotated `@reason("budget_exceeded")` denied it: the spend over a window would
+    /// pass a cap (`context.usage.spend`).
+    BudgetExceeded,
+    /// A policy annotated `@reason("loop_detected")` denied it: the same call again and again in
+    /// one session (`context.session`).
+    LoopDetected,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -133,11 +142,14 @@ pub struct Reason {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub killswitch_id: Option<crate::ids::SwitchId>,
+    /// Seconds until the window the denying policy names (`@retry`) would count one call less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ReasonCode {
     /// Every code, in the order of the documentation (a form's choices).
-    pub const ALL: [ReasonCode; 12] = [
+    pub const ALL: [ReasonCode; 15] = [
         Self::Policy,
         Self::KillSwitch,
         Self::ApprovalRequired,
@@ -150,7 +162,14 @@ impl ReasonCode {
         Self::NoPolicy,
         Self::LedgerUnavailable,
         Self::LedgerBacklog,
+        Self::RateLimited,
+        Self::BudgetExceeded,
+        Self::LoopDetected,
     ];
+
+    /// The codes a policy may give its denies with `@reason`.
+    pub const FROM_POLICY: [ReasonCode; 3] =
+        [Self::RateLimited, Self::BudgetExceeded, Self::LoopDetected];
 
     /// The wire name, for metrics and spans.
     pub fn as_str(self) -> &'static str {
@@ -167,6 +186,9 @@ impl ReasonCode {
             Self::NoPolicy => "no_policy",
             Self::LedgerUnavailable => "ledger_unavailable",
             Self::LedgerBacklog => "ledger_backlog",
+            Self::RateLimited => "rate_limited",
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::LoopDetected => "loop_detected",
         }
     }
 }
@@ -179,6 +201,7 @@ impl Reason {
             annotations: None,
             message: Some(message.into()),
             killswitch_id: None,
+            retry_after: None,
         }
     }
 }
@@ -241,4 +264,9 @@ pub struct DecisionRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>)]
     pub compensated_by: Vec<DecisionId>,
+    /// The usage counts the decision saw (`context.usage`, `context.session`) and, when it was
+    /// allowed, what it counted: as recorded in its ledger entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<crate::usage::Recorded>,
 }

@@ -335,7 +335,7 @@ pub async fn evaluate_many(
             .and_then(|r| prepare(scope, r));
         let outcome = match prepared {
             Ok((caller, target, request)) => {
-                match pipeline.evaluate_in(&target, &caller, &request) {
+                match pipeline.evaluate_counted(&target, &caller, &request).await {
                     Ok(evaluation) => {
                         let allow = evaluation.decision.decision == Outcome::Allow;
                         evaluated.push(Evaluated {

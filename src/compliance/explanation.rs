@@ -132,6 +132,15 @@ fn meaning(code: ReasonCode) -> &'static str {
         ReasonCode::LedgerBacklog => {
             "The ledger was too far behind to record the decision in time, so Reins refused."
         }
+        ReasonCode::RateLimited => {
+            "A policy limits how many calls may be made in a period, and this call was over the limit."
+        }
+        ReasonCode::BudgetExceeded => {
+            "A policy caps how much may be spent in a period, and this call would have gone over the cap."
+        }
+        ReasonCode::LoopDetected => {
+            "A policy stops an agent that repeats the same call within one session, and this call was one repeat too many."
+        }
     }
 }
 

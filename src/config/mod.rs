@@ -81,6 +81,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
     pub stores: std::collections::BTreeMap<String, PathBuf>,
+    /// The clock usage windows are read at: the system's, or in tests one they move forward.
+    #[serde(skip)]
+    pub clock: crate::usage::Clock,
 }
 
 /// Where the state lives: the embedded SQLite file (one server), or a PostgreSQL database shared
@@ -330,6 +333,7 @@ impl Default for Config {
             authzen: AuthzenConfig::default(),
             http: HttpConfig::default(),
             stores: Default::default(),
+            clock: Default::default(),
         }
     }
 }

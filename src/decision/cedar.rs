@@ -1,11 +1,19 @@
 //! The Cedar context of a request: the caller's JSON plus what Reins fills in itself (the
-//! delegating user, the session, a granted approval), built as Cedar expressions.
+//! delegating user, the session, a granted approval, usage counts), built as Cedar expressions.
 use super::*;
 use crate::ids::ApprovalId;
 use crate::policy::json::{restricted, to_cedar_json};
+use crate::usage::{Amount, Calls, Seen};
 
 /// Context keys Reins fills in itself; a caller may not set them.
-const RESERVED_CONTEXT: &[&str] = &["user", "session_id", "approval", "intent_present"];
+const RESERVED_CONTEXT: &[&str] = &[
+    "user",
+    "session_id",
+    "approval",
+    "intent_present",
+    "usage",
+    "session",
+];
 
 /// The Cedar context of a request: the caller's, plus what Reins knows (delegating user, session,
 /// a granted approval as `(id, approver)`).
@@ -19,6 +27,7 @@ pub(super) fn cedar_context(
     user: Option<EntityUid>,
     request: &DecisionRequest,
     approval: Option<(ApprovalId, &str)>,
+    usage: Option<&Seen>,
 ) -> Result<Context, RequestError> {
     let given = request.context.as_ref();
     if let Some(key) = RESERVED_CONTEXT
@@ -36,7 +45,7 @@ pub(super) fn cedar_context(
         for (key, value) in given.iter().filter(|(_, v)| !v.is_null()) {
             match restricted(value) {
                 Some(expression) => pairs.push((key.clone(), expression)),
-                None => return cedar_context_from_json(user, request, approval),
+                None => return cedar_context_from_json(user, request, approval, usage),
             }
         }
     }
@@ -75,7 +84,80 @@ pub(super) fn cedar_context(
         .map_err(context_error)?;
         pairs.push(("approval".into(), record));
     }
+    if let Some(seen) = usage {
+        usage_pairs(seen, &mut pairs).map_err(context_error)?;
+    }
     Context::from_pairs(pairs).map_err(context_error)
+}
+
+/// `context.usage` and `context.session` (schemas/reins.cedarschema documents each name).
+fn usage_pairs(
+    seen: &Seen,
+    pairs: &mut Vec<(String, RestrictedExpression)>,
+) -> Result<(), cedar_policy::ExpressionConstructionError> {
+    type Fields = Vec<(String, RestrictedExpression)>;
+    let long = |n: i64| RestrictedExpression::new_long(n);
+    let decimal = |a: Amount| RestrictedExpression::new_decimal(a.to_decimal_text());
+    let record = |fields: Fields| RestrictedExpression::new_record(fields);
+    let calls = |c: &Calls| {
+        record(vec![
+            ("calls_1m".into(), long(c.calls_1m)),
+            ("calls_1h".into(), long(c.calls_1h)),
+            ("calls_24h".into(), long(c.calls_24h)),
+        ])
+    };
+    let mut usage: Fields = vec![
+        ("agent_tool".into(), calls(&seen.agent_tool)?),
+        ("agent".into(), calls(&seen.agent)?),
+    ];
+    if let Some(user) = &seen.user {
+        usage.push(("user".into(), calls(user)?));
+    }
+    if let Some(spend) = &seen.spend {
+        let sums = |s: &crate::usage::Sums| {
+            record(vec![
+                ("spent_1m".into(), decimal(s.spent_1m)),
+                ("spent_1h".into(), decimal(s.spent_1h)),
+                ("spent_24h".into(), decimal(s.spent_24h)),
+                ("after_1m".into(), decimal(s.after_1m)),
+                ("after_1h".into(), decimal(s.after_1h)),
+                ("after_24h".into(), decimal(s.after_24h)),
+            ])
+        };
+        let mut fields: Fields = vec![
+            (
+                "currency".into(),
+                RestrictedExpression::new_string(spend.currency.clone()),
+            ),
+            ("amount".into(), decimal(spend.amount)),
+            ("agent".into(), sums(&spend.agent)?),
+        ];
+        if let Some(user) = &spend.user {
+            fields.push(("user".into(), sums(user)?));
+        }
+        if let Some(session) = &spend.session {
+            fields.push((
+                "session".into(),
+                record(vec![
+                    ("spent".into(), decimal(session.spent)),
+                    ("after".into(), decimal(session.after)),
+                ])?,
+            ));
+        }
+        usage.push(("spend".into(), record(fields)?));
+    }
+    pairs.push(("usage".into(), record(usage)?));
+    if let Some(session) = &seen.session {
+        pairs.push((
+            "session".into(),
+            record(vec![
+                ("steps".into(), long(session.steps)),
+                ("tool_calls".into(), long(session.tool_calls)),
+                ("identical_calls".into(), long(session.identical_calls)),
+            ])?,
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn context_error(e: impl std::fmt::Display) -> RequestError {
@@ -92,6 +174,7 @@ pub(super) fn cedar_context_from_json(
     user: Option<EntityUid>,
     request: &DecisionRequest,
     approval: Option<(ApprovalId, &str)>,
+    usage: Option<&Seen>,
 ) -> Result<Context, RequestError> {
     let mut context = match request
         .context
@@ -125,7 +208,15 @@ pub(super) fn cedar_context_from_json(
             serde_json::json!({ "id": id.to_string(), "approver": approver }),
         );
     }
-    Context::from_json_value(Value::Object(context), None).map_err(context_error)
+    let context = Context::from_json_value(Value::Object(context), None).map_err(context_error)?;
+    match usage {
+        None => Ok(context),
+        Some(seen) => {
+            let mut pairs = Vec::new();
+            usage_pairs(seen, &mut pairs).map_err(context_error)?;
+            context.merge(pairs).map_err(context_error)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,8 +265,8 @@ pub(super) mod tests {
         for context in contexts {
             let request = request(context.clone());
             for approval in [None, Some((ApprovalId::new(), "carol"))] {
-                let direct = cedar_context(user(), &request, approval).unwrap();
-                let parsed = cedar_context_from_json(user(), &request, approval).unwrap();
+                let direct = cedar_context(user(), &request, approval, None).unwrap();
+                let parsed = cedar_context_from_json(user(), &request, approval, None).unwrap();
                 assert_eq!(direct, parsed, "{context}");
             }
         }
@@ -189,21 +280,21 @@ pub(super) mod tests {
             "limit": {"__extn": {"fn": "decimal", "arg": "1.50"}},
         }}));
         assert_eq!(
-            cedar_context(None, &escaped, None).unwrap(),
-            cedar_context_from_json(None, &escaped, None).unwrap()
+            cedar_context(None, &escaped, None, None).unwrap(),
+            cedar_context_from_json(None, &escaped, None, None).unwrap()
         );
         {
             let refused = json!({"args": {"bad": {"__extn": {"fn": "decimal", "arg": "x"}}}});
             let request = request(refused.clone());
-            let direct = cedar_context(None, &request, None).unwrap_err();
-            let parsed = cedar_context_from_json(None, &request, None).unwrap_err();
+            let direct = cedar_context(None, &request, None, None).unwrap_err();
+            let parsed = cedar_context_from_json(None, &request, None, None).unwrap_err();
             assert_eq!(direct, parsed, "{refused}");
             assert_eq!(direct.field, "context");
         }
-        for reserved in ["user", "session_id", "approval", "intent_present"] {
-            let request = request(json!({ reserved: "x" }));
+        for reserved in RESERVED_CONTEXT {
+            let request = request(json!({ *reserved: "x" }));
             assert_eq!(
-                cedar_context(None, &request, None).unwrap_err().field,
+                cedar_context(None, &request, None, None).unwrap_err().field,
                 format!("context.{reserved}")
             );
         }

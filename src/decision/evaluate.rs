@@ -5,12 +5,121 @@ use super::*;
 use crate::timestamp::Timestamp;
 
 impl Pipeline {
-    /// Evaluates in `target` without recording.
+    /// Evaluates in `target` without recording and without usage counts (policies that read
+    /// `context.usage` see none): what a search asks.
     pub fn evaluate_in(
         &self,
         target: &Target,
         caller: &Caller,
         request: &DecisionRequest,
+    ) -> Result<Evaluation, RequestError> {
+        self.evaluate_seen(target, caller, request, None)
+    }
+
+    /// Evaluates in `target` with the usage counts of its call, and counts it if allowed: what a
+    /// decision to be recorded asks. The counted call is in the evaluation's `charge`, to give
+    /// back if it is not recorded ([`Pipeline::give_back`]).
+    pub async fn evaluate_counted(
+        &self,
+        target: &Target,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> Result<Evaluation, RequestError> {
+        let Some(call) = self.usage_call(target, caller, request)? else {
+            return self.evaluate_seen(target, caller, request, None);
+        };
+        let lease = match self.usage.begin(&call).await {
+            Ok(lease) => lease,
+            Err(error) => return self.usage_failed(caller, request, error),
+        };
+        let mut evaluation = self.evaluate_seen(target, caller, request, Some(lease.seen()))?;
+        let seen = lease.seen().clone();
+        let allowed = evaluation.decision.decision == Outcome::Allow;
+        match lease.finish(&call, allowed).await {
+            Ok(charge) => {
+                evaluation.usage = Some(crate::usage::Recorded {
+                    seen,
+                    counted: charge.as_ref().map(|c| crate::usage::Counted {
+                        args_digest: c.call.digest.clone(),
+                        spend: c.call.spend.clone(),
+                    }),
+                });
+                evaluation.charge = charge;
+                Ok(evaluation)
+            }
+            Err(error) => self.usage_failed(caller, request, error),
+        }
+    }
+
+    /// Fail closed: counts that cannot be read or written are a deny.
+    fn usage_failed(
+        &self,
+        caller: &Caller,
+        request: &DecisionRequest,
+        error: crate::usage::UsageError,
+    ) -> Result<Evaluation, RequestError> {
+        tracing::error!(%error, "usage counts unavailable; denying");
+        let mut evaluation = self.evaluate_seen(&Target::Default, caller, request, None)?;
+        evaluation.decision = denial(
+            &self.policies.load(),
+            ReasonCode::LedgerUnavailable,
+            format!("the usage counts could not be read or written: {error}"),
+        );
+        evaluation.approval_requested = None;
+        evaluation.approval_used = None;
+        evaluation.shadow = None;
+        Ok(evaluation)
+    }
+
+    /// The call a default-store request counts as (None elsewhere: folder stores keep no usage).
+    fn usage_call(
+        &self,
+        target: &Target,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> Result<Option<crate::usage::Call>, RequestError> {
+        if !matches!(target, Target::Default) {
+            return Ok(None);
+        }
+        let tool = if request.resource.kind == "Tool" {
+            request.resource.id.clone()
+        } else {
+            format!("{}::{}", request.resource.kind, request.resource.id)
+        };
+        let metered = match request.resource.kind.as_str() {
+            "Tool" => request
+                .resource
+                .id
+                .parse::<ToolId>()
+                .ok()
+                .and_then(|id| self.registry.snapshot().tool(&id).cloned())
+                .and_then(|t| t.tool.record.metered.clone()),
+            _ => None,
+        };
+        let args = request.context.as_ref().and_then(|c| c.get("args"));
+        crate::usage::Call::new(
+            caller.agent.as_str(),
+            tool,
+            caller.on_behalf_of.as_ref().map(UserId::as_str),
+            request.session_id.as_deref(),
+            args,
+            metered.as_ref(),
+        )
+        .map(Some)
+        .map_err(|e| {
+            RequestError::new(
+                format!("context.{}", e.pointer.trim_matches('/').replace('/', ".")),
+                e.message,
+            )
+        })
+    }
+
+    fn evaluate_seen(
+        &self,
+        target: &Target,
+        caller: &Caller,
+        request: &DecisionRequest,
+        seen: Option<&crate::usage::Seen>,
     ) -> Result<Evaluation, RequestError> {
         // Read before anything the evaluation reads: the state it then sees is at least this
         // version, so a ledger that refuses older versions never records a decision that missed
@@ -18,7 +127,7 @@ impl Pipeline {
         let control_version = self.ledger.control_version();
         self.check_intent(request)?;
         let mut evaluation = match target {
-            Target::Default => self.evaluate(caller, request),
+            Target::Default => self.evaluate_with(caller, request, seen),
             Target::Store {
                 store,
                 subject_type,
@@ -103,7 +212,7 @@ impl Pipeline {
         if request.resource.id.is_empty() {
             return Err(RequestError::new("resource.id", "must not be empty"));
         }
-        let context = self.context(caller, request, None)?;
+        let context = self.context(caller, request, None, None)?;
         let deny = |code: ReasonCode, message: String| Evaluation {
             decision: Decision {
                 store: Some(store.name.to_string()),
@@ -116,6 +225,8 @@ impl Pipeline {
             started,
             control_version: None,
             shadow: None,
+            usage: None,
+            charge: None,
         };
         if let Some(switch) = self
             .killswitches
@@ -208,6 +319,8 @@ impl Pipeline {
             started,
             control_version: None,
             shadow,
+            usage: None,
+            charge: None,
         })
     }
 
@@ -229,11 +342,21 @@ impl Pipeline {
             .map_err(|e| RequestError::new(field, e.to_string()))
     }
 
-    /// The decision for one request, without storing it.
+    /// The decision for one request in the default store, without storing it or usage counts.
     pub fn evaluate(
         &self,
         caller: &Caller,
         request: &DecisionRequest,
+    ) -> Result<Evaluation, RequestError> {
+        self.evaluate_with(caller, request, None)
+    }
+
+    /// [`Pipeline::evaluate`] with the usage counts `seen`.
+    fn evaluate_with(
+        &self,
+        caller: &Caller,
+        request: &DecisionRequest,
+        seen: Option<&crate::usage::Seen>,
     ) -> Result<Evaluation, RequestError> {
         let started = Instant::now();
         let pack = self.policies.load();
@@ -241,7 +364,7 @@ impl Pipeline {
         let types = self.registry.types();
 
         let (action, resource_type, tool_id) = self.check_request(&pack, request)?;
-        let mut context = self.context(caller, request, None)?;
+        let mut context = self.context(caller, request, None, seen)?;
 
         let deny =
             |code: ReasonCode, message: String, agent: Option<&Arc<AgentEntry>>| Evaluation {
@@ -253,6 +376,8 @@ impl Pipeline {
                 started,
                 control_version: None,
                 shadow: None,
+                usage: None,
+                charge: None,
             };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
@@ -321,7 +446,7 @@ impl Pipeline {
             None => None,
             Some(id) => match self.approvals.check(id, caller, request, now) {
                 Ok(approval) => {
-                    context = self.context(caller, request, Some(&approval))?;
+                    context = self.context(caller, request, Some(&approval), seen)?;
                     Some(approval)
                 }
                 Err(problem) => {
@@ -361,6 +486,9 @@ impl Pipeline {
         let response = tracing::debug_span!("cedar", policies = pack.policy_count())
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(&pack, &response);
+        if let Some(seen) = seen {
+            retry_after(&mut decision, seen);
+        }
         let shadow = self.shadow.load_full().map(|shadow| {
             Box::new(ShadowSeen {
                 answer: evaluate_shadow(&shadow, &cedar_request, &entities),
@@ -384,6 +512,8 @@ impl Pipeline {
             started,
             control_version: None,
             shadow,
+            usage: None,
+            charge: None,
         })
     }
 
@@ -476,12 +606,13 @@ impl Pipeline {
         Some(approval)
     }
 
-    /// The Cedar context: the caller's, plus what Reins knows (delegating user, session).
+    /// The Cedar context: the caller's, plus what Reins knows (delegating user, session, usage).
     pub(super) fn context(
         &self,
         caller: &Caller,
         request: &DecisionRequest,
         approval: Option<&Approval>,
+        usage: Option<&crate::usage::Seen>,
     ) -> Result<Context, RequestError> {
         let types = self.registry.types();
         cedar_context(
@@ -491,6 +622,7 @@ impl Pipeline {
                 .map(|user| types.uid(&types.user, user.as_str())),
             request,
             approval.map(|a| (a.id, a.decided_by.as_deref().unwrap_or_default())),
+            usage,
         )
     }
 
@@ -583,6 +715,7 @@ pub(super) fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) 
             ),
             message: None,
             killswitch_id: None,
+            retry_after: None,
         })
         .collect();
     let mut outcome = match response.decision() {
@@ -605,8 +738,45 @@ pub(super) fn decision_of(pack: &PolicyPack, response: &cedar_policy::Response) 
             ReasonCode::NoMatchingPermit,
             "no policy permits this request",
         ));
+    } else if outcome == Outcome::Deny {
+        for reason in &mut reasons {
+            if let Some(code) = reason.annotations.as_ref().and_then(policy_reason) {
+                reason.code = code;
+            }
+        }
     }
     new_decision(pack, outcome, reasons, errors)
+}
+
+/// The code a denying policy gives with `@reason("rate_limited")`; packs with any other value
+/// are refused when loaded ([`crate::policy`]).
+fn policy_reason(annotations: &BTreeMap<String, String>) -> Option<ReasonCode> {
+    let named = annotations.get(REASON_ANNOTATION)?;
+    ReasonCode::FROM_POLICY
+        .into_iter()
+        .find(|c| c.as_str() == named)
+}
+
+/// The annotation naming a deny's reason code, and the one naming the usage counter whose window
+/// says when to retry.
+pub const REASON_ANNOTATION: &str = "reason";
+pub const RETRY_ANNOTATION: &str = "retry";
+
+/// Fills in `retry_after` on the reasons of policies annotated `@retry("agent.calls_1m")`: when
+/// that counter's oldest counted call leaves its window.
+pub(super) fn retry_after(decision: &mut Decision, seen: &crate::usage::Seen) {
+    if decision.decision != Outcome::Deny {
+        return;
+    }
+    for reason in &mut decision.reasons {
+        if let Some(counter) = reason
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RETRY_ANNOTATION))
+        {
+            reason.retry_after = seen.retry_after(counter);
+        }
+    }
 }
 
 /// When every policy that denied is an `@approval` policy (and none failed), the approver group

@@ -77,6 +77,10 @@ pub struct Evaluation {
     /// The shadow version's answer, counted once the decision is recorded (an evaluation the
     /// ledger refuses as outdated is evaluated again, and must not count twice).
     pub shadow: Option<Box<ShadowSeen>>,
+    /// The usage counts the decision saw and what it counted, for its entry.
+    pub usage: Option<crate::usage::Recorded>,
+    /// What it counted, to refund if it is not recorded.
+    pub charge: Option<crate::usage::Charge>,
 }
 
 /// What a shadow version answered to one evaluated request.
@@ -209,6 +213,8 @@ pub struct Pipeline {
     max_intent_bytes: usize,
     /// Whether the intent and the user's request are recorded only as commitments.
     mask_intent: bool,
+    /// The usage counts decisions read and add to.
+    usage: crate::usage::Usage,
 }
 
 impl Pipeline {
@@ -238,7 +244,18 @@ impl Pipeline {
             in_flight: Default::default(),
             max_intent_bytes: crate::config::DEFAULT_MAX_INTENT_BYTES,
             mask_intent: false,
+            usage: crate::usage::Usage::local(crate::usage::Clock::System),
         })
+    }
+
+    /// Where usage is counted (default: in this process, on the system clock).
+    pub fn with_usage(mut self, usage: crate::usage::Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    pub fn usage(&self) -> &crate::usage::Usage {
+        &self.usage
     }
 
     /// How long a stated intent may be, and whether it is recorded only as a commitment.
@@ -332,7 +349,7 @@ impl Pipeline {
         let span = decision_span(caller, &request, &target);
         async {
             self.check_compensates(caller, &request).await?;
-            let evaluation = self.evaluate_in(&target, caller, &request)?;
+            let evaluation = self.evaluate_counted(&target, caller, &request).await?;
             let mut recorded = self
                 .record_evaluated(vec![Evaluated {
                     caller: caller.clone(),
@@ -391,9 +408,7 @@ impl Pipeline {
                         slots.push(i);
                     }
                     Err(e) => {
-                        if let Some(a) = &evaluation.approval_used {
-                            self.approvals.unclaim(&a.id);
-                        }
+                        self.give_back(&evaluation).await;
                         results[i] = Some(Err(e));
                     }
                 }
@@ -412,7 +427,10 @@ impl Pipeline {
                     self.ledger.wait_control(version).await;
                     for i in slots {
                         let (item, evaluation) = &mut pending[i];
-                        match self.evaluate_in(&item.target, &item.caller, &item.request) {
+                        match self
+                            .evaluate_counted(&item.target, &item.caller, &item.request)
+                            .await
+                        {
                             Ok(e) => *evaluation = Some(e),
                             Err(e) => results[i] = Some(Err(e)),
                         }
@@ -443,10 +461,18 @@ impl Pipeline {
             self.check_compensates(caller, &request).await?;
             let mut attempt = 1;
             loop {
-                let evaluation = self.evaluate_in(&Target::Default, caller, &request)?;
+                let evaluation = self
+                    .evaluate_counted(&Target::Default, caller, &request)
+                    .await?;
                 let evaluation = self.claim(evaluation);
                 let appends =
-                    self.prepare(caller, &request, &evaluation, &Target::Default, None)?;
+                    match self.prepare(caller, &request, &evaluation, &Target::Default, None) {
+                        Ok(appends) => appends,
+                        Err(e) => {
+                            self.give_back(&evaluation).await;
+                            return Err(e);
+                        }
+                    };
                 match self
                     .record(vec![(appends, evaluation)], attempt >= STALE_RETRIES)
                     .await
@@ -551,12 +577,17 @@ impl Pipeline {
         }
         let mut attempt = 1;
         loop {
-            let mut evaluations = Vec::with_capacity(items.len());
+            let mut evaluations: Vec<Evaluation> = Vec::with_capacity(items.len());
             for (i, (target, request)) in items.iter().enumerate() {
-                evaluations.push(
-                    self.evaluate_in(target, caller, request)
-                        .map_err(|e| e.in_batch(i))?,
-                );
+                match self.evaluate_counted(target, caller, request).await {
+                    Ok(e) => evaluations.push(e),
+                    Err(e) => {
+                        for counted in &evaluations {
+                            self.give_back(counted).await;
+                        }
+                        return Err(e.in_batch(i));
+                    }
+                }
             }
             let size = items.len();
             let mut prepared = Vec::with_capacity(size);
@@ -567,9 +598,7 @@ impl Pipeline {
                     Err(e) => {
                         for (_, claimed) in prepared.iter().chain([(Vec::new(), evaluation)].iter())
                         {
-                            if let Some(a) = &claimed.approval_used {
-                                self.approvals.unclaim(&a.id);
-                            }
+                            self.give_back(claimed).await;
                         }
                         return Err(e.in_batch(i));
                     }

@@ -100,6 +100,7 @@ pub fn replay_decision(
     tool: Option<&Entity>,
     on_behalf_of: Option<&UserId>,
     request: &DecisionRequest,
+    usage: Option<&crate::usage::Seen>,
 ) -> Result<Decision, RequestError> {
     let action = EntityUid::from_type_name_and_id(
         EntityTypeName::from_str("Action")
@@ -113,6 +114,7 @@ pub fn replay_decision(
         on_behalf_of.map(|user| types.uid(&types.user, user.as_str())),
         request,
         approval,
+        usage,
     )?;
     let resource_entity = match tool {
         Some(t) => t.clone(),

@@ -63,6 +63,7 @@ impl Pipeline {
                 trace,
                 compensates: request.compensates.map(|id| id.to_string()),
                 control_version: evaluation.control_version,
+                usage: evaluation.usage.clone(),
             }),
         };
         let too_large = |e: EntryError| match e {
@@ -153,13 +154,6 @@ impl Pipeline {
             .append_evaluated(appends, control)
             .instrument(span)
             .await;
-        let unclaim = |evaluations: &[Evaluation]| {
-            for e in evaluations {
-                if let Some(a) = &e.approval_used {
-                    self.approvals.unclaim(&a.id);
-                }
-            }
-        };
         let decisions: Vec<Decision> = match appended {
             Ok(refs) => {
                 // Recorded: the shadow version's answers count now, once each.
@@ -185,11 +179,15 @@ impl Pipeline {
                     .collect()
             }
             Err(LedgerError::Stale(version)) if !last_try => {
-                unclaim(&evaluations);
+                for e in &evaluations {
+                    self.give_back(e).await;
+                }
                 return Recorded::Stale(version);
             }
             Err(error) => {
-                unclaim(&evaluations);
+                for e in &evaluations {
+                    self.give_back(e).await;
+                }
                 let reason = match &error {
                     LedgerError::Backlog(_) => {
                         tracing::warn!(%error, "decision refused: the ledger's backlog is over its limit");
@@ -228,6 +226,62 @@ impl Pipeline {
             self.observe(&span, tier, decision, started);
         }
         Recorded::Done(decisions)
+    }
+
+    /// What an evaluation took that it will not record: the approval it claimed, the usage it
+    /// counted.
+    pub(super) async fn give_back(&self, evaluation: &Evaluation) {
+        if let Some(a) = &evaluation.approval_used {
+            self.approvals.unclaim(&a.id);
+        }
+        if let Some(charge) = &evaluation.charge {
+            self.usage.refund(charge).await;
+        }
+    }
+
+    /// Counts again, in this process's windows, the calls the ledger's last day recorded as
+    /// counted: a restart does not reset a limit. (Replicas keep their counts in PostgreSQL.)
+    pub async fn restore_usage(&self) -> Result<u64, StoreError> {
+        let day = std::time::Duration::from_millis(crate::usage::DAY_MS as u64);
+        let from = crate::timestamp::Timestamp::now().minus(day + std::time::Duration::from_secs(60));
+        let mut after = None;
+        let mut restored = 0;
+        loop {
+            let rows = self.store.allowed_since(from, after, 10_000).await?;
+            let Some(last) = rows.last() else {
+                return Ok(restored);
+            };
+            after = last.ledger_index.map(|i| i as u64);
+            for row in &rows {
+                let Some(entry) = row.entry.as_deref() else {
+                    continue;
+                };
+                let Ok(entry) = serde_json::from_slice::<Entry>(entry) else {
+                    continue;
+                };
+                let at = entry.timestamp().map(|t| t.datetime().unix_timestamp_nanos() / 1_000_000);
+                let (Event::Decision(event), Ok(at)) = (entry.event, at) else {
+                    continue;
+                };
+                let Some(counted) = event.usage.and_then(|u| u.counted) else {
+                    continue;
+                };
+                let call = crate::usage::Call {
+                    tool: if event.resource.kind == "Tool" {
+                        event.resource.id
+                    } else {
+                        format!("{}::{}", event.resource.kind, event.resource.id)
+                    },
+                    agent: event.agent_id,
+                    user: event.on_behalf_of,
+                    session: event.session_id,
+                    digest: counted.args_digest,
+                    spend: counted.spend,
+                };
+                self.usage.restore(&call, at as i64).await;
+                restored += 1;
+            }
+        }
     }
 
     /// A stored decision with its request, and the allowed decisions that undo it.
@@ -399,6 +453,7 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
             agent_id: row.agent_id.clone(),
             on_behalf_of: row.on_behalf_of.clone(),
             compensated_by: Vec::new(),
+            usage: None,
         });
     }
     let bytes = row
@@ -464,6 +519,7 @@ pub fn record_of(row: &DecisionRow) -> Result<DecisionRecord, StoreError> {
         agent_id: row.agent_id.clone(),
         on_behalf_of: row.on_behalf_of.clone(),
         compensated_by: Vec::new(),
+        usage: event.usage,
     })
 }
 

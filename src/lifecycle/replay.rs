@@ -156,6 +156,7 @@ pub async fn replay(
         let DecisionRecord {
             decision: recorded,
             request,
+            usage,
             ..
         } = record_of(&row).map_err(|e| corrupt(&e))?;
         if !decided_by_cedar(&recorded) {
@@ -173,7 +174,9 @@ pub async fn replay(
         };
         let user: Option<UserId> = row.on_behalf_of.as_deref().and_then(|u| u.parse().ok());
         // A request the version's schema cannot read is a deny under it, as it would be live.
-        let now = replay_decision(pack, &types, agent, tool, user.as_ref(), &request)
+        // With the usage counts the decision saw, not today's.
+        let seen = usage.as_ref().map(|u| &u.seen);
+        let now = replay_decision(pack, &types, agent, tool, user.as_ref(), &request, seen)
             .map(|d| (d.decision, d.reasons))
             .unwrap_or((Outcome::Deny, Vec::new()));
         report.replayed += 1;

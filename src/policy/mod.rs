@@ -175,6 +175,7 @@ impl PolicyPack {
             for warning in result.validation_warnings() {
                 tracing::warn!("policy {}: {warning}", warning.policy_id());
             }
+            problems.extend(annotation_problems(&policies, &origin, &files));
         }
         if !problems.is_empty() {
             return Err(PolicyError::Invalid(problems));
@@ -389,6 +390,49 @@ pub fn describe(files: &[(String, String)]) -> BTreeMap<String, DescribedPolicy>
             (p.id().to_string(), described)
         })
         .collect()
+}
+
+/// `@reason` must name a code a policy may give, and `@retry` a windowed usage counter: a typo
+/// would otherwise turn a rate limit's deny into a plain `policy` one, or drop its `retry_after`.
+fn annotation_problems(
+    policies: &PolicySet,
+    origin: &HashMap<PolicyId, usize>,
+    files: &[(String, String)],
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for policy in policies.policies() {
+        let file = origin
+            .get(policy.id())
+            .and_then(|i| files.get(*i))
+            .map_or("(pack)", |(n, _)| n.as_str());
+        let problem = |message: String| Diagnostic {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!("policy {}: {message}", policy.id()),
+        };
+        if let Some(reason) = policy.annotation("reason")
+            && !crate::model::ReasonCode::FROM_POLICY
+                .iter()
+                .any(|c| c.as_str() == reason)
+        {
+            let allowed: Vec<&str> = crate::model::ReasonCode::FROM_POLICY
+                .iter()
+                .map(|c| c.as_str())
+                .collect();
+            problems.push(problem(format!(
+                "@reason(\"{reason}\") is not one of {allowed:?}"
+            )));
+        }
+        if let Some(counter) = policy.annotation("retry")
+            && !crate::usage::Seen::counters().any(|c| c == counter)
+        {
+            problems.push(problem(format!(
+                "@retry(\"{counter}\") names no windowed usage counter (e.g. `agent.calls_1m`, `spend.user.after_24h`)"
+            )));
+        }
+    }
+    problems
 }
 
 fn parse_files(

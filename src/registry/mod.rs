@@ -221,6 +221,11 @@ pub struct ToolRecord {
         skip_serializing_if = "is_reversible"
     )]
     pub reversible: bool,
+    /// The arguments that are money: a call allowed adds its amount to the spend policies read
+    /// in `context.usage.spend` (JSON pointers into `args`, e.g. `{"amount": "/amount",
+    /// "currency": "/currency", "minor_units": 2}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metered: Option<crate::usage::Metered>,
 }
 
 // Unset and `true` are the same record, and a record written before the field existed keeps its
@@ -496,6 +501,9 @@ impl Registry {
         let current = self.snapshot.load_full();
         if record.category.trim().is_empty() {
             return Err(invalid("category", "must not be empty"));
+        }
+        if let Some(problem) = record.metered.as_ref().and_then(|m| m.problem()) {
+            return Err(invalid("metered", &problem));
         }
         let existing = current.tool(&id).map(|e| &e.tool.meta);
         let meta = next_meta(existing, now);

@@ -194,7 +194,15 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     )?
     .with_stores(stores)
     .with_idempotency_window(config.idempotency_window)
-    .with_intent(config.max_intent_bytes, config.ledger.mask_intent);
+    .with_intent(config.max_intent_bytes, config.ledger.mask_intent)
+    .with_usage(match store.postgres() {
+        Some(pool) => crate::usage::Usage::shared(pool.clone(), config.clock.clone()),
+        None => crate::usage::Usage::local(config.clock.clone()),
+    });
+    if store.postgres().is_none() {
+        let restored = pipeline.restore_usage().await?;
+        tracing::info!(restored, "usage windows rebuilt from the ledger's last day");
+    }
     record_self_check(&pipeline, &ledger).await?;
     versions.resume_shadow(&pipeline, None).await?;
     for s in pipeline

@@ -362,6 +362,28 @@ impl Store {
         .await)?)
     }
 
+    /// Up to `limit` allowed decisions made at or after `from`, past ledger index `after`, in
+    /// ledger order: a page of what usage windows are rebuilt from.
+    pub async fn allowed_since(
+        &self,
+        from: Timestamp,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(on_db!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
+            format!(
+                "{DECISION_SELECT}
+             WHERE d.evaluated_at >= $1 AND d.decision = 'allow' AND d.ledger_index > $2
+             ORDER BY d.ledger_index LIMIT $3"
+            )
+        ))
+        .bind(from)
+        .bind(after.map_or(-1, sql_int))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)?)
+    }
+
     /// Indices of the decision entries in `[start, end)` concerning `agent`.
     pub async fn decision_indices(
         &self,

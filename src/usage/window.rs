@@ -1,0 +1,147 @@
+//! One counter's calls and amounts in time buckets: by the second for the last minute, by the
+//! minute for the last day, and a running total for counters without a window (sessions).
+use std::collections::VecDeque;
+
+use super::{Amount, DAY_MS, HOUR_MS, MINUTE_MS};
+
+/// The windows, by name suffix and length (ms); their buckets: a second for the minute, a minute
+/// for the hour and the day.
+pub const WINDOWS: [(&str, i64); 3] = [("1m", MINUTE_MS), ("1h", HOUR_MS), ("24h", DAY_MS)];
+
+/// Bucket length of each window, in milliseconds.
+pub(super) const BUCKETS: [i64; 3] = [1_000, MINUTE_MS, MINUTE_MS];
+
+/// Whether a bucket starting at `start` (of `bucket` ms) still counts in a window of `window` ms
+/// at `now`: until its last instant has been in for the whole window.
+pub(super) fn counts(start: i64, bucket: i64, window: i64, now: i64) -> bool {
+    start + bucket + window > now
+}
+
+/// A key's counts at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Calls per window ([`WINDOWS`] order).
+    pub calls: [i64; 3],
+    pub amount: [Amount; 3],
+    /// When the oldest counted bucket of each window leaves it (ms since the epoch).
+    pub leaves_at: [Option<i64>; 3],
+    /// Without a window (sessions): every counted call.
+    pub total_calls: i64,
+    pub total_amount: Amount,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Window {
+    /// (bucket start ms, calls, amount), oldest first.
+    seconds: VecDeque<(i64, i64, Amount)>,
+    minutes: VecDeque<(i64, i64, Amount)>,
+    total_calls: i64,
+    total_amount: Amount,
+    /// The last call counted (ms), to forget idle sessions.
+    pub last: i64,
+}
+
+impl Window {
+    pub fn add(&mut self, at: i64, calls: i64, amount: Amount) {
+        self.total_calls += calls;
+        self.total_amount = self.total_amount.saturating_add(amount);
+        self.last = self.last.max(at);
+        for (buckets, size) in [(&mut self.seconds, 1_000), (&mut self.minutes, MINUTE_MS)] {
+            let start = at - at.rem_euclid(size);
+            // Calls arrive in time order but for a clock step back or a restore out of order:
+            // find the bucket from the back.
+            match buckets.iter_mut().rev().find(|(s, ..)| *s <= start) {
+                Some(bucket) if bucket.0 == start => {
+                    bucket.1 += calls;
+                    bucket.2 = bucket.2.saturating_add(amount);
+                }
+                _ => {
+                    let at = buckets.partition_point(|(s, ..)| *s < start);
+                    buckets.insert(at, (start, calls, amount));
+                }
+            }
+        }
+    }
+
+    /// Drops the buckets no window counts any more at `now`.
+    fn prune(&mut self, now: i64) {
+        while self
+            .seconds
+            .front()
+            .is_some_and(|(s, ..)| !counts(*s, BUCKETS[0], WINDOWS[0].1, now))
+        {
+            self.seconds.pop_front();
+        }
+        while self
+            .minutes
+            .front()
+            .is_some_and(|(s, ..)| !counts(*s, BUCKETS[2], WINDOWS[2].1, now))
+        {
+            self.minutes.pop_front();
+        }
+    }
+
+    pub fn totals(&mut self, now: i64) -> Totals {
+        self.prune(now);
+        let mut t = Totals {
+            total_calls: self.total_calls,
+            total_amount: self.total_amount,
+            ..Totals::default()
+        };
+        for (i, ((_, window), bucket)) in WINDOWS.iter().zip(BUCKETS).enumerate() {
+            let buckets = if i == 0 { &self.seconds } else { &self.minutes };
+            for (start, calls, amount) in buckets.iter().rev() {
+                if !counts(*start, bucket, *window, now) {
+                    break;
+                }
+                t.calls[i] += calls;
+                t.amount[i] = t.amount[i].saturating_add(*amount);
+                t.leaves_at[i] = Some(start + bucket + window);
+            }
+        }
+        t
+    }
+
+    /// Whether nothing counts any more at `now` and the session has been idle for a day.
+    pub fn idle(&mut self, now: i64) -> bool {
+        self.prune(now);
+        self.minutes.is_empty() && now - self.last > DAY_MS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_counts_for_the_whole_window_and_at_most_one_bucket_more() {
+        let mut w = Window::default();
+        let t0 = 1_000_000_500; // half-way through a second
+        w.add(t0, 1, Amount(0));
+        assert_eq!(w.totals(t0).calls, [1, 1, 1]);
+        // Still counted a full minute later, gone one second after that.
+        assert_eq!(w.totals(t0 + MINUTE_MS).calls[0], 1);
+        assert_eq!(w.totals(t0 + MINUTE_MS + 500).calls[0], 0);
+        let hour = w.totals(t0 + HOUR_MS);
+        assert_eq!((hour.calls[1], hour.calls[2]), (1, 1));
+        assert_eq!(w.totals(t0 + HOUR_MS + MINUTE_MS).calls[1], 0);
+        assert_eq!(w.totals(t0 + DAY_MS + MINUTE_MS).calls[2], 0);
+        assert_eq!(w.totals(t0 + DAY_MS + MINUTE_MS).total_calls, 1);
+    }
+
+    #[test]
+    fn the_oldest_counted_bucket_says_when_the_count_drops() {
+        let mut w = Window::default();
+        w.add(10_000, 1, Amount(0));
+        w.add(30_000, 2, Amount(5));
+        let t = w.totals(40_000);
+        assert_eq!(t.calls[0], 3);
+        assert_eq!(t.leaves_at[0], Some(10_000 + 1_000 + MINUTE_MS));
+        assert_eq!(t.amount[0], Amount(5));
+        // Out of order (a restore): same totals.
+        let mut v = Window::default();
+        v.add(30_000, 2, Amount(5));
+        v.add(10_000, 1, Amount(0));
+        assert_eq!(v.totals(40_000), t);
+    }
+}
