@@ -243,7 +243,8 @@ impl Pipeline {
     /// counted: a restart does not reset a limit. (Replicas keep their counts in PostgreSQL.)
     pub async fn restore_usage(&self) -> Result<u64, StoreError> {
         let day = std::time::Duration::from_millis(crate::usage::DAY_MS as u64);
-        let from = crate::timestamp::Timestamp::now().minus(day + std::time::Duration::from_secs(60));
+        let from =
+            crate::timestamp::Timestamp::now().minus(day + std::time::Duration::from_secs(60));
         let mut after = None;
         let mut restored = 0;
         loop {
@@ -259,7 +260,9 @@ impl Pipeline {
                 let Ok(entry) = serde_json::from_slice::<Entry>(entry) else {
                     continue;
                 };
-                let at = entry.timestamp().map(|t| t.datetime().unix_timestamp_nanos() / 1_000_000);
+                let at = entry
+                    .timestamp()
+                    .map(|t| t.datetime().unix_timestamp_nanos() / 1_000_000);
                 let (Event::Decision(event), Ok(at)) = (entry.event, at) else {
                     continue;
                 };

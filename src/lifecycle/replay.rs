@@ -72,6 +72,9 @@ fn decided_by_cedar(decision: &Decision) -> bool {
                     | ReasonCode::NoMatchingPermit
                     | ReasonCode::PolicyError
                     | ReasonCode::ApprovalRequired
+                    | ReasonCode::RateLimited
+                    | ReasonCode::BudgetExceeded
+                    | ReasonCode::LoopDetected
             )
         })
 }

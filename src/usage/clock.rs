@@ -28,7 +28,10 @@ impl Clock {
     /// Moves a manual clock forward; the system clock cannot be moved.
     pub fn advance(&self, by: std::time::Duration) {
         if let Clock::Manual(ms) = self {
-            ms.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
+            ms.fetch_add(
+                i64::try_from(by.as_millis()).unwrap_or(i64::MAX),
+                Ordering::SeqCst,
+            );
         }
     }
 }

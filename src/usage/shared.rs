@@ -66,11 +66,12 @@ impl Shared {
             .bind(&texts)
             .execute(&mut *tx)
             .await?;
-            let locked: Vec<(String,)> =
-                sqlx::query_as("SELECT key FROM usage_keys WHERE key = ANY($1) ORDER BY key FOR UPDATE")
-                    .bind(&texts)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let locked: Vec<(String,)> = sqlx::query_as(
+                "SELECT key FROM usage_keys WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+            )
+            .bind(&texts)
+            .fetch_all(&mut *tx)
+            .await?;
             // A prune may have deleted a key between the insert and the lock: take them again.
             if locked.len() == texts.len() {
                 break tx;
@@ -151,7 +152,11 @@ impl Shared {
             for size in sizes {
                 rows.0.push(text.clone());
                 rows.1.push(*size);
-                rows.2.push(if *size == 0 { 0 } else { at - at.rem_euclid(*size) });
+                rows.2.push(if *size == 0 {
+                    0
+                } else {
+                    at - at.rem_euclid(*size)
+                });
                 rows.3.push(calls);
                 rows.4.push(if spend { amount } else { 0 });
             }

@@ -6,7 +6,15 @@ fn amounts_read_as_cedar_decimals() {
     assert_eq!(Amount::parse("12.34"), Some(Amount(123_400)));
     assert_eq!(Amount::parse("-0.5"), Some(Amount(-5_000)));
     assert_eq!(Amount::parse("7"), Some(Amount(70_000)));
-    for bad in ["", ".5", "1.23456", "1e3", "abc", "1.2.3", "99999999999999999999"] {
+    for bad in [
+        "",
+        ".5",
+        "1.23456",
+        "1e3",
+        "abc",
+        "1.2.3",
+        "99999999999999999999",
+    ] {
         assert_eq!(Amount::parse(bad), None, "{bad}");
     }
     assert_eq!(Amount(123_400).to_decimal_text(), "12.34");
@@ -39,9 +47,24 @@ fn call(agent: &str, user: Option<&str>, session: Option<&str>, args: Value) -> 
 
 #[test]
 fn identical_calls_share_a_digest_whatever_the_key_order() {
-    let a = call("a", None, Some("s"), json!({"amount": 100, "currency": "EUR", "note": "x"}));
-    let b = call("a", None, Some("s"), json!({"note": "x", "currency": "EUR", "amount": 100}));
-    let c = call("a", None, Some("s"), json!({"note": "y", "currency": "EUR", "amount": 100}));
+    let a = call(
+        "a",
+        None,
+        Some("s"),
+        json!({"amount": 100, "currency": "EUR", "note": "x"}),
+    );
+    let b = call(
+        "a",
+        None,
+        Some("s"),
+        json!({"note": "x", "currency": "EUR", "amount": 100}),
+    );
+    let c = call(
+        "a",
+        None,
+        Some("s"),
+        json!({"note": "y", "currency": "EUR", "amount": 100}),
+    );
     assert_eq!(a.digest, b.digest);
     assert_ne!(a.digest, c.digest);
     let bad = Call::new(
@@ -64,7 +87,12 @@ fn identical_calls_share_a_digest_whatever_the_key_order() {
 async fn only_counted_calls_are_seen_and_a_refund_takes_one_back() {
     let clock = Clock::manual();
     let usage = Usage::local(clock.clone());
-    let c = call("a", Some("u"), Some("s"), json!({"amount": 1250, "currency": "EUR"}));
+    let c = call(
+        "a",
+        Some("u"),
+        Some("s"),
+        json!({"amount": 1250, "currency": "EUR"}),
+    );
     let lease = usage.begin(&c).await.unwrap();
     assert_eq!(lease.seen().agent.calls_1m, 0);
     let spend = lease.seen().spend.clone().unwrap();
@@ -76,11 +104,22 @@ async fn only_counted_calls_are_seen_and_a_refund_takes_one_back() {
     let lease = usage.begin(&c).await.unwrap();
     let seen = lease.seen().clone();
     lease.finish(&c, false).await.unwrap();
-    assert_eq!(seen.agent, Calls { calls_1m: 1, calls_1h: 1, calls_24h: 1 });
+    assert_eq!(
+        seen.agent,
+        Calls {
+            calls_1m: 1,
+            calls_1h: 1,
+            calls_24h: 1
+        }
+    );
     assert_eq!(seen.user.unwrap().calls_24h, 1);
     assert_eq!(
         seen.session,
-        Some(SessionSeen { steps: 1, tool_calls: 1, identical_calls: 1 })
+        Some(SessionSeen {
+            steps: 1,
+            tool_calls: 1,
+            identical_calls: 1
+        })
     );
     let spend = seen.spend.unwrap();
     assert_eq!(spend.user.unwrap().spent_24h, Amount(125_000));

@@ -11,6 +11,7 @@ mod contests;
 mod decisions;
 mod fail_closed;
 mod fuzz;
+mod guardrails;
 mod hardening;
 mod harness;
 mod hook;
