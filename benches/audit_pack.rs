@@ -55,6 +55,7 @@ async fn run(decisions: usize) {
                 risk: ToolRisk::Low,
                 category: "search".into(),
                 reversible: true,
+                metered: None,
             },
             now,
         )

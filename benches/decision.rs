@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
                 risk: risks[t % 4],
                 category: format!("cat-{}", t % 5),
                 reversible: true,
+                metered: None,
             };
             registry
                 .put_tool(
@@ -211,6 +212,7 @@ fn bench(c: &mut Criterion) {
             trace: None,
             compensates: None,
             control_version: None,
+            usage: evaluated.usage.clone(),
         }),
     };
     assert_eq!(

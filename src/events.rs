@@ -77,6 +77,15 @@ pub enum Event {
     IncidentClosed(IncidentEvent),
     ConsoleSignedIn(ConsoleEvent),
     ConsoleSignedOut(ConsoleEvent),
+    TripwireWouldTrip(TripwireEvent),
+}
+
+/// A tripwire in dry run that reached its count: what it would have switched off, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TripwireEvent {
+    pub tripwire: String,
+    pub scope: crate::killswitch::Scope,
+    pub reason: String,
 }
 
 /// A person's console session begun (with a one-time sign-in link or through the OpenID Connect
@@ -396,6 +405,7 @@ impl Event {
             Event::IncidentClosed(_) => "incident_closed",
             Event::ConsoleSignedIn(_) => "console_signed_in",
             Event::ConsoleSignedOut(_) => "console_signed_out",
+            Event::TripwireWouldTrip(_) => "tripwire_would_trip",
         }
     }
 

@@ -36,4 +36,5 @@ pub mod store;
 pub mod telemetry;
 pub mod timestamp;
 pub mod tlog;
+pub mod tripwires;
 pub mod usage;

@@ -81,6 +81,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
     pub stores: std::collections::BTreeMap<String, PathBuf>,
+    /// Circuit breakers that engage a kill switch by themselves (`[[tripwires]]`).
+    pub tripwires: Vec<crate::tripwires::Rule>,
     /// The clock usage windows are read at: the system's, or in tests one they move forward.
     #[serde(skip)]
     pub clock: crate::usage::Clock,
@@ -333,6 +335,7 @@ impl Default for Config {
             authzen: AuthzenConfig::default(),
             http: HttpConfig::default(),
             stores: Default::default(),
+            tripwires: Vec::new(),
             clock: Default::default(),
         }
     }
@@ -421,6 +424,17 @@ impl Config {
         };
         parse_database_url(self.database.url.as_deref())
             .map_err(|message| invalid("database.url", &message))?;
+        for (i, rule) in self.tripwires.iter().enumerate() {
+            if let Some(problem) = rule.problem() {
+                return Err(invalid(&format!("tripwires[{i}]"), &problem));
+            }
+            if self.tripwires[..i].iter().any(|r| r.name == rule.name) {
+                return Err(invalid(
+                    &format!("tripwires[{i}].name"),
+                    &format!("`{}` names two tripwires", rule.name),
+                ));
+            }
+        }
         if self.database.max_connections < 2 {
             return Err(invalid("database.max_connections", "must be at least 2"));
         }

@@ -28,6 +28,22 @@ impl Pipeline {
         let Some(call) = self.usage_call(target, caller, request)? else {
             return self.evaluate_seen(target, caller, request, None);
         };
+        let subject = self.tripwires.as_ref().map(|_| {
+            let tool = (request.resource.kind == "Tool")
+                .then(|| request.resource.id.parse::<ToolId>().ok())
+                .flatten();
+            let tool_risk = tool.as_ref().and_then(|id| {
+                self.registry
+                    .snapshot()
+                    .tool(id)
+                    .map(|t| t.tool.record.risk)
+            });
+            crate::tripwires::Subject {
+                agent: caller.agent.clone(),
+                tool,
+                tool_risk,
+            }
+        });
         let lease = match self.usage.begin(&call).await {
             Ok(lease) => lease,
             Err(error) => return self.usage_failed(caller, request, error),
@@ -45,6 +61,7 @@ impl Pipeline {
                     }),
                 });
                 evaluation.charge = charge;
+                evaluation.subject = subject;
                 Ok(evaluation)
             }
             Err(error) => self.usage_failed(caller, request, error),
@@ -227,6 +244,7 @@ impl Pipeline {
             shadow: None,
             usage: None,
             charge: None,
+            subject: None,
         };
         if let Some(switch) = self
             .killswitches
@@ -321,6 +339,7 @@ impl Pipeline {
             shadow,
             usage: None,
             charge: None,
+            subject: None,
         })
     }
 
@@ -378,6 +397,7 @@ impl Pipeline {
                 shadow: None,
                 usage: None,
                 charge: None,
+                subject: None,
             };
 
         // The kill switch comes first: nothing, not even the registry's view, can get past it.
@@ -514,6 +534,7 @@ impl Pipeline {
             shadow,
             usage: None,
             charge: None,
+            subject: None,
         })
     }
 

@@ -81,6 +81,8 @@ pub struct Evaluation {
     pub usage: Option<crate::usage::Recorded>,
     /// What it counted, to refund if it is not recorded.
     pub charge: Option<crate::usage::Charge>,
+    /// Who and what it was about, for the tripwires (default store only).
+    pub subject: Option<crate::tripwires::Subject>,
 }
 
 /// What a shadow version answered to one evaluated request.
@@ -215,6 +217,8 @@ pub struct Pipeline {
     mask_intent: bool,
     /// The usage counts decisions read and add to.
     usage: crate::usage::Usage,
+    /// Rules that count recorded denies and switch off what trips them.
+    tripwires: Option<Arc<crate::tripwires::Tripwires>>,
 }
 
 impl Pipeline {
@@ -245,12 +249,19 @@ impl Pipeline {
             max_intent_bytes: crate::config::DEFAULT_MAX_INTENT_BYTES,
             mask_intent: false,
             usage: crate::usage::Usage::local(crate::usage::Clock::System),
+            tripwires: None,
         })
     }
 
     /// Where usage is counted (default: in this process, on the system clock).
     pub fn with_usage(mut self, usage: crate::usage::Usage) -> Self {
         self.usage = usage;
+        self
+    }
+
+    /// Counts recorded denies against `tripwires`.
+    pub fn with_tripwires(mut self, tripwires: Arc<crate::tripwires::Tripwires>) -> Self {
+        self.tripwires = (!tripwires.is_empty()).then_some(tripwires);
         self
     }
 

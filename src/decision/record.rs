@@ -169,6 +169,13 @@ impl Pipeline {
                     .filter_map(|e| e.approval_used.as_ref().map(|a| a.id))
                     .collect();
                 self.approvals.recorded(requested, used);
+                if let Some(tripwires) = &self.tripwires {
+                    for e in &evaluations {
+                        if let Some(subject) = &e.subject {
+                            tripwires.observe(&e.decision, subject);
+                        }
+                    }
+                }
                 evaluations
                     .into_iter()
                     .zip(firsts)

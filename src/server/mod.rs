@@ -199,6 +199,10 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         Some(pool) => crate::usage::Usage::shared(pool.clone(), config.clock.clone()),
         None => crate::usage::Usage::local(config.clock.clone()),
     });
+    let (tripwires, trips) =
+        crate::tripwires::Tripwires::new(config.tripwires.clone(), config.clock.clone());
+    let pipeline = pipeline.with_tripwires(Arc::new(tripwires));
+    crate::tripwires::spawn(trips, killswitches.clone(), ledger.clone());
     if store.postgres().is_none() {
         let restored = pipeline.restore_usage().await?;
         tracing::info!(restored, "usage windows rebuilt from the ledger's last day");

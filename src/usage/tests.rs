@@ -121,7 +121,7 @@ async fn only_counted_calls_are_seen_and_a_refund_takes_one_back() {
             identical_calls: 1
         })
     );
-    let spend = seen.spend.unwrap();
+    let spend = seen.spend.clone().unwrap();
     assert_eq!(spend.user.unwrap().spent_24h, Amount(125_000));
     assert_eq!(spend.user.unwrap().after_24h, Amount(250_000));
     assert_eq!(spend.session.unwrap().after, Amount(250_000));

@@ -323,3 +323,147 @@ async fn packs_naming_an_unknown_reason_or_counter_are_refused() {
         assert!(body.to_string().contains(expected), "{body}");
     }
 }
+
+/// A server whose config has `rules` as `[[tripwires]]`.
+async fn with_tripwires(rules: Value) -> TestServer {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.tripwires = serde_json::from_value(rules).unwrap();
+    TestServer::with_config(data, config).await
+}
+
+async fn switches(s: &TestServer) -> Value {
+    let (status, list) = s.get("/v1/killswitch", &s.token("op", &["operator"])).await;
+    assert_eq!(status, 200, "{list}");
+    list
+}
+
+#[tokio::test]
+async fn a_tripwire_switches_off_an_agent_stuck_in_a_loop_until_a_person_releases_it() {
+    let s = with_tripwires(json!([{
+        "name": "looping", "count": 3, "within": "1h", "reasons": ["loop_detected"],
+    }]))
+    .await;
+    s.tool("crm.note", "medium").await;
+    s.tool("search.web", "low").await;
+    s.agent("bot", "limited", &["crm.note", "search.web"]).await;
+    let bot = s.token("bot", &[]);
+    let same = || call("crm.note", json!({"text": "again"}), Some("s-1"));
+    for _ in 0..4 {
+        assert_eq!(decide(&s, &bot, same()).await["decision"], "allow");
+    }
+    for i in 0..3 {
+        let d = decide(&s, &bot, same()).await;
+        assert_eq!(codes(&d), ["loop_detected"], "loop {i}: {d}");
+    }
+    // The third loop trips it: the agent's next call, of any tool, meets the switch.
+    crate::harness::eventually("the tripwire's switch", async || {
+        switches(&s).await["engaged"].as_array().unwrap().len() == 1
+    })
+    .await;
+    let d = decide(&s, &bot, call("search.web", json!({}), Some("s-2"))).await;
+    assert_eq!(codes(&d), ["kill_switch"], "{d}");
+    let list = switches(&s).await;
+    let switch = &list["engaged"][0];
+    assert_eq!(switch["engaged_by"], "tripwire:looping", "{switch}");
+    assert_eq!(switch["scope"], json!({"agent": "bot"}));
+    assert!(
+        switch["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 denies within 1h"),
+        "{switch}"
+    );
+    // The kill-switch denies do not feed the tripwire: still one switch.
+    decide(&s, &bot, same()).await;
+    assert_eq!(switches(&s).await["history"].as_array().unwrap().len(), 1);
+    // A person releases it.
+    let id = switch["id"].as_str().unwrap();
+    let (status, body) = s
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/killswitch/{id}"),
+            Some(&s.token("op", &["operator"])),
+            Some(&json!({"reason": "loop fixed"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let d = decide(&s, &bot, call("search.web", json!({}), Some("s-3"))).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+}
+
+#[tokio::test]
+async fn a_dry_run_tripwire_records_that_it_would_have_tripped_and_stops_nothing() {
+    let s = with_tripwires(json!([{
+        "name": "deny-storm", "count": 2, "within": "5m", "dry_run": true,
+    }]))
+    .await;
+    s.tool("search.web", "low").await;
+    s.tool("db.drop", "critical").await;
+    s.agent("bot", "limited", &["search.web"]).await;
+    let bot = s.token("bot", &[]);
+    for _ in 0..2 {
+        // Undeclared: denied by the pack.
+        assert_eq!(
+            decide(&s, &bot, call("db.drop", json!({}), None)).await["decision"],
+            "deny"
+        );
+    }
+    crate::harness::eventually("the dry-run entry", async || {
+        let (_, page) = s
+            .get("/v1/ledger/entries?start=0&end=100", &s.admin())
+            .await;
+        page["entries"].as_array().unwrap().iter().any(|e| {
+            e["entry"]["type"] == "tripwire_would_trip"
+                && e["entry"]["tripwire"] == "deny-storm"
+                && e["entry"]["scope"] == json!({"agent": "bot"})
+        })
+    })
+    .await;
+    assert!(switches(&s).await["engaged"].as_array().unwrap().is_empty());
+    assert_eq!(
+        decide(&s, &bot, call("search.web", json!({}), None)).await["decision"],
+        "allow"
+    );
+}
+
+#[test]
+fn tripwire_rules_that_cannot_work_are_refused_at_start() {
+    for (rules, key) in [
+        (
+            json!([{"name": "x", "count": 0, "within": "1m"}]),
+            "count must be at least 1",
+        ),
+        (
+            json!([{"name": "x", "count": 1, "within": "2d"}]),
+            "at most 24h",
+        ),
+        (
+            json!([{"name": "x", "count": 1, "within": "1m", "reasons": ["kill_switch"]}]),
+            "kill_switch",
+        ),
+        (
+            json!([{"name": "x", "count": 1, "within": "1m"}, {"name": "x", "count": 2, "within": "1m"}]),
+            "names two",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reins.toml");
+        let rules: Vec<reins::tripwires::Rule> = serde_json::from_value(rules).unwrap();
+        let mut text = String::new();
+        for r in &rules {
+            text.push_str(&format!(
+                "[[tripwires]]\nname = \"{}\"\ncount = {}\nwithin = \"{}\"\nreasons = {:?}\n",
+                r.name,
+                r.count,
+                humantime::format_duration(r.within),
+                r.reasons.iter().map(|c| c.as_str()).collect::<Vec<_>>()
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        let error = reins::config::Config::load(Some(&path), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(key), "{error}");
+    }
+}

@@ -907,7 +907,12 @@ async fn checkpoints_keep_up_with_decisions_under_steady_load() {
             let mut answered = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let (status, d) = s.invoke(&bot, "search.web", json!({})).await;
-                assert_eq!((status, &d["decision"]), (200, &json!("allow")), "{d}");
+                // Past 600 calls a minute the default pack's rate limit denies: still entries.
+                assert_eq!(status, 200, "{d}");
+                assert!(
+                    d["decision"] == "allow" || codes(&d) == ["rate_limited"],
+                    "{d}"
+                );
                 answered += 1;
             }
             answered

@@ -1051,3 +1051,64 @@ async fn contest_and_incident_steps_raced_across_replicas_land_once() {
     }
     fleet.finish().await;
 }
+
+/// The default pack's rate limit (600 allowed calls a minute per agent), with load through three
+/// replicas at once: exactly 600 are allowed, the rest `rate_limited`, because a decision holds its
+/// usage keys' rows from reading the counts to counting itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_exactly_across_three_replicas() {
+    let db = postgres_or_skip!();
+    let (fleet, bases, token) = Fleet::with_bot(db, 3).await;
+    let started = Instant::now();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..24 {
+        let (client, bases, token, sent) = (
+            fleet.client.clone(),
+            bases.clone(),
+            token.clone(),
+            sent.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            loop {
+                let n = sent.fetch_add(1, Ordering::SeqCst);
+                if n >= 800 {
+                    return seen;
+                }
+                let base = &bases[(n + t) % bases.len()];
+                let (status, d) = client.decide(base, &token, "crm.note").await.unwrap();
+                assert_eq!(status, 200, "{d}");
+                let code = match d["decision"].as_str() {
+                    Some("allow") => "allow".to_owned(),
+                    _ => d["reasons"][0]["code"].as_str().unwrap_or("?").to_owned(),
+                };
+                *seen.entry(code).or_default() += 1;
+            }
+        }));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for task in tasks {
+        for (code, n) in task.await.unwrap() {
+            *seen.entry(code).or_default() += n;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(55),
+        "the load took {took:?}: past the minute, earlier calls leave the window and the count \
+         is no longer the one this test checks"
+    );
+    assert_eq!(seen.get("allow"), Some(&600), "{seen:?}");
+    assert_eq!(seen.get("rate_limited"), Some(&200), "{seen:?}");
+    let mut conn = fleet.db.connect().await;
+    let allowed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM decisions WHERE agent_id = 'bot' AND decision = 'allow'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(allowed, 600);
+    eprintln!("800 decisions of one agent through 3 replicas in {took:?}: {seen:?}");
+    fleet.finish().await;
+}
