@@ -27,6 +27,7 @@ pub struct Services {
     pub incidents: crate::incidents::Incidents,
     pub versions: crate::lifecycle::Versions,
     pub control: crate::policy::control::ControlPolicy,
+    pub webhooks: crate::webhooks::Webhooks,
     pub(crate) sweeper: tokio::task::JoinHandle<()>,
     /// Counts overdue incidents for the metric.
     pub(crate) incident_counter: tokio::task::JoinHandle<()>,

@@ -84,7 +84,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TripwireEvent {
     pub tripwire: String,
-    pub scope: crate::killswitch::Scope,
+    /// As a kill switch's scope is recorded (`killswitch::Scope`).
+    pub scope: Value,
     pub reason: String,
 }
 

@@ -38,3 +38,4 @@ pub mod timestamp;
 pub mod tlog;
 pub mod tripwires;
 pub mod usage;
+pub mod webhooks;

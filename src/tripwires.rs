@@ -13,72 +13,62 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::guards::{TripScope, TripwireConfig};
 use crate::ids::{AgentId, ToolId};
 use crate::killswitch::Scope;
 use crate::model::{Decision, Outcome, ReasonCode};
 use crate::registry::ToolRisk;
 use crate::usage::Clock;
 
-/// One rule, as configured (`[[tripwires]]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One rule, checked: its codes and risks read.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
-    /// Denies that trip it.
     pub count: u32,
-    /// Over how long.
-    #[serde(with = "humantime_serde")]
     pub within: Duration,
-    /// Only denies with one of these reason codes count (default: any deny but `kill_switch`,
-    /// which a trip itself causes).
-    #[serde(default)]
     pub reasons: Vec<ReasonCode>,
-    /// Only denies of tools at one of these risks count (default: any resource).
-    #[serde(default)]
     pub tool_risk: Vec<ToolRisk>,
-    /// What is counted and switched off: the agent (default) or the tool.
-    #[serde(default)]
     pub scope: TripScope,
-    /// Record `tripwire_would_trip` instead of engaging a switch.
-    #[serde(default)]
     pub dry_run: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TripScope {
-    #[default]
-    Agent,
-    Tool,
-}
-
 impl Rule {
-    /// Why the rule cannot be used, if it cannot.
-    pub fn problem(&self) -> Option<String> {
-        if self.name.trim().is_empty() || self.name.len() > 64 {
-            return Some("a tripwire needs a name of 1 to 64 characters".into());
+    /// The rule a `[[tripwires]]` entry configures; an unknown reason code or risk is an error
+    /// naming it.
+    pub fn from_config(config: &TripwireConfig) -> Result<Self, String> {
+        if let Some(problem) = config.problem() {
+            return Err(problem);
         }
-        if self.count == 0 {
-            return Some(format!(
-                "tripwire `{}`: count must be at least 1",
-                self.name
-            ));
-        }
-        if self.within.is_zero() || self.within > Duration::from_secs(24 * 3600) {
-            return Some(format!(
-                "tripwire `{}`: within must be more than 0 and at most 24h",
-                self.name
-            ));
-        }
-        if self.reasons.contains(&ReasonCode::KillSwitch) {
-            return Some(format!(
-                "tripwire `{}`: kill_switch denies cannot count (a trip causes them)",
-                self.name
-            ));
-        }
-        None
+        let named = |what: &str, name: &str| {
+            format!("tripwire `{}`: `{name}` is not a {what}", config.name)
+        };
+        let reasons = config
+            .reasons
+            .iter()
+            .map(|r| {
+                ReasonCode::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == r)
+                    .ok_or_else(|| named("reason code", r))
+            })
+            .collect::<Result<_, _>>()?;
+        let tool_risk = config
+            .tool_risk
+            .iter()
+            .map(|r| {
+                serde_json::from_value(serde_json::Value::String(r.clone()))
+                    .map_err(|_| named("tool risk", r))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            name: config.name.clone(),
+            count: config.count,
+            within: config.within,
+            reasons,
+            tool_risk,
+            scope: config.scope,
+            dry_run: config.dry_run,
+        })
     }
 
     fn counts(&self, decision: &Decision, risk: Option<ToolRisk>) -> bool {
@@ -210,7 +200,7 @@ pub fn spawn(
                     time: now.to_string(),
                     event: crate::events::Event::TripwireWouldTrip(crate::events::TripwireEvent {
                         tripwire: trip.rule.clone(),
-                        scope: trip.scope,
+                        scope: serde_json::to_value(&trip.scope).unwrap_or_default(),
                         reason: trip.reason,
                     }),
                 };

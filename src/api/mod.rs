@@ -16,6 +16,7 @@ mod ledger;
 mod openapi;
 mod outcomes;
 mod policies;
+mod webhooks;
 
 use axum::Json;
 use axum::error_handling::HandleErrorLayer;
@@ -158,6 +159,7 @@ fn routes(state: AppState) -> axum::Router {
         .merge(compliance::routes())
         .merge(authzen::routes())
         .merge(policies::routes())
+        .merge(webhooks::routes())
         .split_for_parts();
     let router = match crate::console::routes(state.clone()) {
         Ok(console) => router.nest_service("/console", console),

@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub mod guards;
 mod people;
 pub use people::*;
 
@@ -82,7 +83,9 @@ pub struct Config {
     /// Folder-backed policy stores by name, served under `/stores/{name}/` (`--store NAME=DIR`).
     pub stores: std::collections::BTreeMap<String, PathBuf>,
     /// Circuit breakers that engage a kill switch by themselves (`[[tripwires]]`).
-    pub tripwires: Vec<crate::tripwires::Rule>,
+    pub tripwires: Vec<guards::TripwireConfig>,
+    /// Where to send approvals, kill switches, tripwire hits and activations (`[[webhooks]]`).
+    pub webhooks: Vec<guards::HookConfig>,
     /// The clock usage windows are read at: the system's, or in tests one they move forward.
     #[serde(skip)]
     pub clock: crate::usage::Clock,
@@ -336,6 +339,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             stores: Default::default(),
             tripwires: Vec::new(),
+            webhooks: Vec::new(),
             clock: Default::default(),
         }
     }
@@ -424,6 +428,17 @@ impl Config {
         };
         parse_database_url(self.database.url.as_deref())
             .map_err(|message| invalid("database.url", &message))?;
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if let Some(problem) = hook.problem() {
+                return Err(invalid(&format!("webhooks[{i}]"), &problem));
+            }
+            if self.webhooks[..i].iter().any(|h| h.name == hook.name) {
+                return Err(invalid(
+                    &format!("webhooks[{i}].name"),
+                    &format!("`{}` names two webhooks", hook.name),
+                ));
+            }
+        }
         for (i, rule) in self.tripwires.iter().enumerate() {
             if let Some(problem) = rule.problem() {
                 return Err(invalid(&format!("tripwires[{i}]"), &problem));

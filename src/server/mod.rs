@@ -58,6 +58,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     Locked(#[from] LockError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
+    #[error("tripwires: {0}")]
+    Tripwire(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -199,8 +203,13 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         Some(pool) => crate::usage::Usage::shared(pool.clone(), config.clock.clone()),
         None => crate::usage::Usage::local(config.clock.clone()),
     });
-    let (tripwires, trips) =
-        crate::tripwires::Tripwires::new(config.tripwires.clone(), config.clock.clone());
+    let rules = config
+        .tripwires
+        .iter()
+        .map(crate::tripwires::Rule::from_config)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Tripwire)?;
+    let (tripwires, trips) = crate::tripwires::Tripwires::new(rules, config.clock.clone());
     let pipeline = pipeline.with_tripwires(Arc::new(tripwires));
     crate::tripwires::spawn(trips, killswitches.clone(), ledger.clone());
     if store.postgres().is_none() {
@@ -242,7 +251,14 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     });
     let outcomes = crate::outcomes::Outcomes::new(store.clone(), ledger.clone());
     let contests = crate::contests::Contests::new(store.clone(), ledger.clone());
+    let cursors = match store.postgres() {
+        Some(pool) => crate::webhooks::Cursors::Postgres(pool.clone()),
+        None => crate::webhooks::Cursors::Files(config.data_dir.join("webhooks")),
+    };
+    let webhooks =
+        crate::webhooks::Webhooks::start(&config.webhooks, cursors, ledger.clone()).await?;
     Ok(Services {
+        webhooks,
         lock: std::sync::Mutex::new(Some(lock)),
         outcomes,
         contests,
@@ -400,6 +416,7 @@ impl RunningServer {
             Err(e) => tracing::error!(error = %e, "server task failed"),
         }
         self.state.sweeper.abort();
+        self.state.webhooks.stop();
         self.state.incident_counter.abort();
         self.state.ledger.shutdown().await;
         self.state.store.close().await;

@@ -356,13 +356,13 @@ async fn a_tripwire_switches_off_an_agent_stuck_in_a_loop_until_a_person_release
         let d = decide(&s, &bot, same()).await;
         assert_eq!(codes(&d), ["loop_detected"], "loop {i}: {d}");
     }
-    // The third loop trips it: the agent's next call, of any tool, meets the switch.
+    // The third loop trips it (engaged off the decision path, at once): the agent's calls, of
+    // any tool, meet the switch.
     crate::harness::eventually("the tripwire's switch", async || {
-        switches(&s).await["engaged"].as_array().unwrap().len() == 1
+        let d = decide(&s, &bot, call("search.web", json!({}), Some("s-2"))).await;
+        codes(&d) == ["kill_switch"]
     })
     .await;
-    let d = decide(&s, &bot, call("search.web", json!({}), Some("s-2"))).await;
-    assert_eq!(codes(&d), ["kill_switch"], "{d}");
     let list = switches(&s).await;
     let switch = &list["engaged"][0];
     assert_eq!(switch["engaged_by"], "tripwire:looping", "{switch}");
@@ -427,43 +427,162 @@ async fn a_dry_run_tripwire_records_that_it_would_have_tripped_and_stops_nothing
     );
 }
 
-#[test]
-fn tripwire_rules_that_cannot_work_are_refused_at_start() {
-    for (rules, key) in [
-        (
-            json!([{"name": "x", "count": 0, "within": "1m"}]),
-            "count must be at least 1",
-        ),
-        (
-            json!([{"name": "x", "count": 1, "within": "2d"}]),
-            "at most 24h",
-        ),
-        (
-            json!([{"name": "x", "count": 1, "within": "1m", "reasons": ["kill_switch"]}]),
-            "kill_switch",
-        ),
-        (
-            json!([{"name": "x", "count": 1, "within": "1m"}, {"name": "x", "count": 2, "within": "1m"}]),
-            "names two",
-        ),
+#[tokio::test]
+async fn tripwire_and_webhook_settings_that_cannot_work_are_refused_at_start() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    let hook = |extra: &str| {
+        format!(
+            "[[webhooks]]\nname = \"ops\"\nsecret_file = \"{}\"\n{extra}\n",
+            secret.path().display()
+        )
+    };
+    for (text, expected) in [
+        ("[[tripwires]]\nname = \"x\"\ncount = 0\nwithin = \"1m\"\n".to_owned(), "count must be at least 1"),
+        ("[[tripwires]]\nname = \"x\"\ncount = 1\nwithin = \"2days\"\n".to_owned(), "at most 24h"),
+        ("[[tripwires]]\nname = \"x\"\ncount = 1\nwithin = \"1m\"\nreasons = [\"kill_switch\"]\n".to_owned(), "kill_switch"),
+        ("[[tripwires]]\nname = \"x\"\ncount = 1\nwithin = \"1m\"\n[[tripwires]]\nname = \"x\"\ncount = 2\nwithin = \"1m\"\n".to_owned(), "names two"),
+        (hook("url = \"ftp://x\"\nevents = [\"policy_activated\"]"), "url must be http(s)"),
+        (hook("url = \"http://x\"\nevents = [\"decision\"]"), "`decision` is not one of"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reins.toml");
-        let rules: Vec<reins::tripwires::Rule> = serde_json::from_value(rules).unwrap();
-        let mut text = String::new();
-        for r in &rules {
-            text.push_str(&format!(
-                "[[tripwires]]\nname = \"{}\"\ncount = {}\nwithin = \"{}\"\nreasons = {:?}\n",
-                r.name,
-                r.count,
-                humantime::format_duration(r.within),
-                r.reasons.iter().map(|c| c.as_str()).collect::<Vec<_>>()
-            ));
-        }
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, &text).unwrap();
         let error = reins::config::Config::load(Some(&path), &Default::default())
             .unwrap_err()
             .to_string();
-        assert!(error.contains(key), "{error}");
+        assert!(error.contains(expected), "{text}: {error}");
     }
+    // Codes and risks are checked against the model when the server starts.
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.tripwires = vec![
+        serde_json::from_value(json!({
+            "name": "x", "count": 1, "within": "1m", "reasons": ["too_many"]
+        }))
+        .unwrap(),
+    ];
+    let error = reins::server::start(config)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("`too_many` is not a reason code"), "{error}");
+}
+
+/// What a local webhook receiver got: each request's headers and body. It answers 500 to the
+/// first request (the sender must retry) and 200 after.
+#[derive(Clone, Default)]
+struct Received(std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>);
+
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: String| async move {
+                let mut all = kept.0.lock().unwrap();
+                all.push((headers, body));
+                if all.len() == 1 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), received)
+}
+
+#[tokio::test]
+async fn a_tripwire_trip_reaches_a_webhook_signed_retried_and_visible() {
+    let (url, received) = receiver().await;
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), None);
+    config.tripwires = vec![
+        serde_json::from_value(json!({
+            "name": "looping", "count": 1, "within": "1h", "reasons": ["loop_detected"],
+        }))
+        .unwrap(),
+    ];
+    config.webhooks = vec![
+        serde_json::from_value(json!({
+            "name": "ops", "url": url, "events": ["killswitch_engaged"],
+            "secret_file": secret.path(), "backoff": "50ms",
+        }))
+        .unwrap(),
+    ];
+    let s = TestServer::with_config(data, config).await;
+    s.tool("crm.note", "medium").await;
+    s.agent("bot", "limited", &["crm.note"]).await;
+    let bot = s.token("bot", &[]);
+    for _ in 0..5 {
+        decide(
+            &s,
+            &bot,
+            call("crm.note", json!({"text": "again"}), Some("s-1")),
+        )
+        .await;
+    }
+    crate::harness::eventually("the webhook, retried once", async || {
+        received.0.lock().unwrap().len() >= 2
+    })
+    .await;
+    let (headers, body) = received.0.lock().unwrap()[1].clone();
+    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+    // The receiver's check, as docs/guardrails.md shows it.
+    let key = reins::webhooks::signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let check = |body: &str, signature: &str| {
+        reins::webhooks::verify(
+            &key,
+            &header("webhook-id"),
+            timestamp,
+            signature,
+            body.as_bytes(),
+            now,
+            300,
+        )
+    };
+    assert!(check(&body, &header("webhook-signature")), "{body}");
+    // A tampered body or signature is refused.
+    assert!(!check(
+        &body.replace("bot", "bob"),
+        &header("webhook-signature")
+    ));
+    assert!(!check(
+        &body,
+        &header("webhook-signature").replace("v1,", "v1,A")
+    ));
+    // Both attempts carried the same id: a receiver can drop a repeat.
+    assert_eq!(
+        received.0.lock().unwrap()[0].0["webhook-id"],
+        header("webhook-id")
+    );
+    let message: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(message["type"], "killswitch_engaged");
+    assert_eq!(message["data"]["entry"]["scope"], json!({"agent": "bot"}));
+    let text = message["text"].as_str().unwrap();
+    assert!(
+        text.contains("agent bot") && text.contains("tripwire:looping"),
+        "{text}"
+    );
+    // The delivery's state is visible.
+    let (status, deliveries) = s
+        .get("/v1/webhooks/deliveries", &s.token("op", &["operator"]))
+        .await;
+    assert_eq!(status, 200, "{deliveries}");
+    let hook = &deliveries["webhooks"][0];
+    assert_eq!(hook["name"], "ops");
+    assert_eq!(hook["deliveries"][0]["state"], "delivered", "{deliveries}");
+    assert_eq!(hook["deliveries"][0]["attempts"], 2, "{deliveries}");
+    assert_eq!(hook["deliveries"][0]["last_status"], 200);
+    let (status, _) = s.get("/v1/webhooks/deliveries", &s.token("bot", &[])).await;
+    assert_eq!(status, 403);
 }

@@ -199,7 +199,11 @@ fn concerns(entry: &Entry, agent: &str) -> bool {
         | Event::IncidentReported(e)
         | Event::IncidentClosed(e) => e.agents.iter().any(|a| a == agent),
         Event::ConsoleSignedIn(_) | Event::ConsoleSignedOut(_) => false,
-        Event::TripwireWouldTrip(e) => e.scope.agent.as_ref().is_none_or(|a| a.as_str() == agent),
+        Event::TripwireWouldTrip(e) => e
+            .scope
+            .get("agent")
+            .and_then(|a| a.as_str())
+            .is_none_or(|a| a == agent),
     }
 }
 
