@@ -32,7 +32,11 @@ fn bench(c: &mut Criterion) {
         schema_file: Some(root.join("schemas/reins.cedarschema")),
         ..Default::default()
     };
-    let config = Config::load(None, &overrides).unwrap();
+    let mut config = Config::load(None, &overrides).unwrap();
+    // Usage windows on a clock the bench moves: 5 calls a second stay under the default pack's
+    // rate limit, so every counted evaluation is an allow that counts.
+    let clock = reins::usage::Clock::manual();
+    config.clock = clock.clone();
     let keys_dir = config.keys_dir();
     let services = rt.block_on(reins::server::bootstrap(config)).unwrap();
     let registry = services.pipeline.registry().clone();
@@ -161,6 +165,21 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("pipeline/evaluate", |b| {
         b.iter(|| services.pipeline.evaluate(&caller, &request).unwrap())
+    });
+    // The same evaluation with its usage read, shown to Cedar and counted (issue 24's cost).
+    group.bench_function("pipeline/evaluate_counted", |b| {
+        b.iter(|| {
+            clock.advance(Duration::from_millis(200));
+            let e = rt
+                .block_on(services.pipeline.evaluate_counted(
+                    &reins::decision::Target::Default,
+                    &caller,
+                    &request,
+                ))
+                .unwrap();
+            assert_eq!(e.decision.decision, reins::model::Outcome::Allow);
+            e
+        })
     });
 
     let dev = reins::identity::DevIssuer::load(&keys_dir)
