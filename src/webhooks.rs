@@ -110,12 +110,16 @@ pub struct HookState {
     pub next_index: u64,
     /// The most recent sends, newest first (kept in memory: a restart empties it).
     pub deliveries: Vec<Delivery>,
+    /// Why the worker could not read the ledger or keep the cursor, the last time it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 struct Hook {
     config: HookConfig,
     key: Vec<u8>,
     state: Mutex<(u64, VecDeque<Delivery>)>,
+    problem: Mutex<Option<String>>,
 }
 
 /// The configured hooks and their worker.
@@ -220,7 +224,7 @@ impl Webhooks {
             let next = match cursors.load(&config.name).await? {
                 Some(next) => next,
                 None => {
-                    let end = ledger.head().size;
+                    let end = ledger.size();
                     cursors.save(&config.name, end).await?;
                     end
                 }
@@ -229,6 +233,7 @@ impl Webhooks {
                 config: config.clone(),
                 key: signing_key(&secret),
                 state: Mutex::new((next, VecDeque::new())),
+                problem: Mutex::new(None),
             }));
         }
         let worker = (!hooks.is_empty()).then(|| {
@@ -256,6 +261,7 @@ impl Webhooks {
                     events: hook.config.events.clone(),
                     next_index: next,
                     deliveries,
+                    problem: hook.problem.lock().ok().and_then(|p| p.clone()),
                 }
             })
             .collect()
@@ -284,7 +290,7 @@ async fn run(hooks: Vec<Arc<Hook>>, cursors: Cursors, ledger: Arc<Ledger>) {
         }
     };
     // On PostgreSQL, one replica sends: the one holding this session lock.
-    let mut lock: Option<sqlx::pool::PoolConnection<sqlx::Postgres>> = None;
+    let mut lock: Option<sqlx::PgConnection> = None;
     loop {
         if let Cursors::Postgres(pool) = &cursors
             && lock.is_none()
@@ -305,9 +311,17 @@ async fn run(hooks: Vec<Arc<Hook>>, cursors: Cursors, ledger: Arc<Ledger>) {
         }
         let mut idle = true;
         for hook in &hooks {
-            match step(hook, &client, &cursors, &ledger).await {
+            let stepped = step(hook, &client, &cursors, &ledger).await;
+            if let Ok(mut problem) = hook.problem.lock() {
+                *problem = stepped.as_ref().err().cloned();
+            }
+            match stepped {
                 Ok(sent) => idle &= !sent,
-                Err(error) => tracing::warn!(hook = hook.config.name, %error, "webhooks"),
+                Err(error) => {
+                    tracing::warn!(hook = hook.config.name, %error, "webhooks");
+                    // The database may have dropped the lock's session too: take it again.
+                    lock = None;
+                }
             }
         }
         if idle {
@@ -316,10 +330,15 @@ async fn run(hooks: Vec<Arc<Hook>>, cursors: Cursors, ledger: Arc<Ledger>) {
     }
 }
 
-async fn try_lock(pool: &sqlx::PgPool) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    let mut conn = pool.acquire().await.ok()?;
-    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7265696e73)")
-        .fetch_one(&mut *conn)
+async fn try_lock(pool: &sqlx::PgPool) -> Option<sqlx::PgConnection> {
+    // "rhook" in ASCII; the integrator's lock is "reins" (ledger::shared).
+    const WEBHOOKS_LOCK: i64 = 0x72_68_6f_6f_6b;
+    // The lock is the session's: a connection of its own, out of the pool, closed (releasing
+    // it) with the worker.
+    let mut conn = pool.acquire().await.ok()?.detach();
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(WEBHOOKS_LOCK)
+        .fetch_one(&mut conn)
         .await
         .ok()?;
     held.then_some(conn)
@@ -333,7 +352,7 @@ async fn step(
     ledger: &Ledger,
 ) -> Result<bool, String> {
     let next = hook.state.lock().map(|s| s.0).map_err(|e| e.to_string())?;
-    let end = ledger.head().size.min(next + 500);
+    let end = ledger.size().min(next + 500);
     if end <= next {
         return Ok(false);
     }

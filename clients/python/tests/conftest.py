@@ -89,11 +89,12 @@ class Server:
         return thread
 
 
-def start(data_dir: Path) -> Server:
+def start(data_dir: Path, config: Path | None = None) -> Server:
     process = subprocess.Popen(
         [
             str(reins_binary()),
             "serve",
+            *(["--config", str(config)] if config else []),
             "--listen",
             "127.0.0.1:0",
             "--data-dir",

@@ -37,6 +37,12 @@ class ReasonCode(str, Enum):
     NO_POLICY = "no_policy"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     LEDGER_BACKLOG = "ledger_backlog"
+    #: A policy's `@reason`: too many calls in a window; see `Reason.retry_after`.
+    RATE_LIMITED = "rate_limited"
+    #: A policy's `@reason`: the spend over a window would pass a cap.
+    BUDGET_EXCEEDED = "budget_exceeded"
+    #: A policy's `@reason`: the same call again and again in one session.
+    LOOP_DETECTED = "loop_detected"
     #: Not from the server: the client could not get an answer in time (always a deny).
     UNREACHABLE = "unreachable"
 
@@ -56,6 +62,8 @@ class Reason(_Wire):
     annotations: dict[str, str] | None = None
     message: str | None = None
     killswitch_id: str | None = None
+    #: Seconds until the window the denying policy names would count one call less.
+    retry_after: int | None = None
 
 
 class LedgerRef(_Wire):
