@@ -312,6 +312,27 @@ impl Default for LedgerConfig {
     }
 }
 
+/// Checks each item of a `[[key]]` list: its own problem, or a name an earlier item has.
+fn named_list<T>(
+    key: &str,
+    items: &[T],
+    check: impl Fn(&T) -> (&String, Option<String>),
+) -> Result<(), ConfigError> {
+    for (i, item) in items.iter().enumerate() {
+        let (name, problem) = check(item);
+        let (key, message) = match problem {
+            Some(problem) => (format!("{key}[{i}]"), problem),
+            None if items[..i].iter().any(|other| check(other).0 == name) => (
+                format!("{key}[{i}].name"),
+                format!("`{name}` names two {key}"),
+            ),
+            None => continue,
+        };
+        return Err(ConfigError::Invalid { key, message });
+    }
+    Ok(())
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -428,28 +449,8 @@ impl Config {
         };
         parse_database_url(self.database.url.as_deref())
             .map_err(|message| invalid("database.url", &message))?;
-        for (i, hook) in self.webhooks.iter().enumerate() {
-            if let Some(problem) = hook.problem() {
-                return Err(invalid(&format!("webhooks[{i}]"), &problem));
-            }
-            if self.webhooks[..i].iter().any(|h| h.name == hook.name) {
-                return Err(invalid(
-                    &format!("webhooks[{i}].name"),
-                    &format!("`{}` names two webhooks", hook.name),
-                ));
-            }
-        }
-        for (i, rule) in self.tripwires.iter().enumerate() {
-            if let Some(problem) = rule.problem() {
-                return Err(invalid(&format!("tripwires[{i}]"), &problem));
-            }
-            if self.tripwires[..i].iter().any(|r| r.name == rule.name) {
-                return Err(invalid(
-                    &format!("tripwires[{i}].name"),
-                    &format!("`{}` names two tripwires", rule.name),
-                ));
-            }
-        }
+        named_list("webhooks", &self.webhooks, |h| (&h.name, h.problem()))?;
+        named_list("tripwires", &self.tripwires, |r| (&r.name, r.problem()))?;
         if self.database.max_connections < 2 {
             return Err(invalid("database.max_connections", "must be at least 2"));
         }

@@ -178,7 +178,8 @@ pub struct Call {
     pub tool: String,
     pub user: Option<String>,
     pub session: Option<String>,
-    /// SHA-256 of the canonical JSON of the arguments: identical calls share it.
+    /// SHA-256 of the canonical JSON of the arguments: identical calls share it. Empty without
+    /// a session (nothing reads it).
     pub digest: String,
     pub spend: Option<Spend>,
 }
@@ -201,7 +202,10 @@ impl Call {
         args: Option<&Value>,
         metered: Option<&Metered>,
     ) -> Result<Self, MeterError> {
-        let digest = {
+        // Only a session's identical-call count reads the digest: no session, no hashing.
+        let digest = if session.is_none() {
+            String::new()
+        } else {
             let empty = Value::Object(Default::default());
             let args = args.filter(|a| !a.is_null()).unwrap_or(&empty);
             let bytes = crate::tlog::canonical::to_vec(args).map_err(|e| MeterError {
@@ -523,6 +527,8 @@ pub struct Recorded {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Counted {
+    /// Empty without a session.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub args_digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend: Option<Spend>,
