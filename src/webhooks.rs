@@ -541,7 +541,15 @@ mod tests {
         let signature = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let check = |signature: &str, body: &[u8], now: i64| {
-            verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, signature, body, now, 300)
+            verify(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                signature,
+                body,
+                now,
+                300,
+            )
         };
         assert!(check(&signature, body, 1614265330));
         // Tampered body, tampered signature, or too old: refused.

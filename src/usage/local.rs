@@ -1,7 +1,7 @@
 //! Usage counted in this process: one server on SQLite. Keys live in shards, an agent's keys in
 //! its agent's shard and a user's in its user's, so a decision locks at most two shards, always
 //! agent before user (no deadlock), and decisions of other agents rarely wait on it.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
@@ -102,20 +102,20 @@ impl Local {
         Guards { agent, user }
     }
 
-    pub(super) async fn begin(&self, keys: &[Key]) -> (BTreeMap<Key, Totals>, i64, Guards) {
+    /// The totals of `keys`, in their order, and the shards held.
+    pub(super) async fn begin(&self, keys: &[Key]) -> (Vec<Totals>, i64, Guards) {
         let mut guards = self.lock(keys).await;
         // Read after the lock: the previous holder's count is in.
         let now = self.clock.now_ms();
         let totals = keys
             .iter()
             .map(|key| {
-                let totals = guards
+                guards
                     .shard(key)
                     .windows
                     .get_mut(key)
                     .map(|w| w.totals(now))
-                    .unwrap_or_default();
-                (key.clone(), totals)
+                    .unwrap_or_default()
             })
             .collect();
         (totals, now, guards)

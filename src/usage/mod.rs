@@ -22,7 +22,6 @@ mod local;
 mod shared;
 mod window;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -398,97 +397,82 @@ pub struct Seen {
     pub session: Option<SessionSeen>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend: Option<SpendSeen>,
-    /// For `@retry`: per windowed counter (`agent.calls_1m`, `spend.user.after_24h`, ...), in
-    /// milliseconds, when its oldest counted call leaves the window. Not recorded.
+    /// For `@retry`: per windowed scope (`agent`, `agent_tool`, `user`, `spend.agent`,
+    /// `spend.user`), when each window's oldest counted call leaves it (ms before `seen_at`).
+    /// Not recorded.
     #[serde(skip)]
-    pub leaves_in: BTreeMap<String, i64>,
+    pub leaves: Vec<(&'static str, [Option<i64>; 3])>,
 }
 
 impl Seen {
-    /// Built from each key's totals.
-    fn of(call: &Call, totals: &BTreeMap<Key, Totals>, now_ms: i64) -> Self {
-        let get = |k: &Key| totals.get(k).copied().unwrap_or_default();
-        let mut leaves_in = BTreeMap::new();
-        let mut calls = |name: &str, t: Totals| {
-            for (i, (suffix, _)) in WINDOWS.iter().enumerate() {
-                if let Some(at) = t.leaves_at[i] {
-                    leaves_in.insert(format!("{name}.calls_{suffix}"), (at - now_ms).max(0));
-                }
-            }
-            Calls {
-                calls_1m: t.calls[0],
-                calls_1h: t.calls[1],
-                calls_24h: t.calls[2],
-            }
-        };
-        let a = &call.agent;
-        let agent = calls("agent", get(&Key::Agent(a.clone())));
-        let agent_tool = calls(
-            "agent_tool",
-            get(&Key::AgentTool(a.clone(), call.tool.clone())),
-        );
-        let user = call
-            .user
-            .as_ref()
-            .map(|u| calls("user", get(&Key::User(u.clone()))));
-        let session = call.session.as_ref().map(|s| SessionSeen {
-            steps: get(&Key::Session(a.clone(), s.clone())).total_calls,
-            tool_calls: get(&Key::SessionTool(a.clone(), s.clone(), call.tool.clone())).total_calls,
-            identical_calls: get(&Key::SessionCall(
-                a.clone(),
-                s.clone(),
-                call.tool.clone(),
-                call.digest.clone(),
-            ))
-            .total_calls,
+    /// Built from the totals of `call.keys()`, in that order.
+    fn of(call: &Call, keys: &[Key], totals: &[Totals], now_ms: i64) -> Self {
+        let mut seen = Seen::default();
+        let mut session = SessionSeen::default();
+        let mut spend = call.spend.as_ref().map(|s| SpendSeen {
+            currency: s.currency.clone(),
+            amount: s.amount,
+            agent: Sums::default(),
+            user: None,
+            session: None,
         });
-        let spend = call.spend.as_ref().map(|spend| {
-            let c = &spend.currency;
-            let mut sums = |name: &str, t: Totals| {
-                for (i, (suffix, _)) in WINDOWS.iter().enumerate() {
-                    if let Some(at) = t.leaves_at[i] {
-                        let left = (at - now_ms).max(0);
-                        leaves_in.insert(format!("spend.{name}.spent_{suffix}"), left);
-                        leaves_in.insert(format!("spend.{name}.after_{suffix}"), left);
+        let left = |t: &Totals| t.leaves_at.map(|at| at.map(|at| (at - now_ms).max(0)));
+        let calls = |t: &Totals| Calls {
+            calls_1m: t.calls[0],
+            calls_1h: t.calls[1],
+            calls_24h: t.calls[2],
+        };
+        let amount = call.amount();
+        let sums = |t: &Totals| Sums {
+            spent_1m: t.amount[0],
+            spent_1h: t.amount[1],
+            spent_24h: t.amount[2],
+            after_1m: t.amount[0].saturating_add(amount),
+            after_1h: t.amount[1].saturating_add(amount),
+            after_24h: t.amount[2].saturating_add(amount),
+        };
+        for (key, t) in keys.iter().zip(totals) {
+            match key {
+                Key::Agent(_) => {
+                    seen.agent = calls(t);
+                    seen.leaves.push(("agent", left(t)));
+                }
+                Key::AgentTool(..) => {
+                    seen.agent_tool = calls(t);
+                    seen.leaves.push(("agent_tool", left(t)));
+                }
+                Key::User(_) => {
+                    seen.user = Some(calls(t));
+                    seen.leaves.push(("user", left(t)));
+                }
+                Key::Session(..) => session.steps = t.total_calls,
+                Key::SessionTool(..) => session.tool_calls = t.total_calls,
+                Key::SessionCall(..) => session.identical_calls = t.total_calls,
+                Key::AgentSpend(..) => {
+                    if let Some(s) = &mut spend {
+                        s.agent = sums(t);
+                        seen.leaves.push(("spend.agent", left(t)));
                     }
                 }
-                Sums {
-                    spent_1m: t.amount[0],
-                    spent_1h: t.amount[1],
-                    spent_24h: t.amount[2],
-                    after_1m: t.amount[0].saturating_add(spend.amount),
-                    after_1h: t.amount[1].saturating_add(spend.amount),
-                    after_24h: t.amount[2].saturating_add(spend.amount),
+                Key::UserSpend(..) => {
+                    if let Some(s) = &mut spend {
+                        s.user = Some(sums(t));
+                        seen.leaves.push(("spend.user", left(t)));
+                    }
                 }
-            };
-            let agent = sums("agent", get(&Key::AgentSpend(a.clone(), c.clone())));
-            let user = call
-                .user
-                .as_ref()
-                .map(|u| sums("user", get(&Key::UserSpend(u.clone(), c.clone()))));
-            let session = call.session.as_ref().map(|s| {
-                let spent = get(&Key::SessionSpend(a.clone(), s.clone(), c.clone())).total_amount;
-                SessionSums {
-                    spent,
-                    after: spent.saturating_add(spend.amount),
+                Key::SessionSpend(..) => {
+                    if let Some(s) = &mut spend {
+                        s.session = Some(SessionSums {
+                            spent: t.total_amount,
+                            after: t.total_amount.saturating_add(amount),
+                        });
+                    }
                 }
-            });
-            SpendSeen {
-                currency: c.clone(),
-                amount: spend.amount,
-                agent,
-                user,
-                session,
             }
-        });
-        Self {
-            agent_tool,
-            agent,
-            user,
-            session,
-            spend,
-            leaves_in,
         }
+        seen.session = call.session.is_some().then_some(session);
+        seen.spend = spend;
+        seen
     }
 
     /// Every counter `@retry` may name.
@@ -508,9 +492,17 @@ impl Seen {
     /// Seconds until the counter named by a policy's `@retry` (`agent.calls_1m`) drops, rounded
     /// up; None for an unknown or unwindowed counter, or one with nothing counted.
     pub fn retry_after(&self, counter: &str) -> Option<u64> {
-        self.leaves_in
-            .get(counter)
-            .map(|ms| (*ms as u64).div_ceil(1000).max(1))
+        // `agent.calls_1m`, `spend.user.after_24h`: the scope, then the field's window.
+        let (scope, field) = counter.rsplit_once('.')?;
+        let (kind, window) = field.rsplit_once('_')?;
+        let valid = match scope {
+            "agent" | "agent_tool" | "user" => kind == "calls",
+            "spend.agent" | "spend.user" => kind == "spent" || kind == "after",
+            _ => false,
+        };
+        let window = WINDOWS.iter().position(|(suffix, _)| *suffix == window)?;
+        let (_, leaves) = self.leaves.iter().find(|(s, _)| valid && *s == scope)?;
+        leaves[window].map(|ms| (ms as u64).div_ceil(1000).max(1))
     }
 }
 
@@ -555,6 +547,7 @@ enum Counts {
 pub struct Lease {
     seen: Seen,
     now_ms: i64,
+    keys: Vec<Key>,
     hold: Hold,
 }
 
@@ -588,8 +581,9 @@ impl Usage {
             }
         };
         Ok(Lease {
-            seen: Seen::of(call, &totals, now_ms),
+            seen: Seen::of(call, &keys, &totals, now_ms),
             now_ms,
+            keys,
             hold,
         })
     }
@@ -638,7 +632,7 @@ impl Lease {
         match self.hold {
             Hold::Local(mut guards) => {
                 if count {
-                    guards.count(&call.keys(), 1, call.amount(), self.now_ms);
+                    guards.count(&self.keys, 1, call.amount(), self.now_ms);
                 }
             }
             Hold::Shared(held) => held.finish(charge.as_ref()).await?,

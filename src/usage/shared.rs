@@ -53,10 +53,14 @@ impl Shared {
     pub(super) async fn begin(
         self: &std::sync::Arc<Self>,
         keys: &[Key],
-    ) -> Result<(BTreeMap<Key, Totals>, i64, Held), UsageError> {
-        let mut by_text: BTreeMap<String, Key> =
-            keys.iter().map(|k| (k.encode(), k.clone())).collect();
-        by_text.retain(|text, _| !text.is_empty());
+    ) -> Result<(Vec<Totals>, i64, Held), UsageError> {
+        // Each key's text and its place in `keys` (a call's keys are distinct).
+        let by_text: BTreeMap<String, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.encode(), i))
+            .filter(|(text, _)| !text.is_empty())
+            .collect();
         let texts: Vec<String> = by_text.keys().cloned().collect();
         let mut tx = loop {
             let mut tx = self.pool.begin().await?;
@@ -101,23 +105,20 @@ impl Shared {
         .bind(since(2))
         .fetch_all(&mut *tx)
         .await?;
-        let mut totals = BTreeMap::new();
+        let mut totals = vec![Totals::default(); keys.len()];
         for row in rows {
-            let Some(key) = by_text.get(&row.0) else {
+            let Some(&at) = by_text.get(&row.0) else {
                 continue;
             };
             let leaves =
                 |i: usize, start: Option<i64>| start.map(|s| s + BUCKETS[i] + WINDOWS[i].1);
-            totals.insert(
-                key.clone(),
-                Totals {
-                    calls: [row.1, row.2, row.3],
-                    amount: [Amount(row.4), Amount(row.5), Amount(row.6)],
-                    leaves_at: [leaves(0, row.7), leaves(1, row.8), leaves(2, row.9)],
-                    total_calls: row.10,
-                    total_amount: Amount(row.11),
-                },
-            );
+            totals[at] = Totals {
+                calls: [row.1, row.2, row.3],
+                amount: [Amount(row.4), Amount(row.5), Amount(row.6)],
+                leaves_at: [leaves(0, row.7), leaves(1, row.8), leaves(2, row.9)],
+                total_calls: row.10,
+                total_amount: Amount(row.11),
+            };
         }
         Ok((
             totals,
