@@ -43,6 +43,7 @@ use crate::registry::{AgentEntry, AgentStatus, EntityTypes, Registry, RiskTier, 
 use crate::store::{DecisionRow, SideEffect, Store, StoreError};
 
 mod cedar;
+mod counted;
 mod evaluate;
 mod idempotency;
 mod probe;
@@ -51,6 +52,7 @@ mod record;
 mod tests;
 
 use cedar::*;
+use counted::*;
 use evaluate::*;
 pub use idempotency::{BadIdempotencyKey, Idempotency, IdempotencyError, IdempotencyKey, Keyed};
 pub use probe::{probe_tool, replay_decision};

@@ -101,6 +101,17 @@ async fn a_daily_spend_cap_holds_across_two_agents_acting_for_one_user() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // A meter that points nowhere is refused, naming the field.
+    let (status, body) = s
+        .put(
+            "/v1/tools/pay.bad",
+            &s.admin(),
+            json!({"description": "x", "risk": "low", "category": "payments",
+                   "metered": {"amount": "amount", "minor_units": 2}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("metered"), "{body}");
     s.agent("bot-a", "limited", &["pay.out"]).await;
     s.agent("bot-b", "limited", &["pay.out"]).await;
     let a = s.mint("bot-a", Some("alice"), &[]);
