@@ -29,6 +29,7 @@ use utoipa::ToSchema;
 use crate::config::guards::HookConfig;
 pub use crate::config::guards::WEBHOOK_EVENTS as EVENTS;
 use crate::ledger::Ledger;
+use crate::store::Store;
 
 /// How many sends of each hook are kept for `GET /v1/webhooks/deliveries`.
 const KEPT: usize = 100;
@@ -211,6 +212,7 @@ impl Webhooks {
         configs: &[HookConfig],
         cursors: Cursors,
         ledger: Arc<Ledger>,
+        store: Store,
     ) -> Result<Self, WebhookError> {
         let mut hooks = Vec::new();
         for config in configs {
@@ -238,7 +240,7 @@ impl Webhooks {
         }
         let worker = (!hooks.is_empty()).then(|| {
             crate::crypto::install_crypto_provider();
-            tokio::spawn(run(hooks.clone(), cursors, ledger))
+            tokio::spawn(run(hooks.clone(), cursors, ledger, store))
         });
         Ok(Self {
             hooks,
@@ -277,7 +279,7 @@ impl Webhooks {
 }
 
 /// Sends, for ever: each hook's events in ledger order.
-async fn run(hooks: Vec<Arc<Hook>>, cursors: Cursors, ledger: Arc<Ledger>) {
+async fn run(hooks: Vec<Arc<Hook>>, cursors: Cursors, ledger: Arc<Ledger>, store: Store) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -311,7 +313,7 @@ async fn run(hooks: Vec<Arc<Hook>>, cursors: Cursors, ledger: Arc<Ledger>) {
         }
         let mut idle = true;
         for hook in &hooks {
-            let stepped = step(hook, &client, &cursors, &ledger).await;
+            let stepped = step(hook, &client, &cursors, &ledger, &store).await;
             if let Ok(mut problem) = hook.problem.lock() {
                 *problem = stepped.as_ref().err().cloned();
             }
@@ -344,41 +346,45 @@ async fn try_lock(pool: &sqlx::PgPool) -> Option<sqlx::PgConnection> {
     held.then_some(conn)
 }
 
-/// Reads a page from the hook's cursor and sends what it wants; whether anything was read.
+/// Sends the entries the hook asked for from its cursor on (read through the kind index: the
+/// decisions between them are not read), moving the cursor past each; whether any were due.
 async fn step(
     hook: &Hook,
     client: &reqwest::Client,
     cursors: &Cursors,
     ledger: &Ledger,
+    store: &Store,
 ) -> Result<bool, String> {
     let next = hook.state.lock().map(|s| s.0).map_err(|e| e.to_string())?;
-    let end = ledger.size().min(next + 500);
+    let end = ledger.size();
     if end <= next {
         return Ok(false);
     }
-    let entries = ledger.entries(next, end).await.map_err(|e| e.to_string())?;
-    let mut cursor = next;
-    for entry in entries {
-        let kind = entry.entry["type"].as_str().unwrap_or_default().to_owned();
-        if hook.config.wants(&kind) {
-            send(hook, client, entry.index, &kind, &entry.entry).await;
-        }
-        cursor = entry.index + 1;
-        // Saved after each send: a crash resends at most the one in flight.
-        if hook.config.wants(&kind) {
-            cursors
-                .save(&hook.config.name, cursor)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+    let rows = store
+        .entries_of_kinds_in(&hook.config.kinds(), next, end)
+        .await
+        .map_err(|e| e.to_string())?;
+    let advance = |cursor: u64| {
         if let Ok(mut state) = hook.state.lock() {
             state.0 = cursor;
         }
+    };
+    for row in rows {
+        let entry: Value = serde_json::from_slice(&row.entry).map_err(|e| e.to_string())?;
+        let index = row.idx as u64;
+        send(hook, client, index, &row.kind, &entry).await;
+        // Saved after each send: a crash resends at most the one in flight.
+        cursors
+            .save(&hook.config.name, index + 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        advance(index + 1);
     }
     cursors
-        .save(&hook.config.name, cursor)
+        .save(&hook.config.name, end)
         .await
         .map_err(|e| e.to_string())?;
+    advance(end);
     Ok(true)
 }
 
@@ -568,8 +574,7 @@ mod tests {
             backoff: Duration::from_secs(1),
         };
         assert_eq!(hook.problem(), None);
-        assert!(hook.wants("approval_granted") && hook.wants("approval_denied"));
-        assert!(!hook.wants("approval_requested"));
+        assert_eq!(hook.kinds(), ["approval_granted", "approval_denied"]);
         let bad = HookConfig {
             events: vec!["decision".into()],
             ..hook.clone()

@@ -123,12 +123,14 @@ impl HookConfig {
             })
     }
 
-    /// Whether an entry of `kind` is one this hook asked for.
-    pub fn wants(&self, kind: &str) -> bool {
-        let event = match kind {
-            "approval_granted" | "approval_denied" => "approval_decided",
-            other => other,
-        };
-        self.events.iter().any(|e| e == event)
+    /// The ledger entry kinds this hook asked for (`approval_decided` is a grant or a denial).
+    pub fn kinds(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .flat_map(|e| match e.as_str() {
+                "approval_decided" => vec!["approval_granted", "approval_denied"],
+                other => vec![other],
+            })
+            .collect()
     }
 }

@@ -12,24 +12,21 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
     ) -> Result<Evaluation, RequestError> {
-        let Some(call) = self.usage_call(target, caller, request)? else {
+        if !matches!(target, Target::Default) {
+            // Folder stores keep no usage.
             return self.evaluate_seen(target, caller, request, None);
-        };
-        let subject = self.tripwires.as_ref().map(|_| {
-            let tool = (request.resource.kind == "Tool")
-                .then(|| request.resource.id.parse::<ToolId>().ok())
-                .flatten();
-            let tool_risk = tool.as_ref().and_then(|id| {
-                self.registry
-                    .snapshot()
-                    .tool(id)
-                    .map(|t| t.tool.record.risk)
-            });
-            crate::tripwires::Subject {
-                agent: caller.agent.clone(),
-                tool,
-                tool_risk,
-            }
+        }
+        let tool_id = (request.resource.kind == "Tool")
+            .then(|| request.resource.id.parse::<ToolId>().ok())
+            .flatten();
+        let tool = tool_id
+            .as_ref()
+            .and_then(|id| self.registry.snapshot().tool(id).cloned());
+        let call = self.usage_call(caller, request, tool.as_deref())?;
+        let subject = self.tripwires.as_ref().map(|_| crate::tripwires::Subject {
+            agent: caller.agent.clone(),
+            tool: tool_id,
+            tool_risk: tool.as_ref().map(|t| t.tool.record.risk),
         });
         let lease = match self.usage.begin(&call).await {
             Ok(lease) => lease,
@@ -75,41 +72,23 @@ impl Pipeline {
         Ok(evaluation)
     }
 
-    /// The call a default-store request counts as (None elsewhere: folder stores keep no usage).
+    /// The call a default-store request counts as; `tool`, its registered tool if any.
     fn usage_call(
         &self,
-        target: &Target,
         caller: &Caller,
         request: &DecisionRequest,
-    ) -> Result<Option<crate::usage::Call>, RequestError> {
-        if !matches!(target, Target::Default) {
-            return Ok(None);
-        }
-        let tool = if request.resource.kind == "Tool" {
-            request.resource.id.clone()
-        } else {
-            format!("{}::{}", request.resource.kind, request.resource.id)
-        };
-        let metered = match request.resource.kind.as_str() {
-            "Tool" => request
-                .resource
-                .id
-                .parse::<ToolId>()
-                .ok()
-                .and_then(|id| self.registry.snapshot().tool(&id).cloned())
-                .and_then(|t| t.tool.record.metered.clone()),
-            _ => None,
-        };
+        tool: Option<&crate::registry::ToolEntry>,
+    ) -> Result<crate::usage::Call, RequestError> {
+        let metered = tool.and_then(|t| t.tool.record.metered.as_ref());
         let args = request.context.as_ref().and_then(|c| c.get("args"));
         crate::usage::Call::new(
             caller.agent.as_str(),
-            tool,
+            crate::usage::tool_key(&request.resource.kind, &request.resource.id),
             caller.on_behalf_of.as_ref().map(UserId::as_str),
             request.session_id.as_deref(),
             args,
-            metered.as_ref(),
+            metered,
         )
-        .map(Some)
         .map_err(|e| {
             RequestError::new(
                 format!("context.{}", e.pointer.trim_matches('/').replace('/', ".")),

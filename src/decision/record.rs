@@ -277,11 +277,7 @@ impl Pipeline {
                     continue;
                 };
                 let call = crate::usage::Call {
-                    tool: if event.resource.kind == "Tool" {
-                        event.resource.id
-                    } else {
-                        format!("{}::{}", event.resource.kind, event.resource.id)
-                    },
+                    tool: crate::usage::tool_key(&event.resource.kind, &event.resource.id),
                     agent: event.agent_id,
                     user: event.on_behalf_of,
                     session: event.session_id,

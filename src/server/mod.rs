@@ -256,7 +256,8 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
         None => crate::webhooks::Cursors::Files(config.data_dir.join("webhooks")),
     };
     let webhooks =
-        crate::webhooks::Webhooks::start(&config.webhooks, cursors, ledger.clone()).await?;
+        crate::webhooks::Webhooks::start(&config.webhooks, cursors, ledger.clone(), store.clone())
+            .await?;
     Ok(Services {
         webhooks,
         lock: std::sync::Mutex::new(Some(lock)),

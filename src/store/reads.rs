@@ -290,6 +290,32 @@ impl Store {
         })?)
     }
 
+    /// The entries of `kinds` (never decisions) in `[start, end)`, in index order: through the
+    /// kind index, without reading the decisions between them.
+    pub async fn entries_of_kinds_in(
+        &self,
+        kinds: &[&str],
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<EntryRow>, StoreError> {
+        Ok(on_db!(self, |pool| {
+            let mut q = builder(
+                pool,
+                "SELECT idx, kind, entry FROM ledger_entries WHERE kind <> 'decision' AND idx >= ",
+            );
+            q.push_bind(sql_int(start));
+            q.push(" AND idx < ");
+            q.push_bind(sql_int(end));
+            q.push(" AND kind IN (");
+            let mut list = q.separated(", ");
+            for kind in kinds {
+                list.push_bind(*kind);
+            }
+            q.push(") ORDER BY idx");
+            q.build_query_as().fetch_all(pool).await
+        })?)
+    }
+
     /// How many decisions `agent` got in `[from, to)`.
     pub async fn decision_counts(
         &self,

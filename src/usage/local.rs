@@ -22,14 +22,7 @@ pub(super) struct Shard {
 
 impl Shard {
     fn count(&mut self, key: &Key, calls: i64, amount: Amount, at: i64) {
-        let amount = if matches!(
-            key,
-            Key::AgentSpend(..) | Key::UserSpend(..) | Key::SessionSpend(..)
-        ) {
-            amount
-        } else {
-            Amount(0)
-        };
+        let amount = key.share(amount);
         self.windows
             .entry(key.clone())
             .or_default()

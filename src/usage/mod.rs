@@ -183,6 +183,15 @@ pub struct Call {
     pub spend: Option<Spend>,
 }
 
+/// The `tool` a call of resource `kind`/`id` counts under: the id of a `Tool`, else `kind::id`.
+pub fn tool_key(kind: &str, id: &str) -> String {
+    if kind == "Tool" {
+        id.to_owned()
+    } else {
+        format!("{kind}::{id}")
+    }
+}
+
 /// A metered amount the call's arguments do not give as a number (HTTP 422).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{pointer}: {message}")]
@@ -318,6 +327,15 @@ impl Key {
                 | Key::AgentSpend(..)
                 | Key::UserSpend(..)
         )
+    }
+
+    /// What of a call's amount this key counts: all of it for a spend key, nothing for a calls
+    /// key.
+    pub fn share(&self, amount: Amount) -> Amount {
+        match self {
+            Key::AgentSpend(..) | Key::UserSpend(..) | Key::SessionSpend(..) => amount,
+            _ => Amount(0),
+        }
     }
 
     /// The user a user-scoped key belongs to.

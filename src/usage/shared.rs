@@ -140,10 +140,6 @@ impl Shared {
         let at = charge.at_ms;
         let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for key in charge.call.keys() {
-            let spend = matches!(
-                key,
-                Key::AgentSpend(..) | Key::UserSpend(..) | Key::SessionSpend(..)
-            );
             let sizes: &[i64] = if key.windowed() {
                 &[1000, 60_000]
             } else {
@@ -159,7 +155,7 @@ impl Shared {
                     at - at.rem_euclid(*size)
                 });
                 rows.3.push(calls);
-                rows.4.push(if spend { amount } else { 0 });
+                rows.4.push(key.share(Amount(amount)).0);
             }
         }
         sqlx::query(

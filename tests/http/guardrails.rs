@@ -385,9 +385,8 @@ async fn a_tripwire_switches_off_an_agent_stuck_in_a_loop_until_a_person_release
             .contains("3 denies within 1h"),
         "{switch}"
     );
-    // The kill-switch denies do not feed the tripwire: still one switch.
-    decide(&s, &bot, same()).await;
-    assert_eq!(switches(&s).await["history"].as_array().unwrap().len(), 1);
+    // (That kill-switch denies never feed a tripwire is tripwires::tests': a rule counting any
+    // deny would trip on them; this one counts only loop_detected.)
     // A person releases it.
     let id = switch["id"].as_str().unwrap();
     let (status, body) = s
