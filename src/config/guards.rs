@@ -1,5 +1,5 @@
-//! The guardrails' configuration: tripwires (`[[tripwires]]`) and webhooks (`[[webhooks]]`), as
-//! read from the file; [`crate::tripwires`] and [`crate::webhooks`] act on them. Reason codes
+//! The guardrails' configuration: usage counting (`[usage]`), tripwires (`[[tripwires]]`) and
+//! webhooks (`[[webhooks]]`), as read from the file; [`crate::tripwires`] and [`crate::webhooks`] act on them. Reason codes
 //! and tool risks are names here, checked against the model when the server starts.
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,5 +132,22 @@ impl HookConfig {
                 other => vec![other],
             })
             .collect()
+    }
+}
+
+/// Usage counting (`[usage]`): what `context.usage` and `context.session` are read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Count calls and spend for guardrail policies. Off, no decision reads or writes counts
+    /// (on PostgreSQL that is one transaction less per decision), `context.usage` and
+    /// `context.session` are absent, and policies that test `context has usage` never apply:
+    /// for deployments that keep no guardrails. Counting resumes from zero when turned back on.
+    pub enabled: bool,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }

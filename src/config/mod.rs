@@ -86,6 +86,8 @@ pub struct Config {
     pub tripwires: Vec<guards::TripwireConfig>,
     /// Where to send approvals, kill switches, tripwire hits and activations (`[[webhooks]]`).
     pub webhooks: Vec<guards::HookConfig>,
+    /// Usage counting for guardrail policies (`[usage]`).
+    pub usage: guards::UsageConfig,
     /// The clock usage windows are read at: the system's, or in tests one they move forward.
     #[serde(skip)]
     pub clock: crate::usage::Clock,
@@ -361,6 +363,7 @@ impl Default for Config {
             stores: Default::default(),
             tripwires: Vec::new(),
             webhooks: Vec::new(),
+            usage: Default::default(),
             clock: Default::default(),
         }
     }

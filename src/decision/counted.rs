@@ -22,21 +22,25 @@ impl Pipeline {
         let tool = tool_id
             .as_ref()
             .and_then(|id| self.registry.snapshot().tool(id).cloned());
-        let call = self.usage_call(caller, request, tool.as_deref())?;
         let subject = self.tripwires.as_ref().map(|_| crate::tripwires::Subject {
             agent: caller.agent.clone(),
             tool: tool_id,
             tool_risk: tool.as_ref().map(|t| t.tool.record.risk),
         });
+        if !self.usage.enabled() {
+            let mut evaluation = self.evaluate_seen(target, caller, request, None)?;
+            evaluation.subject = subject;
+            return Ok(evaluation);
+        }
+        let call = self.usage_call(caller, request, tool.as_deref())?;
         let lease = match self.usage.begin(&call).await {
             Ok(lease) => lease,
             Err(error) => return self.usage_failed(caller, request, error),
         };
         let mut evaluation = self.evaluate_seen(target, caller, request, Some(lease.seen()))?;
-        let seen = lease.seen().clone();
         let allowed = evaluation.decision.decision == Outcome::Allow;
-        match lease.finish(&call, allowed).await {
-            Ok(charge) => {
+        match lease.finish(call, allowed).await {
+            Ok((seen, charge)) => {
                 evaluation.usage = Some(crate::usage::Recorded {
                     seen,
                     counted: charge.as_ref().map(|c| crate::usage::Counted {

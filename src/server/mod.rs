@@ -200,6 +200,7 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     .with_idempotency_window(config.idempotency_window)
     .with_intent(config.max_intent_bytes, config.ledger.mask_intent)
     .with_usage(match store.postgres() {
+        _ if !config.usage.enabled => crate::usage::Usage::off(config.clock.clone()),
         Some(pool) => crate::usage::Usage::shared(pool.clone(), config.clock.clone()),
         None => crate::usage::Usage::local(config.clock.clone()),
     });
@@ -212,7 +213,12 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     let (tripwires, trips) = crate::tripwires::Tripwires::new(rules, config.clock.clone());
     let pipeline = pipeline.with_tripwires(Arc::new(tripwires));
     crate::tripwires::spawn(trips, killswitches.clone(), ledger.clone());
-    if store.postgres().is_none() {
+    if !config.usage.enabled {
+        tracing::warn!(
+            "usage counting is off (usage.enabled = false): policies that read context.usage or \
+             context.session never apply"
+        );
+    } else if store.postgres().is_none() {
         let restored = pipeline.restore_usage().await?;
         tracing::info!(restored, "usage windows rebuilt from the ledger's last day");
     }

@@ -23,10 +23,15 @@ pub(super) struct Shard {
 impl Shard {
     fn count(&mut self, key: &Key, calls: i64, amount: Amount, at: i64) {
         let amount = key.share(amount);
-        self.windows
-            .entry(key.clone())
-            .or_default()
-            .add(at, calls, amount);
+        // Look up before inserting: `entry` would clone the key's strings on every count.
+        match self.windows.get_mut(key) {
+            Some(window) => window.add(at, calls, amount),
+            None => self
+                .windows
+                .entry(key.clone())
+                .or_default()
+                .add(at, calls, amount),
+        }
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY {
             self.since_sweep = 0;

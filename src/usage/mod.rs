@@ -551,7 +551,8 @@ pub struct Charge {
     pub at_ms: i64,
 }
 
-/// Where the counts live: in this process (one server on SQLite) or in PostgreSQL (replicas).
+/// Where the counts live: in this process (one server on SQLite) or in PostgreSQL (replicas);
+/// or nowhere, when counting is off (`usage.enabled = false`).
 #[derive(Clone)]
 pub struct Usage(Counts);
 
@@ -559,6 +560,7 @@ pub struct Usage(Counts);
 enum Counts {
     Local(Arc<local::Local>),
     Shared(Arc<shared::Shared>),
+    Off(Clock),
 }
 
 /// A decision's hold on its keys: what it saw, and the right to count it.
@@ -572,6 +574,7 @@ pub struct Lease {
 enum Hold {
     Local(local::Guards),
     Shared(shared::Held),
+    Off,
 }
 
 impl Usage {
@@ -585,10 +588,26 @@ impl Usage {
         Self(Counts::Shared(Arc::new(shared::Shared::new(pool, clock))))
     }
 
+    /// Nothing counted: decisions see no usage.
+    pub fn off(clock: Clock) -> Self {
+        Self(Counts::Off(clock))
+    }
+
+    /// Whether decisions are counted (else they see no `context.usage`).
+    pub fn enabled(&self) -> bool {
+        !matches!(self.0, Counts::Off(_))
+    }
+
     /// Takes `call`'s keys (waiting for decisions on them to finish) and reads their counts.
+    /// Counting off, it reads zeros and counts nothing; callers ask [`Usage::enabled`] first.
     pub async fn begin(&self, call: &Call) -> Result<Lease, UsageError> {
         let keys = call.keys();
         let (totals, now_ms, hold) = match &self.0 {
+            Counts::Off(clock) => (
+                vec![Totals::default(); keys.len()],
+                clock.now_ms(),
+                Hold::Off,
+            ),
             Counts::Local(local) => {
                 let (totals, now, guards) = local.begin(&keys).await;
                 (totals, now, Hold::Local(guards))
@@ -617,6 +636,7 @@ impl Usage {
                     tracing::warn!(%error, "a usage refund failed");
                 }
             }
+            Counts::Off(_) => {}
         }
     }
 
@@ -632,6 +652,7 @@ impl Usage {
         match &self.0 {
             Counts::Local(l) => &l.clock,
             Counts::Shared(s) => &s.clock,
+            Counts::Off(clock) => clock,
         }
     }
 }
@@ -641,21 +662,27 @@ impl Lease {
         &self.seen
     }
 
-    /// Releases the keys, counting `call` first when `count` (an allowed decision).
-    pub async fn finish(self, call: &Call, count: bool) -> Result<Option<Charge>, UsageError> {
-        let charge = count.then(|| Charge {
-            call: call.clone(),
+    /// Releases the keys, counting `call` first when `count` (an allowed decision): what the
+    /// decision saw, and the counted call (to give back if it is not recorded after all).
+    pub async fn finish(
+        self,
+        call: Call,
+        count: bool,
+    ) -> Result<(Seen, Option<Charge>), UsageError> {
+        let charge = count.then_some(Charge {
+            call,
             at_ms: self.now_ms,
         });
         match self.hold {
             Hold::Local(mut guards) => {
-                if count {
-                    guards.count(&self.keys, 1, call.amount(), self.now_ms);
+                if let Some(charge) = &charge {
+                    guards.count(&self.keys, 1, charge.call.amount(), self.now_ms);
                 }
             }
             Hold::Shared(held) => held.finish(charge.as_ref()).await?,
+            Hold::Off => return Ok((self.seen, None)),
         }
-        Ok(charge)
+        Ok((self.seen, charge))
     }
 }
 

@@ -97,13 +97,13 @@ async fn only_counted_calls_are_seen_and_a_refund_takes_one_back() {
     assert_eq!(lease.seen().agent.calls_1m, 0);
     let spend = lease.seen().spend.clone().unwrap();
     assert_eq!(spend.user.unwrap().after_24h, Amount(125_000));
-    lease.finish(&c, false).await.unwrap();
+    lease.finish(c.clone(), false).await.unwrap();
     let lease = usage.begin(&c).await.unwrap();
     assert_eq!(lease.seen().agent.calls_1m, 0, "a deny counts nothing");
-    let charge = lease.finish(&c, true).await.unwrap().unwrap();
+    let charge = lease.finish(c.clone(), true).await.unwrap().1.unwrap();
     let lease = usage.begin(&c).await.unwrap();
     let seen = lease.seen().clone();
-    lease.finish(&c, false).await.unwrap();
+    lease.finish(c.clone(), false).await.unwrap();
     assert_eq!(
         seen.agent,
         Calls {
@@ -130,7 +130,7 @@ async fn only_counted_calls_are_seen_and_a_refund_takes_one_back() {
     let lease = usage.begin(&c).await.unwrap();
     assert_eq!(lease.seen().agent.calls_24h, 0);
     assert_eq!(lease.seen().session.unwrap().steps, 0);
-    lease.finish(&c, false).await.unwrap();
+    lease.finish(c.clone(), false).await.unwrap();
 }
 
 /// Concurrent decisions on one agent each see the previous one's count: a limit holds exactly.
@@ -147,7 +147,7 @@ async fn a_limit_holds_under_concurrent_decisions() {
             let lease = usage.begin(&c).await.unwrap();
             let allow = lease.seen().agent.calls_1m < 10;
             tokio::task::yield_now().await;
-            lease.finish(&c, allow).await.unwrap();
+            lease.finish(c.clone(), allow).await.unwrap();
             if allow {
                 allowed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }

@@ -312,6 +312,36 @@ async fn usage_windows_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn with_counting_off_policies_see_no_usage_and_nothing_is_counted() {
+    let (mut s, _clock, _pack) = server(&[("ten.cedar", TEN_A_MINUTE)]).await;
+    s.config.usage.enabled = false;
+    s.restart().await;
+    s.tool("search.web", "low").await;
+    s.agent("bot", "limited", &["search.web"]).await;
+    let bot = s.token("bot", &[]);
+    let auditor = s.token("aud", &["auditor"]);
+    for i in 0..12 {
+        let d = decide(&s, &bot, call("search.web", json!({"q": i}), Some("s-1"))).await;
+        assert_eq!(
+            d["decision"], "allow",
+            "call {i}: a limit that reads no usage never applies: {d}"
+        );
+        let id = d["decision_id"].as_str().unwrap();
+        let (_, record) = s.get(&format!("/v1/decisions/{id}"), &auditor).await;
+        assert!(record.get("usage").is_none(), "{record}");
+    }
+    // Turned on, counting starts from zero: the calls made while it was off were never counted.
+    s.config.usage.enabled = true;
+    s.restart().await;
+    for i in 0..10 {
+        let d = decide(&s, &bot, call("search.web", json!({"q": i}), None)).await;
+        assert_eq!(d["decision"], "allow", "call {i}: {d}");
+    }
+    let d = decide(&s, &bot, call("search.web", json!({}), None)).await;
+    assert_eq!(codes(&d), ["rate_limited"], "{d}");
+}
+
+#[tokio::test]
 async fn packs_naming_an_unknown_reason_or_counter_are_refused() {
     let s = TestServer::start().await;
     let admin = s.token("pat", &["policy_admin"]);
