@@ -9,13 +9,21 @@
 # Then a batch run, a clean stop, and `reins ledger verify`: the ledger must hold exactly one entry
 # per answered decision. Prints decisions/s, p50/p99 and the ratios to both baselines. Then the same
 # load on one and on three replicas sharing a PostgreSQL database (BENCH_DATABASE_URL, default the
-# local server), with the counter statement's mean batch size per replica.
+# local server), with the counter statement's mean batch size per replica. And the cost of usage
+# counting (issue 24): CPU per decision with counting and the default pack's guardrail policies,
+# and without either (usage.enabled = false, the pack without its four guardrail files), in
+# alternating runs on the same data dir.
+#
+# The default pack's rate limit (600 calls a minute per agent) would turn the load (30 and more
+# calls a second per agent) into rate_limited denies within seconds, so the runs use a copy of the
+# pack with that limit raised out of reach: every guardrail policy is still evaluated on the real
+# counts, and the answers stay the ones the bare Cedar service gives.
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
 #   REINS=/tmp/reins-old POLICY_DIR=/tmp/old/policies scripts/bench.sh
 #                                   # another build of reins (with the policy pack its tests expect)
-# Traffic goes only to 127.0.0.1. Needs wrk (apt-get install wrk).
+# Traffic goes only to 127.0.0.1. Needs wrk and jq (installed with apt-get when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,10 +34,12 @@ CONCURRENCY=${CONCURRENCY:-"1 16 64"}
 PORT=${PORT:-18480}
 BASE="http://127.0.0.1:$PORT"
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; fi
-  command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-fi
+for tool in wrk jq; do
+  if ! command -v $tool >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y $tool >/dev/null || { apt-get update >/dev/null && apt-get install -y $tool >/dev/null; }; fi
+    command -v $tool >/dev/null || { echo "$tool is needed: apt-get install $tool" >&2; exit 1; }
+  fi
+done
 
 # REINS=path/to/reins benchmarks another build (e.g. an earlier commit's) against the same baseline.
 if [ -n "${REINS:-}" ]; then
@@ -42,12 +52,32 @@ CEDAR_PORT=$((PORT + 1))
 CEDAR_BASE="http://127.0.0.1:$CEDAR_PORT"
 WORK=$(mktemp -d)
 DATA="$WORK/data"
-trap 'kill $SERVER ${CEDAR:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill ${SERVER:-} ${CEDAR:-} ${NO_USAGE:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-# Default settings, logging included: what an operator runs.
-$REINS serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" ${POLICY_DIR:+--policy-dir "$POLICY_DIR"} >"$WORK/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 1 200); do curl -fs "$BASE/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+if [ -z "${POLICY_DIR:-}" ]; then
+  POLICY_DIR="$WORK/policies"
+  cp -r policies "$POLICY_DIR"
+  # The limit, and the pack's own test of it (an activation runs the pack's tests).
+  sed -i 's/calls_1m >= 600\b/calls_1m >= 100000000/' "$POLICY_DIR/rate_limit.cedar"
+  sed -i 's/"calls_1m": 600,/"calls_1m": 100000000,/' "$POLICY_DIR/tests/default_pack.json"
+  grep -q 'calls_1m >= 100000000' "$POLICY_DIR/rate_limit.cedar" &&
+    grep -q '"calls_1m": 100000000,' "$POLICY_DIR/tests/default_pack.json" ||
+    { echo "the default pack's rate limit is no longer 'calls_1m >= 600' (or its test moved): update bench.sh" >&2; exit 1; }
+fi
+# Starts Reins on the data dir $1, port $2 and the policies in $3 (default settings, logging
+# included: what an operator runs), with any extra environment given as the other arguments;
+# waits until it is ready and sets STARTED to its pid. Every server trusts the tokens of $DATA's
+# dev key.
+serve() {
+  local data=$1 port=$2 policies=$3; shift 3
+  env "$@" $REINS serve --data-dir "$data" --keys-dir "$DATA/keys" --listen "127.0.0.1:$port" \
+    --policy-dir "$policies" >>"$WORK/server-$port.log" 2>&1 &
+  STARTED=$!
+  for _ in $(seq 1 400); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "reins did not become ready; see $WORK/server-$port.log" >&2; exit 1
+}
+serve "$DATA" "$PORT" "$POLICY_DIR"
+SERVER=$STARTED
 
 ADMIN=$($REINS token mint --agent bench-admin --roles admin,auditor --data-dir "$DATA" --ttl 2h)
 put() { curl -fs -X PUT "$1$2" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$3" >/dev/null; }
@@ -156,6 +186,43 @@ c1=$(cpu)
 ANSWERED=$((ANSWERED + (n - bad) * BATCH))
 INFLIGHT=$((INFLIGHT + 16 * BATCH))
 row "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "" "$(per "$c0" "$c1" $((n * BATCH)))" "   = $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
+
+# Usage counting's cost: the server above (counting, with the guardrail policies) beside a
+# second one without either, on its own data dir with the same fleet and keys; the same load on
+# each in turn.
+NO_USAGE_POLICIES="$WORK/policies-without-usage"
+cp -r "$POLICY_DIR" "$NO_USAGE_POLICIES"
+rm -f "$NO_USAGE_POLICIES"/{rate_limit,spend_cap,loop_breaker,step_limit}.cedar
+# Its tests of those files go with them.
+jq '.requests |= map(select(.description | test("(rate_limit|spend_cap|loop_breaker|step_limit)\\.cedar") | not))' \
+  "$POLICY_DIR/tests/default_pack.json" > "$WORK/tests.json" && mv "$WORK/tests.json" "$NO_USAGE_POLICIES/tests/default_pack.json"
+NO_USAGE_PORT=$((PORT + 2))
+serve "$WORK/data-without-usage" "$NO_USAGE_PORT" "$NO_USAGE_POLICIES" REINS_USAGE__ENABLED=false
+NO_USAGE=$STARTED
+register_fleet "http://127.0.0.1:$NO_USAGE_PORT"
+USAGE_ROUNDS=${USAGE_ROUNDS:-2}
+echo
+row "usage counting (c16)" "conns" "req/s" "p50 ms" "p99 ms" "" "" "cpu us/r"
+ON_SUM=0; OFF_SUM=0
+for round in $(seq 1 "$USAGE_ROUNDS"); do
+  c0=$(cpu "$NO_USAGE")
+  read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "http://127.0.0.1:$NO_USAGE_PORT")
+  c1=$(cpu "$NO_USAGE")
+  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
+  us=$(per "$c0" "$c1" "$n"); OFF_SUM=$((OFF_SUM + us))
+  row "  without (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us"
+  c0=$(cpu)
+  read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "$BASE")
+  c1=$(cpu)
+  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
+  ANSWERED=$((ANSWERED + n - bad))
+  INFLIGHT=$((INFLIGHT + 16))
+  us=$(per "$c0" "$c1" "$n"); ON_SUM=$((ON_SUM + us))
+  row "  with (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us"
+done
+kill -TERM "$NO_USAGE"; wait "$NO_USAGE" 2>/dev/null || true
+USAGE_ADDED=$(awk -v on="$ON_SUM" -v off="$OFF_SUM" 'BEGIN {printf "%.1f", (on - off) * 100 / off}')
+echo "usage counting adds ${USAGE_ADDED}% CPU per decision (mean of $USAGE_ROUNDS rounds: $((ON_SUM / USAGE_ROUNDS)) us with, $((OFF_SUM / USAGE_ROUNDS)) us without)"
 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER/status"; }
 ledger_size() { curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p; }
@@ -275,5 +342,6 @@ if [ -n "${T_RPS:-}" ]; then
   echo "  >= 35% of the /healthz baseline:         ${T_RATIO}, $(verdict "$T_RATIO >= 0.35")"
   echo "  above the bare axum + Cedar service:     ${T_CEDAR}x its decisions/s, $(verdict "$T_CEDAR > 1")"
 fi
+echo "  usage counting < 10% more CPU/decision:   ${USAGE_ADDED}%, $(verdict "$USAGE_ADDED < 10")"
 echo "  no decision lost:                        met (checked above)"
 [ -z "$PG_SUMMARY" ] || echo "$PG_SUMMARY"
