@@ -7,8 +7,8 @@
 # (axum's floor) and examples/cedar_baseline.rs, a bare axum + cedar-policy service answering the same
 # requests from the same policies and fleet (no token check, no registry, no ledger, no storage).
 # Then a batch run, a clean stop, and `reins ledger verify`: the ledger must hold exactly one entry
-# per answered decision. Prints decisions/s, p50/p99 and the ratios to both baselines. Then the same
-# load on one and on three replicas sharing a PostgreSQL database (BENCH_DATABASE_URL, default the
+# per answered decision. Prints decisions/s, p50/p99 (p99.9 and the slowest answer beside them)
+# and the ratios to both baselines. Then the same load on one and on three replicas sharing a PostgreSQL database (BENCH_DATABASE_URL, default the
 # local server), with the counter statement's mean batch size per replica. And the cost of usage
 # counting (issue 24): CPU per decision with counting and the default pack's guardrail policies,
 # and without either (usage.enabled = false, the pack without its four guardrail files), in
@@ -139,12 +139,16 @@ run() {
   p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  # scripts/decisions.lua prints the tail; `tail_note` reads it for the row.
+  echo "$out" | awk '/^tail:/ {printf "%.1f %.1f", $3 / 1000, $5 / 1000}' > "$WORK/tail.txt"
   echo "$requests $rps $(ms "$p50") $(ms "$p99") ${bad:-0}"
 }
 # CPU seconds a server (Reins unless named) has used (user + system), from /proc.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/${1:-$SERVER}/stat"; }
 # Microseconds of server CPU per request between two cpu() readings.
 per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / n; else print "-" }'; }
+# "   p99.9 X ms, max Y ms" of the last scripted run.
+tail_note() { awk '{printf "   p99.9 %s ms, max %s ms", $1, $2}' "$WORK/tail.txt"; }
 # One line of the table: run, conns, req/s, p50, p99, ratio, share of bare Cedar, CPU, [note].
 row() { printf '%-30s %5s %11s %9s %9s %8s %8s %9s%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "${9:-}"; }
 # $1 / $2 to two decimals.
@@ -174,7 +178,7 @@ for c in $CONCURRENCY; do
   INFLIGHT=$((INFLIGHT + c))
   ratio=$(div "$rps" "$base_rps")
   vs_cedar=$(div "$rps" "$cedar_rps")
-  row "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$vs_cedar" "$(per "$c0" "$c1" "$n")"
+  row "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$vs_cedar" "$(per "$c0" "$c1" "$n")" "$(tail_note)"
   if [ "$c" = 16 ]; then T_RPS=$rps; T_P99=$p99; T_RATIO=$ratio; T_CEDAR=$vs_cedar; fi
   BEST_RPS=$(awk -v a="$rps" -v b="${BEST_RPS:-0}" 'BEGIN {print (a > b ? a : b)}')
 done
@@ -210,7 +214,7 @@ for round in $(seq 1 "$USAGE_ROUNDS"); do
   c1=$(cpu "$NO_USAGE")
   [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
   us=$(per "$c0" "$c1" "$n"); OFF_SUM=$((OFF_SUM + us))
-  row "  without (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us"
+  row "  without (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
   c0=$(cpu)
   read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "$BASE")
   c1=$(cpu)
@@ -218,7 +222,7 @@ for round in $(seq 1 "$USAGE_ROUNDS"); do
   ANSWERED=$((ANSWERED + n - bad))
   INFLIGHT=$((INFLIGHT + 16))
   us=$(per "$c0" "$c1" "$n"); ON_SUM=$((ON_SUM + us))
-  row "  with (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us"
+  row "  with (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
 done
 kill -TERM "$NO_USAGE"; wait "$NO_USAGE" 2>/dev/null || true
 USAGE_ADDED=$(awk -v on="$ON_SUM" -v off="$OFF_SUM" 'BEGIN {printf "%.1f", (on - off) * 100 / off}')
@@ -290,7 +294,7 @@ if [ "${POSTGRES:-1}" = 1 ] && command -v pg_isready >/dev/null && pg_isready -q
   [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
   PG_ANSWERED=$((PG_ANSWERED + n - bad))
   PG1_RATIO=$(div "$rps" "${T_RPS:-$rps}")
-  row "1 replica" 16 "$rps" "$p50" "$p99" "$PG1_RATIO" "" ""
+  row "1 replica" 16 "$rps" "$p50" "$p99" "$PG1_RATIO" "" "" "$(tail_note)"
   PG1_RPS=$rps
   start_replica 1
   start_replica 2
