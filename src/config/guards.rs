@@ -1,6 +1,7 @@
 //! The guardrails' configuration: usage counting (`[usage]`), tripwires (`[[tripwires]]`) and
-//! webhooks (`[[webhooks]]`), as read from the file; [`crate::tripwires`] and [`crate::webhooks`] act on them. Reason codes
-//! and tool risks are names here, checked against the model when the server starts.
+//! webhooks (`[[webhooks]]`), as read from the file; [`crate::tripwires`] and
+//! [`crate::webhooks`] act on them. Reason codes and tool risks are names here, checked against
+//! the model when the server starts.
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -27,13 +27,13 @@ impl Pipeline {
             tool: tool_id,
             tool_risk: tool.as_ref().map(|t| t.tool.record.risk),
         });
-        if !self.usage.enabled() {
+        let Some(usage) = &self.usage else {
             let mut evaluation = self.evaluate_seen(target, caller, request, None)?;
             evaluation.subject = subject;
             return Ok(evaluation);
-        }
+        };
         let call = self.usage_call(caller, request, tool.as_deref())?;
-        let lease = match self.usage.begin(&call).await {
+        let lease = match usage.begin(&call).await {
             Ok(lease) => lease,
             Err(error) => return self.usage_failed(caller, request, error),
         };

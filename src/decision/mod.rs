@@ -218,7 +218,8 @@ pub struct Pipeline {
     /// Whether the intent and the user's request are recorded only as commitments.
     mask_intent: bool,
     /// The usage counts decisions read and add to.
-    usage: crate::usage::Usage,
+    /// None: counting is off (`usage.enabled = false`).
+    usage: Option<crate::usage::Usage>,
     /// Rules that count recorded denies and switch off what trips them.
     tripwires: Option<Arc<crate::tripwires::Tripwires>>,
 }
@@ -250,13 +251,14 @@ impl Pipeline {
             in_flight: Default::default(),
             max_intent_bytes: crate::config::DEFAULT_MAX_INTENT_BYTES,
             mask_intent: false,
-            usage: crate::usage::Usage::local(crate::usage::Clock::System),
+            usage: Some(crate::usage::Usage::local(crate::usage::Clock::System)),
             tripwires: None,
         })
     }
 
-    /// Where usage is counted (default: in this process, on the system clock).
-    pub fn with_usage(mut self, usage: crate::usage::Usage) -> Self {
+    /// Where usage is counted (default: in this process, on the system clock); None turns
+    /// counting off, and decisions see no `context.usage`.
+    pub fn with_usage(mut self, usage: Option<crate::usage::Usage>) -> Self {
         self.usage = usage;
         self
     }
@@ -265,10 +267,6 @@ impl Pipeline {
     pub fn with_tripwires(mut self, tripwires: Arc<crate::tripwires::Tripwires>) -> Self {
         self.tripwires = (!tripwires.is_empty()).then_some(tripwires);
         self
-    }
-
-    pub fn usage(&self) -> &crate::usage::Usage {
-        &self.usage
     }
 
     /// How long a stated intent may be, and whether it is recorded only as a commitment.

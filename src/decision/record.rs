@@ -241,14 +241,17 @@ impl Pipeline {
         if let Some(a) = &evaluation.approval_used {
             self.approvals.unclaim(&a.id);
         }
-        if let Some(charge) = &evaluation.charge {
-            self.usage.refund(charge).await;
+        if let (Some(charge), Some(usage)) = (&evaluation.charge, &self.usage) {
+            usage.refund(charge).await;
         }
     }
 
     /// Counts again, in this process's windows, the calls the ledger's last day recorded as
     /// counted: a restart does not reset a limit. (Replicas keep their counts in PostgreSQL.)
     pub async fn restore_usage(&self) -> Result<u64, StoreError> {
+        let Some(usage) = &self.usage else {
+            return Ok(0);
+        };
         let day = std::time::Duration::from_millis(crate::usage::DAY_MS as u64);
         let from =
             crate::timestamp::Timestamp::now().minus(day + std::time::Duration::from_secs(60));
@@ -284,7 +287,7 @@ impl Pipeline {
                     digest: counted.args_digest,
                     spend: counted.spend,
                 };
-                self.usage.restore(&call, at as i64).await;
+                usage.restore(&call, at as i64).await;
                 restored += 1;
             }
         }

@@ -200,9 +200,12 @@ pub async fn bootstrap(config: Config) -> Result<Services, StartError> {
     .with_idempotency_window(config.idempotency_window)
     .with_intent(config.max_intent_bytes, config.ledger.mask_intent)
     .with_usage(match store.postgres() {
-        _ if !config.usage.enabled => crate::usage::Usage::off(config.clock.clone()),
-        Some(pool) => crate::usage::Usage::shared(pool.clone(), config.clock.clone()),
-        None => crate::usage::Usage::local(config.clock.clone()),
+        _ if !config.usage.enabled => None,
+        Some(pool) => Some(crate::usage::Usage::shared(
+            pool.clone(),
+            config.clock.clone(),
+        )),
+        None => Some(crate::usage::Usage::local(config.clock.clone())),
     });
     let rules = config
         .tripwires

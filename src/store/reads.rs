@@ -276,18 +276,7 @@ impl Store {
     /// leaves out decisions (they are most entries, and read through `decisions`), so asking for
     /// the `decision` kind here finds nothing.
     pub async fn entries_of_kinds(&self, kinds: &[&str]) -> Result<Vec<EntryRow>, StoreError> {
-        Ok(on_db!(self, |pool| {
-            let mut q = builder(
-                pool,
-                "SELECT idx, kind, entry FROM ledger_entries WHERE kind <> 'decision' AND kind IN (",
-            );
-            let mut list = q.separated(", ");
-            for kind in kinds {
-                list.push_bind(*kind);
-            }
-            q.push(") ORDER BY idx");
-            q.build_query_as().fetch_all(pool).await
-        })?)
+        self.entries_of_kinds_in(kinds, 0, u64::MAX).await
     }
 
     /// The entries of `kinds` (never decisions) in `[start, end)`, in index order: through the

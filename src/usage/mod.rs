@@ -551,8 +551,7 @@ pub struct Charge {
     pub at_ms: i64,
 }
 
-/// Where the counts live: in this process (one server on SQLite) or in PostgreSQL (replicas);
-/// or nowhere, when counting is off (`usage.enabled = false`).
+/// Where the counts live: in this process (one server on SQLite) or in PostgreSQL (replicas).
 #[derive(Clone)]
 pub struct Usage(Counts);
 
@@ -560,7 +559,6 @@ pub struct Usage(Counts);
 enum Counts {
     Local(Arc<local::Local>),
     Shared(Arc<shared::Shared>),
-    Off(Clock),
 }
 
 /// A decision's hold on its keys: what it saw, and the right to count it.
@@ -574,7 +572,6 @@ pub struct Lease {
 enum Hold {
     Local(local::Guards),
     Shared(shared::Held),
-    Off,
 }
 
 impl Usage {
@@ -588,26 +585,10 @@ impl Usage {
         Self(Counts::Shared(Arc::new(shared::Shared::new(pool, clock))))
     }
 
-    /// Nothing counted: decisions see no usage.
-    pub fn off(clock: Clock) -> Self {
-        Self(Counts::Off(clock))
-    }
-
-    /// Whether decisions are counted (else they see no `context.usage`).
-    pub fn enabled(&self) -> bool {
-        !matches!(self.0, Counts::Off(_))
-    }
-
     /// Takes `call`'s keys (waiting for decisions on them to finish) and reads their counts.
-    /// Counting off, it reads zeros and counts nothing; callers ask [`Usage::enabled`] first.
     pub async fn begin(&self, call: &Call) -> Result<Lease, UsageError> {
         let keys = call.keys();
         let (totals, now_ms, hold) = match &self.0 {
-            Counts::Off(clock) => (
-                vec![Totals::default(); keys.len()],
-                clock.now_ms(),
-                Hold::Off,
-            ),
             Counts::Local(local) => {
                 let (totals, now, guards) = local.begin(&keys).await;
                 (totals, now, Hold::Local(guards))
@@ -636,7 +617,6 @@ impl Usage {
                     tracing::warn!(%error, "a usage refund failed");
                 }
             }
-            Counts::Off(_) => {}
         }
     }
 
@@ -645,14 +625,6 @@ impl Usage {
     pub async fn restore(&self, call: &Call, at_ms: i64) {
         if let Counts::Local(local) = &self.0 {
             local.count(&call.keys(), call.amount(), at_ms).await;
-        }
-    }
-
-    pub fn clock(&self) -> &Clock {
-        match &self.0 {
-            Counts::Local(l) => &l.clock,
-            Counts::Shared(s) => &s.clock,
-            Counts::Off(clock) => clock,
         }
     }
 }
@@ -680,7 +652,6 @@ impl Lease {
                 }
             }
             Hold::Shared(held) => held.finish(charge.as_ref()).await?,
-            Hold::Off => return Ok((self.seen, None)),
         }
         Ok((self.seen, charge))
     }

@@ -1,5 +1,6 @@
 //! Three replicas on one database, under load, while things go wrong: crashes, the integrator's
-//! death, a kill switch, raced approvals, a replica cut from the database, a database outage.
+//! death, a kill switch, raced approvals, a replica cut from the database, a database outage,
+//! usage counts that cannot be read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1110,5 +1111,63 @@ async fn a_rate_limit_holds_exactly_across_three_replicas() {
     .unwrap();
     assert_eq!(allowed, 600);
     eprintln!("800 decisions of one agent through 3 replicas in {took:?}: {seen:?}");
+    fleet.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_that_cannot_be_read_deny_and_the_deny_is_recorded() {
+    let db = postgres_or_skip!();
+    let (fleet, bases, token) = Fleet::with_bot(db, 1).await;
+    let (status, d) = fleet
+        .client
+        .decide(&bases[0], &token, "crm.note")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("allow")),
+        "{d}"
+    );
+    // The counts' table goes away while the ledger still works: usage alone fails.
+    let mut conn = fleet.db.connect().await;
+    sqlx::query("ALTER TABLE usage_buckets RENAME TO usage_buckets_away")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (status, d) = fleet
+        .client
+        .decide(&bases[0], &token, "crm.note")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["decision"], "deny", "fail closed: {d}");
+    assert_eq!(d["reasons"][0]["code"], "ledger_unavailable", "{d}");
+    assert!(
+        d["reasons"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("usage counts")),
+        "{d}"
+    );
+    let denied: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM decisions WHERE agent_id = 'bot' AND decision = 'deny'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(denied, 1, "the deny is in the ledger like any other");
+    sqlx::query("ALTER TABLE usage_buckets_away RENAME TO usage_buckets")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (status, d) = fleet
+        .client
+        .decide(&bases[0], &token, "crm.note")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("allow")),
+        "recovers: {d}"
+    );
     fleet.finish().await;
 }
