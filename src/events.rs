@@ -314,8 +314,13 @@ pub struct DecisionEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_version: Option<u64>,
     /// The usage counts the decision saw and, when allowed, what it counted (`crate::usage`):
-    /// replay evaluates with these, and a restart rebuilds its windows from them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// replay evaluates with these, and a restart rebuilds its windows from them. Written in
+    /// the entry's compact form ([`crate::usage::entry`]).
+    #[serde(
+        default,
+        with = "crate::usage::entry",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub usage: Option<crate::usage::Recorded>,
 }
 

@@ -18,6 +18,7 @@
 //! the same numbers and an auditor can see why a call was `rate_limited`.
 
 pub mod clock;
+pub mod entry;
 mod local;
 mod shared;
 mod window;
@@ -384,11 +385,36 @@ pub struct Sums {
     pub after_24h: Amount,
 }
 
+impl Sums {
+    /// What was spent in each window before the call (`spent`, [`WINDOWS`] order), and with its
+    /// `amount`.
+    pub fn new(spent: [Amount; 3], amount: Amount) -> Self {
+        let [spent_1m, spent_1h, spent_24h] = spent;
+        Self {
+            spent_1m,
+            spent_1h,
+            spent_24h,
+            after_1m: spent_1m.saturating_add(amount),
+            after_1h: spent_1h.saturating_add(amount),
+            after_24h: spent_24h.saturating_add(amount),
+        }
+    }
+}
+
 /// A session's spend in the call's currency.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSums {
     pub spent: Amount,
     pub after: Amount,
+}
+
+impl SessionSums {
+    pub fn new(spent: Amount, amount: Amount) -> Self {
+        Self {
+            spent,
+            after: spent.saturating_add(amount),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,14 +467,7 @@ impl Seen {
             calls_24h: t.calls[2],
         };
         let amount = call.amount();
-        let sums = |t: &Totals| Sums {
-            spent_1m: t.amount[0],
-            spent_1h: t.amount[1],
-            spent_24h: t.amount[2],
-            after_1m: t.amount[0].saturating_add(amount),
-            after_1h: t.amount[1].saturating_add(amount),
-            after_24h: t.amount[2].saturating_add(amount),
-        };
+        let sums = |t: &Totals| Sums::new(t.amount, amount);
         for (key, t) in keys.iter().zip(totals) {
             match key {
                 Key::Agent(_) => {
@@ -480,10 +499,7 @@ impl Seen {
                 }
                 Key::SessionSpend(..) => {
                     if let Some(s) = &mut spend {
-                        s.session = Some(SessionSums {
-                            spent: t.total_amount,
-                            after: t.total_amount.saturating_add(amount),
-                        });
+                        s.session = Some(SessionSums::new(t.total_amount, amount));
                     }
                 }
             }

@@ -30,20 +30,94 @@ pub struct Totals {
     pub total_amount: Amount,
 }
 
-#[derive(Debug, Default)]
+/// One window's buckets, oldest first, and their sums: a read is a prune and the sums, whatever
+/// the traffic (a busy key's day holds up to 1,440 buckets, which summing on every decision
+/// made the counting's most expensive step).
+#[derive(Debug)]
+struct Buckets {
+    /// Window and bucket length (ms).
+    window: i64,
+    bucket: i64,
+    /// (bucket start ms, calls, amount).
+    buckets: VecDeque<(i64, i64, Amount)>,
+    /// Wide, so taking a bucket back out undoes adding it even where an `Amount` would have
+    /// saturated.
+    calls: i64,
+    amount: i128,
+}
+
+impl Buckets {
+    fn new(i: usize) -> Self {
+        Self {
+            window: WINDOWS[i].1,
+            bucket: BUCKETS[i],
+            buckets: VecDeque::new(),
+            calls: 0,
+            amount: 0,
+        }
+    }
+
+    fn add(&mut self, at: i64, calls: i64, amount: Amount) {
+        self.calls += calls;
+        self.amount += i128::from(amount.0);
+        let start = at - at.rem_euclid(self.bucket);
+        // Calls arrive in time order but for a clock step back or a restore out of order: find
+        // the bucket from the back.
+        match self.buckets.iter_mut().rev().find(|(s, ..)| *s <= start) {
+            Some(bucket) if bucket.0 == start => {
+                bucket.1 += calls;
+                bucket.2 = bucket.2.saturating_add(amount);
+            }
+            _ => {
+                let at = self.buckets.partition_point(|(s, ..)| *s < start);
+                self.buckets.insert(at, (start, calls, amount));
+            }
+        }
+    }
+
+    /// Drops the buckets that no longer count at `now`: always a prefix, since the buckets are
+    /// in order of start.
+    fn prune(&mut self, now: i64) {
+        while let Some(&(start, calls, amount)) = self.buckets.front() {
+            if counts(start, self.bucket, self.window, now) {
+                break;
+            }
+            self.buckets.pop_front();
+            self.calls -= calls;
+            self.amount -= i128::from(amount.0);
+        }
+    }
+
+    /// Calls, amount, and when the oldest counted bucket leaves, after a prune.
+    fn sums(&self) -> (i64, Amount, Option<i64>) {
+        let amount = self.amount.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+        let leaves = self
+            .buckets
+            .front()
+            .map(|(start, ..)| start + self.bucket + self.window);
+        (self.calls, Amount(amount), leaves)
+    }
+}
+
+#[derive(Debug)]
 pub(super) struct Window {
-    /// (bucket start ms, calls, amount), oldest first.
-    seconds: VecDeque<(i64, i64, Amount)>,
-    minutes: VecDeque<(i64, i64, Amount)>,
-    /// The sums of `minutes`, which the day window counts whole after a prune: without them a
-    /// busy key would add up to 1,440 buckets a decision. Wide, so taking a bucket back out
-    /// undoes adding it even where an `Amount` would have saturated.
-    day_calls: i64,
-    day_amount: i128,
+    /// [`WINDOWS`] order: the minute by the second, the hour and the day by the minute.
+    windows: [Buckets; 3],
     total_calls: i64,
     total_amount: Amount,
     /// The last call counted (ms), to forget idle sessions.
     pub last: i64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            windows: [Buckets::new(0), Buckets::new(1), Buckets::new(2)],
+            total_calls: 0,
+            total_amount: Amount::default(),
+            last: 0,
+        }
+    }
 }
 
 impl Window {
@@ -51,41 +125,14 @@ impl Window {
         self.total_calls += calls;
         self.total_amount = self.total_amount.saturating_add(amount);
         self.last = self.last.max(at);
-        self.day_calls += calls;
-        self.day_amount += i128::from(amount.0);
-        for (buckets, size) in [(&mut self.seconds, 1_000), (&mut self.minutes, MINUTE_MS)] {
-            let start = at - at.rem_euclid(size);
-            // Calls arrive in time order but for a clock step back or a restore out of order:
-            // find the bucket from the back.
-            match buckets.iter_mut().rev().find(|(s, ..)| *s <= start) {
-                Some(bucket) if bucket.0 == start => {
-                    bucket.1 += calls;
-                    bucket.2 = bucket.2.saturating_add(amount);
-                }
-                _ => {
-                    let at = buckets.partition_point(|(s, ..)| *s < start);
-                    buckets.insert(at, (start, calls, amount));
-                }
-            }
+        for w in &mut self.windows {
+            w.add(at, calls, amount);
         }
     }
 
-    /// Drops the buckets no window counts any more at `now`.
     fn prune(&mut self, now: i64) {
-        while self
-            .seconds
-            .front()
-            .is_some_and(|(s, ..)| !counts(*s, BUCKETS[0], WINDOWS[0].1, now))
-        {
-            self.seconds.pop_front();
-        }
-        while let Some(&(start, calls, amount)) = self.minutes.front() {
-            if counts(start, BUCKETS[2], WINDOWS[2].1, now) {
-                break;
-            }
-            self.minutes.pop_front();
-            self.day_calls -= calls;
-            self.day_amount -= i128::from(amount.0);
+        for w in &mut self.windows {
+            w.prune(now);
         }
     }
 
@@ -96,23 +143,8 @@ impl Window {
             total_amount: self.total_amount,
             ..Totals::default()
         };
-        // The minute and the hour from their newest buckets (at most 61 each); the day is every
-        // bucket left after the prune.
-        for (i, buckets) in [(0, &self.seconds), (1, &self.minutes)] {
-            let (window, bucket) = (WINDOWS[i].1, BUCKETS[i]);
-            for (start, calls, amount) in buckets.iter().rev() {
-                if !counts(*start, bucket, window, now) {
-                    break;
-                }
-                t.calls[i] += calls;
-                t.amount[i] = t.amount[i].saturating_add(*amount);
-                t.leaves_at[i] = Some(start + bucket + window);
-            }
-        }
-        if let Some((start, ..)) = self.minutes.front() {
-            t.calls[2] = self.day_calls;
-            t.amount[2] = Amount(self.day_amount.clamp(i64::MIN.into(), i64::MAX.into()) as i64);
-            t.leaves_at[2] = Some(start + BUCKETS[2] + WINDOWS[2].1);
+        for (i, w) in self.windows.iter().enumerate() {
+            (t.calls[i], t.amount[i], t.leaves_at[i]) = w.sums();
         }
         t
     }
@@ -120,7 +152,7 @@ impl Window {
     /// Whether nothing counts any more at `now` and the session has been idle for a day.
     pub fn idle(&mut self, now: i64) -> bool {
         self.prune(now);
-        self.minutes.is_empty() && now - self.last > DAY_MS
+        self.windows.iter().all(|w| w.buckets.is_empty()) && now - self.last > DAY_MS
     }
 }
 

@@ -70,6 +70,16 @@ async fn the_eleventh_call_in_a_minute_is_rate_limited_until_the_window_passes()
     let (_, record) = s.get(&format!("/v1/decisions/{id}"), &auditor).await;
     assert_eq!(record["usage"]["agent"]["calls_1m"], 10, "{record}");
     assert!(record["usage"].get("counted").is_none(), "{record}");
+    // The entry writes the counts as [1m, 1h, 24h]: half the bytes on every decision.
+    let index = denied["ledger"]["index"].as_u64().unwrap();
+    let (_, entry) = s
+        .get(&format!("/v1/ledger/entries/{index}"), &auditor)
+        .await;
+    assert_eq!(
+        entry["entry"]["usage"]["agent"],
+        json!([10, 10, 10]),
+        "{entry}"
+    );
 
     clock.advance(Duration::from_secs(50));
     let still = decide(&s, &bot, call("search.web", json!({}), None)).await;

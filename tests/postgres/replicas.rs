@@ -1118,11 +1118,14 @@ async fn a_rate_limit_holds_exactly_across_three_replicas() {
 async fn counts_that_cannot_be_read_deny_and_the_deny_is_recorded() {
     let db = postgres_or_skip!();
     let (fleet, bases, token) = Fleet::with_bot(db, 1).await;
-    let (status, d) = fleet
-        .client
-        .decide(&bases[0], &token, "crm.note")
-        .await
-        .unwrap();
+    let decide = || async {
+        fleet
+            .client
+            .decide(&bases[0], &token, "crm.note")
+            .await
+            .unwrap()
+    };
+    let (status, d) = decide().await;
     assert_eq!(
         (status, d["decision"].as_str()),
         (200, Some("allow")),
@@ -1134,11 +1137,7 @@ async fn counts_that_cannot_be_read_deny_and_the_deny_is_recorded() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let (status, d) = fleet
-        .client
-        .decide(&bases[0], &token, "crm.note")
-        .await
-        .unwrap();
+    let (status, d) = decide().await;
     assert_eq!(status, 200, "{d}");
     assert_eq!(d["decision"], "deny", "fail closed: {d}");
     assert_eq!(d["reasons"][0]["code"], "ledger_unavailable", "{d}");
@@ -1159,11 +1158,7 @@ async fn counts_that_cannot_be_read_deny_and_the_deny_is_recorded() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let (status, d) = fleet
-        .client
-        .decide(&bases[0], &token, "crm.note")
-        .await
-        .unwrap();
+    let (status, d) = decide().await;
     assert_eq!(
         (status, d["decision"].as_str()),
         (200, Some("allow")),
