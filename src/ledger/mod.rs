@@ -14,6 +14,7 @@
 //! `read` serves entries, proofs and tiles; [`verify`] re-derives everything from the stored
 //! bytes.
 
+pub mod activity;
 pub mod health;
 mod read;
 mod sequencer;
@@ -141,6 +142,9 @@ pub struct Ledger {
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// On a shared ledger: what this replica last read of the shared counters.
     follow: Option<Arc<shared::Follow>>,
+    /// On a single server: what the write path is doing, and how long an append may wait
+    /// before it is logged with that ([`activity`]).
+    activity: Option<(Arc<activity::Activity>, Duration)>,
 }
 
 impl Ledger {
@@ -198,6 +202,7 @@ impl Ledger {
             health,
             signed_at,
             follow: Some(started.follow),
+            activity: None,
         })
     }
 
@@ -258,6 +263,7 @@ impl Ledger {
         let (jobs, rx) = mpsc::channel(4096);
         let health = Arc::new(health::Health::default());
         let wal_full = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(activity::Activity::default());
         let thread = |name: &str, run: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -272,11 +278,15 @@ impl Ledger {
             let _ = slot_back.send(());
         }
         let syncer = {
-            let (wal, health, slot_back) =
-                (writer.wal().clone(), health.clone(), slot_back.clone());
+            let (wal, health, slot_back, activity) = (
+                writer.wal().clone(),
+                health.clone(),
+                slot_back.clone(),
+                activity.clone(),
+            );
             thread(
                 "reins-ledger-sync",
-                Box::new(move || sync_commits(wal, commits, slot_back, head_tx, health)),
+                Box::new(move || sync_commits(wal, commits, slot_back, head_tx, health, activity)),
             )?
         };
         let sequencer = Sequencer {
@@ -290,6 +300,7 @@ impl Ledger {
             flags: Flags {
                 health: health.clone(),
                 wal_full: wal_full.clone(),
+                activity: activity.clone(),
             },
             max_batch: config.max_batch,
             signer: signer.clone(),
@@ -311,6 +322,7 @@ impl Ledger {
             head_rx.clone(),
             config.wal_limit_mib.saturating_mul(1024 * 1024) / store::PAGE_BYTES,
             wal_full,
+            activity.clone(),
         ));
         Ok(Self {
             store,
@@ -323,6 +335,7 @@ impl Ledger {
             health,
             signed_at,
             follow: None,
+            activity: Some((activity, config.slow_append)),
         })
     }
 
@@ -338,6 +351,7 @@ impl Ledger {
         appends: Vec<Append>,
         evaluated_under: Option<u64>,
     ) -> Result<Vec<LedgerRef>, LedgerError> {
+        let mark = self.activity.as_ref().map(|(a, _)| a.mark());
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Message::Append(Job {
@@ -347,7 +361,22 @@ impl Ledger {
             }))
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let answered = answer.await.map_err(|_| stopped())?;
+        if let (Some((activity, slow)), Some(mark)) = (&self.activity, mark) {
+            let waited = activity.waited(&mark);
+            if waited >= *slow {
+                // What the write path did meanwhile: the tail's cause, for `bench.sh`'s soak and
+                // for an operator.
+                tracing::warn!(
+                    waited_ms = waited.as_secs_f64() * 1e3,
+                    longest = %activity.longest_during(&mark),
+                    steps = ?activity.during(&mark),
+                    last_batch = activity.last_batch.load(Ordering::Relaxed),
+                    "slow ledger append"
+                );
+            }
+        }
+        answered
     }
 
     /// On a shared ledger, the control version as this replica last read it, and when; None on

@@ -64,6 +64,8 @@ pub(super) struct Flags {
     pub(super) health: Arc<health::Health>,
     /// The WAL reached its limit: restart it after the next commit.
     pub(super) wal_full: Arc<AtomicBool>,
+    /// Where the commits and WAL restarts are timed.
+    pub(super) activity: Arc<activity::Activity>,
 }
 
 /// The sequencer: one thread, the database's only writer, so indices are assigned in commit
@@ -175,7 +177,9 @@ impl Sequencer {
                         break;
                     }
                     if self.flags.wal_full.swap(false, Ordering::AcqRel) {
-                        match self.writer.restart_wal() {
+                        let activity = &self.flags.activity;
+                        let writer = &mut self.writer;
+                        match activity.time(&activity.wal_restart, || writer.restart_wal()) {
                             Ok(wal) => tracing::debug!(
                                 frames = wal.frames,
                                 copied = wal.copied,
@@ -250,11 +254,18 @@ impl Sequencer {
             .collect();
         let started = std::time::Instant::now();
         // A probe alone writes its row; with anything else the batch's own commit is the test.
-        let committed = if probe && rows.is_empty() && checkpoint_rows.is_empty() {
-            self.writer.probe()
-        } else {
-            self.writer.commit(&rows, &checkpoint_rows)
-        };
+        let activity = &self.flags.activity;
+        let writer = &mut self.writer;
+        let committed = activity.time(&activity.commit, || {
+            if probe && rows.is_empty() && checkpoint_rows.is_empty() {
+                writer.probe()
+            } else {
+                writer.commit(&rows, &checkpoint_rows)
+            }
+        });
+        activity
+            .last_batch
+            .store(rows.len() as u64, Ordering::Relaxed);
         let metrics = crate::telemetry::metrics();
         metrics
             .ledger_append_duration
@@ -321,12 +332,13 @@ pub(super) fn sync_commits(
     slots: std::sync::mpsc::SyncSender<()>,
     head: watch::Sender<TreeHead>,
     health: Arc<health::Health>,
+    activity: Arc<activity::Activity>,
 ) {
     while let Ok(first) = commits.recv() {
         let waiting: Vec<Committed> = std::iter::once(first).chain(commits.try_iter()).collect();
         let result = match health.broken() {
             Some(why) => Err(why.to_owned()),
-            None => match wal.sync() {
+            None => match activity.time(&activity.sync, || wal.sync()) {
                 Ok(()) => {
                     health.flushed();
                     Ok(())
@@ -395,15 +407,22 @@ pub(super) async fn checkpoint_wal(
     mut head: watch::Receiver<TreeHead>,
     limit_frames: u64,
     wal_full: Arc<AtomicBool>,
+    activity: Arc<activity::Activity>,
 ) {
+    let copy = || async {
+        let start = activity.start(&activity.wal_copy);
+        let copied = store.checkpoint_wal().await;
+        activity.finish(&activity.wal_copy, start);
+        copied
+    };
     while head.changed().await.is_ok() {
         tokio::time::sleep(WAL_CHECKPOINT_EVERY).await;
         head.borrow_and_update();
-        match store.checkpoint_wal().await {
+        match copy().await {
             Ok(wal) if wal.frames >= limit_frames => {
                 let mut copied = wal.frames;
                 for _ in 0..WAL_CATCH_UP_PASSES {
-                    match store.checkpoint_wal().await {
+                    match copy().await {
                         Ok(pass) if pass.frames.saturating_sub(copied) > WAL_TAIL_FRAMES => {
                             copied = pass.frames;
                         }
