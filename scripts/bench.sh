@@ -11,8 +11,8 @@
 # and the ratios to both baselines. Then the same load on one and on three replicas sharing a PostgreSQL database (BENCH_DATABASE_URL, default the
 # local server), with the counter statement's mean batch size per replica. And the cost of usage
 # counting (issue 24): CPU per decision with counting and the default pack's guardrail policies,
-# and without either (usage.enabled = false, the pack without its four guardrail files), in
-# alternating runs on the same data dir.
+# and without either (usage.enabled = false, the pack without its four guardrail files): two
+# fresh servers, in alternating runs.
 #
 # The default pack's rate limit (600 calls a minute per agent) would turn the load (30 and more
 # calls a second per agent) into rate_limited denies within seconds, so the runs use a copy of the
@@ -20,6 +20,7 @@
 # counts, and the answers stay the ones the bare Cedar service gives.
 #
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
+#   SOAK=10m scripts/bench.sh       # then a 10-minute c16 run, its stalls attributed to ledger steps
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
 #   REINS=/tmp/reins-old POLICY_DIR=/tmp/old/policies scripts/bench.sh
 #                                   # another build of reins (with the policy pack its tests expect)
@@ -52,7 +53,7 @@ CEDAR_PORT=$((PORT + 1))
 CEDAR_BASE="http://127.0.0.1:$CEDAR_PORT"
 WORK=$(mktemp -d)
 DATA="$WORK/data"
-trap 'kill ${SERVER:-} ${CEDAR:-} ${NO_USAGE:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill ${SERVER:-} ${CEDAR:-} ${NO_USAGE:-} ${USAGE:-} ${SOAKING:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 if [ -z "${POLICY_DIR:-}" ]; then
   POLICY_DIR="$WORK/policies"
@@ -153,6 +154,8 @@ tail_note() { awk '{printf "   p99.9 %s ms, max %s ms", $1, $2}' "$WORK/tail.txt
 row() { printf '%-30s %5s %11s %9s %9s %8s %8s %9s%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "${9:-}"; }
 # $1 / $2 to two decimals.
 div() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+# "met" or "NOT met" for an awk condition.
+verdict() { if awk "BEGIN {exit !($1)}"; then echo "met"; else echo "NOT met"; fi; }
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v + 0 } else { sub(/s/, "", v); print v * 1000 } }'; }
 
 ANSWERED=0
@@ -191,9 +194,9 @@ ANSWERED=$((ANSWERED + (n - bad) * BATCH))
 INFLIGHT=$((INFLIGHT + 16 * BATCH))
 row "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "" "$(per "$c0" "$c1" $((n * BATCH)))" "   = $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
 
-# Usage counting's cost: the server above (counting, with the guardrail policies) beside a
-# second one without either, on its own data dir with the same fleet and keys; the same load on
-# each in turn.
+# Usage counting's cost: a server counting, with the guardrail policies, beside one without
+# either, each on its own fresh data dir with the same fleet and keys; the same load on each in
+# turn.
 NO_USAGE_POLICIES="$WORK/policies-without-usage"
 cp -r "$POLICY_DIR" "$NO_USAGE_POLICIES"
 rm -f "$NO_USAGE_POLICIES"/{rate_limit,spend_cap,loop_breaker,step_limit}.cedar
@@ -204,29 +207,65 @@ NO_USAGE_PORT=$((PORT + 2))
 serve "$WORK/data-without-usage" "$NO_USAGE_PORT" "$NO_USAGE_POLICIES" REINS_USAGE__ENABLED=false
 NO_USAGE=$STARTED
 register_fleet "http://127.0.0.1:$NO_USAGE_PORT"
-USAGE_ROUNDS=${USAGE_ROUNDS:-2}
+# The server with counting starts afresh too: the main server's ledger has grown under the runs
+# above, and the comparison is of counting, not of ledger sizes.
+USAGE_PORT=$((PORT + 3))
+serve "$WORK/data-with-usage" "$USAGE_PORT" "$POLICY_DIR"
+USAGE=$STARTED
+register_fleet "http://127.0.0.1:$USAGE_PORT"
+USAGE_ROUNDS=${USAGE_ROUNDS:-4}
 echo
 row "usage counting (c16)" "conns" "req/s" "p50 ms" "p99 ms" "" "" "cpu us/r"
 ON_SUM=0; OFF_SUM=0
+# One side's run: "off" (no counting, no guardrail policies) or "on", and the round.
+usage_run() {
+  local pid=$NO_USAGE port=$NO_USAGE_PORT label=without
+  [ "$1" = on ] && { pid=$USAGE; port=$USAGE_PORT; label=with; }
+  c0=$(cpu "$pid")
+  read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "http://127.0.0.1:$port")
+  c1=$(cpu "$pid")
+  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
+  us=$(per "$c0" "$c1" "$n")
+  if [ "$1" = on ]; then ON_SUM=$((ON_SUM + us)); else OFF_SUM=$((OFF_SUM + us)); fi
+  row "  $label (round $2)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
+}
+# Alternating which side goes first: a machine that slows or speeds up over the rounds weighs on
+# both alike.
 for round in $(seq 1 "$USAGE_ROUNDS"); do
-  c0=$(cpu "$NO_USAGE")
-  read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "http://127.0.0.1:$NO_USAGE_PORT")
-  c1=$(cpu "$NO_USAGE")
-  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
-  us=$(per "$c0" "$c1" "$n"); OFF_SUM=$((OFF_SUM + us))
-  row "  without (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
-  c0=$(cpu)
-  read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "$BASE")
-  c1=$(cpu)
-  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
-  ANSWERED=$((ANSWERED + n - bad))
-  INFLIGHT=$((INFLIGHT + 16))
-  us=$(per "$c0" "$c1" "$n"); ON_SUM=$((ON_SUM + us))
-  row "  with (round $round)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
+  if [ $((round % 2)) = 1 ]; then usage_run off "$round"; usage_run on "$round"
+  else usage_run on "$round"; usage_run off "$round"; fi
 done
-kill -TERM "$NO_USAGE"; wait "$NO_USAGE" 2>/dev/null || true
+kill -TERM "$NO_USAGE" "$USAGE"; wait "$NO_USAGE" "$USAGE" 2>/dev/null || true
 USAGE_ADDED=$(awk -v on="$ON_SUM" -v off="$OFF_SUM" 'BEGIN {printf "%.1f", (on - off) * 100 / off}')
 echo "usage counting adds ${USAGE_ADDED}% CPU per decision (mean of $USAGE_ROUNDS rounds: $((ON_SUM / USAGE_ROUNDS)) us with, $((OFF_SUM / USAGE_ROUNDS)) us without)"
+
+# Soak (SOAK=10m): one long c16 run on a fresh server that logs every append waiting 20 ms or
+# more with what the ledger's write path did meanwhile (`ledger.slow_append`), then the slowest
+# answers wrk saw and those appends, by the step that took longest (commit, sync, wal_restart,
+# wal_copy): what decides the tail.
+SOAK_SUMMARY=""
+if [ -n "${SOAK:-}" ]; then
+  SOAK_PORT=$((PORT + 4))
+  serve "$WORK/data-soak" "$SOAK_PORT" "$POLICY_DIR" REINS_LEDGER__SLOW_APPEND=20ms REINS_LOG_FORMAT=json
+  SOAKING=$STARTED
+  register_fleet "http://127.0.0.1:$SOAK_PORT"
+  echo
+  row "soak $SOAK" "conns" "req/s" "p50 ms" "p99 ms" "" "" ""
+  read -r n rps p50 p99 bad < <(DURATION=$SOAK run 16 -s scripts/decisions.lua "http://127.0.0.1:$SOAK_PORT")
+  [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
+  row "  POST /v1/decisions" 16 "$rps" "$p50" "$p99" "" "" "" "$(tail_note)"
+  SOAK_MAX=$(awk '{print $2}' "$WORK/tail.txt")
+  kill -TERM "$SOAKING"; wait "$SOAKING" 2>/dev/null || true
+  # The server logs JSON here: one object per line, the slow appends' fields under `fields`.
+  slow="$WORK/slow-appends.json"
+  grep '^{' "$WORK/server-$SOAK_PORT.log" | jq -c 'select(.fields.message == "slow ledger append") | .fields' > "$slow" || true
+  echo "appends that waited >= 20 ms: $(wc -l < "$slow"), by the longest step meanwhile:"
+  jq -r '.longest | split(" ")[0]' "$slow" | sort | uniq -c | sort -rn | sed 's/^/  /'
+  echo "the five longest waits:"
+  jq -r '"\(.waited_ms * 10 | round / 10) ms waited; longest step \(.longest); last batch \(.last_batch); \(.steps)"' "$slow" |
+    sort -rn | head -5 | sed 's/^/  /'
+  SOAK_SUMMARY="  no stall > 50 ms in the soak ($SOAK):       slowest answer ${SOAK_MAX} ms, $(verdict "${SOAK_MAX:-1e9} < 50")"
+fi
 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER/status"; }
 ledger_size() { curl -fs "$BASE/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p; }
@@ -337,7 +376,6 @@ else
 fi
 
 # The targets of issue 9, as printed facts, not pass/fail tests: this machine is shared and noisy.
-verdict() { if awk "BEGIN {exit !($1)}"; then echo "met"; else echo "NOT met"; fi; }
 echo
 echo "targets (2 cores, wrk on the same machine):"
 if [ -n "${T_RPS:-}" ]; then
@@ -349,3 +387,4 @@ fi
 echo "  usage counting < 10% more CPU/decision:   ${USAGE_ADDED}%, $(verdict "$USAGE_ADDED < 10")"
 echo "  no decision lost:                        met (checked above)"
 [ -z "$PG_SUMMARY" ] || echo "$PG_SUMMARY"
+[ -z "$SOAK_SUMMARY" ] || echo "$SOAK_SUMMARY"
