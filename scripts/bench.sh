@@ -10,9 +10,9 @@
 # per answered decision. Prints decisions/s, p50/p99 (p99.9 and the slowest answer beside them)
 # and the ratios to both baselines. Then the same load on one and on three replicas sharing a PostgreSQL database (BENCH_DATABASE_URL, default the
 # local server), with the counter statement's mean batch size per replica. And the cost of usage
-# counting (issue 24): CPU per decision with counting and the default pack's guardrail policies,
-# and without either (usage.enabled = false, the pack without its four guardrail files): two
-# fresh servers, in alternating runs.
+# counting (issue 24): CPU per decision without counting or a usage policy (usage.enabled = false,
+# the pack without its four guardrail files), with counting and one usage policy (the rate limit),
+# and with counting and all four files: three fresh servers, in rotating runs.
 #
 # The default pack's rate limit (600 calls a minute per agent) would turn the load (30 and more
 # calls a second per agent) into rate_limited denies within seconds, so the runs use a copy of the
@@ -53,7 +53,7 @@ CEDAR_PORT=$((PORT + 1))
 CEDAR_BASE="http://127.0.0.1:$CEDAR_PORT"
 WORK=$(mktemp -d)
 DATA="$WORK/data"
-trap 'kill ${SERVER:-} ${CEDAR:-} ${NO_USAGE:-} ${USAGE:-} ${SOAKING:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill ${SERVER:-} ${CEDAR:-} ${USAGE_PID[*]:-} ${SOAKING:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 if [ -z "${POLICY_DIR:-}" ]; then
   POLICY_DIR="$WORK/policies"
@@ -74,7 +74,7 @@ serve() {
   env "$@" $REINS serve --data-dir "$data" --keys-dir "$DATA/keys" --listen "127.0.0.1:$port" \
     --policy-dir "$policies" >>"$WORK/server-$port.log" 2>&1 &
   STARTED=$!
-  for _ in $(seq 1 400); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return; sleep 0.05; done
+  for _ in $(seq 1 "${READY_TRIES:-400}"); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return; sleep 0.05; done
   echo "reins did not become ready; see $WORK/server-$port.log" >&2; exit 1
 }
 serve "$DATA" "$PORT" "$POLICY_DIR"
@@ -194,59 +194,121 @@ ANSWERED=$((ANSWERED + (n - bad) * BATCH))
 INFLIGHT=$((INFLIGHT + 16 * BATCH))
 row "POST /v1/decisions/batch x$BATCH" 16 "$rps" "$p50" "$p99" "" "" "$(per "$c0" "$c1" $((n * BATCH)))" "   = $(awk -v r="$rps" -v b=$BATCH 'BEGIN {printf "%.0f", r * b}') decisions/s"
 
-# Usage counting's cost: a server counting, with the guardrail policies, beside one without
-# either, each on its own fresh data dir with the same fleet and keys; the same load on each in
-# turn.
-NO_USAGE_POLICIES="$WORK/policies-without-usage"
-cp -r "$POLICY_DIR" "$NO_USAGE_POLICIES"
-rm -f "$NO_USAGE_POLICIES"/{rate_limit,spend_cap,loop_breaker,step_limit}.cedar
-# Its tests of those files go with them.
-jq '.requests |= map(select(.description | test("(rate_limit|spend_cap|loop_breaker|step_limit)\\.cedar") | not))' \
-  "$POLICY_DIR/tests/default_pack.json" > "$WORK/tests.json" && mv "$WORK/tests.json" "$NO_USAGE_POLICIES/tests/default_pack.json"
-NO_USAGE_PORT=$((PORT + 2))
-serve "$WORK/data-without-usage" "$NO_USAGE_PORT" "$NO_USAGE_POLICIES" REINS_USAGE__ENABLED=false
-NO_USAGE=$STARTED
-register_fleet "http://127.0.0.1:$NO_USAGE_PORT"
-# The server with counting starts afresh too: the main server's ledger has grown under the runs
+# Usage counting's cost: CPU per decision without counting or any usage policy, with counting and
+# a usage policy (the pack's rate limit: the issue's measure), and with counting and the pack's four
+# guardrail files (five policies); each a fresh server on its own data dir with the same fleet and
+# keys, the same load on each in turn.
+without_files() {
+  local dir=$1; shift
+  cp -r "$POLICY_DIR" "$dir"
+  local pattern
+  pattern=$(IFS='|'; echo "$*")
+  for f in "$@"; do rm -f "$dir/$f.cedar"; done
+  # Their tests go with them.
+  jq --arg p "($pattern)\\.cedar" '.requests |= map(select(.description | test($p) | not))' \
+    "$POLICY_DIR/tests/default_pack.json" > "$WORK/tests.json" && mv "$WORK/tests.json" "$dir/tests/default_pack.json"
+}
+without_files "$WORK/policies-without-usage" rate_limit spend_cap loop_breaker step_limit
+without_files "$WORK/policies-rate-limit" spend_cap loop_breaker step_limit
+declare -A USAGE_PID USAGE_PORTS USAGE_SUM
+serve "$WORK/data-without-usage" $((PORT + 2)) "$WORK/policies-without-usage" REINS_USAGE__ENABLED=false
+USAGE_PID[off]=$STARTED; USAGE_PORTS[off]=$((PORT + 2))
+serve "$WORK/data-rate-limit" $((PORT + 3)) "$WORK/policies-rate-limit"
+USAGE_PID[one]=$STARTED; USAGE_PORTS[one]=$((PORT + 3))
+# The servers with counting start afresh too: the main server's ledger has grown under the runs
 # above, and the comparison is of counting, not of ledger sizes.
-USAGE_PORT=$((PORT + 3))
-serve "$WORK/data-with-usage" "$USAGE_PORT" "$POLICY_DIR"
-USAGE=$STARTED
-register_fleet "http://127.0.0.1:$USAGE_PORT"
+serve "$WORK/data-with-usage" $((PORT + 5)) "$POLICY_DIR"
+USAGE_PID[four]=$STARTED; USAGE_PORTS[four]=$((PORT + 5))
+for side in off one four; do register_fleet "http://127.0.0.1:${USAGE_PORTS[$side]}"; USAGE_SUM[$side]=0; done
 USAGE_ROUNDS=${USAGE_ROUNDS:-4}
 echo
 row "usage counting (c16)" "conns" "req/s" "p50 ms" "p99 ms" "" "" "cpu us/r"
-ON_SUM=0; OFF_SUM=0
-# One side's run: "off" (no counting, no guardrail policies) or "on", and the round.
+# One side's run ("off", "one": the rate limit, "four": the four guardrail files) in round $2.
 usage_run() {
-  local pid=$NO_USAGE port=$NO_USAGE_PORT label=without
-  [ "$1" = on ] && { pid=$USAGE; port=$USAGE_PORT; label=with; }
+  local pid=${USAGE_PID[$1]} port=${USAGE_PORTS[$1]}
+  local label
+  case $1 in off) label="no counting, no usage policy";; one) label="counting + the rate limit";; four) label="counting + 4 guardrail files";; esac
   c0=$(cpu "$pid")
   read -r n rps p50 p99 bad < <(run 16 -s scripts/decisions.lua "http://127.0.0.1:$port")
   c1=$(cpu "$pid")
   [ "$bad" = 0 ] || echo "  $bad non-2xx answers" >&2
   us=$(per "$c0" "$c1" "$n")
-  if [ "$1" = on ]; then ON_SUM=$((ON_SUM + us)); else OFF_SUM=$((OFF_SUM + us)); fi
-  row "  $label (round $2)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
+  USAGE_SUM[$1]=$((USAGE_SUM[$1] + us))
+  row "  $label ($2)" 16 "$rps" "$p50" "$p99" "" "" "$us" "$(tail_note)"
 }
-# Alternating which side goes first: a machine that slows or speeds up over the rounds weighs on
-# both alike.
+# Rotating which side goes first: a machine that slows or speeds up over the rounds weighs on
+# every side alike.
 for round in $(seq 1 "$USAGE_ROUNDS"); do
-  if [ $((round % 2)) = 1 ]; then usage_run off "$round"; usage_run on "$round"
-  else usage_run on "$round"; usage_run off "$round"; fi
+  case $((round % 3)) in
+    1) order="off one four";; 2) order="four off one";; 0) order="one four off";;
+  esac
+  for side in $order; do usage_run "$side" "$round"; done
 done
-kill -TERM "$NO_USAGE" "$USAGE"; wait "$NO_USAGE" "$USAGE" 2>/dev/null || true
-USAGE_ADDED=$(awk -v on="$ON_SUM" -v off="$OFF_SUM" 'BEGIN {printf "%.1f", (on - off) * 100 / off}')
-echo "usage counting adds ${USAGE_ADDED}% CPU per decision (mean of $USAGE_ROUNDS rounds: $((ON_SUM / USAGE_ROUNDS)) us with, $((OFF_SUM / USAGE_ROUNDS)) us without)"
+kill -TERM "${USAGE_PID[@]}"; wait "${USAGE_PID[@]}" 2>/dev/null || true
+added() { awk -v on="${USAGE_SUM[$1]}" -v off="${USAGE_SUM[off]}" 'BEGIN {printf "%.1f", (on - off) * 100 / off}'; }
+USAGE_ADDED=$(added one)
+USAGE_ADDED_FOUR=$(added four)
+echo "usage counting with a usage policy adds ${USAGE_ADDED}% CPU per decision, with the four guardrail files ${USAGE_ADDED_FOUR}% (means of $USAGE_ROUNDS rounds: $((USAGE_SUM[off] / USAGE_ROUNDS)) us without, $((USAGE_SUM[one] / USAGE_ROUNDS)) and $((USAGE_SUM[four] / USAGE_ROUNDS)) us with)"
 
-# Soak (SOAK=10m): one long c16 run on a fresh server that logs every append waiting 20 ms or
-# more with what the ledger's write path did meanwhile (`ledger.slow_append`), then the slowest
-# answers wrk saw and those appends, by the step that took longest (commit, sync, wal_restart,
-# wal_copy): what decides the tail.
+# Instructions (INSTRUCTIONS=1): the same three sides under callgrind, which counts the
+# instructions each server executes whatever else the machine is doing, so the comparison above is
+# checked without its noise. Each side serves INSTRUCTION_REQUESTS decisions (default 3,000, c4)
+# after a warm-up; instructions per decision are the server's whole count over that stretch
+# (request path, ledger threads, checkpoint signer) divided by the entries it appended. The kernel's
+# work (writes, fsyncs) is not counted.
+if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+  command -v callgrind_control >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y valgrind >/dev/null; } || true
+  command -v callgrind_control >/dev/null || { echo "INSTRUCTIONS=1 needs valgrind: apt-get install valgrind" >&2; exit 1; }
+  echo
+  row "instructions (callgrind, c4)" "conns" "decisions" "" "" "" "" "instr/r"
+  declare -A INSTR
+  port=$((PORT + 6))
+  for side in off one four; do
+    case $side in
+      off) pack="$WORK/policies-without-usage"; extra=REINS_USAGE__ENABLED=false;;
+      one) pack="$WORK/policies-rate-limit"; extra=REINS_USAGE__ENABLED=true;;
+      four) pack="$POLICY_DIR"; extra=REINS_USAGE__ENABLED=true;;
+    esac
+    out="$WORK/callgrind-$side.out"
+    REINS="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$out $REINS" READY_TRIES=2400 \
+      serve "$WORK/data-instructions-$side" "$port" "$pack" "$extra"
+    register_fleet "http://127.0.0.1:$port"
+    size() { curl -fs "http://127.0.0.1:$port/v1/ledger/checkpoint" -H "Authorization: Bearer $ADMIN" | sed -n 2p; }
+    # $1 decisions at c4: wrk stops sending after them (decisions.lua), but its main thread sleeps
+    # out its -d, so it is stopped once the ledger holds them.
+    decide_n() {
+      local from
+      from=$(size)
+      REINS_BENCH_FLEET="$FLEET" REINS_BENCH_REQUESTS="$1" wrk -t1 -c4 -d1200s -s scripts/decisions.lua "http://127.0.0.1:$port" >/dev/null &
+      local load=$!
+      while [ "$(size)" -lt $((from + $1)) ]; do sleep 1; done
+      kill "$load"; wait "$load" 2>/dev/null || true
+    }
+    # Warm-up uninstrumented (caches, the JIT's first translations), then the counted stretch.
+    decide_n 500
+    s0=$(size)
+    callgrind_control -i on "$STARTED" >/dev/null 2>&1
+    decide_n "${INSTRUCTION_REQUESTS:-3000}"
+    callgrind_control -i off "$STARTED" >/dev/null 2>&1
+    s1=$(size)
+    kill -TERM "$STARTED"; wait "$STARTED" 2>/dev/null || true
+    total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}')
+    INSTR[$side]=$((total / (s1 - s0)))
+    case $side in off) label="no counting, no usage policy";; one) label="counting + the rate limit";; four) label="counting + 4 guardrail files";; esac
+    row "  $label" 4 "$((s1 - s0))" "" "" "" "" "${INSTR[$side]}"
+  done
+  instr_added() { awk -v on="${INSTR[$1]}" -v off="${INSTR[off]}" 'BEGIN {printf "%.1f", (on - off) * 100 / off}'; }
+  echo "instructions per decision: +$(instr_added one)% with a usage policy, +$(instr_added four)% with the four guardrail files"
+fi
+
+# Soak (SOAK=10m): one long c16 run on a fresh server that logs every answer taking 20 ms or more
+# with what the ledger's write path did meanwhile (`http.slow_answer`), then the slowest answer wrk
+# saw and those answers by the write-path step that took longest during each (commit, sync,
+# wal_restart, wal_copy; "none": the time went elsewhere, a queue or the scheduler).
 SOAK_SUMMARY=""
 if [ -n "${SOAK:-}" ]; then
   SOAK_PORT=$((PORT + 4))
-  serve "$WORK/data-soak" "$SOAK_PORT" "$POLICY_DIR" REINS_LEDGER__SLOW_APPEND=20ms REINS_LOG_FORMAT=json
+  serve "$WORK/data-soak" "$SOAK_PORT" "$POLICY_DIR" REINS_HTTP__SLOW_ANSWER=20ms REINS_LOG_FORMAT=json
   SOAKING=$STARTED
   register_fleet "http://127.0.0.1:$SOAK_PORT"
   echo
@@ -256,13 +318,15 @@ if [ -n "${SOAK:-}" ]; then
   row "  POST /v1/decisions" 16 "$rps" "$p50" "$p99" "" "" "" "$(tail_note)"
   SOAK_MAX=$(awk '{print $2}' "$WORK/tail.txt")
   kill -TERM "$SOAKING"; wait "$SOAKING" 2>/dev/null || true
-  # The server logs JSON here: one object per line, the slow appends' fields under `fields`.
-  slow="$WORK/slow-appends.json"
-  grep '^{' "$WORK/server-$SOAK_PORT.log" | jq -c 'select(.fields.message == "slow ledger append") | .fields' > "$slow" || true
-  echo "appends that waited >= 20 ms: $(wc -l < "$slow"), by the longest step meanwhile:"
-  jq -r '.longest | split(" ")[0]' "$slow" | sort | uniq -c | sort -rn | sed 's/^/  /'
-  echo "the five longest waits:"
-  jq -r '"\(.waited_ms * 10 | round / 10) ms waited; longest step \(.longest); last batch \(.last_batch); \(.steps)"' "$slow" |
+  # The server logs JSON here: one object per line, a slow answer's fields under `fields` and its
+  # request under `span`. The registration before the run is left out.
+  slow="$WORK/slow-answers.json"
+  grep '^{' "$WORK/server-$SOAK_PORT.log" |
+    jq -c 'select(.fields.message == "slow answer" and .span.uri == "/v1/decisions") | .fields' > "$slow" || true
+  echo "decisions answered in 20 ms or more: $(wc -l < "$slow") of $n, by the write-path step that took longest meanwhile:"
+  jq -r '.ledger_longest | split(" ")[0]' "$slow" | sort | uniq -c | sort -rn | sed 's/^/  /'
+  echo "the five slowest:"
+  jq -r '"\(.took_ms * 10 | round / 10) ms; ledger: \(.ledger_steps); last batch \(.last_batch)"' "$slow" |
     sort -rn | head -5 | sed 's/^/  /'
   SOAK_SUMMARY="  no stall > 50 ms in the soak ($SOAK):       slowest answer ${SOAK_MAX} ms, $(verdict "${SOAK_MAX:-1e9} < 50")"
 fi
@@ -384,7 +448,7 @@ if [ -n "${T_RPS:-}" ]; then
   echo "  >= 35% of the /healthz baseline:         ${T_RATIO}, $(verdict "$T_RATIO >= 0.35")"
   echo "  above the bare axum + Cedar service:     ${T_CEDAR}x its decisions/s, $(verdict "$T_CEDAR > 1")"
 fi
-echo "  usage counting < 10% more CPU/decision:   ${USAGE_ADDED}%, $(verdict "$USAGE_ADDED < 10")"
+echo "  usage counting < 10% more CPU/decision:   ${USAGE_ADDED}% with a usage policy, $(verdict "$USAGE_ADDED < 10") (the four guardrail files: ${USAGE_ADDED_FOUR}%)"
 echo "  no decision lost:                        met (checked above)"
 [ -z "$PG_SUMMARY" ] || echo "$PG_SUMMARY"
 [ -z "$SOAK_SUMMARY" ] || echo "$SOAK_SUMMARY"

@@ -31,6 +31,16 @@ function request()
   return wrk.format("POST", "/v1/decisions", headers, one(agent))
 end
 
+-- With $REINS_BENCH_REQUESTS=N, each thread stops after N answers (bench.sh's instruction counts).
+local limit = tonumber(os.getenv("REINS_BENCH_REQUESTS") or "0")
+if limit > 0 then
+  local answered = 0
+  function response(status, headers, body)
+    answered = answered + 1
+    if answered >= limit then wrk.thread:stop() end
+  end
+end
+
 -- The tail wrk's table leaves out, for bench.sh: p99.9 and the slowest answer, in microseconds.
 function done(summary, latency, requests)
   io.write(string.format("tail: p99.9 %d max %d\n", latency:percentile(99.9), latency.max))

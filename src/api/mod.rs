@@ -16,6 +16,7 @@ mod ledger;
 mod openapi;
 mod outcomes;
 mod policies;
+mod slow;
 mod webhooks;
 
 use axum::Json;
@@ -193,7 +194,7 @@ fn routes(state: AppState) -> axum::Router {
                 "this endpoint does not take that method",
             )
         })
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             ServiceBuilder::new()
@@ -211,6 +212,11 @@ fn routes(state: AppState) -> axum::Router {
                 ))
                 .timeout(timeout),
         )
+        // Inside the request's span, so a slow answer's line names its method, path and id.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            slow::log_slow_answers,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_context))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");

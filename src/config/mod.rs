@@ -169,6 +169,10 @@ pub struct HttpConfig {
     /// instead of being accepted and starved. Lowered at start to leave
     /// [`crate::server::RESERVED_FDS`] descriptors free under the process's open-file limit.
     pub max_connections: usize,
+    /// An answer that takes this long or longer is logged (`slow answer`) with what the ledger's
+    /// write path did meanwhile. `scripts/bench.sh`'s soak mode sets 20ms.
+    #[serde(with = "humantime_serde")]
+    pub slow_answer: Duration,
 }
 
 impl Default for HttpConfig {
@@ -177,6 +181,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            slow_answer: Duration::from_millis(100),
         }
     }
 }

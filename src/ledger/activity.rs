@@ -101,6 +101,11 @@ impl Activity {
         step.running_since.store(0, Ordering::Release);
     }
 
+    /// Entries in the last batch committed.
+    pub fn last_batch(&self) -> u64 {
+        self.last_batch.load(Ordering::Relaxed)
+    }
+
     /// The start of a wait, for [`Activity::during`].
     pub fn mark(&self) -> Mark {
         Mark {
@@ -141,13 +146,33 @@ impl Activity {
     pub fn longest_during(&self, mark: &Mark) -> String {
         match self.during(mark).into_iter().max_by_key(|s| s.took) {
             None => "none".into(),
-            Some(s) => format!(
-                "{} {:.1} ms{}",
-                s.step,
-                s.took.as_secs_f64() * 1e3,
-                if s.running { " (running)" } else { "" }
-            ),
+            Some(s) => s.to_string(),
         }
+    }
+
+    /// Every step's share of the wait since `mark`, as `commit 0.6 ms, sync 0.1 ms`, for a log
+    /// line; `none` when no step ran.
+    pub fn describe_during(&self, mark: &Mark) -> String {
+        let seen = self.during(mark);
+        if seen.is_empty() {
+            return "none".into();
+        }
+        seen.iter()
+            .map(Seen::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:.1} ms{}",
+            self.step,
+            self.took.as_secs_f64() * 1e3,
+            if self.running { " (running)" } else { "" }
+        )
     }
 }
 
@@ -245,7 +270,7 @@ mod tests {
         // The append waited on its own commit and fsync: both are named, with how long they took.
         let steps = line["fields"]["steps"].as_str().unwrap_or_default();
         assert!(
-            steps.contains("\"commit\"") && steps.contains("\"sync\""),
+            steps.contains("commit ") && steps.contains("sync ") && steps.ends_with(" ms"),
             "{line}"
         );
         // (The checkpoint signer may have committed its own batch meanwhile.)

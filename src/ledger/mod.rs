@@ -370,8 +370,8 @@ impl Ledger {
                 tracing::warn!(
                     waited_ms = waited.as_secs_f64() * 1e3,
                     longest = %activity.longest_during(&mark),
-                    steps = ?activity.during(&mark),
-                    last_batch = activity.last_batch.load(Ordering::Relaxed),
+                    steps = %activity.describe_during(&mark),
+                    last_batch = activity.last_batch(),
                     "slow ledger append"
                 );
             }
@@ -478,6 +478,12 @@ impl Ledger {
     /// JSON pointers into a decision's context whose values are stored as commitments.
     pub fn mask(&self) -> &[String] {
         &self.mask
+    }
+
+    /// What a single server's write path is doing (None on PostgreSQL, whose write path is the
+    /// database's).
+    pub fn activity(&self) -> Option<&activity::Activity> {
+        self.activity.as_ref().map(|(a, _)| &**a)
     }
 
     /// Time since this process last signed a checkpoint (None before the first).

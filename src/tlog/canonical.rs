@@ -63,14 +63,36 @@ macro_rules! integers {
     };
 }
 
-/// `serialize_i8` and its kin for [`Canonical`]: each number as an f64 (`as` is exact up to 2^53
-/// and rounds to nearest beyond, as JavaScript's `Number` does).
+/// `serialize_f32` and `serialize_f64` for [`Canonical`].
 macro_rules! numbers {
     ($($method:ident: $ty:ty),*) => {$(
         fn $method(self, v: $ty) -> Result<(), Error> {
-            number(v as f64, self.out)
+            number(f64::from(v), self.out)
         }
     )*};
+}
+
+/// `serialize_i8` and its kin for [`Canonical`]: each number as its f64 (`as` is exact up to 2^53
+/// and rounds to nearest beyond, as JavaScript's `Number` does) would print it.
+macro_rules! ints {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, v: $ty) -> Result<(), Error> {
+            integer(i128::from(v), self.out)
+        }
+    )*};
+}
+
+/// An integer as ECMAScript prints its f64: below 2^53 in magnitude that is its decimal digits,
+/// which `itoa` writes in a fraction of `ryu-js`'s time (entries are mostly small integers);
+/// beyond, the f64's rounding decides the digits, so those take [`number`].
+fn integer(v: i128, out: &mut Vec<u8>) -> Result<(), Error> {
+    const EXACT: i128 = 1 << 53;
+    if (-EXACT..=EXACT).contains(&v) {
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+        Ok(())
+    } else {
+        number(v as f64, out)
+    }
 }
 
 /// Writes one value at the end of `out`.
@@ -143,7 +165,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
         Ok(())
     }
     // Every number is written as the f64 JavaScript would read: integers beyond 2^53 round.
-    integers!(numbers);
+    integers!(ints);
     numbers!(serialize_f32: f32, serialize_f64: f64);
     fn serialize_char(self, v: char) -> Result<(), Error> {
         string(v.encode_utf8(&mut [0; 4]), self.out)
@@ -540,6 +562,13 @@ mod tests {
                 json!(i64::MAX),
                 json!(u64::MAX),
                 json!(9_007_199_254_740_993_u64),
+                // Either side of 2^53, where integers stop being written digit for digit.
+                json!(9_007_199_254_740_992_u64),
+                json!(9_007_199_254_740_991_i64),
+                json!(-9_007_199_254_740_992_i64),
+                json!(-9_007_199_254_740_993_i64),
+                json!(i64::MIN),
+                json!(0),
                 json!(1.5e30),
                 json!(1e21),
                 json!(1e-7),

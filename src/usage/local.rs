@@ -3,6 +3,11 @@
 //! agent before user (no deadlock), and decisions of other agents rarely wait on it.
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+
+// foldhash, not the standard SipHash: a decision hashes five to nine keys twice (its shard, its
+// window), and SipHash was a twentieth of counting's cost. Its seeds are random per process, and
+// only authenticated callers choose a key's strings (session ids, tool names).
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -16,7 +21,7 @@ const SWEEP_EVERY: u32 = 4096;
 
 #[derive(Default)]
 pub(super) struct Shard {
-    windows: HashMap<Key, Window>,
+    windows: HashMap<Key, Window, RandomState>,
     since_sweep: u32,
 }
 
@@ -42,7 +47,7 @@ impl Shard {
 
 pub(super) struct Local {
     pub(super) clock: Clock,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: RandomState,
     agents: Vec<Arc<Mutex<Shard>>>,
     users: Vec<Arc<Mutex<Shard>>>,
 }

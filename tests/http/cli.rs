@@ -51,12 +51,22 @@ struct Serving {
 
 impl Serving {
     async fn start(data: &str) -> Self {
+        Self::start_with(data, &[], None).await
+    }
+
+    /// With more environment, and its output (logs) in the file `log`.
+    async fn start_with(data: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
-        let child = reins(&["serve", "--data-dir", data, "--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = reins(&["serve", "--data-dir", data, "--listen", &listen]);
+        command.envs(env.iter().copied());
+        match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).unwrap();
+                command.stdout(file.try_clone().unwrap()).stderr(file)
+            }
+            None => command.stdout(Stdio::null()).stderr(Stdio::null()),
+        };
+        let child = command.spawn().unwrap();
         let base = format!("http://{listen}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -364,4 +374,66 @@ fn a_new_policy_folder_whose_tests_fail_stops_the_start() {
         err.contains("policy tests failed") && err.contains("default_pack.json"),
         "{err}"
     );
+}
+
+/// `http.slow_answer`: an answer that took that long is logged with its request and what the
+/// ledger's write path did meanwhile. At 0 every answer is slow, and a decision's answer waited
+/// for its entry's commit and fsync.
+#[tokio::test]
+async fn a_slow_answer_is_logged_with_what_the_ledger_did_meanwhile() {
+    reins::crypto::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let log = dir.path().join("serve.log");
+    mint(data, &["--agent", "ops", "--roles", "admin"]);
+    let agent = mint(data, &["--agent", "unregistered-bot"]);
+    let server = Serving::start_with(
+        data,
+        &[
+            ("REINS_HTTP__SLOW_ANSWER", "0ms"),
+            ("REINS_LOG_FORMAT", "json"),
+        ],
+        Some(&log),
+    )
+    .await;
+    let (status, decision) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/decisions",
+            &agent,
+            Some(json!({"action": "invoke", "resource": {"type": "Tool", "id": "crm.note"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{decision}");
+    assert!(decision["ledger"]["index"].is_u64(), "recorded: {decision}");
+    server.stop();
+
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let slow = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "slow answer" && l["span"]["uri"] == "/v1/decisions")
+        .unwrap_or_else(|| panic!("no slow answer line for the decision in {lines:#?}"));
+    let fields = &slow["fields"];
+    assert_eq!(fields["status"], 200, "{slow}");
+    assert!(
+        fields["took_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{slow}"
+    );
+    let steps = fields["ledger_steps"].as_str().unwrap_or_default();
+    assert!(
+        steps.contains("commit ") && steps.contains("sync "),
+        "the decision's commit and fsync ran while it waited: {slow}"
+    );
+    assert!(
+        fields["ledger_longest"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("ms")),
+        "{slow}"
+    );
+    assert_eq!(slow["level"], "WARN", "{slow}");
 }
