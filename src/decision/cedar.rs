@@ -3,6 +3,7 @@
 use super::*;
 use crate::ids::ApprovalId;
 use crate::policy::json::{restricted, to_cedar_json};
+use crate::policy::reads::Reads;
 use crate::usage::{Amount, Calls, Seen};
 
 /// Context keys Reins fills in itself; a caller may not set them.
@@ -27,7 +28,7 @@ pub(super) fn cedar_context(
     user: Option<EntityUid>,
     request: &DecisionRequest,
     approval: Option<(ApprovalId, &str)>,
-    usage: Option<&Seen>,
+    usage: Option<(&Seen, &Reads)>,
 ) -> Result<Context, RequestError> {
     let given = request.context.as_ref();
     if let Some(key) = RESERVED_CONTEXT
@@ -84,77 +85,115 @@ pub(super) fn cedar_context(
         .map_err(context_error)?;
         pairs.push(("approval".into(), record));
     }
-    if let Some(seen) = usage {
-        usage_pairs(seen, &mut pairs).map_err(context_error)?;
+    if let Some((seen, reads)) = usage {
+        usage_pairs(seen, reads, &mut pairs).map_err(context_error)?;
     }
     Context::from_pairs(pairs).map_err(context_error)
 }
 
-/// `context.usage` and `context.session` (schemas/reins.cedarschema documents each name).
+/// `context.usage` and `context.session` (schemas/reins.cedarschema documents each name), with
+/// only the parts `reads` says the policies read ([`crate::policy::reads`]): Cedar evaluates every
+/// record it is given, and no policy can tell an unread part from an absent one.
 fn usage_pairs(
     seen: &Seen,
+    reads: &Reads,
     pairs: &mut Vec<(String, RestrictedExpression)>,
 ) -> Result<(), cedar_policy::ExpressionConstructionError> {
     type Fields = Vec<(String, RestrictedExpression)>;
     let long = |n: i64| RestrictedExpression::new_long(n);
     let decimal = |a: Amount| RestrictedExpression::new_decimal(a.to_decimal_text());
-    let record = |fields: Fields| RestrictedExpression::new_record(fields);
-    let calls = |c: &Calls| {
-        record(vec![
-            ("calls_1m".into(), long(c.calls_1m)),
-            ("calls_1h".into(), long(c.calls_1h)),
-            ("calls_24h".into(), long(c.calls_24h)),
-        ])
+    // The fields of one record that `reads` wants, each made only then.
+    fn record<T: Copy>(
+        reads: &Reads,
+        fields: &[(&str, T)],
+        make: impl Fn(T) -> RestrictedExpression,
+    ) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+        RestrictedExpression::new_record(
+            fields
+                .iter()
+                .filter(|(name, _)| reads.wants(name))
+                .map(|(name, v)| ((*name).to_owned(), make(*v))),
+        )
+    }
+    let calls = |reads: &Reads, c: &Calls| {
+        record(
+            reads,
+            &[
+                ("calls_1m", c.calls_1m),
+                ("calls_1h", c.calls_1h),
+                ("calls_24h", c.calls_24h),
+            ],
+            long,
+        )
     };
-    let mut usage: Fields = vec![
-        ("agent_tool".into(), calls(&seen.agent_tool)?),
-        ("agent".into(), calls(&seen.agent)?),
-    ];
-    if let Some(user) = &seen.user {
-        usage.push(("user".into(), calls(user)?));
-    }
-    if let Some(spend) = &seen.spend {
-        let sums = |s: &crate::usage::Sums| {
-            record(vec![
-                ("spent_1m".into(), decimal(s.spent_1m)),
-                ("spent_1h".into(), decimal(s.spent_1h)),
-                ("spent_24h".into(), decimal(s.spent_24h)),
-                ("after_1m".into(), decimal(s.after_1m)),
-                ("after_1h".into(), decimal(s.after_1h)),
-                ("after_24h".into(), decimal(s.after_24h)),
-            ])
-        };
-        let mut fields: Fields = vec![
-            (
-                "currency".into(),
-                RestrictedExpression::new_string(spend.currency.clone()),
-            ),
-            ("amount".into(), decimal(spend.amount)),
-            ("agent".into(), sums(&spend.agent)?),
-        ];
-        if let Some(user) = &spend.user {
-            fields.push(("user".into(), sums(user)?));
+    if let Some(reads) = reads.of("usage") {
+        let mut usage: Fields = Vec::new();
+        if let Some(r) = reads.of("agent_tool") {
+            usage.push(("agent_tool".into(), calls(r, &seen.agent_tool)?));
         }
-        if let Some(session) = &spend.session {
-            fields.push((
-                "session".into(),
-                record(vec![
-                    ("spent".into(), decimal(session.spent)),
-                    ("after".into(), decimal(session.after)),
-                ])?,
-            ));
+        if let Some(r) = reads.of("agent") {
+            usage.push(("agent".into(), calls(r, &seen.agent)?));
         }
-        usage.push(("spend".into(), record(fields)?));
+        if let (Some(r), Some(user)) = (reads.of("user"), &seen.user) {
+            usage.push(("user".into(), calls(r, user)?));
+        }
+        if let (Some(reads), Some(spend)) = (reads.of("spend"), &seen.spend) {
+            let sums = |reads: &Reads, s: &crate::usage::Sums| {
+                record(
+                    reads,
+                    &[
+                        ("spent_1m", s.spent_1m),
+                        ("spent_1h", s.spent_1h),
+                        ("spent_24h", s.spent_24h),
+                        ("after_1m", s.after_1m),
+                        ("after_1h", s.after_1h),
+                        ("after_24h", s.after_24h),
+                    ],
+                    decimal,
+                )
+            };
+            let mut fields: Fields = Vec::new();
+            if reads.wants("currency") {
+                fields.push((
+                    "currency".into(),
+                    RestrictedExpression::new_string(spend.currency.clone()),
+                ));
+            }
+            if reads.wants("amount") {
+                fields.push(("amount".into(), decimal(spend.amount)));
+            }
+            if let Some(r) = reads.of("agent") {
+                fields.push(("agent".into(), sums(r, &spend.agent)?));
+            }
+            if let (Some(r), Some(user)) = (reads.of("user"), &spend.user) {
+                fields.push(("user".into(), sums(r, user)?));
+            }
+            if let (Some(r), Some(session)) = (reads.of("session"), &spend.session) {
+                fields.push((
+                    "session".into(),
+                    record(
+                        r,
+                        &[("spent", session.spent), ("after", session.after)],
+                        decimal,
+                    )?,
+                ));
+            }
+            usage.push(("spend".into(), RestrictedExpression::new_record(fields)?));
+        }
+        pairs.push(("usage".into(), RestrictedExpression::new_record(usage)?));
     }
-    pairs.push(("usage".into(), record(usage)?));
-    if let Some(session) = &seen.session {
+    if let (Some(reads), Some(session)) = (reads.of("session"), &seen.session) {
         pairs.push((
             "session".into(),
-            record(vec![
-                ("steps".into(), long(session.steps)),
-                ("tool_calls".into(), long(session.tool_calls)),
-                ("identical_calls".into(), long(session.identical_calls)),
-            ])?,
+            record(
+                reads,
+                &[
+                    ("steps", session.steps),
+                    ("tool_calls", session.tool_calls),
+                    ("identical_calls", session.identical_calls),
+                ],
+                long,
+            )?,
         ));
     }
     Ok(())
@@ -174,7 +213,7 @@ pub(super) fn cedar_context_from_json(
     user: Option<EntityUid>,
     request: &DecisionRequest,
     approval: Option<(ApprovalId, &str)>,
-    usage: Option<&Seen>,
+    usage: Option<(&Seen, &Reads)>,
 ) -> Result<Context, RequestError> {
     let mut context = match request
         .context
@@ -211,9 +250,9 @@ pub(super) fn cedar_context_from_json(
     let context = Context::from_json_value(Value::Object(context), None).map_err(context_error)?;
     match usage {
         None => Ok(context),
-        Some(seen) => {
+        Some((seen, reads)) => {
             let mut pairs = Vec::new();
-            usage_pairs(seen, &mut pairs).map_err(context_error)?;
+            usage_pairs(seen, reads, &mut pairs).map_err(context_error)?;
             context.merge(pairs).map_err(context_error)
         }
     }

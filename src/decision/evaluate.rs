@@ -268,6 +268,14 @@ impl Pipeline {
         let types = self.registry.types();
 
         let (action, resource_type, tool_id) = self.check_request(&pack, request)?;
+        // Loaded once: the shadow pack is asked the same Cedar request, so the context shows
+        // what either pack reads.
+        let shadow = self.shadow.load_full();
+        let reads = match &shadow {
+            None => std::borrow::Cow::Borrowed(pack.reads()),
+            Some(shadow) => std::borrow::Cow::Owned(pack.reads().union(shadow.pack.reads())),
+        };
+        let seen = seen.map(|seen| (seen, &*reads));
         let mut context = self.context(caller, request, None, seen)?;
 
         let deny =
@@ -391,10 +399,10 @@ impl Pipeline {
         let response = tracing::debug_span!("cedar", policies = pack.policy_count())
             .in_scope(|| pack.is_authorized(&cedar_request, &entities));
         let mut decision = decision_of(&pack, &response);
-        if let Some(seen) = seen {
+        if let Some((seen, _)) = seen {
             retry_after(&mut decision, seen);
         }
-        let shadow = self.shadow.load_full().map(|shadow| {
+        let shadow = shadow.map(|shadow| {
             Box::new(ShadowSeen {
                 answer: evaluate_shadow(&shadow, &cedar_request, &entities),
                 shadow,
@@ -518,7 +526,7 @@ impl Pipeline {
         caller: &Caller,
         request: &DecisionRequest,
         approval: Option<&Approval>,
-        usage: Option<&crate::usage::Seen>,
+        usage: Option<(&crate::usage::Seen, &crate::policy::reads::Reads)>,
     ) -> Result<Context, RequestError> {
         let types = self.registry.types();
         cedar_context(

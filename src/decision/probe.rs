@@ -114,7 +114,7 @@ pub fn replay_decision(
         on_behalf_of.map(|user| types.uid(&types.user, user.as_str())),
         request,
         approval,
-        usage,
+        usage.map(|seen| (seen, pack.reads())),
     )?;
     let resource_entity = match tool {
         Some(t) => t.clone(),

@@ -14,6 +14,7 @@ use std::str::FromStr;
 pub mod control;
 pub mod json;
 pub mod limits;
+pub mod reads;
 pub mod shadow;
 pub mod store;
 pub mod testing;
@@ -101,6 +102,8 @@ pub struct PolicyPack {
     sources: Vec<(String, String)>,
     schema_text: String,
     authorizer: Authorizer,
+    /// What the policies read of `context.usage` and `context.session` ([`reads`]).
+    reads: reads::Reads,
 }
 
 impl PolicyPack {
@@ -181,7 +184,14 @@ impl PolicyPack {
             return Err(PolicyError::Invalid(problems));
         }
         let digest = PolicyDigest::of_files(&files);
+        let reads = reads::Reads::of_policies(
+            policies
+                .policies()
+                .map(|p| p.to_json().ok())
+                .chain(policies.templates().map(|t| t.to_json().ok())),
+        );
         Ok(Self {
+            reads,
             schema,
             policies,
             digest,
@@ -210,6 +220,11 @@ impl PolicyPack {
 
     pub fn schema_text(&self) -> &str {
         &self.schema_text
+    }
+
+    /// What the policies read of the context Reins fills in (`usage`, `session`).
+    pub fn reads(&self) -> &reads::Reads {
+        &self.reads
     }
 
     pub fn policy_count(&self) -> usize {

@@ -840,3 +840,53 @@ async fn a_replay_body_must_be_an_object() {
         .await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// A shadow version is asked the Cedar request built for the active one, so that request shows
+/// what either reads: here the shadow alone reads `context.usage.agent_tool`, which the default
+/// pack never reads (and so a decision under it alone is not shown).
+#[tokio::test]
+async fn a_shadow_sees_the_usage_it_reads_even_when_the_active_pack_does_not() {
+    const TWO_PER_TOOL: &str = r#"
+@id("two-per-tool")
+@reason("rate_limited")
+forbid (principal is Agent, action == Action::"invoke", resource is Tool)
+when { context has usage && context.usage.agent_tool.calls_1m >= 2 };
+"#;
+    let s = TestServer::start().await;
+    fleet(&s).await;
+    let (status, draft) = s
+        .post(
+            "/v1/policies",
+            &admin(&s),
+            json!({"files": pack_files(&[("two_per_tool.cedar", TWO_PER_TOOL)], &[])}),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    let id = draft["version"].as_str().unwrap().to_owned();
+    let (status, shadowed) = s
+        .post(&format!("/v1/policies/{id}/shadow"), &admin(&s), json!({}))
+        .await;
+    assert_eq!(status, 200, "{shadowed}");
+    for _ in 0..3 {
+        assert_eq!(weather(&s).await["decision"], "allow");
+    }
+    let (_, report) = s
+        .get(
+            &format!("/v1/policies/{id}/shadow"),
+            &s.token("aud", &["auditor"]),
+        )
+        .await;
+    assert_eq!(
+        (
+            report["evaluated"].as_u64(),
+            report["allow_to_deny"].as_u64()
+        ),
+        (Some(3), Some(1)),
+        "the third call is the shadow's third on the tool: {report}"
+    );
+    assert_eq!(
+        report["examples"][0]["shadow_policy_ids"],
+        json!(["two-per-tool"]),
+        "{report}"
+    );
+}
