@@ -303,10 +303,6 @@ pub struct LedgerConfig {
     /// Size, in MiB, at which the SQLite write-ahead log is restarted from its beginning under
     /// load (it cannot restart while commits keep arriving otherwise, and would grow without end).
     pub wal_limit_mib: u64,
-    /// An append that waits this long to be durable is logged (`slow ledger append`) with what
-    /// the write path did meanwhile (single server). `scripts/bench.sh`'s soak mode sets 20ms.
-    #[serde(with = "humantime_serde")]
-    pub slow_append: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -319,7 +315,6 @@ impl Default for LedgerConfig {
             mask_intent: false,
             max_batch: 1024,
             wal_limit_mib: 64,
-            slow_append: Duration::from_millis(50),
         }
     }
 }

@@ -142,9 +142,9 @@ pub struct Ledger {
     signed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// On a shared ledger: what this replica last read of the shared counters.
     follow: Option<Arc<shared::Follow>>,
-    /// On a single server: what the write path is doing, and how long an append may wait
-    /// before it is logged with that ([`activity`]).
-    activity: Option<(Arc<activity::Activity>, Duration)>,
+    /// On a single server: what the write path is doing ([`activity`]), for `api::slow`'s log
+    /// of slow answers.
+    activity: Option<Arc<activity::Activity>>,
 }
 
 impl Ledger {
@@ -335,7 +335,7 @@ impl Ledger {
             health,
             signed_at,
             follow: None,
-            activity: Some((activity, config.slow_append)),
+            activity: Some(activity),
         })
     }
 
@@ -351,7 +351,6 @@ impl Ledger {
         appends: Vec<Append>,
         evaluated_under: Option<u64>,
     ) -> Result<Vec<LedgerRef>, LedgerError> {
-        let mark = self.activity.as_ref().map(|(a, _)| a.mark());
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Message::Append(Job {
@@ -361,22 +360,7 @@ impl Ledger {
             }))
             .await
             .map_err(|_| stopped())?;
-        let answered = answer.await.map_err(|_| stopped())?;
-        if let (Some((activity, slow)), Some(mark)) = (&self.activity, mark) {
-            let waited = activity.waited(&mark);
-            if waited >= *slow {
-                // What the write path did meanwhile: the tail's cause, for `bench.sh`'s soak and
-                // for an operator.
-                tracing::warn!(
-                    waited_ms = waited.as_secs_f64() * 1e3,
-                    longest = %activity.longest_during(&mark),
-                    steps = %activity.describe_during(&mark),
-                    last_batch = activity.last_batch(),
-                    "slow ledger append"
-                );
-            }
-        }
-        answered
+        answer.await.map_err(|_| stopped())?
     }
 
     /// On a shared ledger, the control version as this replica last read it, and when; None on
@@ -483,7 +467,7 @@ impl Ledger {
     /// What a single server's write path is doing (None on PostgreSQL, whose write path is the
     /// database's).
     pub fn activity(&self) -> Option<&activity::Activity> {
-        self.activity.as_ref().map(|(a, _)| &**a)
+        self.activity.as_deref()
     }
 
     /// Time since this process last signed a checkpoint (None before the first).
