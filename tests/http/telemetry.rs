@@ -466,8 +466,9 @@ async fn export_over_grpc_works_too() {
     assert!(!log.contains("export failed"), "{log}");
 }
 
-#[tokio::test]
-async fn json_logs_are_one_object_per_line() {
+/// Starts `reins --log-format json serve` with `env`, waits until it is ready, stops it and
+/// returns what it logged.
+async fn json_log_of_a_start(env: &[(&str, &str)]) -> String {
     reins::crypto::install_crypto_provider();
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("stderr.log");
@@ -481,6 +482,7 @@ async fn json_logs_are_one_object_per_line() {
         "--listen",
         &listen,
     ])
+    .envs(env.iter().copied())
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap())
     .spawn()
@@ -498,7 +500,12 @@ async fn json_logs_are_one_object_per_line() {
         .status()
         .unwrap();
     assert!(child.wait().unwrap().success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let text = json_log_of_a_start(&[]).await;
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -512,4 +519,14 @@ async fn json_logs_are_one_object_per_line() {
             .iter()
             .all(|l| l["level"].is_string() && l["timestamp"].is_string())
     );
+}
+
+// The log's filter is the whole subscriber's when nothing is exported: REINS_LOG still decides.
+#[tokio::test]
+async fn reins_log_decides_what_is_logged() {
+    let quiet = json_log_of_a_start(&[("REINS_LOG", "warn")]).await;
+    assert!(!quiet.contains("listening"), "{quiet}");
+    let chatty = json_log_of_a_start(&[("REINS_LOG", "debug")]).await;
+    assert!(chatty.contains("listening"), "{chatty}");
+    assert!(chatty.contains(r#""level":"DEBUG""#), "{chatty}");
 }
