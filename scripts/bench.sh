@@ -22,6 +22,7 @@
 #   scripts/bench.sh                # DURATION=10s AGENTS=300 TOOLS=40 CONCURRENCY="1 16 64"
 #   SOAK=10m scripts/bench.sh       # then a 10-minute c16 run, its stalls attributed to ledger steps
 #   MEMORY=1 scripts/bench.sh       # then: resident memory at 10,000 agents and over 1,000,000 more entries
+#                                   # (MEMORY_ENTRIES=10000000: over ten million)
 #   REINS=/tmp/reins-old POLICY_DIR=/tmp/old/policies scripts/bench.sh
 #                                   # another build of reins (with the policy pack its tests expect)
 # Traffic goes only to 127.0.0.1. Needs wrk and jq (installed with apt-get when run as root).
@@ -345,9 +346,9 @@ if [ "${MEMORY:-0}" = 1 ]; then
     -d '{"name":"agent {}","owner":"team-x","risk_tier":"limited","tools":["tool-0","tool-1","tool-2"]}'
   sleep 1.5
   echo "resident memory with 10,000 agents registered ($(ledger_size) entries): $(rss)"
-  # A million entries more than the load runs left, read every 5 s of load: the readings show
-  # whether memory follows the ledger's size.
-  TARGET=$(( $(ledger_size) + 1000000 ))
+  # MEMORY_ENTRIES (default a million) entries more than the load runs left, read every 5 s of
+  # load: the readings show whether memory follows the ledger's size.
+  TARGET=$(( $(ledger_size) + ${MEMORY_ENTRIES:-1000000} ))
   while [ "$(ledger_size)" -lt "$TARGET" ]; do
     REINS_BENCH_BATCH=100 REINS_BENCH_FLEET="$FLEET" wrk -t2 -c16 -d5s -s scripts/decisions.lua "$BASE" >/dev/null
     ANSWERED=-1
