@@ -86,8 +86,8 @@ fn resource() -> opentelemetry_sdk::Resource {
     }
 }
 
-/// What the log shows: `REINS_LOG` (default `info`), never the OpenTelemetry SDK's own diagnostics
-/// (failures are reported by [`Reported`]).
+/// What the log shows: `REINS_LOG` (default `info`), without the OpenTelemetry SDK's own
+/// diagnostics (failures are reported by [`Reported`]) unless `REINS_LOG` names their targets.
 fn log_filter() -> EnvFilter {
     let filter = EnvFilter::try_from_env("REINS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // A target prefix: it covers opentelemetry_sdk, opentelemetry_otlp and the rest.

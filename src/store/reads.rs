@@ -135,8 +135,8 @@ impl Store {
         // Nodes of one level lie about 2^(level + 1) positions apart, the subtrees under them in
         // between. Below level 2 a scan from the first position to the last reads at most four
         // rows for each it keeps; higher up it reads every node under the ones it keeps (a tile
-        // of level-16 nodes on a ledger of ten million entries scanned the whole table, seconds
-        // a request), so there the positions are listed, a bounded number a query.
+        // of level-16 nodes read the whole table: 147 ms at 1.6 million entries), so there the
+        // positions are listed, a bounded number a query.
         if level >= 2 {
             let mut found = Vec::with_capacity((hi - lo) as usize);
             let mut start = lo;
