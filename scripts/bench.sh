@@ -185,7 +185,6 @@ for c in $CONCURRENCY; do
   vs_cedar=$(div "$rps" "$cedar_rps")
   row "POST /v1/decisions" "$c" "$rps" "$p50" "$p99" "$ratio" "$vs_cedar" "$(per "$c0" "$c1" "$n")" "$(tail_note)"
   if [ "$c" = 16 ]; then T_RPS=$rps; T_P99=$p99; T_CEDAR=$vs_cedar; T_CPU=$(per "$c0" "$c1" "$n"); T_CEDAR_CPU=$CEDAR_CPU; fi
-  BEST_RPS=$(awk -v a="$rps" -v b="${BEST_RPS:-0}" 'BEGIN {print (a > b ? a : b)}')
 done
 kill "$CEDAR"; wait "$CEDAR" 2>/dev/null || true
 BATCH=10

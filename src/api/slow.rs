@@ -19,16 +19,15 @@ pub(super) async fn log_slow_answers(
     next: Next,
 ) -> Response {
     let slow = state.config.http.slow_answer;
-    let activity = state.ledger.activity();
     let started = Instant::now();
-    let mark = activity.map(|a| a.mark());
+    let marked = state.ledger.activity().map(|a| (a, a.mark()));
     let response = next.run(request).await;
     let took = started.elapsed();
     if took >= slow {
         let status = response.status().as_u16();
         let took_ms = took.as_secs_f64() * 1e3;
-        match (activity, mark) {
-            (Some(activity), Some(mark)) => tracing::warn!(
+        match marked {
+            Some((activity, mark)) => tracing::warn!(
                 took_ms,
                 status,
                 ledger_longest = %activity.longest_during(&mark),
@@ -37,7 +36,7 @@ pub(super) async fn log_slow_answers(
                 "slow answer"
             ),
             // A replica on PostgreSQL: its write path is the database's, not timed here.
-            _ => tracing::warn!(took_ms, status, "slow answer"),
+            None => tracing::warn!(took_ms, status, "slow answer"),
         }
     }
     response
